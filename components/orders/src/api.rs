@@ -1,0 +1,90 @@
+//! The handlers of the Orders API.
+//!
+//! - `POST /orders` `{customerId, amount}` → 201 with the order and `Location`. With an
+//!   `Idempotency-Key`, a retry (same key, same body) gets the same order again, marked
+//!   `Idempotent-Replayed: true`; the same key with another body is a 409.
+//! - `GET /orders/{id}` → 200 or 404.
+//! - `GET /orders?customerId=&status=&limit=&cursor=` → a page, newest first, and `nextCursor`.
+//! - `GET /health` → 200 when the database answers, 503 otherwise.
+
+use contracts::{Location, OrderId, Problem};
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+
+use crate::input::{self, ListQuery, NewOrder};
+use crate::reply;
+use crate::store::{self, Created, StoreError};
+
+pub fn create(request: &Request) -> Response {
+    let parsed = NewOrder::from_request(request).and_then(|order| Ok((order, input::idempotency_key(request)?)));
+    let (order, key) = match parsed {
+        Ok(parsed) => parsed,
+        Err(problem) => return reply::problem(&problem),
+    };
+    let id = OrderId::from_uuid(uuid::Uuid::now_v7());
+    let (order, replayed) = match store::create(id, &order, key.as_deref()) {
+        Ok(Created::New(created)) => (created, false),
+        Ok(Created::Existing(existing)) if existing.customer_id == order.customer_id && existing.amount == order.amount => {
+            (existing, true)
+        }
+        Ok(Created::Existing(_)) => {
+            return reply::problem(&Problem::invalid_with_status(
+                409,
+                Location::Header,
+                "Idempotency-Key",
+                "was already used for an order with a different body",
+            ));
+        }
+        Err(err) => return failed(err),
+    };
+    let mut response = reply::json(201, &order);
+    response.set_header("location", format!("/orders/{}", order.id));
+    if replayed {
+        response.set_header("idempotent-replayed", "true");
+    }
+    response
+}
+
+pub fn get(id: &str) -> Response {
+    let id = match input::order_id(id) {
+        Ok(id) => id,
+        Err(problem) => return reply::problem(&problem),
+    };
+    match store::get(id) {
+        Ok(Some(order)) => reply::json(200, &order),
+        Ok(None) => reply::problem(&Problem::new(404, format!("no order {id}"))),
+        Err(err) => failed(err),
+    }
+}
+
+pub fn list(request: &Request) -> Response {
+    let query = match ListQuery::parse(request.query()) {
+        Ok(query) => query,
+        Err(problem) => return reply::problem(&problem),
+    };
+    match store::list(&query) {
+        Ok((items, next)) => reply::json(200, &json!({ "items": items, "nextCursor": next })),
+        Err(err) => failed(err),
+    }
+}
+
+pub fn health() -> Response {
+    match store::ping() {
+        Ok(()) => reply::json(200, &json!({ "status": "up" })),
+        Err(err) => failed(err),
+    }
+}
+
+/// A store failure as a problem: 503 when the database is away, 500 otherwise.
+fn failed(err: StoreError) -> Response {
+    match err {
+        StoreError::Unavailable(why) => {
+            eprintln!("orders: database unavailable: {why}");
+            reply::problem(&Problem::new(503, "the orders database is unavailable; try again shortly"))
+        }
+        StoreError::Failed(why) => {
+            eprintln!("orders: {why}");
+            reply::problem(&Problem::new(500, "the order could not be processed"))
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Requests into domain values. Every refusal is a problem naming the field at fault, and
+//! nothing is written before input has been accepted.
+
+use contracts::{Amount, CustomerId, Location, OrderId, Problem};
+use serde_json::{Map, Value};
+use spin_sdk::http::Request;
+
+/// Largest `POST /orders` body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Longest `Idempotency-Key` accepted, in characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Page size when `limit` is not given, and the largest allowed.
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+/// A valid `POST /orders` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub customer_id: CustomerId,
+    pub amount: Amount,
+}
+
+impl NewOrder {
+    /// Parses a `POST /orders` request: content type, size, then the JSON body.
+    pub fn from_request(request: &Request) -> Result<Self, Problem> {
+        let content_type = request.header("content-type").and_then(|value| value.as_str());
+        if !is_json(content_type) {
+            return Err(Problem::invalid_with_status(
+                415,
+                Location::Header,
+                "Content-Type",
+                format!("must be application/json (got {})", content_type.unwrap_or("none")),
+            ));
+        }
+        if request.body().len() > MAX_BODY_BYTES {
+            return Err(Problem::new(413, format!("the body is over {MAX_BODY_BYTES} bytes")));
+        }
+        Self::from_json(request.body())
+    }
+
+    /// Parses `{"customerId": "<uuid>", "amount": <integer>}`; no other member is allowed.
+    pub fn from_json(body: &[u8]) -> Result<Self, Problem> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|err| Problem::new(400, format!("the body is not valid JSON: {err}")))?;
+        let Value::Object(mut object) = value else {
+            return Err(Problem::new(400, "the body must be a JSON object"));
+        };
+        let customer_id = take(&mut object, "customerId")?;
+        let amount = take(&mut object, "amount")?;
+        if let Some(unknown) = object.keys().next() {
+            return Err(body_error(unknown, "is not a known field; expected customerId and amount"));
+        }
+        let customer_id = customer_id
+            .as_str()
+            .ok_or_else(|| body_error("customerId", "must be a string"))?
+            .parse::<CustomerId>()
+            .map_err(|err| body_error("customerId", err))?;
+        let amount = match amount {
+            Value::Number(number) => match (number.as_i64(), number.as_u64()) {
+                (Some(units), _) => Amount::new(units).map_err(|err| body_error("amount", err))?,
+                (None, Some(_)) => return Err(body_error("amount", contracts::AmountError::TooLarge)),
+                (None, None) => {
+                    return Err(body_error("amount", "must be a whole number of minor units (cents)"));
+                }
+            },
+            _ => return Err(body_error("amount", "must be a number")),
+        };
+        Ok(Self { customer_id, amount })
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
+    let Some(value) = request.header("idempotency-key") else { return Ok(None) };
+    let refuse = |detail: &str| Problem::invalid(Location::Header, "Idempotency-Key", detail);
+    let key = value.as_str().ok_or_else(|| refuse("must be visible ASCII text"))?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(refuse("must be 1 to 255 characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse("must be visible ASCII text, without spaces"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// An order id from the path.
+pub fn order_id(segment: &str) -> Result<OrderId, Problem> {
+    segment.parse().map_err(|err: contracts::ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
+}
+
+/// `GET /orders` query parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<String>,
+    pub limit: u32,
+    /// The last id of the previous page; this page holds older orders.
+    pub cursor: Option<OrderId>,
+}
+
+impl ListQuery {
+    pub fn parse(query: &str) -> Result<Self, Problem> {
+        let mut parsed = Self { customer_id: None, status: None, limit: DEFAULT_LIMIT, cursor: None };
+        let mut seen = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let refuse = |detail: &dyn std::fmt::Display| {
+                Problem::invalid(Location::Query, name.to_string(), detail.to_string())
+            };
+            if seen.contains(&name) {
+                return Err(refuse(&"is given more than once"));
+            }
+            match name.as_ref() {
+                "customerId" => parsed.customer_id = Some(value.parse().map_err(|e| refuse(&e))?),
+                "status" => match value.as_ref() {
+                    "pending" | "invoiced" => parsed.status = Some(value.to_string()),
+                    _ => return Err(refuse(&"must be pending or invoiced")),
+                },
+                "limit" => {
+                    parsed.limit = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                        .ok_or_else(|| refuse(&format_args!("must be a whole number from 1 to {MAX_LIMIT}")))?;
+                }
+                "cursor" => {
+                    parsed.cursor = Some(value.parse().map_err(|_| {
+                        refuse(&"is not a cursor this service gave out (use nextCursor from a previous page)")
+                    })?);
+                }
+                _ => return Err(refuse(&"is not a known parameter; expected customerId, status, limit, cursor")),
+            }
+            seen.push(name);
+        }
+        Ok(parsed)
+    }
+}
+
+fn take(object: &mut Map<String, Value>, field: &str) -> Result<Value, Problem> {
+    match object.remove(field) {
+        None | Some(Value::Null) => Err(body_error(field, "is required")),
+        Some(value) => Ok(value),
+    }
+}
+
+fn body_error(field: &str, detail: impl ToString) -> Problem {
+    Problem::invalid(Location::Body, field, detail.to_string())
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}

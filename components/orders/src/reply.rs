@@ -1,0 +1,24 @@
+//! Responses: JSON bodies and RFC 9457 problems.
+
+use contracts::Problem;
+use serde::Serialize;
+use spin_sdk::http::Response;
+
+pub fn json(status: u16, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .build(),
+        Err(err) => problem(&Problem::new(500, format!("cannot serialize the response: {err}"))),
+    }
+}
+
+pub fn problem(problem: &Problem) -> Response {
+    Response::builder()
+        .status(problem.status)
+        .header("content-type", contracts::problem::CONTENT_TYPE)
+        .body(problem.to_json())
+        .build()
+}

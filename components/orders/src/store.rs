@@ -1,0 +1,138 @@
+//! The Orders table, through `platform:service/sql`. All statements of a request share the
+//! host's transaction; this module never begins or commits.
+
+use contracts::{Amount, CustomerId, OrderId, Timestamp};
+use serde::Serialize;
+
+use crate::bindings::sql::{self, Value};
+use crate::input::{ListQuery, NewOrder};
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: OrderId,
+    pub customer_id: CustomerId,
+    pub amount: Amount,
+    pub status: String,
+    pub created_at: Timestamp,
+}
+
+/// Why the store could not answer.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database is down or unreachable: worth retrying.
+    Unavailable(String),
+    /// Anything else: a bug here or a schema that does not match.
+    Failed(String),
+}
+
+impl From<sql::Error> for StoreError {
+    fn from(err: sql::Error) -> Self {
+        match err {
+            sql::Error::Unavailable(why) => Self::Unavailable(why),
+            other => Self::Failed(format!("{other:?}")),
+        }
+    }
+}
+
+/// What creating an order with an idempotency key found.
+pub enum Created {
+    New(Order),
+    /// An order made earlier with the same key.
+    Existing(Order),
+}
+
+const COLUMNS: &str = "id, customer_id, amount, status, created_at";
+
+/// Inserts the order, unless `idempotency_key` already names one: then returns that order.
+pub fn create(id: OrderId, order: &NewOrder, idempotency_key: Option<&str>) -> Result<Created, StoreError> {
+    let key = idempotency_key.map_or(Value::Null, |key| Value::Text(key.to_owned()));
+    let inserted = sql::query(
+        &format!(
+            "INSERT INTO orders (id, customer_id, amount, idempotency_key) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+        ),
+        &[
+            Value::Uuid(id.to_string()),
+            Value::Uuid(order.customer_id.to_string()),
+            Value::Int64(order.amount.minor_units()),
+            key.clone(),
+        ],
+    )?;
+    if let Some(row) = inserted.rows.into_iter().next() {
+        return Ok(Created::New(Order::from_row(row)?));
+    }
+    // The key was taken. `ON CONFLICT` waited for the other transaction to commit, so the
+    // order it made is visible now.
+    let existing = sql::query(&format!("SELECT {COLUMNS} FROM orders WHERE idempotency_key = $1"), &[key])?;
+    let row = existing
+        .rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Failed("an idempotency key conflicted but its order is gone".into()))?;
+    Ok(Created::Existing(Order::from_row(row)?))
+}
+
+pub fn get(id: OrderId) -> Result<Option<Order>, StoreError> {
+    let rows = sql::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"), &[Value::Uuid(id.to_string())])?;
+    rows.rows.into_iter().next().map(Order::from_row).transpose()
+}
+
+/// One page of orders, newest first, and the cursor of the next page if there is one.
+pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreError> {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    if let Some(customer_id) = query.customer_id {
+        params.push(Value::Uuid(customer_id.to_string()));
+        conditions.push(format!("customer_id = ${}", params.len()));
+    }
+    if let Some(status) = &query.status {
+        params.push(Value::Text(status.clone()));
+        conditions.push(format!("status = ${}", params.len()));
+    }
+    if let Some(cursor) = query.cursor {
+        params.push(Value::Uuid(cursor.to_string()));
+        conditions.push(format!("id < ${}", params.len()));
+    }
+    // One more row than asked tells whether another page follows.
+    params.push(Value::Int64(i64::from(query.limit) + 1));
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let statement = format!("SELECT {COLUMNS} FROM orders {filter} ORDER BY id DESC LIMIT ${}", params.len());
+    let rows = sql::query(&statement, &params)?;
+    let mut orders = rows.rows.into_iter().map(Order::from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if orders.len() > query.limit as usize {
+        orders.truncate(query.limit as usize);
+        orders.last().map(|order| order.id)
+    } else {
+        None
+    };
+    Ok((orders, next))
+}
+
+/// Checks the database answers.
+pub fn ping() -> Result<(), StoreError> {
+    sql::query("SELECT 1", &[])?;
+    Ok(())
+}
+
+impl Order {
+    /// Reads a row of [`COLUMNS`].
+    fn from_row(row: Vec<Value>) -> Result<Self, StoreError> {
+        let bad = |what: &str| StoreError::Failed(format!("unexpected {what} in an orders row"));
+        let [id, customer_id, amount, status, created_at]: [Value; 5] =
+            row.try_into().map_err(|_| bad("column count"))?;
+        let (Value::Uuid(id), Value::Uuid(customer_id), Value::Int64(amount), Value::Text(status), Value::Timestamp(created_at)) =
+            (id, customer_id, amount, status, created_at)
+        else {
+            return Err(bad("column types"));
+        };
+        Ok(Self {
+            id: id.parse().map_err(|_| bad("id"))?,
+            customer_id: customer_id.parse().map_err(|_| bad("customer_id"))?,
+            amount: Amount::new(amount).map_err(|_| bad("amount"))?,
+            status,
+            created_at: Timestamp::from_unix_micros(created_at).map_err(|_| bad("created_at"))?,
+        })
+    }
+}

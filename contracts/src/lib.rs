@@ -1,0 +1,24 @@
+//! Types the Orders and Invoices services share: identifiers, money and (with messaging) the
+//! events that cross the broker.
+//!
+//! Every type here is "parse, don't validate": its constructor is the only way in, so a value
+//! that exists is valid. Nothing here does I/O; the crate builds for `wasm32-wasip2` (the
+//! components) and natively (the host's tests).
+//!
+//! # Layout
+//! - [`ids`]: `OrderId`, `CustomerId`, `InvoiceId`, `EventId` (UUIDs).
+//! - [`money`]: `Amount`, a positive whole number of minor currency units.
+//! - [`problem`]: RFC 9457 problem details, the shape of every error response.
+//! - [`time`]: `Timestamp`, microseconds since the Unix epoch, shown as RFC 3339.
+
+#![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod money;
+pub mod problem;
+pub mod time;
+
+pub use ids::{CustomerId, EventId, InvoiceId, OrderId, ParseIdError};
+pub use money::{Amount, AmountError};
+pub use problem::{FieldError, Location, Problem};
+pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,176 @@
+//! The `platform:service/sql` capability: a component's statements, run in its unit of work.
+//!
+//! - [`Database`] is where statements go: [`postgres::PgDatabase`] (one pool per component, built
+//!   once at start) or a fake in component tests.
+//! - [`SqlCtx`] is created per store. It opens the transaction on the first statement and the
+//!   trigger ends it with [`SqlCtx::finish`] once the handler has answered.
+//! - [`Sql`] is the view the generated `Host` trait is implemented on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use wasmtime::component::{HasData, Linker};
+
+pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
+use crate::bindings::sql::{self as wit};
+
+pub mod convert;
+pub mod postgres;
+
+/// A component's database.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    /// Opens a transaction for one unit of work.
+    async fn begin(&self) -> Result<Box<dyn Transaction>, Error>;
+
+    /// Checks that the database answers now; the reason when it does not.
+    async fn ping(&self) -> Result<(), String>;
+}
+
+/// One open transaction. Dropping it without `commit` rolls it back.
+#[async_trait]
+pub trait Transaction: Send {
+    async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error>;
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
+    async fn commit(self: Box<Self>) -> Result<(), Error>;
+    async fn rollback(self: Box<Self>);
+}
+
+/// How a unit of work ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The component ran no statement.
+    NoStatements,
+    Committed,
+    RolledBack,
+}
+
+/// Why a unit of work that should have committed did not.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("a statement failed earlier in this unit of work, so it was rolled back: {0}")]
+    StatementFailed(String),
+    #[error("the commit failed: {0:?}")]
+    Commit(Error),
+}
+
+/// The database side of one unit of work.
+pub struct SqlCtx {
+    database: Arc<dyn Database>,
+    /// Opened on the first statement; `None` before it and after `finish`.
+    transaction: Option<Box<dyn Transaction>>,
+    /// The first error that aborted the transaction, if any: it can then only roll back.
+    aborted: Option<String>,
+}
+
+impl SqlCtx {
+    pub fn new(database: Arc<dyn Database>) -> Self {
+        Self { database, transaction: None, aborted: None }
+    }
+
+    /// Ends the unit of work: commits when the handler `succeeded` and no statement aborted
+    /// the transaction, rolls back otherwise.
+    pub async fn finish(&mut self, succeeded: bool) -> Result<Outcome, FinishError> {
+        let Some(transaction) = self.transaction.take() else {
+            return Ok(Outcome::NoStatements);
+        };
+        match (&self.aborted, succeeded) {
+            (None, true) => {
+                transaction.commit().await.map_err(FinishError::Commit)?;
+                Ok(Outcome::Committed)
+            }
+            (Some(reason), true) => {
+                transaction.rollback().await;
+                Err(FinishError::StatementFailed(reason.clone()))
+            }
+            (_, false) => {
+                transaction.rollback().await;
+                Ok(Outcome::RolledBack)
+            }
+        }
+    }
+
+    async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
+        if self.transaction.is_none() {
+            let transaction = self.database.begin().await.inspect_err(|err| {
+                self.aborted.get_or_insert_with(|| describe(err));
+            })?;
+            self.transaction = Some(transaction);
+        }
+        // Set just above when it was empty.
+        self.transaction.as_mut().ok_or_else(|| Error::Unavailable("no transaction".into()))
+    }
+
+    /// Remembers an error that leaves the PostgreSQL transaction aborted.
+    fn note<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(err) = &result
+            && matches!(err, Error::Database(_) | Error::Unavailable(_))
+        {
+            self.aborted.get_or_insert_with(|| describe(err));
+        }
+        result
+    }
+}
+
+fn describe(err: &Error) -> String {
+    match err {
+        Error::Database(db) => format!("{} (SQLSTATE {})", db.message, db.code),
+        Error::BadParameter(p) => format!("parameter {}: {}", p.index, p.message),
+        Error::WrongParameterCount(n) => format!("the statement wants {n} parameters"),
+        Error::UnsupportedType(what) => what.clone(),
+        Error::Unavailable(why) => format!("database unavailable: {why}"),
+    }
+}
+
+/// The view of a store's [`SqlCtx`] that the generated bindings call into.
+pub struct Sql<'a> {
+    ctx: &'a mut SqlCtx,
+}
+
+impl<'a> Sql<'a> {
+    pub fn new(ctx: &'a mut SqlCtx) -> Self {
+        Self { ctx }
+    }
+}
+
+impl wit::Host for Sql<'_> {
+    #[tracing::instrument(name = "sql.query", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        let result = match self.ctx.transaction().await {
+            Ok(transaction) => transaction.query(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        Ok(self.ctx.note(result))
+    }
+
+    #[tracing::instrument(name = "sql.execute", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let result = match self.ctx.transaction().await {
+            Ok(transaction) => transaction.execute(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        Ok(self.ctx.note(result))
+    }
+}
+
+struct HasSql;
+
+impl HasData for HasSql {
+    type Data<'a> = Sql<'a>;
+}
+
+/// Adds `platform:service/sql` to `linker`; `view` finds a store's [`SqlCtx`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Sql<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSql>(linker, view)
+}

@@ -1,0 +1,364 @@
+//! Typed configuration: the manifest (TOML) plus environment overrides, loaded and checked once
+//! at start. A mistake stops the host with one line naming the setting and what to do.
+//!
+//! ```toml
+//! [http]
+//! listen = "127.0.0.1:8000"
+//!
+//! [[components]]
+//! name = "orders"
+//! wasm = "target/wasm32-wasip2/component/orders.wasm"   # relative to this file
+//! route = "/orders"
+//! database_url = "postgres://postgres@localhost:5432/orders"
+//! migrations = "components/orders/migrations"
+//! ```
+//!
+//! Environment overrides: `HOST_LISTEN` for `http.listen`, and `<NAME>_DATABASE_URL` (the
+//! component name upper-cased, `-` as `_`) for a component's `database_url`, so that a secret
+//! never has to be written into the manifest.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The whole configuration of one host process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub limits: Limits,
+    pub components: Vec<ComponentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where the HTTP listener binds. Port 0 picks a free port (tests).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; a larger one gets 413 before any component runs.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest response body a component may send, in bytes; a larger one is a 500.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Requests handled at once; more wait for a turn.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// How long one request may take, component and database together.
+    #[serde(rename = "request_timeout_ms", default = "default_request_timeout", with = "millis")]
+    pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    #[serde(rename = "shutdown_grace_ms", default = "default_shutdown_grace", with = "millis")]
+    pub shutdown_grace: Duration,
+}
+
+/// Limits that apply to every component instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory one instance may grow to, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Instances alive at once across all components (the pooling allocator's size).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+/// One component, as the manifest names it.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    /// Lower-case letters, digits and `-`; used in logs, metrics and environment names.
+    pub name: String,
+    /// The component's `.wasm` file.
+    pub wasm: PathBuf,
+    /// The path prefix it serves, such as `/orders`; stripped before the component sees the path.
+    pub route: String,
+    pub database: DatabaseConfig,
+    /// Folder of `V<n>__<name>.sql` files applied at start, if any.
+    pub migrations: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    /// Connections in this component's pool.
+    pub max_connections: usize,
+}
+
+/// A PostgreSQL URL. It may hold a password, so it prints with the password masked.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    raw: String,
+    parsed: tokio_postgres::Config,
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let parsed = tokio_postgres::Config::from_str(raw).map_err(|err| {
+            anyhow::anyhow!("{err}; expected a URL such as postgres://user@localhost:5432/orders")
+        })?;
+        if parsed.get_dbname().is_none() {
+            bail!("names no database; add it after the host, as in postgres://localhost:5432/orders");
+        }
+        Ok(Self { raw: raw.to_owned(), parsed })
+    }
+
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.parsed
+    }
+
+    pub fn database_name(&self) -> &str {
+        self.parsed.get_dbname().unwrap_or_default()
+    }
+
+    /// The URL as given, password included: only for handing to a database driver.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// `postgres://user:***@host:port/db`, built from the parsed parts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.parsed.get_user().unwrap_or("");
+        let password = if self.parsed.get_password().is_some() { ":***" } else { "" };
+        let at = if user.is_empty() && password.is_empty() { "" } else { "@" };
+        let host = match self.parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.parsed.get_ports().first().copied().unwrap_or(5432);
+        write!(f, "postgres://{user}{password}{at}{host}:{port}/{}", self.database_name())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The manifest as written, before checks and overrides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(default = "default_http")]
+    http: HttpConfig,
+    #[serde(default = "default_limits")]
+    limits: Limits,
+    #[serde(default)]
+    components: Vec<ManifestComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestComponent {
+    name: String,
+    wasm: PathBuf,
+    route: String,
+    database_url: Option<String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    migrations: Option<PathBuf>,
+}
+
+/// Environment variables the configuration reads; a map in tests, the process's in `main`.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl<const N: usize> Environment for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+}
+
+impl Config {
+    /// Reads the manifest at `path`, applies environment overrides and checks everything.
+    pub fn load(path: &Path, env: &impl Environment) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the manifest {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, env)
+            .with_context(|| format!("bad manifest {}", path.display()))
+    }
+
+    /// Parses a manifest whose relative paths are relative to `base`.
+    pub fn from_toml(text: &str, base: &Path, env: &impl Environment) -> anyhow::Result<Self> {
+        let manifest: Manifest = toml::from_str(text).map_err(|err| {
+            // toml's message spans several lines with a source excerpt; keep its first line and
+            // the key it names.
+            anyhow::anyhow!("{}", err.message().trim())
+        })?;
+        let mut http = manifest.http;
+        if let Some(listen) = env.var("HOST_LISTEN") {
+            http.listen = listen.parse().with_context(|| {
+                format!("HOST_LISTEN={listen:?} is not an address such as 127.0.0.1:8000")
+            })?;
+        }
+        check_positive("http.max_body_bytes", http.max_body_bytes as u64)?;
+        check_positive("http.max_response_bytes", http.max_response_bytes as u64)?;
+        check_positive("http.max_concurrent_requests", http.max_concurrent_requests as u64)?;
+        check_positive("http.request_timeout_ms", http.request_timeout.as_millis() as u64)?;
+        check_positive("limits.memory_mib", manifest.limits.memory_mib)?;
+        check_positive("limits.max_instances", u64::from(manifest.limits.max_instances))?;
+
+        let mut names = HashSet::new();
+        let mut routes = HashSet::new();
+        let mut components = Vec::new();
+        for (index, raw) in manifest.components.into_iter().enumerate() {
+            let at = format!("components[{index}]");
+            let component = check_component(raw, base, env).with_context(|| at.clone())?;
+            if !names.insert(component.name.clone()) {
+                bail!("{at}.name: {:?} is used by two components; names must be unique", component.name);
+            }
+            if !routes.insert(component.route.clone()) {
+                bail!("{at}.route: {:?} is used by two components; routes must be unique", component.route);
+            }
+            components.push(component);
+        }
+        if components.is_empty() {
+            bail!("no components: add at least one [[components]] entry");
+        }
+        Ok(Self { http, limits: manifest.limits, components })
+    }
+}
+
+fn check_component(
+    raw: ManifestComponent,
+    base: &Path,
+    env: &impl Environment,
+) -> anyhow::Result<ComponentConfig> {
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 63
+        && raw.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        bail!(
+            "name: {:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter",
+            raw.name
+        );
+    }
+    let route_ok = raw.route.len() > 1
+        && raw.route.starts_with('/')
+        && !raw.route.ends_with('/')
+        && !raw.route.contains("//")
+        && raw.route.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+    if !route_ok {
+        bail!(
+            "route: {:?} must be a path prefix such as \"/orders\": a leading '/', no trailing '/', \
+             letters, digits, '-', '_', '.'",
+            raw.route
+        );
+    }
+    let wasm = base.join(&raw.wasm);
+    if !wasm.is_file() {
+        bail!(
+            "wasm: {} does not exist; build it with `cargo build --profile component --target \
+             wasm32-wasip2 -p {}`",
+            wasm.display(),
+            raw.name
+        );
+    }
+    let migrations = raw.migrations.map(|dir| base.join(dir));
+    if let Some(dir) = &migrations
+        && !dir.is_dir()
+    {
+        bail!("migrations: {} is not a folder", dir.display());
+    }
+    let env_name = format!("{}_DATABASE_URL", raw.name.to_ascii_uppercase().replace('-', "_"));
+    let Some(url) = env.var(&env_name).or(raw.database_url) else {
+        bail!("database_url: missing; set it in the manifest or in {env_name}");
+    };
+    let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
+    check_positive("max_connections", raw.max_connections as u64)?;
+    Ok(ComponentConfig {
+        name: raw.name,
+        wasm,
+        route: raw.route,
+        database: DatabaseConfig { url, max_connections: raw.max_connections },
+        migrations,
+    })
+}
+
+fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {
+    if value == 0 {
+        bail!("{setting}: must be greater than 0");
+    }
+    Ok(())
+}
+
+fn default_http() -> HttpConfig {
+    HttpConfig {
+        listen: default_listen(),
+        max_body_bytes: default_max_body_bytes(),
+        max_response_bytes: default_max_response_bytes(),
+        max_concurrent_requests: default_max_concurrent_requests(),
+        request_timeout: default_request_timeout(),
+        shutdown_grace: default_shutdown_grace(),
+    }
+}
+
+fn default_limits() -> Limits {
+    Limits { memory_mib: default_memory_mib(), max_instances: default_max_instances() }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_response_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_concurrent_requests() -> usize {
+    256
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_max_instances() -> u32 {
+    512
+}
+fn default_max_connections() -> usize {
+    16
+}
+
+/// Durations written as whole milliseconds, with a `_ms` key in the manifest.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests;

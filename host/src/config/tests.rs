@@ -1,0 +1,104 @@
+use std::path::Path;
+
+use super::*;
+
+const ORDERS: &str = r#"
+[[components]]
+name = "orders"
+wasm = "Cargo.toml"
+route = "/orders"
+database_url = "postgres://app:secret@db.internal:5433/orders"
+"#;
+
+fn load(text: &str) -> anyhow::Result<Config> {
+    load_with(text, [("UNUSED", "")])
+}
+
+fn load_with<const N: usize>(text: &str, env: [(&str, &str); N]) -> anyhow::Result<Config> {
+    // Relative paths resolve against the crate folder, where Cargo.toml stands in for a .wasm.
+    Config::from_toml(text, Path::new(env!("CARGO_MANIFEST_DIR")), &env)
+}
+
+fn error_of(text: &str) -> String {
+    format!("{:#}", load(text).expect_err("configuration should be refused"))
+}
+
+#[test]
+fn a_minimal_manifest_gets_the_documented_defaults() {
+    let config = load(ORDERS).expect("valid manifest");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(config.http.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.limits.memory_mib, 64);
+    let orders = &config.components[0];
+    assert_eq!(orders.route, "/orders");
+    assert_eq!(orders.database.max_connections, 16);
+    assert_eq!(orders.database.url.database_name(), "orders");
+}
+
+#[test]
+fn a_database_url_prints_without_its_password() {
+    let config = load(ORDERS).expect("valid manifest");
+    let shown = config.components[0].database.url.to_string();
+    assert_eq!(shown, "postgres://app:***@db.internal:5433/orders");
+    assert!(!format!("{config:?}").contains("secret"));
+}
+
+#[test]
+fn the_environment_overrides_the_listen_address_and_database_url() {
+    let config = load_with(
+        ORDERS,
+        [("HOST_LISTEN", "0.0.0.0:9000"), ("ORDERS_DATABASE_URL", "postgres://localhost/other")],
+    )
+    .expect("valid manifest");
+    assert_eq!(config.http.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.components[0].database.url.database_name(), "other");
+}
+
+#[test]
+fn a_missing_database_url_names_the_environment_variable_to_set() {
+    let text = ORDERS.replace("database_url = \"postgres://app:secret@db.internal:5433/orders\"", "");
+    assert!(error_of(&text).contains("ORDERS_DATABASE_URL"), "{}", error_of(&text));
+}
+
+#[test]
+fn an_unknown_key_is_refused_by_name() {
+    let error = error_of(&format!("{ORDERS}\nmax_conections = 3\n"));
+    assert!(error.contains("max_conections"), "{error}");
+}
+
+#[test]
+fn a_route_without_a_leading_slash_is_refused() {
+    let error = error_of(&ORDERS.replace("\"/orders\"", "\"orders\""));
+    assert!(error.contains("components[0]: route"), "{error}");
+}
+
+#[test]
+fn a_missing_wasm_file_says_how_to_build_it() {
+    let error = error_of(&ORDERS.replace("Cargo.toml", "missing.wasm"));
+    assert!(error.contains("cargo build --profile component"), "{error}");
+}
+
+#[test]
+fn two_components_on_one_route_are_refused() {
+    let second = ORDERS.replace("name = \"orders\"", "name = \"copy\"");
+    let error = error_of(&format!("{ORDERS}{second}"));
+    assert!(error.contains("route: \"/orders\" is used by two components"), "{error}");
+}
+
+#[test]
+fn a_url_without_a_database_name_is_refused() {
+    let error = error_of(&ORDERS.replace("5433/orders", "5433"));
+    assert!(error.contains("names no database"), "{error}");
+}
+
+#[test]
+fn a_bad_listen_override_names_the_variable() {
+    let error = format!("{:#}", load_with(ORDERS, [("HOST_LISTEN", "localhost")]).expect_err("bad"));
+    assert!(error.contains("HOST_LISTEN"), "{error}");
+}
+
+#[test]
+fn zero_limits_are_refused() {
+    let error = error_of(&format!("[limits]\nmemory_mib = 0\n{ORDERS}"));
+    assert!(error.contains("limits.memory_mib: must be greater than 0"), "{error}");
+}

@@ -1,0 +1,93 @@
+//! The wasmtime `Engine` and `Linker`, built once per process and shared by every component.
+//!
+//! - Pooling allocator: instance memories and tables come from slots reserved at start, so a
+//!   fresh instance per request costs microseconds, not `mmap` calls.
+//! - Epoch interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`]; a
+//!   store's deadline is a number of ticks, so a guest stuck in a loop traps.
+//! - The `Linker` holds WASI p2 (what Rust's `std` imports), `wasi:http`, and the platform's
+//!   capabilities. What a component may actually reach is decided per store in [`crate::state`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::error::Context;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::capabilities;
+use crate::config::Limits;
+use crate::state::StoreState;
+
+/// How often the epoch advances: the granularity of request deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances, memories and tables one component instance may have. A Rust component has
+/// a handful of core modules (its own, the WASI adapter's, and shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
+
+/// The engine and linker every component of this process is loaded with.
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<StoreState>,
+    /// Stops the epoch thread when the runtime is dropped.
+    ticking: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+        let memory_bytes = limits.memory_mib * 1024 * 1024;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * CORE_INSTANCES_PER_COMPONENT)
+            .total_stacks(limits.max_instances)
+            .max_memory_size(memory_bytes as usize)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .context("cannot link WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .context("cannot link wasi:http")?;
+        capabilities::add_to_linker(&mut linker)?;
+
+        let ticking = Arc::new(AtomicBool::new(true));
+        let weak_engine = engine.weak();
+        let still_ticking = ticking.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while still_ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("cannot start the epoch thread")?;
+        Ok(Self { engine, linker, ticking })
+    }
+
+    /// The number of epoch ticks that make up `deadline` (at least one).
+    pub fn ticks(deadline: Duration) -> u64 {
+        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,89 @@
+//! The `host` command: loads the components of a manifest and serves them until SIGINT or
+//! SIGTERM. On bad configuration it prints one line saying what to fix and exits with status 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use host::Host;
+use host::config::{Config, ProcessEnv};
+use tracing_subscriber::EnvFilter;
+
+/// Runs WebAssembly service components: HTTP, PostgreSQL and messaging for each.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The manifest naming the components to load.
+    #[arg(long, short, env = "HOST_CONFIG", default_value = "host.toml")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "HOST_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let config = match Config::load(&cli.config, &ProcessEnv) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let host = Host::build(config).await?;
+    host.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received");
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime_cranelift=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,72 @@
+//! Applies a component's SQL migrations (`V<n>__<name>.sql` in its `migrations` folder) at
+//! host start, with refinery.
+//!
+//! Several replicas may start at once: each takes a PostgreSQL advisory lock on the component's
+//! database first, so one applies the migrations and the others then find them applied. A
+//! migration that was changed after it was applied stops the host (refinery's checksum check).
+
+use anyhow::Context;
+use tokio_postgres::NoTls;
+
+use crate::config::ComponentConfig;
+
+/// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+
+/// The table refinery keeps its history in.
+const HISTORY_TABLE: &str = "platform_schema_history";
+
+/// Applies `component`'s migrations; the versions applied now (empty when all were there).
+pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>> {
+    let Some(folder) = &component.migrations else { return Ok(Vec::new()) };
+    let migrations = refinery::load_sql_migrations(folder)
+        .with_context(|| format!("cannot read migrations from {}", folder.display()))?;
+    let url = &component.database.url;
+    let mut client = connect(component).await?;
+
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .with_context(|| format!("cannot take the migration lock on {url}"))?;
+    let mut runner =
+        refinery::Runner::new(&migrations).set_abort_divergent(true).set_abort_missing(true);
+    runner.set_migration_table_name(HISTORY_TABLE);
+    let report = runner
+        .run_async(&mut client)
+        .await
+        .with_context(|| format!("migrating {url} for component `{}` failed", component.name));
+    // Also released when the connection closes below; unlocking explicitly is just tidier.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let report = report?;
+    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// Connects to the component's database, explaining the usual reasons it fails.
+async fn connect(component: &ComponentConfig) -> anyhow::Result<tokio_postgres::Client> {
+    let url = &component.database.url;
+    let (client, connection) = match url.pg_config().connect(NoTls).await {
+        Ok(connected) => connected,
+        Err(err) => {
+            let hint = match err.as_db_error().map(|db| db.code().code()) {
+                Some("3D000") => format!(
+                    "the database does not exist; create it with `createdb {}`",
+                    url.database_name()
+                ),
+                Some(_) => "check the user and password in the URL".to_owned(),
+                None => "is PostgreSQL running? Start it (on Debian: `pg_ctlcluster 15 main start`) \
+                         or point the URL elsewhere"
+                    .to_owned(),
+            };
+            anyhow::bail!(
+                "cannot reach PostgreSQL at {url} for component `{}`: {err}; {hint}",
+                component.name
+            );
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "migration connection ended");
+        }
+    });
+    Ok(client)
+}

@@ -1,0 +1,101 @@
+//! One loaded component: its compiled code, its route and its database.
+//!
+//! The code sits behind an `ArcSwap` so it can be replaced while requests run: a request takes
+//! the current code once, at its start, and finishes on it even if new code is swapped in.
+//! Compiling and checking new code happens before the swap, so bad code never replaces good.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::error::Context;
+use arc_swap::ArcSwap;
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::capabilities::sql::{Database, SqlCtx};
+use crate::config::{ComponentConfig, Limits};
+use crate::engine::Runtime;
+use crate::state::StoreState;
+
+/// Code checked against the world and ready to instantiate.
+pub struct Code {
+    /// Instantiates the component as a `wasi:http` proxy.
+    pub proxy: ProxyPre<StoreState>,
+    /// Where it was loaded from, for logs.
+    pub path: PathBuf,
+}
+
+impl Code {
+    /// Compiles `path` and checks it against what the host provides and requires. CPU-heavy:
+    /// run it off the async threads.
+    pub fn compile(runtime: &Runtime, name: &str, path: &Path) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let component = Component::from_file(&runtime.engine, path).with_context(|| {
+            format!("{} is not a valid WebAssembly component", path.display())
+        })?;
+        let pre = runtime.linker.instantiate_pre(&component).with_context(|| {
+            format!(
+                "component `{name}` ({}) needs an import this host does not provide; build it \
+                 against the platform:service/service world in wit/",
+                path.display()
+            )
+        })?;
+        let proxy = ProxyPre::new(pre).with_context(|| {
+            format!(
+                "component `{name}` ({}) does not export wasi:http/incoming-handler@0.2.x, \
+                 which a component with a route must",
+                path.display()
+            )
+        })?;
+        tracing::info!(
+            component = name,
+            path = %path.display(),
+            compile_ms = started.elapsed().as_millis() as u64,
+            "component compiled"
+        );
+        Ok(Self { proxy, path: path.to_owned() })
+    }
+}
+
+pub struct Service {
+    pub name: String,
+    /// Path prefix it serves, such as `/orders`.
+    pub route: String,
+    pub database: Arc<dyn Database>,
+    code: ArcSwap<Code>,
+    /// Linear memory one instance may use.
+    memory_bytes: usize,
+}
+
+impl Service {
+    pub fn new(config: &ComponentConfig, limits: &Limits, code: Code, database: Arc<dyn Database>) -> Self {
+        Self {
+            name: config.name.clone(),
+            route: config.route.clone(),
+            database,
+            code: ArcSwap::from_pointee(code),
+            memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
+        }
+    }
+
+    /// The code requests starting now run on.
+    pub fn code(&self) -> Arc<Code> {
+        self.code.load_full()
+    }
+
+    /// Replaces the code; requests already running finish on the old one.
+    pub fn swap(&self, code: Code) {
+        self.code.store(Arc::new(code));
+    }
+
+    /// A fresh store for one unit of work, with a deadline of `deadline_ticks` epochs.
+    pub fn new_store(&self, runtime: &Runtime, deadline_ticks: u64) -> Store<StoreState> {
+        let state = StoreState::new(SqlCtx::new(self.database.clone()), self.memory_bytes);
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(deadline_ticks);
+        store
+    }
+}

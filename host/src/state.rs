@@ -1,0 +1,56 @@
+//! What one `Store` holds: created for one HTTP request (or, with messaging, one delivered event)
+//! and dropped when it is answered.
+//!
+//! The WASI context grants nothing a service should not have: no environment, no arguments, no
+//! preopened folders, no sockets, no name lookups, no outgoing HTTP. Only stderr is passed through,
+//! so a component's diagnostics reach the host's log.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capabilities::sql::SqlCtx;
+
+pub struct StoreState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// Resources handed to the guest (streams, requests, responses); dies with the store.
+    table: ResourceTable,
+    hooks: crate::capabilities::http::DenyOutgoing,
+    /// Caps linear memory and table growth of this instance.
+    pub limits: StoreLimits,
+    /// This unit of work's database transaction.
+    pub sql: SqlCtx,
+}
+
+impl StoreState {
+    pub fn new(sql: SqlCtx, memory_bytes: usize) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: crate::capabilities::http::DenyOutgoing,
+            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
+            sql,
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}

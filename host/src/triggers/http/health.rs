@@ -1,0 +1,39 @@
+//! `GET /health` on the host: ready only when every component's database answers.
+//!
+//! 200 `{"status":"up","checks":{"orders.database":"up"}}`, or 503 with the failing checks and
+//! their reasons. A load balancer takes a host out of rotation on 503 and back in when the
+//! database returns; nothing needs a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::service::Service;
+
+/// How long one check may take before it counts as down.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn check(services: &[Arc<Service>]) -> Response<Full<Bytes>> {
+    let checks = futures::future::join_all(services.iter().map(|service| async move {
+        let state = match tokio::time::timeout(CHECK_TIMEOUT, service.database.ping()).await {
+            Ok(Ok(())) => "up".to_owned(),
+            Ok(Err(why)) => format!("down: {why}"),
+            Err(_) => format!("down: no answer within {CHECK_TIMEOUT:?}"),
+        };
+        (format!("{}.database", service.name), state)
+    }))
+    .await;
+    let up = checks.iter().all(|(_, state)| state == "up");
+    let checks: BTreeMap<String, String> = checks.into_iter().collect();
+    let body = serde_json::json!({ "status": if up { "up" } else { "down" }, "checks": checks });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    if !up {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

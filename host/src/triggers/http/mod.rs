@@ -1,0 +1,166 @@
+//! The HTTP listener: one port for every component, routed by path prefix.
+//!
+//! `POST /orders/orders` goes to the component whose route is `/orders`, which sees
+//! `POST /orders` (the prefix is stripped, as Kong's `strip_path` does). The host itself answers
+//! `GET /health` (ready only when every component's database answers) and a problem 404 for a
+//! path no component serves. Request bodies are read up to `max_body_bytes` before the
+//! component runs, so an oversized body costs no instance.
+//!
+//! At most `max_concurrent_requests` requests run at once; on shutdown the listener stops
+//! accepting and in-flight requests get `shutdown_grace` to finish.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::HttpConfig;
+use crate::engine::Runtime;
+use crate::problem::Problem;
+use crate::service::Service;
+
+mod health;
+mod invoke;
+
+pub struct HttpTrigger {
+    runtime: Arc<Runtime>,
+    /// Longest route first, so `/orders-archive` is tried before `/orders`.
+    services: Vec<Arc<Service>>,
+    config: HttpConfig,
+    /// One permit per request being handled.
+    permits: Semaphore,
+}
+
+impl HttpTrigger {
+    pub fn new(runtime: Arc<Runtime>, mut services: Vec<Arc<Service>>, config: HttpConfig) -> Self {
+        services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
+        let permits = Semaphore::new(config.max_concurrent_requests);
+        Self { runtime, services, config, permits }
+    }
+
+    /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let http = hyper::server::conn::http1::Builder::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, or a connection reset before accept: wait a
+                        // moment rather than spin.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let trigger = self.clone();
+            let handler = service_fn(move |request| {
+                let trigger = trigger.clone();
+                async move { Ok::<_, Infallible>(trigger.handle(request).await) }
+            });
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), handler));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("no longer accepting connections; waiting for requests in flight");
+        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period");
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        if path == "/health" {
+            return health::check(&self.services).await;
+        }
+        let Some((service, rest)) = self.route(path) else {
+            let routes: Vec<&str> = self.services.iter().map(|s| s.route.as_str()).collect();
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no service serves {path}; the routes here are {}", routes.join(", ")),
+            )
+            .into_response();
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down").into_response();
+        };
+        let request = match self.read_request(request, &rest).await {
+            Ok(request) => request,
+            Err(problem) => return problem.into_response(),
+        };
+        invoke::call(&self.runtime, service, request, &self.config).await
+    }
+
+    /// The service whose route is a prefix of `path` (on a segment boundary), and the path it sees.
+    fn route(&self, path: &str) -> Option<(&Service, String)> {
+        self.services.iter().find_map(|service| {
+            let rest = path.strip_prefix(service.route.as_str())?;
+            match rest {
+                "" => Some((service.as_ref(), "/".to_owned())),
+                rest if rest.starts_with('/') => Some((service.as_ref(), rest.to_owned())),
+                _ => None,
+            }
+        })
+    }
+
+    /// Reads the body (within the limit) and rewrites the URI to the path the component sees.
+    async fn read_request(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+    ) -> Result<Request<Full<Bytes>>, Problem> {
+        let limit = self.config.max_body_bytes;
+        let too_large = || {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"))
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let (mut parts, body) = request.into_parts();
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(err) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {err}"),
+                ));
+            }
+        };
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        parts.uri = path_and_query.parse::<Uri>().map_err(|err| {
+            Problem::new(StatusCode::BAD_REQUEST, format!("bad request target: {err}"))
+        })?;
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
+        parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
+        Ok(Request::from_parts(parts, Full::new(body)))
+    }
+}
