@@ -13,7 +13,16 @@ use spin_sdk::http::{Request, Response};
 
 use crate::input::{self, ListQuery, NewOrder};
 use crate::reply;
-use crate::store::{self, Created, StoreError};
+use crate::store::{self, Created, Order, StoreError};
+
+/// A page of `GET /orders`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    items: Vec<Order>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    next_cursor: Option<OrderId>,
+}
 
 pub fn create(request: &Request) -> Response {
     let parsed = NewOrder::from_request(request).and_then(|order| Ok((order, input::idempotency_key(request)?)));
@@ -38,7 +47,7 @@ pub fn create(request: &Request) -> Response {
         Err(err) => return failed(err),
     };
     let mut response = reply::json(201, &order);
-    response.set_header("location", format!("/orders/{}", order.id));
+    response.set_header("location", format!("{}/orders/{}", reply::prefix(request), order.id));
     if replayed {
         response.set_header("idempotent-replayed", "true");
     }
@@ -63,7 +72,7 @@ pub fn list(request: &Request) -> Response {
         Err(problem) => return reply::problem(&problem),
     };
     match store::list(&query) {
-        Ok((items, next)) => reply::json(200, &json!({ "items": items, "nextCursor": next })),
+        Ok((items, next_cursor)) => reply::json(200, &Page { items, next_cursor }),
         Err(err) => failed(err),
     }
 }

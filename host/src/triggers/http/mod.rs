@@ -3,7 +3,7 @@
 //! `POST /orders/orders` goes to the component whose route is `/orders`, which sees
 //! `POST /orders` (the prefix is stripped, as Kong's `strip_path` does). The host itself answers
 //! `GET /health` (ready only when every component's database answers) and a problem 404 for a
-//! path no component serves. Request bodies are read up to `max_body_bytes` before the
+//! path no component serves. The component learns its prefix from `X-Forwarded-Prefix`. Request bodies are read up to `max_body_bytes` before the
 //! component runs, so an oversized body costs no instance.
 //!
 //! At most `max_concurrent_requests` requests run at once; on shutdown the listener stops
@@ -29,6 +29,9 @@ use crate::service::Service;
 
 mod health;
 mod invoke;
+
+/// The header telling a component the path prefix it is served under.
+pub const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
 pub struct HttpTrigger {
     runtime: Arc<Runtime>,
@@ -105,7 +108,7 @@ impl HttpTrigger {
         let Ok(_permit) = self.permits.acquire().await else {
             return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down").into_response();
         };
-        let request = match self.read_request(request, &rest).await {
+        let request = match self.read_request(request, service, &rest).await {
             Ok(request) => request,
             Err(problem) => return problem.into_response(),
         };
@@ -128,6 +131,7 @@ impl HttpTrigger {
     async fn read_request(
         &self,
         request: Request<Incoming>,
+        service: &Service,
         path: &str,
     ) -> Result<Request<Full<Bytes>>, Problem> {
         let limit = self.config.max_body_bytes;
@@ -161,6 +165,11 @@ impl HttpTrigger {
         })?;
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
+        // The prefix the component's paths live under, for links it sends back (`Location`).
+        // Set here, never taken from the client.
+        let prefix = HeaderValue::from_str(&service.route)
+            .map_err(|err| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+        parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
     }
 }

@@ -1,0 +1,208 @@
+//! Runs the real host for a test: its own fresh PostgreSQL database (dropped afterwards), port 0,
+//! the built `orders.wasm`. `TEST_LOG=1` shows the host's logs.
+//!
+//! PostgreSQL is found at `TEST_POSTGRES_URL` (default `postgres://postgres@localhost:5432`),
+//! as a superuser able to create and drop databases.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+
+use host::Host;
+use host::config::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use super::pg_proxy::PgProxy;
+
+pub fn postgres_base() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@localhost:5432".into())
+}
+
+/// The folder of the workspace.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A component built by `cargo build --profile component --target wasm32-wasip2`.
+pub fn component_wasm(name: &str) -> PathBuf {
+    let path = workspace().join(format!("target/wasm32-wasip2/component/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the README's test command, which builds the components first",
+        path.display()
+    );
+    path
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt().with_env_filter("info,host=debug").with_test_writer().init();
+        }
+    });
+}
+
+/// A database of its own for one test, dropped (with its connections) when the value is.
+pub struct TestDatabase {
+    pub name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        admin_execute(&format!("CREATE DATABASE {name}")).await;
+        Self { name }
+    }
+
+    /// URL of this database on the real server.
+    pub fn url(&self) -> String {
+        format!("{}/{}", postgres_base(), self.name)
+    }
+
+    /// A direct connection, to look at what the service wrote.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(admin_execute(&statement));
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database");
+        }
+    }
+}
+
+async fn admin_execute(statement: &str) {
+    let url = format!("{}/postgres", postgres_base());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {url}: {err}; is it running?"));
+    tokio::spawn(connection);
+    client.batch_execute(statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
+}
+
+/// The manifest of a host running Orders on `database_url`.
+pub fn orders_manifest(database_url: &str) -> String {
+    let workspace = workspace();
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+request_timeout_ms = 5000
+shutdown_grace_ms = 5000
+
+[limits]
+max_instances = 64
+
+[[components]]
+name = "orders"
+wasm = "{wasm}"
+route = "/orders"
+database_url = "{database_url}"
+migrations = "{migrations}"
+max_connections = 8
+"#,
+        wasm = component_wasm("orders").display(),
+        migrations = workspace.join("components/orders/migrations").display(),
+    )
+}
+
+pub fn config(manifest: &str) -> Config {
+    Config::from_toml(manifest, &workspace(), &[("UNUSED", "")]).expect("valid test manifest")
+}
+
+/// A host serving in the background.
+pub struct TestHost {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHost {
+    /// Builds (migrations included) and starts a host from `manifest`.
+    pub async fn start(manifest: &str) -> Self {
+        init_logging();
+        let host = Host::build(config(manifest)).await.expect("host builds");
+        Self::serve(host)
+    }
+
+    pub fn serve(host: Host) -> Self {
+        let address = host.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(host.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self { address, client: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Signals shutdown and waits until the host has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.serving.take() {
+            Some(serving) => serving.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+        }
+    }
+}
+
+/// A test's own database and a host running Orders on it.
+pub struct OrdersApp {
+    pub host: TestHost,
+    pub db: Arc<TestDatabase>,
+}
+
+impl OrdersApp {
+    pub async fn spawn() -> Self {
+        let db = Arc::new(TestDatabase::create().await);
+        let host = TestHost::start(&orders_manifest(&db.url())).await;
+        Self { host, db }
+    }
+
+    pub async fn post_order(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.host
+            .client
+            .post(self.host.url("/orders/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.host.client.get(self.host.url(path)).send().await.expect("request sent")
+    }
+
+    pub async fn count_orders(&self) -> i64 {
+        let client = self.db.connect().await;
+        client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0)
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real host, the real Orders component, a real PostgreSQL database of
+//! each test's own. Run the README's test command (it builds the components first).
+
+mod helpers;
+mod orders_api;
+mod orders_consistency;
+mod pg_proxy;
+mod platform;

@@ -1,0 +1,128 @@
+//! The host's own promises: migrations, readiness, database outages, shutdown, bad components.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{self, OrdersApp, PgProxy, TestDatabase, TestHost};
+
+const CUSTOMER: &str = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
+
+#[tokio::test]
+async fn migrating_twice_is_harmless() {
+    let db = TestDatabase::create().await;
+    let manifest = helpers::orders_manifest(&db.url());
+    let config = helpers::config(&manifest);
+
+    let first = host::migrations::migrate(&config.components[0]).await.expect("first run");
+    let second = host::migrations::migrate(&config.components[0]).await.expect("second run");
+
+    assert_eq!(first, vec!["V1__create_orders".to_owned()]);
+    assert!(second.is_empty(), "nothing left to apply: {second:?}");
+}
+
+#[tokio::test]
+async fn hosts_starting_at_once_migrate_once() {
+    let db = TestDatabase::create().await;
+    let config = helpers::config(&helpers::orders_manifest(&db.url()));
+    let component = &config.components[0];
+
+    let runs = futures::future::join_all((0..4).map(|_| host::migrations::migrate(component))).await;
+
+    let applied: Vec<Vec<String>> = runs.into_iter().map(|run| run.expect("migration run")).collect();
+    assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "{applied:?}");
+    let client = db.connect().await;
+    let rows = client.query("SELECT version FROM platform_schema_history", &[]).await.expect("history");
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
+    let db = Arc::new(TestDatabase::create().await);
+    let proxy = PgProxy::start("127.0.0.1:5432").await;
+    let host = TestHost::start(&helpers::orders_manifest(&proxy.url(&db.name))).await;
+    let app = OrdersApp { host, db };
+    let body = json!({ "customerId": CUSTOMER, "amount": 5 });
+    assert_eq!(app.post_order(&body).await.status(), 201);
+
+    proxy.set_up(false);
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 503);
+    let health: Value = health.json().await.expect("JSON");
+    assert!(health["checks"]["orders.database"].as_str().is_some_and(|s| s.starts_with("down")), "{health}");
+
+    proxy.set_up(true);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.post_order(&body).await.status() == 201 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "orders are accepted again once the database is back");
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(app.count_orders().await, 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_at_start_is_a_clear_error() {
+    let proxy = PgProxy::start("127.0.0.1:5432").await;
+    proxy.set_up(false);
+    let manifest = helpers::orders_manifest(&proxy.url("orders"));
+
+    let error = match host::Host::build(helpers::config(&manifest)).await {
+        Ok(_) => panic!("the host must not start without its database"),
+        Err(err) => format!("{err:#}"),
+    };
+
+    assert!(error.contains("cannot reach PostgreSQL at postgres://postgres@127.0.0.1"), "{error}");
+    assert!(error.contains("component `orders`"), "{error}");
+}
+
+#[tokio::test]
+async fn a_missing_database_says_how_to_create_it() {
+    let manifest = helpers::orders_manifest(&format!("{}/no_such_database_here", helpers::postgres_base()));
+
+    let error = match host::Host::build(helpers::config(&manifest)).await {
+        Ok(_) => panic!("the host must not start without its database"),
+        Err(err) => format!("{err:#}"),
+    };
+
+    assert!(error.contains("createdb no_such_database_here"), "{error}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let app = OrdersApp::spawn().await;
+    // Hold the orders table so the POST below waits inside its transaction.
+    let mut blocker = app.db.connect().await;
+    let lock = blocker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE").await.expect("lock");
+
+    let client = app.host.client.clone();
+    let url = app.host.url("/orders/orders");
+    let in_flight = tokio::spawn(async move {
+        client.post(url).json(&json!({ "customerId": CUSTOMER, "amount": 9 })).send().await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let OrdersApp { host, db } = app;
+    let address = host.address;
+    let stopping = tokio::spawn(host.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No longer accepting: a new connection is refused.
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "listener closed");
+    lock.rollback().await.expect("release the lock");
+
+    let response = in_flight.await.expect("task").expect("the in-flight request was answered");
+    assert_eq!(response.status(), 201);
+    stopping.await.expect("task").expect("clean stop");
+    let client = db.connect().await;
+    let count: i64 = client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0);
+    assert_eq!(count, 1);
+}
