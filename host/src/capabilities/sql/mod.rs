@@ -1,7 +1,7 @@
 //! The `platform:service/sql` capability: a component's statements, run in its unit of work.
 //!
 //! - [`Database`] is where statements go: [`postgres::PgDatabase`] (one pool per component, built
-//!   once at start) or a fake in component tests.
+//!   once at start) or [`fake::FakeDatabase`] in component tests.
 //! - [`SqlCtx`] is created per store. It opens the transaction on the first statement and the
 //!   trigger ends it with [`SqlCtx::finish`] once the handler has answered.
 //! - [`Sql`] is the view the generated `Host` trait is implemented on.
@@ -15,6 +15,7 @@ pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Val
 use crate::bindings::sql::{self as wit};
 
 pub mod convert;
+pub mod fake;
 pub mod postgres;
 
 /// A component's database.
@@ -174,3 +175,6 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSql>(linker, view)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! A [`Database`] held in memory, for component tests: it answers each statement with a
+//! function the test gives and records everything the component did, in order.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{Database, Error, RowSet, Transaction, Value};
+
+/// What a component asked of its database.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Begin,
+    Query(String, Vec<Value>),
+    Execute(String, Vec<Value>),
+    Commit,
+    Rollback,
+}
+
+/// Answers one statement: the rows of a query, or for `execute` the row count as `rows.len()`.
+pub type Answer = dyn Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync;
+
+#[derive(Clone)]
+pub struct FakeDatabase {
+    answer: Arc<Answer>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// When set, `begin` fails as if the database were down.
+    down: Arc<Mutex<Option<String>>>,
+}
+
+impl FakeDatabase {
+    pub fn new(answer: impl Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync + 'static) -> Self {
+        Self { answer: Arc::new(answer), calls: Arc::default(), down: Arc::default() }
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock_calls().clone()
+    }
+
+    /// Makes `begin` fail with `unavailable(reason)` from now on.
+    pub fn go_down(&self, reason: &str) {
+        *self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_owned());
+    }
+
+    fn lock_calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
+        // A panicking test thread must not hide what was recorded.
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, call: Call) {
+        self.lock_calls().push(call);
+    }
+}
+
+#[async_trait]
+impl Database for FakeDatabase {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+        if let Some(reason) = self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
+            return Err(Error::Unavailable(reason));
+        }
+        self.record(Call::Begin);
+        Ok(Box::new(self.clone()))
+    }
+
+    async fn ping(&self) -> Result<(), String> {
+        match self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Transaction for FakeDatabase {
+    async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+        let answer = (self.answer)(statement, &params);
+        self.record(Call::Query(statement.to_owned(), params));
+        answer
+    }
+
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        let answer = (self.answer)(statement, &params);
+        self.record(Call::Execute(statement.to_owned(), params));
+        answer.map(|rows| rows.rows.len() as u64)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), Error> {
+        self.record(Call::Commit);
+        Ok(())
+    }
+
+    async fn rollback(self: Box<Self>) {
+        self.record(Call::Rollback);
+    }
+}

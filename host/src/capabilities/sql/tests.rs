@@ -1,0 +1,84 @@
+//! How a unit of work ends, against the fake database.
+
+use std::sync::Arc;
+
+use super::fake::{Call, FakeDatabase};
+use super::*;
+
+fn one_row() -> Result<RowSet, Error> {
+    Ok(RowSet { columns: vec!["n".into()], rows: vec![vec![Value::Int32(1)]] })
+}
+
+fn failing() -> Result<RowSet, Error> {
+    Err(Error::Database(DatabaseError {
+        code: "23505".into(),
+        message: "duplicate key".into(),
+        constraint: Some("orders_pkey".into()),
+        column: None,
+        detail: None,
+    }))
+}
+
+fn names(calls: &[Call]) -> Vec<&'static str> {
+    calls
+        .iter()
+        .map(|call| match call {
+            Call::Begin => "begin",
+            Call::Query(..) => "query",
+            Call::Execute(..) => "execute",
+            Call::Commit => "commit",
+            Call::Rollback => "rollback",
+        })
+        .collect()
+}
+
+async fn run(answer: fn() -> Result<RowSet, Error>, succeeded: bool) -> (Result<Outcome, FinishError>, Vec<Call>) {
+    let database = FakeDatabase::new(move |_, _| answer());
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()));
+    let mut sql = Sql::new(&mut ctx);
+    let _ = wit::Host::query(&mut sql, "SELECT 1".into(), vec![]).await.expect("no trap");
+    let outcome = ctx.finish(succeeded).await;
+    (outcome, database.calls())
+}
+
+#[tokio::test]
+async fn a_unit_of_work_without_statements_opens_no_transaction() {
+    let database = FakeDatabase::new(|_, _| one_row());
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()));
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::NoStatements)));
+    assert!(database.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_successful_handler_commits() {
+    let (outcome, calls) = run(one_row, true).await;
+    assert!(matches!(outcome, Ok(Outcome::Committed)));
+    assert_eq!(names(&calls), ["begin", "query", "commit"]);
+}
+
+#[tokio::test]
+async fn a_failed_handler_rolls_back() {
+    let (outcome, calls) = run(one_row, false).await;
+    assert!(matches!(outcome, Ok(Outcome::RolledBack)));
+    assert_eq!(names(&calls), ["begin", "query", "rollback"]);
+}
+
+#[tokio::test]
+async fn success_after_a_failed_statement_rolls_back_and_says_why() {
+    let (outcome, calls) = run(failing, true).await;
+    match outcome {
+        Err(FinishError::StatementFailed(why)) => assert!(why.contains("23505"), "{why}"),
+        other => panic!("expected StatementFailed, got {other:?}"),
+    }
+    assert_eq!(names(&calls), ["begin", "query", "rollback"]);
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_reports_unavailable_to_the_guest() {
+    let database = FakeDatabase::new(|_, _| one_row());
+    database.go_down("connection refused");
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()));
+    let answer = wit::Host::execute(&mut Sql::new(&mut ctx), "DELETE FROM t".into(), vec![]).await.expect("no trap");
+    assert!(matches!(answer, Err(Error::Unavailable(ref why)) if why == "connection refused"), "{answer:?}");
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::NoStatements)));
+}
