@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Functions that make sure what the project needs is on this machine, installing or starting it
+# when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost.
+# Sourced by ./dev.sh and ./test.sh; Debian packages are installed with apt-get (as root).
+
+say() { printf '%s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  say "installing $* from Debian"
+  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port, what, seconds
+  local i
+  for ((i = 0; i < $3 * 4; i++)); do
+    port_open "$1" && return 0
+    sleep 0.25
+  done
+  say "error: $2 did not come up on port $1 within $3 s"
+  return 1
+}
+
+ensure_wasm_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    say "adding the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+  fi
+}
+
+ensure_postgres() {
+  port_open 5432 && return 0
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt_install postgresql
+    # Local development and tests connect as `postgres` over TCP without a password.
+    local hba
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n 1)
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  say "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for_port 5432 PostgreSQL 30
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  say "starting RabbitMQ"
+  as_root rabbitmq-server -detached || true
+  wait_for_port 5672 RabbitMQ 90
+}
+
+# Creates each named database that does not exist yet.
+ensure_databases() {
+  local db
+  for db in "$@"; do
+    if ! psql -h localhost -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" postgres | grep -q 1; then
+      say "creating database $db"
+      psql -h localhost -U postgres -qc "CREATE DATABASE $db" postgres
+    fi
+  done
+}
+
+build_components() {
+  cargo build --profile component --target wasm32-wasip2 "$@"
+}
