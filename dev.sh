@@ -5,8 +5,8 @@
 #   ./dev.sh --native   run it natively even where a Docker engine answers
 #   ./dev.sh down       stop a ./dev.sh started elsewhere (another terminal, the background)
 #
-# Native mode builds the components and the host, makes sure PostgreSQL is up (starting or
-# installing it), creates the services' databases, and runs the host in the foreground until
+# Native mode builds the components and the host, makes sure PostgreSQL and RabbitMQ are up
+# (starting or installing them), creates the services' databases, and runs the host in the foreground until
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
 # the port.
 set -euo pipefail
@@ -17,8 +17,8 @@ STATE=.dev
 PIDFILE=$STATE/host.pid
 LISTEN=${HOST_LISTEN:-127.0.0.1:8000}
 PORT=${LISTEN##*:}
-COMPONENTS=(orders)
-DATABASES=(orders)
+COMPONENTS=(orders invoices)
+DATABASES=(orders invoices)
 
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
@@ -55,8 +55,11 @@ print_urls() {
   The system is up. Ctrl-C stops it.
 
   Orders API        $base/orders/orders
+  Invoices API      $base/invoices/invoices?orderId=<id>
   Host readiness    $base/health
   Orders health     $base/orders/health
+  Invoices health   $base/invoices/health
+  RabbitMQ          http://localhost:15672  (guest / guest)
 
   Try:  curl -i -X POST $base/orders/orders -H 'content-type: application/json' \\
           -d '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
@@ -67,6 +70,8 @@ URLS
 run_native() {
   ensure_wasm_target
   ensure_postgres
+  ensure_rabbitmq
+  ensure_rabbitmq_management
   ensure_databases "${DATABASES[@]}"
   local args=()
   for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done

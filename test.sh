@@ -7,6 +7,7 @@ source scripts/ensure.sh
 
 ensure_wasm_target
 ensure_postgres
-build_components -p orders
+ensure_rabbitmq
+build_components -p orders -p invoices
 # Default members: the host and contracts (components build only for wasm32-wasip2).
 cargo test "$@"

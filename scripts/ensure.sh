@@ -58,6 +58,14 @@ ensure_rabbitmq() {
   wait_for_port 5672 RabbitMQ 90
 }
 
+# The management UI on :15672, for looking at queues and dead letters.
+ensure_rabbitmq_management() {
+  if ! port_open 15672; then
+    as_root rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 ||
+      say "could not enable the RabbitMQ management UI; continuing without it"
+  fi
+}
+
 # Creates each named database that does not exist yet.
 ensure_databases() {
   local db

@@ -6,6 +6,7 @@
 //! components) and natively (the host's tests).
 //!
 //! # Layout
+//! - [`events`]: `orders.created` and `invoices.issued`, in their CloudEvents envelope.
 //! - [`ids`]: `OrderId`, `CustomerId`, `InvoiceId`, `EventId` (UUIDs).
 //! - [`money`]: `Amount`, a positive whole number of minor currency units.
 //! - [`problem`]: RFC 9457 problem details, the shape of every error response.
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod events;
 pub mod ids;
 pub mod money;
 pub mod problem;

@@ -13,4 +13,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use platform::service::sql;
+pub use exports::platform::service::message_handler;
+
+pub use platform::service::{messaging, sql};

@@ -11,11 +11,16 @@
 //! route = "/orders"
 //! database_url = "postgres://postgres@localhost:5432/orders"
 //! migrations = "components/orders/migrations"
+//! publishes = ["orders.created"]
+//! subscriptions = ["invoices.issued"]
+//!
+//! [messaging]
+//! url = "amqp://guest:guest@localhost:5672/%2f"
 //! ```
 //!
-//! Environment overrides: `HOST_LISTEN` for `http.listen`, and `<NAME>_DATABASE_URL` (the
-//! component name upper-cased, `-` as `_`) for a component's `database_url`, so that a secret
-//! never has to be written into the manifest.
+//! Environment overrides: `HOST_LISTEN` for `http.listen`, `AMQP_URL` for `messaging.url`, and
+//! `<NAME>_DATABASE_URL` (the component name upper-cased, `-` as `_`) for a component's
+//! `database_url`, so that a secret never has to be written into the manifest.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -32,7 +37,62 @@ use serde::Deserialize;
 pub struct Config {
     pub http: HttpConfig,
     pub limits: Limits,
+    /// The broker; `None` when no component publishes or subscribes.
+    pub messaging: Option<MessagingConfig>,
     pub components: Vec<ComponentConfig>,
+}
+
+/// RabbitMQ, shared by every component of the host.
+#[derive(Debug, Clone)]
+pub struct MessagingConfig {
+    pub url: AmqpUrl,
+    /// The durable topic exchange events are published to; queues and their retry and dead-letter
+    /// queues are named after it.
+    pub exchange: String,
+    /// Deliveries a consumer holds unacknowledged at once.
+    pub prefetch: u16,
+    /// Delay before each retry of a failed delivery; a message is tried once more than there are
+    /// delays, then dead-lettered.
+    pub retry_delays: Vec<Duration>,
+    /// How often the relay looks for unsent outbox rows besides being woken by a commit.
+    pub relay_interval: Duration,
+}
+
+/// An AMQP URL; prints with the password masked.
+#[derive(Clone)]
+pub struct AmqpUrl(String);
+
+impl AmqpUrl {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
+            anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
+        })?;
+        drop(uri);
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The URL as given, password included: only for handing to the AMQP client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+            Some((scheme, (credentials, host))) => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                write!(f, "{scheme}://{user}:***@{host}")
+            }
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +142,16 @@ pub struct ComponentConfig {
     pub database: DatabaseConfig,
     /// Folder of `V<n>__<name>.sql` files applied at start, if any.
     pub migrations: Option<PathBuf>,
+    /// Topics whose events are delivered to the component's `message-handler`.
+    pub subscriptions: Vec<String>,
+    /// Topics the component may publish to; publishing elsewhere is `not-allowed`.
+    pub publishes: Vec<String>,
+}
+
+impl ComponentConfig {
+    pub fn uses_messaging(&self) -> bool {
+        !self.subscriptions.is_empty() || !self.publishes.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -154,8 +224,23 @@ struct Manifest {
     http: HttpConfig,
     #[serde(default = "default_limits")]
     limits: Limits,
+    messaging: Option<ManifestMessaging>,
     #[serde(default)]
     components: Vec<ManifestComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestMessaging {
+    url: Option<String>,
+    #[serde(default = "default_exchange")]
+    exchange: String,
+    #[serde(default = "default_prefetch")]
+    prefetch: u16,
+    #[serde(default = "default_retry_delays_ms")]
+    retry_delays_ms: Vec<u64>,
+    #[serde(default = "default_relay_interval_ms")]
+    relay_interval_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +253,10 @@ struct ManifestComponent {
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     migrations: Option<PathBuf>,
+    #[serde(default)]
+    subscriptions: Vec<String>,
+    #[serde(default)]
+    publishes: Vec<String>,
 }
 
 /// Environment variables the configuration reads; a map in tests, the process's in `main`.
@@ -238,7 +327,21 @@ impl Config {
         if components.is_empty() {
             bail!("no components: add at least one [[components]] entry");
         }
-        Ok(Self { http, limits: manifest.limits, components })
+        let messaging = match manifest.messaging {
+            Some(messaging) => Some(check_messaging(messaging, env)?),
+            None if env.var("AMQP_URL").is_some() => Some(check_messaging(default_messaging(), env)?),
+            None => None,
+        };
+        if messaging.is_none()
+            && let Some(component) = components.iter().find(|c| c.uses_messaging())
+        {
+            bail!(
+                "component `{}` publishes or subscribes but there is no [messaging] section; add one \
+                 with the broker's url, or set AMQP_URL",
+                component.name
+            );
+        }
+        Ok(Self { http, limits: manifest.limits, messaging, components })
     }
 }
 
@@ -290,13 +393,61 @@ fn check_component(
     };
     let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
     check_positive("max_connections", raw.max_connections as u64)?;
+    for (field, topics) in [("subscriptions", &raw.subscriptions), ("publishes", &raw.publishes)] {
+        for topic in topics {
+            check_topic(topic).with_context(|| format!("{field}: {topic:?}"))?;
+        }
+    }
     Ok(ComponentConfig {
         name: raw.name,
         wasm,
         route: raw.route,
         database: DatabaseConfig { url, max_connections: raw.max_connections },
         migrations,
+        subscriptions: raw.subscriptions,
+        publishes: raw.publishes,
     })
+}
+
+/// Topics are dot-separated words (`orders.created`), so they work as AMQP routing keys.
+pub fn check_topic(topic: &str) -> anyhow::Result<()> {
+    let word_ok = |word: &str| {
+        !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if topic.len() > 200 || !topic.split('.').all(word_ok) {
+        bail!("must be dot-separated words of letters, digits, '-' or '_', such as \"orders.created\"");
+    }
+    Ok(())
+}
+
+fn check_messaging(raw: ManifestMessaging, env: &impl Environment) -> anyhow::Result<MessagingConfig> {
+    let Some(url) = env.var("AMQP_URL").or(raw.url) else {
+        bail!("messaging.url: missing; set it in the manifest or in AMQP_URL");
+    };
+    let url = AmqpUrl::parse(&url).context("messaging.url (or AMQP_URL)")?;
+    check_topic(&raw.exchange).context("messaging.exchange")?;
+    check_positive("messaging.prefetch", u64::from(raw.prefetch))?;
+    check_positive("messaging.relay_interval_ms", raw.relay_interval_ms)?;
+    if raw.retry_delays_ms.contains(&0) {
+        bail!("messaging.retry_delays_ms: every delay must be greater than 0");
+    }
+    Ok(MessagingConfig {
+        url,
+        exchange: raw.exchange,
+        prefetch: raw.prefetch,
+        retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
+        relay_interval: Duration::from_millis(raw.relay_interval_ms),
+    })
+}
+
+fn default_messaging() -> ManifestMessaging {
+    ManifestMessaging {
+        url: None,
+        exchange: default_exchange(),
+        prefetch: default_prefetch(),
+        retry_delays_ms: default_retry_delays_ms(),
+        relay_interval_ms: default_relay_interval_ms(),
+    }
 }
 
 fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {
@@ -347,6 +498,18 @@ fn default_max_instances() -> u32 {
 }
 fn default_max_connections() -> usize {
     16
+}
+fn default_exchange() -> String {
+    "platform.events".into()
+}
+fn default_prefetch() -> u16 {
+    16
+}
+fn default_retry_delays_ms() -> Vec<u64> {
+    vec![1_000, 5_000, 30_000]
+}
+fn default_relay_interval_ms() -> u64 {
+    1_000
 }
 
 /// Durations written as whole milliseconds, with a `_ms` key in the manifest.

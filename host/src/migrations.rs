@@ -1,5 +1,5 @@
 //! Applies a component's SQL migrations (`V<n>__<name>.sql` in its `migrations` folder) at
-//! host start, with refinery.
+//! host start, with refinery, after the host's own outbox and inbox tables.
 //!
 //! Several replicas may start at once: each takes a PostgreSQL advisory lock on the component's
 //! database first, so one applies the migrations and the others then find them applied. A
@@ -8,6 +8,7 @@
 use anyhow::Context;
 use tokio_postgres::NoTls;
 
+use crate::capabilities::messaging::outbox;
 use crate::config::ComponentConfig;
 
 /// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
@@ -16,28 +17,45 @@ const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
 /// The table refinery keeps its history in.
 const HISTORY_TABLE: &str = "platform_schema_history";
 
-/// Applies `component`'s migrations; the versions applied now (empty when all were there).
+/// Applies `component`'s migrations, and creates the host's outbox and inbox tables when it
+/// uses messaging; the versions applied now (empty when all were there).
 pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>> {
-    let Some(folder) = &component.migrations else { return Ok(Vec::new()) };
-    let migrations = refinery::load_sql_migrations(folder)
-        .with_context(|| format!("cannot read migrations from {}", folder.display()))?;
+    if component.migrations.is_none() && !component.uses_messaging() {
+        return Ok(Vec::new());
+    }
     let url = &component.database.url;
     let mut client = connect(component).await?;
-
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .with_context(|| format!("cannot take the migration lock on {url}"))?;
+    let applied = migrate_locked(component, &mut client).await;
+    // Also released when the connection closes below; unlocking explicitly is just tidier.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    applied
+}
+
+async fn migrate_locked(
+    component: &ComponentConfig,
+    client: &mut tokio_postgres::Client,
+) -> anyhow::Result<Vec<String>> {
+    let url = &component.database.url;
+    if component.uses_messaging() {
+        client
+            .batch_execute(outbox::SCHEMA)
+            .await
+            .with_context(|| format!("cannot create the outbox and inbox tables in {url}"))?;
+    }
+    let Some(folder) = &component.migrations else { return Ok(Vec::new()) };
+    let migrations = refinery::load_sql_migrations(folder)
+        .with_context(|| format!("cannot read migrations from {}", folder.display()))?;
     let mut runner =
         refinery::Runner::new(&migrations).set_abort_divergent(true).set_abort_missing(true);
     runner.set_migration_table_name(HISTORY_TABLE);
     let report = runner
-        .run_async(&mut client)
+        .run_async(client)
         .await
-        .with_context(|| format!("migrating {url} for component `{}` failed", component.name));
-    // Also released when the connection closes below; unlocking explicitly is just tidier.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
-    let report = report?;
+        .with_context(|| format!("migrating {url} for component `{}` failed", component.name))?;
     Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
 }
 

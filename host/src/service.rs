@@ -14,6 +14,8 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::bindings::SubscriberPre;
+use crate::capabilities::messaging::{MessagingCtx, Outbound};
 use crate::capabilities::sql::{Database, SqlCtx};
 use crate::config::{ComponentConfig, Limits};
 use crate::engine::Runtime;
@@ -23,6 +25,8 @@ use crate::state::StoreState;
 pub struct Code {
     /// Instantiates the component as a `wasi:http` proxy.
     pub proxy: ProxyPre<StoreState>,
+    /// Instantiates it as an event consumer; present when it has subscriptions.
+    pub subscriber: Option<SubscriberPre<StoreState>>,
     /// Where it was loaded from, for logs.
     pub path: PathBuf,
 }
@@ -30,7 +34,7 @@ pub struct Code {
 impl Code {
     /// Compiles `path` and checks it against what the host provides and requires. CPU-heavy:
     /// run it off the async threads.
-    pub fn compile(runtime: &Runtime, name: &str, path: &Path) -> anyhow::Result<Self> {
+    pub fn compile(runtime: &Runtime, name: &str, path: &Path, subscribes: bool) -> anyhow::Result<Self> {
         let started = Instant::now();
         let component = Component::from_file(&runtime.engine, path).with_context(|| {
             format!("{} is not a valid WebAssembly component", path.display())
@@ -42,6 +46,17 @@ impl Code {
                 path.display()
             )
         })?;
+        let subscriber = if subscribes {
+            Some(SubscriberPre::new(pre.clone()).with_context(|| {
+                format!(
+                    "component `{name}` ({}) has subscriptions but does not export \
+                     platform:service/message-handler",
+                    path.display()
+                )
+            })?)
+        } else {
+            None
+        };
         let proxy = ProxyPre::new(pre).with_context(|| {
             format!(
                 "component `{name}` ({}) does not export wasi:http/incoming-handler@0.2.x, \
@@ -55,7 +70,7 @@ impl Code {
             compile_ms = started.elapsed().as_millis() as u64,
             "component compiled"
         );
-        Ok(Self { proxy, path: path.to_owned() })
+        Ok(Self { proxy, subscriber, path: path.to_owned() })
     }
 }
 
@@ -64,6 +79,10 @@ pub struct Service {
     /// Path prefix it serves, such as `/orders`.
     pub route: String,
     pub database: Arc<dyn Database>,
+    /// What it may publish, and the wake-up of its outbox relay.
+    pub outbound: Arc<Outbound>,
+    /// Topics delivered to it.
+    pub subscriptions: Vec<String>,
     code: ArcSwap<Code>,
     /// Linear memory one instance may use.
     memory_bytes: usize,
@@ -75,6 +94,12 @@ impl Service {
             name: config.name.clone(),
             route: config.route.clone(),
             database,
+            outbound: Arc::new(Outbound {
+                source: config.name.clone(),
+                topics: config.publishes.iter().cloned().collect(),
+                wakeup: tokio::sync::Notify::new(),
+            }),
+            subscriptions: config.subscriptions.clone(),
             code: ArcSwap::from_pointee(code),
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
         }
@@ -92,7 +117,11 @@ impl Service {
 
     /// A fresh store for one unit of work, with a deadline of `deadline_ticks` epochs.
     pub fn new_store(&self, runtime: &Runtime, deadline_ticks: u64) -> Store<StoreState> {
-        let state = StoreState::new(SqlCtx::new(self.database.clone()), self.memory_bytes);
+        let state = StoreState::new(
+            SqlCtx::new(self.database.clone()),
+            MessagingCtx::new(self.outbound.clone()),
+            self.memory_bytes,
+        );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(deadline_ticks);

@@ -10,6 +10,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::messaging::MessagingCtx;
 use crate::capabilities::sql::SqlCtx;
 
 pub struct StoreState {
@@ -22,10 +23,12 @@ pub struct StoreState {
     pub limits: StoreLimits,
     /// This unit of work's database transaction.
     pub sql: SqlCtx,
+    /// What this unit of work published (into the same transaction).
+    pub messaging: MessagingCtx,
 }
 
 impl StoreState {
-    pub fn new(sql: SqlCtx, memory_bytes: usize) -> Self {
+    pub fn new(sql: SqlCtx, messaging: MessagingCtx, memory_bytes: usize) -> Self {
         let wasi = WasiCtxBuilder::new()
             .inherit_stderr()
             .allow_tcp(false)
@@ -39,6 +42,7 @@ impl StoreState {
             hooks: crate::capabilities::http::DenyOutgoing,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
             sql,
+            messaging,
         }
     }
 }

@@ -1,18 +1,20 @@
 //! The handlers of the Orders API.
 //!
-//! - `POST /orders` `{customerId, amount}` → 201 with the order and `Location`. With an
+//! - `POST /orders` `{customerId, amount}` → 201 with the order and `Location`, and
+//!   `orders.created` published in the same unit of work. With an
 //!   `Idempotency-Key`, a retry (same key, same body) gets the same order again, marked
 //!   `Idempotent-Replayed: true`; the same key with another body is a 409.
 //! - `GET /orders/{id}` → 200 or 404.
 //! - `GET /orders?customerId=&status=&limit=&cursor=` → a page, newest first, and `nextCursor`.
 //! - `GET /health` → 200 when the database answers, 503 otherwise.
 
+use contracts::events::OrderCreated;
 use contracts::{Location, OrderId, Problem};
 use serde_json::json;
+use service_guest::{events, messaging::PublishError, reply};
 use spin_sdk::http::{Request, Response};
 
 use crate::input::{self, ListQuery, NewOrder};
-use crate::reply;
 use crate::store::{self, Created, Order, StoreError};
 
 /// A page of `GET /orders`.
@@ -32,7 +34,12 @@ pub fn create(request: &Request) -> Response {
     };
     let id = OrderId::from_uuid(uuid::Uuid::now_v7());
     let (order, replayed) = match store::create(id, &order, key.as_deref()) {
-        Ok(Created::New(created)) => (created, false),
+        Ok(Created::New(created)) => {
+            if let Err(err) = announce(&created) {
+                return failed(err);
+            }
+            (created, false)
+        }
         Ok(Created::Existing(existing)) if existing.customer_id == order.customer_id && existing.amount == order.amount => {
             (existing, true)
         }
@@ -84,16 +91,20 @@ pub fn health() -> Response {
     }
 }
 
-/// A store failure as a problem: 503 when the database is away, 500 otherwise.
+/// Publishes `orders.created` for a new order.
+fn announce(order: &Order) -> Result<(), StoreError> {
+    let event = OrderCreated {
+        order_id: order.id,
+        customer_id: order.customer_id,
+        amount: order.amount,
+        created_at: order.created_at,
+    };
+    events::publish(&event).map_err(|err| match err {
+        PublishError::Unavailable(why) => StoreError::Unavailable(why),
+        other => StoreError::Failed(format!("cannot publish orders.created: {other:?}")),
+    })
+}
+
 fn failed(err: StoreError) -> Response {
-    match err {
-        StoreError::Unavailable(why) => {
-            eprintln!("orders: database unavailable: {why}");
-            reply::problem(&Problem::new(503, "the orders database is unavailable; try again shortly"))
-        }
-        StoreError::Failed(why) => {
-            eprintln!("orders: {why}");
-            reply::problem(&Problem::new(500, "the order could not be processed"))
-        }
-    }
+    reply::failed("orders", err)
 }

@@ -1,8 +1,9 @@
 //! Requests into domain values. Every refusal is a problem naming the field at fault, and
 //! nothing is written before input has been accepted.
 
-use contracts::{Amount, CustomerId, Location, OrderId, Problem};
+use contracts::{Amount, CustomerId, Location, OrderId, ParseIdError, Problem};
 use serde_json::{Map, Value};
+use service_guest::query::Query;
 use spin_sdk::http::Request;
 
 /// Largest `POST /orders` body accepted, in bytes.
@@ -10,10 +11,6 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Longest `Idempotency-Key` accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// Page size when `limit` is not given, and the largest allowed.
-pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
 
 /// A valid `POST /orders` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +84,7 @@ pub fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
 
 /// An order id from the path.
 pub fn order_id(segment: &str) -> Result<OrderId, Problem> {
-    segment.parse().map_err(|err: contracts::ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
+    segment.parse().map_err(|err: ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
 }
 
 /// `GET /orders` query parameters.
@@ -102,38 +99,16 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn parse(query: &str) -> Result<Self, Problem> {
-        let mut parsed = Self { customer_id: None, status: None, limit: DEFAULT_LIMIT, cursor: None };
-        let mut seen = Vec::new();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            let refuse = |detail: &dyn std::fmt::Display| {
-                Problem::invalid(Location::Query, name.to_string(), detail.to_string())
-            };
-            if seen.contains(&name) {
-                return Err(refuse(&"is given more than once"));
-            }
-            match name.as_ref() {
-                "customerId" => parsed.customer_id = Some(value.parse().map_err(|e| refuse(&e))?),
-                "status" => match value.as_ref() {
-                    "pending" | "invoiced" => parsed.status = Some(value.to_string()),
-                    _ => return Err(refuse(&"must be pending or invoiced")),
-                },
-                "limit" => {
-                    parsed.limit = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                        .ok_or_else(|| refuse(&format_args!("must be a whole number from 1 to {MAX_LIMIT}")))?;
-                }
-                "cursor" => {
-                    parsed.cursor = Some(value.parse().map_err(|_| {
-                        refuse(&"is not a cursor this service gave out (use nextCursor from a previous page)")
-                    })?);
-                }
-                _ => return Err(refuse(&"is not a known parameter; expected customerId, status, limit, cursor")),
-            }
-            seen.push(name);
-        }
-        Ok(parsed)
+        let query = Query::parse(query, &["customerId", "status"])?;
+        Ok(Self {
+            customer_id: query.get("customerId", str::parse::<CustomerId>)?,
+            status: query.get("status", |status| match status {
+                "pending" | "invoiced" => Ok(status.to_owned()),
+                _ => Err("must be pending or invoiced"),
+            })?,
+            limit: query.limit()?,
+            cursor: query.cursor()?,
+        })
     }
 }
 

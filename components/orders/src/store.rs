@@ -1,10 +1,12 @@
-//! The Orders table, through `platform:service/sql`. All statements of a request share the
-//! host's transaction; this module never begins or commits.
+//! The `orders` table, through `platform:service/sql`. All statements of a request or event
+//! share the host's transaction; this module never begins or commits.
 
-use contracts::{Amount, CustomerId, OrderId, Timestamp};
+use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
 use serde::Serialize;
+pub use service_guest::rows::StoreError;
+use service_guest::rows::{self, BadColumn};
+use service_guest::sql::{self, Value};
 
-use crate::bindings::sql::{self, Value};
 use crate::input::{ListQuery, NewOrder};
 
 /// An order as the API shows it.
@@ -14,26 +16,10 @@ pub struct Order {
     pub id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Amount,
+    /// `pending`, then `invoiced` once Invoices has issued its invoice.
     pub status: String,
     pub created_at: Timestamp,
-}
-
-/// Why the store could not answer.
-#[derive(Debug)]
-pub enum StoreError {
-    /// The database is down or unreachable: worth retrying.
-    Unavailable(String),
-    /// Anything else: a bug here or a schema that does not match.
-    Failed(String),
-}
-
-impl From<sql::Error> for StoreError {
-    fn from(err: sql::Error) -> Self {
-        match err {
-            sql::Error::Unavailable(why) => Self::Unavailable(why),
-            other => Self::Failed(format!("{other:?}")),
-        }
-    }
+    pub invoice_id: Option<InvoiceId>,
 }
 
 /// What creating an order with an idempotency key found.
@@ -43,7 +29,7 @@ pub enum Created {
     Existing(Order),
 }
 
-const COLUMNS: &str = "id, customer_id, amount, status, created_at";
+const COLUMNS: &str = "id, customer_id, amount, status, created_at, invoice_id";
 
 /// Inserts the order, unless `idempotency_key` already names one: then returns that order.
 pub fn create(id: OrderId, order: &NewOrder, idempotency_key: Option<&str>) -> Result<Created, StoreError> {
@@ -76,7 +62,7 @@ pub fn create(id: OrderId, order: &NewOrder, idempotency_key: Option<&str>) -> R
 
 pub fn get(id: OrderId) -> Result<Option<Order>, StoreError> {
     let rows = sql::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"), &[Value::Uuid(id.to_string())])?;
-    rows.rows.into_iter().next().map(Order::from_row).transpose()
+    Ok(rows.rows.into_iter().next().map(Order::from_row).transpose()?)
 }
 
 /// One page of orders, newest first, and the cursor of the next page if there is one.
@@ -110,6 +96,26 @@ pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreErr
     Ok((orders, next))
 }
 
+/// What `mark_invoiced` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invoiced {
+    Now,
+    Already,
+    NoSuchOrder,
+}
+
+/// Moves a pending order to `invoiced`; idempotent.
+pub fn mark_invoiced(order: OrderId, invoice: InvoiceId) -> Result<Invoiced, StoreError> {
+    let changed = sql::execute(
+        "UPDATE orders SET status = 'invoiced', invoice_id = $2 WHERE id = $1 AND status = 'pending'",
+        &[Value::Uuid(order.to_string()), Value::Uuid(invoice.to_string())],
+    )?;
+    if changed > 0 {
+        return Ok(Invoiced::Now);
+    }
+    Ok(if get(order)?.is_some() { Invoiced::Already } else { Invoiced::NoSuchOrder })
+}
+
 /// Checks the database answers.
 pub fn ping() -> Result<(), StoreError> {
     sql::query("SELECT 1", &[])?;
@@ -118,21 +124,15 @@ pub fn ping() -> Result<(), StoreError> {
 
 impl Order {
     /// Reads a row of [`COLUMNS`].
-    fn from_row(row: Vec<Value>) -> Result<Self, StoreError> {
-        let bad = |what: &str| StoreError::Failed(format!("unexpected {what} in an orders row"));
-        let [id, customer_id, amount, status, created_at]: [Value; 5] =
-            row.try_into().map_err(|_| bad("column count"))?;
-        let (Value::Uuid(id), Value::Uuid(customer_id), Value::Int64(amount), Value::Text(status), Value::Timestamp(created_at)) =
-            (id, customer_id, amount, status, created_at)
-        else {
-            return Err(bad("column types"));
-        };
+    fn from_row(row: Vec<Value>) -> Result<Self, BadColumn> {
+        let [id, customer_id, amount, status, created_at, invoice_id] = rows::columns(row)?;
         Ok(Self {
-            id: id.parse().map_err(|_| bad("id"))?,
-            customer_id: customer_id.parse().map_err(|_| bad("customer_id"))?,
-            amount: Amount::new(amount).map_err(|_| bad("amount"))?,
-            status,
-            created_at: Timestamp::from_unix_micros(created_at).map_err(|_| bad("created_at"))?,
+            id: rows::id(id, "id")?,
+            customer_id: rows::id(customer_id, "customer_id")?,
+            amount: rows::amount(amount, "amount")?,
+            status: rows::text(status, "status")?,
+            created_at: rows::timestamp(created_at, "created_at")?,
+            invoice_id: rows::optional_id(invoice_id, "invoice_id")?,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Imports: what a component may call on the host.
 //!
-//! Each capability has one shape: a context built per store (`SqlCtx`), a view borrowing it
+//! Each capability has one shape: a context built per store (`SqlCtx`, `MessagingCtx`), a view borrowing it
 //! (`Sql<'_>`), the generated `Host` trait implemented on the view, and one `add_to_linker`.
 
 use wasmtime::error::Context;
@@ -9,11 +9,16 @@ use wasmtime::component::Linker;
 use crate::state::StoreState;
 
 pub mod http;
+pub mod messaging;
 pub mod sql;
 
 /// Adds every platform capability to `linker`.
 pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
     sql::add_to_linker(linker, |state| sql::Sql::new(&mut state.sql))
         .context("cannot link platform:service/sql")?;
+    messaging::add_to_linker(linker, |state| {
+        messaging::Messaging::new(&mut state.messaging, &mut state.sql)
+    })
+    .context("cannot link platform:service/messaging")?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Runs the real host for a test: its own fresh PostgreSQL database (dropped afterwards), port 0,
-//! the built `orders.wasm`. `TEST_LOG=1` shows the host's logs.
+//! Runs the real host for a test: fresh PostgreSQL databases of its own (dropped afterwards),
+//! an exchange and queues of its own on RabbitMQ (deleted afterwards), port 0, the built
+//! components. `TEST_LOG=1` shows the host's logs.
 //!
 //! PostgreSQL is found at `TEST_POSTGRES_URL` (default `postgres://postgres@localhost:5432`),
-//! as a superuser able to create and drop databases.
+//! as a superuser able to create and drop databases; RabbitMQ at `TEST_AMQP_URL` (default
+//! `amqp://guest:guest@localhost:5672/%2f`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use host::config::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use super::pg_proxy::PgProxy;
+pub use super::tcp_proxy::TcpProxy;
 
 pub fn postgres_base() -> String {
     std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@localhost:5432".into())
@@ -95,10 +97,26 @@ async fn admin_execute(statement: &str) {
     client.batch_execute(statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
-/// The manifest of a host running Orders on `database_url`.
-pub fn orders_manifest(database_url: &str) -> String {
+pub fn amqp_base() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".into())
+}
+
+/// Retry delays test hosts use: three attempts in all, quickly.
+pub const RETRY_DELAYS_MS: [u64; 2] = [100, 200];
+
+/// What each component publishes and consumes, as the development manifest has it.
+fn topics(component: &str) -> (&'static str, &'static str) {
+    match component {
+        "orders" => ("orders.created", "invoices.issued"),
+        "invoices" => ("invoices.issued", "orders.created"),
+        other => panic!("no test setup for component {other}"),
+    }
+}
+
+/// The manifest of a host running `components` (name, database URL) on `broker`.
+pub fn manifest(broker: &TestBroker, amqp_url: &str, components: &[(&str, &str)]) -> String {
     let workspace = workspace();
-    format!(
+    let mut manifest = format!(
         r#"
 [http]
 listen = "127.0.0.1:0"
@@ -108,17 +126,109 @@ shutdown_grace_ms = 5000
 [limits]
 max_instances = 64
 
+[messaging]
+url = "{amqp_url}"
+exchange = "{exchange}"
+retry_delays_ms = {delays:?}
+relay_interval_ms = 200
+"#,
+        exchange = broker.exchange,
+        delays = RETRY_DELAYS_MS,
+    );
+    for (name, database_url) in components {
+        let (publishes, subscribes) = topics(name);
+        manifest.push_str(&format!(
+            r#"
 [[components]]
-name = "orders"
+name = "{name}"
 wasm = "{wasm}"
-route = "/orders"
+route = "/{name}"
 database_url = "{database_url}"
 migrations = "{migrations}"
 max_connections = 8
+publishes = ["{publishes}"]
+subscriptions = ["{subscribes}"]
 "#,
-        wasm = component_wasm("orders").display(),
-        migrations = workspace.join("components/orders/migrations").display(),
-    )
+            wasm = component_wasm(name).display(),
+            migrations = workspace.join(format!("components/{name}/migrations")).display(),
+        ));
+    }
+    manifest
+}
+
+/// A topic exchange of a test's own; its queues and itself are deleted when dropped.
+pub struct TestBroker {
+    pub exchange: String,
+}
+
+impl TestBroker {
+    pub fn new() -> Self {
+        Self { exchange: format!("test.{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    /// The queues hosts declare for `component` on this exchange.
+    pub fn queues(&self, component: &str) -> Vec<String> {
+        let queue = format!("{}.{component}.{}", self.exchange, topics(component).1);
+        let mut queues = vec![format!("{queue}.dead")];
+        queues.extend(RETRY_DELAYS_MS.iter().map(|ms| format!("{queue}.retry.{ms}ms")));
+        queues.push(queue);
+        queues
+    }
+
+    /// The dead-letter queue of `component`'s subscription.
+    pub fn dead_letters(&self, component: &str) -> String {
+        format!("{}.{component}.{}.dead", self.exchange, topics(component).1)
+    }
+
+    pub async fn channel() -> lapin::Channel {
+        let connection = lapin::Connection::connect(&amqp_base(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|err| panic!("cannot reach RabbitMQ at {}: {err}; is it running?", amqp_base()));
+        let channel = connection.create_channel().await.expect("channel");
+        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirms");
+        channel
+    }
+
+    /// Publishes `body` as the relay would, and waits for the broker's confirmation.
+    pub async fn publish(&self, topic: &str, body: &[u8]) {
+        let channel = Self::channel().await;
+        channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                topic.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmed");
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let exchange = self.exchange.clone();
+        let queues: Vec<String> = ["orders", "invoices"].iter().flat_map(|c| self.queues(c)).collect();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let channel = TestBroker::channel().await;
+                for queue in queues {
+                    let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
+                }
+                let _ = channel.exchange_delete(exchange.as_str().into(), Default::default()).await;
+            });
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// The manifest of a host running Orders on `database_url`, with a broker of its own.
+pub fn orders_manifest(broker: &TestBroker, database_url: &str) -> String {
+    manifest(broker, &amqp_base(), &[("orders", database_url)])
 }
 
 pub fn config(manifest: &str) -> Config {
@@ -178,13 +288,15 @@ impl Drop for TestHost {
 pub struct OrdersApp {
     pub host: TestHost,
     pub db: Arc<TestDatabase>,
+    pub broker: TestBroker,
 }
 
 impl OrdersApp {
     pub async fn spawn() -> Self {
         let db = Arc::new(TestDatabase::create().await);
-        let host = TestHost::start(&orders_manifest(&db.url())).await;
-        Self { host, db }
+        let broker = TestBroker::new();
+        let host = TestHost::start(&orders_manifest(&broker, &db.url())).await;
+        Self { host, db, broker }
     }
 
     pub async fn post_order(&self, body: &serde_json::Value) -> reqwest::Response {

@@ -4,5 +4,6 @@
 mod helpers;
 mod orders_api;
 mod orders_consistency;
-mod pg_proxy;
+mod messaging;
 mod platform;
+mod tcp_proxy;

@@ -5,27 +5,27 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{self, OrdersApp, PgProxy, TestDatabase, TestHost};
+use crate::helpers::{self, OrdersApp, TcpProxy, TestBroker, TestDatabase, TestHost};
 
 const CUSTOMER: &str = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
 
 #[tokio::test]
 async fn migrating_twice_is_harmless() {
     let db = TestDatabase::create().await;
-    let manifest = helpers::orders_manifest(&db.url());
+    let manifest = helpers::orders_manifest(&TestBroker::new(), &db.url());
     let config = helpers::config(&manifest);
 
     let first = host::migrations::migrate(&config.components[0]).await.expect("first run");
     let second = host::migrations::migrate(&config.components[0]).await.expect("second run");
 
-    assert_eq!(first, vec!["V1__create_orders".to_owned()]);
+    assert_eq!(first, vec!["V1__create_orders".to_owned(), "V2__link_invoices".to_owned()]);
     assert!(second.is_empty(), "nothing left to apply: {second:?}");
 }
 
 #[tokio::test]
 async fn hosts_starting_at_once_migrate_once() {
     let db = TestDatabase::create().await;
-    let config = helpers::config(&helpers::orders_manifest(&db.url()));
+    let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
     let component = &config.components[0];
 
     let runs = futures::future::join_all((0..4).map(|_| host::migrations::migrate(component))).await;
@@ -34,15 +34,16 @@ async fn hosts_starting_at_once_migrate_once() {
     assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "{applied:?}");
     let client = db.connect().await;
     let rows = client.query("SELECT version FROM platform_schema_history", &[]).await.expect("history");
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
 }
 
 #[tokio::test]
 async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
     let db = Arc::new(TestDatabase::create().await);
-    let proxy = PgProxy::start("127.0.0.1:5432").await;
-    let host = TestHost::start(&helpers::orders_manifest(&proxy.url(&db.name))).await;
-    let app = OrdersApp { host, db };
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let broker = TestBroker::new();
+    let host = TestHost::start(&helpers::orders_manifest(&broker, &proxy.postgres_url(&db.name))).await;
+    let app = OrdersApp { host, db, broker };
     let body = json!({ "customerId": CUSTOMER, "amount": 5 });
     assert_eq!(app.post_order(&body).await.status(), 201);
 
@@ -71,9 +72,9 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
 
 #[tokio::test]
 async fn an_unreachable_database_at_start_is_a_clear_error() {
-    let proxy = PgProxy::start("127.0.0.1:5432").await;
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
     proxy.set_up(false);
-    let manifest = helpers::orders_manifest(&proxy.url("orders"));
+    let manifest = helpers::orders_manifest(&TestBroker::new(), &proxy.postgres_url("orders"));
 
     let error = match host::Host::build(helpers::config(&manifest)).await {
         Ok(_) => panic!("the host must not start without its database"),
@@ -86,7 +87,7 @@ async fn an_unreachable_database_at_start_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_missing_database_says_how_to_create_it() {
-    let manifest = helpers::orders_manifest(&format!("{}/no_such_database_here", helpers::postgres_base()));
+    let manifest = helpers::orders_manifest(&TestBroker::new(), &format!("{}/no_such_database_here", helpers::postgres_base()));
 
     let error = match host::Host::build(helpers::config(&manifest)).await {
         Ok(_) => panic!("the host must not start without its database"),
@@ -111,7 +112,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let OrdersApp { host, db } = app;
+    let OrdersApp { host, db, broker: _broker } = app;
     let address = host.address;
     let stopping = tokio::spawn(host.stop());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -62,11 +62,37 @@ pub struct SqlCtx {
     transaction: Option<Box<dyn Transaction>>,
     /// The first error that aborted the transaction, if any: it can then only roll back.
     aborted: Option<String>,
+    /// Whether the database was unreachable during this unit of work: its failure is then the
+    /// database's, not the component's.
+    unavailable: bool,
 }
 
 impl SqlCtx {
     pub fn new(database: Arc<dyn Database>) -> Self {
-        Self { database, transaction: None, aborted: None }
+        Self { database, transaction: None, aborted: None, unavailable: false }
+    }
+
+    /// Whether a statement of this unit of work found the database unreachable.
+    pub fn saw_unavailable(&self) -> bool {
+        self.unavailable
+    }
+
+    /// Runs a statement that returns rows, in this unit of work's transaction.
+    pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.query(statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.note(result)
+    }
+
+    /// Runs a statement and returns the rows it changed, in this unit of work's transaction.
+    pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.execute(statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.note(result)
     }
 
     /// Ends the unit of work: commits when the handler `succeeded` and no statement aborted
@@ -93,10 +119,7 @@ impl SqlCtx {
 
     async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
         if self.transaction.is_none() {
-            let transaction = self.database.begin().await.inspect_err(|err| {
-                self.aborted.get_or_insert_with(|| describe(err));
-            })?;
-            self.transaction = Some(transaction);
+            self.transaction = Some(self.database.begin().await?);
         }
         // Set just above when it was empty.
         self.transaction.as_mut().ok_or_else(|| Error::Unavailable("no transaction".into()))
@@ -107,6 +130,7 @@ impl SqlCtx {
         if let Err(err) = &result
             && matches!(err, Error::Database(_) | Error::Unavailable(_))
         {
+            self.unavailable |= matches!(err, Error::Unavailable(_));
             self.aborted.get_or_insert_with(|| describe(err));
         }
         result
@@ -141,11 +165,7 @@ impl wit::Host for Sql<'_> {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let result = match self.ctx.transaction().await {
-            Ok(transaction) => transaction.query(&statement, params).await,
-            Err(err) => Err(err),
-        };
-        Ok(self.ctx.note(result))
+        Ok(self.ctx.query(&statement, params).await)
     }
 
     #[tracing::instrument(name = "sql.execute", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
@@ -154,11 +174,7 @@ impl wit::Host for Sql<'_> {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let result = match self.ctx.transaction().await {
-            Ok(transaction) => transaction.execute(&statement, params).await,
-            Err(err) => Err(err),
-        };
-        Ok(self.ctx.note(result))
+        Ok(self.ctx.execute(&statement, params).await)
     }
 }
 

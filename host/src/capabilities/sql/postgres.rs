@@ -44,6 +44,11 @@ impl PgDatabase {
         Ok(Self { pool })
     }
 
+    /// The pool itself, for host work on the component's database (the outbox relay).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     async fn connection(&self) -> Result<Object, Error> {
         self.pool.get().await.map_err(|err| Error::Unavailable(pool_failed(err)))
     }

@@ -1,8 +1,11 @@
 //! `GET /health` on the host: ready only when every component's database answers.
 //!
-//! 200 `{"status":"up","checks":{"orders.database":"up"}}`, or 503 with the failing checks and
-//! their reasons. A load balancer takes a host out of rotation on 503 and back in when the
-//! database returns; nothing needs a restart.
+//! 200 `{"status":"up","checks":{"orders.database":"up","broker":"up"}}`, or 503 with the
+//! failing checks and their reasons. A load balancer takes a host out of rotation on 503 and back
+//! in when the database returns; nothing needs a restart.
+//!
+//! The broker is reported but does not make the host unready: while it is away orders are still
+//! accepted into the outbox, so the status is `degraded` with 200.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,12 +15,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::capabilities::messaging::broker::Broker;
 use crate::service::Service;
 
 /// How long one check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn check(services: &[Arc<Service>]) -> Response<Full<Bytes>> {
+pub async fn check(services: &[Arc<Service>], broker: Option<&Broker>) -> Response<Full<Bytes>> {
     let checks = futures::future::join_all(services.iter().map(|service| async move {
         let state = match tokio::time::timeout(CHECK_TIMEOUT, service.database.ping()).await {
             Ok(Ok(())) => "up".to_owned(),
@@ -28,8 +32,24 @@ pub async fn check(services: &[Arc<Service>]) -> Response<Full<Bytes>> {
     }))
     .await;
     let up = checks.iter().all(|(_, state)| state == "up");
-    let checks: BTreeMap<String, String> = checks.into_iter().collect();
-    let body = serde_json::json!({ "status": if up { "up" } else { "down" }, "checks": checks });
+    let mut checks: BTreeMap<String, String> = checks.into_iter().collect();
+    let broker_up = match broker.map(Broker::state) {
+        None => true,
+        Some(Ok(())) => {
+            checks.insert("broker".into(), "up".into());
+            true
+        }
+        Some(Err(why)) => {
+            checks.insert("broker".into(), format!("down: {why}"));
+            false
+        }
+    };
+    let status = match (up, broker_up) {
+        (false, _) => "down",
+        (true, false) => "degraded",
+        (true, true) => "up",
+    };
+    let body = serde_json::json!({ "status": status, "checks": checks });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     if !up {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

@@ -52,6 +52,9 @@ pub async fn call(
         };
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
+        if matches!(finished, Ok(Outcome::Committed)) {
+            store.data().messaging.committed();
+        }
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
         match (answer, finished) {
             (Ok(response), Ok(Outcome::Committed | Outcome::NoStatements | Outcome::RolledBack)) => response,

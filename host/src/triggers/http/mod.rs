@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::capabilities::messaging::broker::Broker;
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
 use crate::problem::Problem;
@@ -37,16 +38,23 @@ pub struct HttpTrigger {
     runtime: Arc<Runtime>,
     /// Longest route first, so `/orders-archive` is tried before `/orders`.
     services: Vec<Arc<Service>>,
+    /// The broker, reported by `/health` when there is one.
+    broker: Option<Arc<Broker>>,
     config: HttpConfig,
     /// One permit per request being handled.
     permits: Semaphore,
 }
 
 impl HttpTrigger {
-    pub fn new(runtime: Arc<Runtime>, mut services: Vec<Arc<Service>>, config: HttpConfig) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        mut services: Vec<Arc<Service>>,
+        broker: Option<Arc<Broker>>,
+        config: HttpConfig,
+    ) -> Self {
         services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
         let permits = Semaphore::new(config.max_concurrent_requests);
-        Self { runtime, services, config, permits }
+        Self { runtime, services, broker, config, permits }
     }
 
     /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
@@ -95,7 +103,7 @@ impl HttpTrigger {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if path == "/health" {
-            return health::check(&self.services).await;
+            return health::check(&self.services, self.broker.as_deref()).await;
         }
         let Some((service, rest)) = self.route(path) else {
             let routes: Vec<&str> = self.services.iter().map(|s| s.route.as_str()).collect();

@@ -1,8 +1,9 @@
-//! A TCP proxy in front of the real PostgreSQL that a test can cut and restore, so one test can
-//! take "its" database away without touching the server other tests share.
+//! A TCP proxy in front of a real server (PostgreSQL, RabbitMQ) that a test can cut and
+//! restore, so one test can take "its" database or broker away without touching the server other
+//! tests share.
 //!
 //! While down, it closes every open connection and closes new ones as soon as they arrive, as
-//! a host sees when the database server goes away.
+//! a host sees when the server goes away.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +12,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub struct PgProxy {
+pub struct TcpProxy {
     pub address: SocketAddr,
     up: watch::Sender<bool>,
     accepting: JoinHandle<()>,
 }
 
-impl PgProxy {
+impl TcpProxy {
     /// Starts forwarding to `upstream` (host:port).
     pub async fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
@@ -45,9 +46,14 @@ impl PgProxy {
         Self { address, up, accepting }
     }
 
-    /// A URL for `database` through the proxy.
-    pub fn url(&self, database: &str) -> String {
+    /// A PostgreSQL URL for `database` through the proxy.
+    pub fn postgres_url(&self, database: &str) -> String {
         format!("postgres://postgres@{}/{database}", self.address)
+    }
+
+    /// An AMQP URL for the default vhost through the proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.address)
     }
 
     pub fn set_up(&self, up: bool) {
@@ -55,7 +61,7 @@ impl PgProxy {
     }
 }
 
-impl Drop for PgProxy {
+impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.accepting.abort();
     }

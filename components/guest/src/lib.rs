@@ -1,0 +1,31 @@
+//! What every service component shares, so each one holds only its own logic.
+//!
+//! - [`bindings`]: the `platform:service/subscriber` world (imports `sql` and `messaging`,
+//!   exports `message-handler`); a component names its handler with [`export!`].
+//! - [`reply`]: JSON and RFC 9457 problem responses, and the prefix the host serves it under.
+//! - [`events`]: publishing typed events from `contracts` and reading delivered ones.
+//! - [`query`]: list parameters, `limit` and `cursor`.
+//! - [`rows`]: reading typed values out of `sql` rows.
+
+pub mod events;
+pub mod query;
+pub mod reply;
+pub mod rows;
+
+/// Generated bindings; their glue code is the only `unsafe` here.
+#[allow(unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "platform:service/subscriber",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "service_guest::bindings",
+    });
+}
+
+pub use bindings::exports::platform::service::message_handler::{
+    Guest as MessageHandler, HandleError, IncomingEvent,
+};
+pub use bindings::export;
+pub use bindings::platform::service::{messaging, sql};

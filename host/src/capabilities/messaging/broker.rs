@@ -1,0 +1,169 @@
+//! The one RabbitMQ connection of the process, kept alive by a supervisor task.
+//!
+//! The supervisor connects, declares the durable topic exchange, and publishes the connection
+//! to whoever waits for it (the relays and consumers). When the connection fails it reconnects
+//! with growing backoff (250 ms to 10 s). An outage is logged once when it starts and once when
+//! it ends; meanwhile HTTP keeps serving and events wait in the outboxes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MessagingConfig;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+pub struct Broker {
+    config: MessagingConfig,
+    /// The live connection, or `None` while there is none.
+    current: watch::Sender<Option<Arc<Connection>>>,
+    /// Why the broker is unreachable, while it is.
+    down_because: Mutex<Option<String>>,
+}
+
+impl Broker {
+    pub fn new(config: MessagingConfig) -> Arc<Self> {
+        let (current, _) = watch::channel(None);
+        Arc::new(Self {
+            config,
+            current,
+            down_because: Mutex::new(Some("not connected yet".into())),
+        })
+    }
+
+    pub fn config(&self) -> &MessagingConfig {
+        &self.config
+    }
+
+    /// The live connection, if there is one now.
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.current.borrow().clone().filter(|connection| connection.status().connected())
+    }
+
+    /// Waits for a live connection; `None` once `shutdown` is cancelled.
+    pub async fn connected(&self, shutdown: &CancellationToken) -> Option<Arc<Connection>> {
+        let mut changes = self.current.subscribe();
+        loop {
+            if let Some(connection) = self.connection() {
+                return Some(connection);
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return None },
+                () = shutdown.cancelled() => return None,
+                // A connection can die without the value changing; look again now and then.
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// `Ok` while connected, or why not: for the readiness check.
+    pub fn state(&self) -> Result<(), String> {
+        match self.connection() {
+            Some(_) => Ok(()),
+            None => Err(self.lock_reason().clone().unwrap_or_else(|| "reconnecting".into())),
+        }
+    }
+
+    fn lock_reason(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.down_because.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps a connection up until `shutdown`, then closes it.
+    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let url = &self.config.url;
+        let mut backoff = FIRST_BACKOFF;
+        let mut outage_logged = false;
+        loop {
+            let attempt = tokio::select! {
+                attempt = self.connect() => attempt,
+                () = shutdown.cancelled() => return,
+            };
+            match attempt {
+                Ok(connection) => {
+                    if outage_logged {
+                        tracing::info!(broker = %url, "broker reachable again; events flow");
+                    } else {
+                        tracing::info!(broker = %url, "connected to the broker");
+                    }
+                    backoff = FIRST_BACKOFF;
+                    *self.lock_reason() = None;
+                    let connection = Arc::new(connection);
+                    self.current.send_replace(Some(connection.clone()));
+                    let reason = tokio::select! {
+                        reason = Self::until_lost(&connection) => reason,
+                        () = shutdown.cancelled() => {
+                            self.current.send_replace(None);
+                            let _ = connection.close(200, "host stopping".into()).await;
+                            return;
+                        }
+                    };
+                    self.current.send_replace(None);
+                    tracing::warn!(broker = %url, reason = %reason, "lost the broker; reconnecting, events wait in the outbox");
+                    outage_logged = true;
+                    *self.lock_reason() = Some(reason);
+                }
+                Err(err) => {
+                    let reason = err.to_string();
+                    if !outage_logged {
+                        tracing::warn!(
+                            broker = %url,
+                            error = %reason,
+                            "broker unreachable; HTTP keeps serving, events wait in the outbox, reconnecting with backoff"
+                        );
+                        outage_logged = true;
+                    }
+                    *self.lock_reason() = Some(reason);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> lapin::Result<Connection> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("host-{}", std::process::id()).into());
+        let connection = Connection::connect(self.config.url.expose(), properties).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .exchange_declare(
+                self.config.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(connection)
+    }
+
+    /// Completes with a reason when the connection fails.
+    async fn until_lost(connection: &Connection) -> String {
+        let mut events = connection.events_listener();
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(lapin::Event::Error(err)) => return err.to_string(),
+                    Some(_) => {}
+                    None => return "the connection closed".into(),
+                },
+                _ = check.tick() => {
+                    if !connection.status().connected() {
+                        return "the connection closed".into();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The `platform:service/messaging` capability: `publish` writes the event to the component's
+//! outbox table in the unit of work's own transaction, so an event goes out if and only if the
+//! work commits. [`outbox::Relay`] then carries committed rows to the broker.
+//!
+//! - [`Outbound`] is built once per component: the topics it may publish to, its name as the
+//!   CloudEvents `source`, and the relay's wake-up.
+//! - [`MessagingCtx`] is created per store and counts what the unit of work published.
+//! - [`Messaging`] is the view the generated `Host` trait is implemented on; it borrows the
+//!   store's [`SqlCtx`] too, since the outbox row belongs to the same transaction.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::messaging::{self as wit, OutgoingEvent, PublishError};
+use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
+
+pub mod broker;
+pub mod cloudevent;
+pub mod outbox;
+
+/// Largest `data` accepted by `publish`, in bytes.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// What one component may publish, built once.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    /// The CloudEvents `source` of everything it publishes: the component's name.
+    pub source: String,
+    pub topics: HashSet<String>,
+    /// Woken after a unit of work that published commits, so events leave at once.
+    pub wakeup: Notify,
+}
+
+/// The messaging side of one unit of work.
+pub struct MessagingCtx {
+    outbound: Arc<Outbound>,
+    published: usize,
+}
+
+impl MessagingCtx {
+    pub fn new(outbound: Arc<Outbound>) -> Self {
+        Self { outbound, published: 0 }
+    }
+
+    /// Call once the unit of work committed: wakes the relay if anything was published.
+    pub fn committed(&self) {
+        if self.published > 0 {
+            self.outbound.wakeup.notify_one();
+        }
+    }
+}
+
+pub struct Messaging<'a> {
+    ctx: &'a mut MessagingCtx,
+    sql: &'a mut SqlCtx,
+}
+
+impl<'a> Messaging<'a> {
+    pub fn new(ctx: &'a mut MessagingCtx, sql: &'a mut SqlCtx) -> Self {
+        Self { ctx, sql }
+    }
+
+    fn check(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
+        if !self.ctx.outbound.topics.contains(&event.topic) {
+            return Err(PublishError::NotAllowed(format!(
+                "component `{}` may not publish to {:?}; add it to `publishes` in the manifest",
+                self.ctx.outbound.source, event.topic
+            )));
+        }
+        if event.id.trim().is_empty() || event.id.len() > 200 {
+            return Err(PublishError::Invalid("id must be 1 to 200 characters".into()));
+        }
+        if !cloudevent::is_json(&event.content_type) {
+            return Err(PublishError::Invalid(format!(
+                "content-type {:?}: only application/json data is carried",
+                event.content_type
+            )));
+        }
+        if event.data.len() > MAX_EVENT_BYTES {
+            return Err(PublishError::Invalid(format!("data is over {MAX_EVENT_BYTES} bytes")));
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(&event.data)
+            .map_err(|err| PublishError::Invalid(format!("data is not valid JSON: {err}")))?;
+        Ok(())
+    }
+}
+
+impl wit::Host for Messaging<'_> {
+    #[tracing::instrument(name = "messaging.publish", skip_all, fields(messaging.destination.name = %event.topic, messaging.message.id = %event.id))]
+    async fn publish(&mut self, event: OutgoingEvent) -> wasmtime::Result<Result<(), PublishError>> {
+        if let Err(refused) = self.check(&event) {
+            return Ok(Err(refused));
+        }
+        let params = vec![
+            Value::Text(event.id),
+            Value::Text(event.topic),
+            Value::Text(self.ctx.outbound.source.clone()),
+            Value::Text(event.content_type),
+            event.data_schema.map_or(Value::Null, Value::Text),
+            Value::Bytes(event.data),
+        ];
+        match self.sql.execute(outbox::INSERT, params).await {
+            Ok(_) => {
+                self.ctx.published += 1;
+                Ok(Ok(()))
+            }
+            Err(SqlError::Unavailable(why)) => Ok(Err(PublishError::Unavailable(why))),
+            Err(other) => Ok(Err(PublishError::Unavailable(format!("cannot write the outbox: {other:?}")))),
+        }
+    }
+}
+
+struct HasMessaging;
+
+impl HasData for HasMessaging {
+    type Data<'a> = Messaging<'a>;
+}
+
+/// Adds `platform:service/messaging` to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Messaging<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasMessaging>(linker, view)
+}

@@ -1,0 +1,241 @@
+//! The outbox and its relay.
+//!
+//! `publish` inserts into `platform_outbox` inside the unit of work; the [`Relay`] (one task per
+//! publishing component, started with the host) moves committed rows to the broker:
+//!
+//! 1. In a transaction, lock a batch of unsent rows with `FOR UPDATE SKIP LOCKED`, so replicas
+//!    relaying the same database take different rows.
+//! 2. Publish each as a persistent CloudEvent, `mandatory`, on a channel with publisher confirms.
+//! 3. Mark the rows the broker confirmed and routed as sent, and commit.
+//!
+//! A row is marked sent only after the broker confirmed it, so a crash or outage in between
+//! publishes it again later (at least once; consumers de-duplicate by id). A row no queue is
+//! bound for yet comes back from the broker unrouted and stays unsent until a subscriber's queue
+//! exists, so an event published before its consumer first started is not lost.
+//!
+//! The relay runs when a commit wakes it and every `relay_interval` besides, which catches up
+//! after a broker outage, a host restart, or rows written by another replica.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio_util::sync::CancellationToken;
+
+use super::broker::Broker;
+use super::{Outbound, cloudevent};
+
+/// Tables the host keeps in every database of a component that uses messaging. Created at start,
+/// under the same advisory lock as the component's migrations.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS platform_outbox (
+    seq          bigserial   PRIMARY KEY,
+    id           text        NOT NULL,
+    topic        text        NOT NULL,
+    source       text        NOT NULL,
+    content_type text        NOT NULL,
+    data_schema  text,
+    data         bytea       NOT NULL,
+    traceparent  text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    sent_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS platform_outbox_unsent ON platform_outbox (seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS platform_inbox (
+    source     text        NOT NULL,
+    event_id   text        NOT NULL,
+    topic      text        NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, event_id)
+);
+";
+
+/// The statement `publish` runs in the unit of work.
+pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data) \
+                          VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Rows published per transaction.
+const BATCH: i64 = 100;
+
+pub struct Relay {
+    component: String,
+    pool: Pool,
+    broker: Arc<Broker>,
+    outbound: Arc<Outbound>,
+    /// Topics found with no queue bound, so the warning is logged once per topic.
+    unrouted: HashSet<String>,
+}
+
+/// Why a batch stopped.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Self::Database(err.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Self::Database(err.to_string())
+    }
+}
+
+impl Relay {
+    pub fn new(component: String, pool: Pool, broker: Arc<Broker>, outbound: Arc<Outbound>) -> Self {
+        Self { component, pool, broker, outbound, unrouted: HashSet::new() }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let interval = self.broker.config().relay_interval;
+        let mut channel: Option<Channel> = None;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = self.outbound.wakeup.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let Some(connection) = self.broker.connection() else { continue };
+            if !channel.as_ref().is_some_and(|c| c.status().connected()) {
+                channel = match open_channel(&connection).await {
+                    Ok(opened) => Some(opened),
+                    Err(err) => {
+                        tracing::debug!(component = %self.component, error = %err, "cannot open a relay channel");
+                        continue;
+                    }
+                };
+            }
+            let Some(open) = &channel else { continue };
+            loop {
+                match self.relay_batch(open).await {
+                    Ok(Batch { sent, complete }) => {
+                        if failing {
+                            tracing::info!(component = %self.component, "outbox relay working again");
+                            failing = false;
+                        }
+                        if sent > 0 {
+                            tracing::debug!(component = %self.component, sent, "outbox rows published");
+                        }
+                        if complete {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        if !failing {
+                            tracing::warn!(component = %self.component, error = %err, "outbox relay failed; will retry");
+                            failing = true;
+                        }
+                        if matches!(err, RelayError::Broker(_)) {
+                            channel = None;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch. `complete` is false when a full batch went out and more may wait.
+    async fn relay_batch(&mut self, channel: &Channel) -> Result<Batch, RelayError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(
+                "SELECT seq, id, topic, source, content_type, data_schema, data, traceparent, created_at \
+                 FROM platform_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&BATCH],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(Batch { sent: 0, complete: true });
+        }
+        let exchange = self.broker.config().exchange.as_str();
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.get("seq");
+            let topic: &str = row.get("topic");
+            let id: &str = row.get("id");
+            let created_at: DateTime<Utc> = row.get("created_at");
+            let event = cloudevent::Outgoing {
+                id,
+                topic,
+                source: row.get("source"),
+                time: created_at,
+                content_type: row.get("content_type"),
+                data_schema: row.get("data_schema"),
+                traceparent: row.get("traceparent"),
+                data: row.get("data"),
+            };
+            let body = match cloudevent::encode(&event) {
+                Ok(body) => body,
+                Err(err) => {
+                    // `publish` checked the data; a row that is not JSON was written by hand.
+                    tracing::error!(component = %self.component, seq, error = %err, "outbox row is not JSON; skipping it");
+                    continue;
+                }
+            };
+            let properties = BasicProperties::default()
+                .with_message_id(id.into())
+                .with_type(topic.into())
+                .with_app_id(self.component.as_str().into())
+                .with_content_type(cloudevent::CONTENT_TYPE.into())
+                .with_timestamp(created_at.timestamp().max(0) as u64)
+                .with_delivery_mode(2);
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    topic.into(),
+                    BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                    &body,
+                    properties,
+                )
+                .await?;
+            pending.push((seq, topic.to_owned(), confirm));
+        }
+        let mut sent = Vec::with_capacity(pending.len());
+        for (seq, topic, confirm) in pending {
+            match confirm.await? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {
+                    self.unrouted.remove(&topic);
+                    sent.push(seq);
+                }
+                Confirmation::Ack(Some(_returned)) => {
+                    if self.unrouted.insert(topic.clone()) {
+                        tracing::warn!(
+                            component = %self.component,
+                            topic = %topic,
+                            "no queue is bound for this topic yet; its events stay in the outbox until a subscriber starts"
+                        );
+                    }
+                }
+                Confirmation::Nack(_) => {
+                    tracing::warn!(component = %self.component, seq, "the broker refused an event; it stays in the outbox");
+                }
+            }
+        }
+        transaction.execute("UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)", &[&sent]).await?;
+        transaction.commit().await?;
+        Ok(Batch { sent: sent.len(), complete: sent.len() < rows.len() || (rows.len() as i64) < BATCH })
+    }
+}
+
+struct Batch {
+    sent: usize,
+    complete: bool,
+}
+
+async fn open_channel(connection: &lapin::Connection) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(channel)
+}

@@ -1,0 +1,199 @@
+//! The AMQP consumer: delivers the events a component subscribes to into its `message-handler`.
+//!
+//! One task per subscribing component. While the broker is up it declares each subscription's
+//! queues ([`topology`]), consumes them with a bounded prefetch, and handles deliveries
+//! concurrently up to that bound. Each delivery is one unit of work ([`delivery::deliver`]), and
+//! is acknowledged only after it is settled:
+//!
+//! | outcome | then |
+//! | --- | --- |
+//! | handled, or a duplicate | ack |
+//! | retry, attempts left | copy to the retry queue with `x-attempt + 1`, then ack |
+//! | retry exhausted, reject, undecodable | copy to the dead-letter queue with the reason, then ack |
+//! | database unreachable | pause, then nack with requeue: the attempt does not count |
+//!
+//! A copy is confirmed by the broker before the original is acknowledged, so a crash in between
+//! delivers the event again rather than losing it. When the connection drops, unacknowledged
+//! deliveries return to the queue and the task starts over on the next connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capabilities::messaging::broker::Broker;
+use crate::capabilities::messaging::cloudevent;
+use crate::engine::Runtime;
+use crate::service::Service;
+
+pub mod delivery;
+pub mod topology;
+
+use delivery::Outcome;
+use topology::Subscription;
+
+/// How long a consumer waits before handing back a delivery it could not handle because the
+/// database was away, so an outage is not a busy loop.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
+
+pub struct MessageTrigger {
+    runtime: Arc<Runtime>,
+    service: Arc<Service>,
+    broker: Arc<Broker>,
+    subscriptions: Vec<Subscription>,
+    /// Deadline of one handler call, database included.
+    deadline: Duration,
+}
+
+impl MessageTrigger {
+    pub fn new(runtime: Arc<Runtime>, service: Arc<Service>, broker: Arc<Broker>, deadline: Duration) -> Self {
+        let config = broker.config();
+        let subscriptions = service
+            .subscriptions
+            .iter()
+            .map(|topic| Subscription::new(&config.exchange, &service.name, topic, &config.retry_delays))
+            .collect();
+        Self { runtime, service, broker, subscriptions, deadline }
+    }
+
+    /// Consumes until `shutdown`, starting over on each new connection; waits for deliveries in
+    /// progress to settle before returning.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let in_flight = TaskTracker::new();
+        while let Some(connection) = self.broker.connected(&shutdown).await {
+            match self.consume(&connection, &in_flight, &shutdown).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::debug!(component = %self.service.name, error = %err, "consumer stopped; will start over");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        in_flight.close();
+        in_flight.wait().await;
+    }
+
+    async fn consume(
+        self: &Arc<Self>,
+        connection: &lapin::Connection,
+        in_flight: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let config = self.broker.config();
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+        let mut consumers = Vec::new();
+        for (index, subscription) in self.subscriptions.iter().enumerate() {
+            subscription.declare(&channel, &config.exchange).await?;
+            let consumer = channel
+                .basic_consume(
+                    subscription.queue.as_str().into(),
+                    format!("{}-{}-{index}", self.service.name, std::process::id()).into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.push(consumer.map(move |delivery| (index, delivery)));
+        }
+        tracing::info!(component = %self.service.name, topics = ?self.service.subscriptions, "consuming");
+        let mut deliveries = futures::stream::select_all(consumers);
+        let permits = Arc::new(Semaphore::new(usize::from(config.prefetch)));
+        loop {
+            let next = tokio::select! {
+                next = deliveries.next() => next,
+                () = shutdown.cancelled() => {
+                    // Unacknowledged deliveries go back to the queue when the channel closes;
+                    // the ones being handled finish first.
+                    in_flight.close();
+                    in_flight.wait().await;
+                    let _ = channel.close(200, "host stopping".into()).await;
+                    return Ok(());
+                }
+            };
+            let (index, delivery) = match next {
+                Some((index, Ok(delivery))) => (index, delivery),
+                Some((_, Err(err))) => return Err(err.into()),
+                None => anyhow::bail!("the broker cancelled the consumers"),
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
+            let trigger = self.clone();
+            let channel = channel.clone();
+            in_flight.spawn(async move {
+                let subscription = &trigger.subscriptions[index];
+                if let Err(err) = trigger.settle(&channel, subscription, delivery).await {
+                    // Not acknowledged: the broker delivers it again.
+                    tracing::warn!(component = %trigger.service.name, error = %err, "could not settle a delivery");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Handles one delivery and acknowledges it as the outcome requires.
+    async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> lapin::Result<()> {
+        let attempt = topology::attempt_of(&delivery.properties);
+        let outcome = match cloudevent::decode(&delivery.data, attempt) {
+            Ok(event) => delivery::deliver(&self.runtime, &self.service, event, self.deadline).await,
+            Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
+        };
+        let component = &self.service.name;
+        match outcome {
+            Outcome::Handled | Outcome::Duplicate => {}
+            Outcome::Retry(reason) => match subscription.retry_queue(attempt) {
+                Some(retry) => {
+                    tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
+                    let headers = [
+                        (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX))),
+                        (topology::REASON, topology::text(&reason)),
+                    ];
+                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers).await?;
+                }
+                None => {
+                    let reason = format!("gave up after {attempt} attempts: {reason}");
+                    self.dead_letter(channel, subscription, &delivery, attempt, &reason).await?;
+                }
+            },
+            Outcome::Reject(reason) => {
+                self.dead_letter(channel, subscription, &delivery, attempt, &reason).await?;
+            }
+            Outcome::Unavailable(reason) => {
+                tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
+                tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                return delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await.map(drop);
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await.map(drop)
+    }
+
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        delivery: &Delivery,
+        attempt: u32,
+        reason: &str,
+    ) -> lapin::Result<()> {
+        tracing::warn!(
+            component = %self.service.name,
+            queue = %subscription.dead,
+            %reason,
+            "delivery dead-lettered"
+        );
+        let headers = [
+            (topology::REASON, topology::text(reason)),
+            (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt).unwrap_or(i32::MAX))),
+        ];
+        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, &headers).await
+    }
+}
