@@ -4,10 +4,12 @@
 //!   exports `message-handler`); a component names its handler with [`export!`].
 //! - [`reply`]: JSON and RFC 9457 problem responses, and the prefix the host serves it under.
 //! - [`events`]: publishing typed events from `contracts` and reading delivered ones.
+//! - [`page`]: one page of a keyset-paginated list.
 //! - [`query`]: list parameters, `limit` and `cursor`.
 //! - [`rows`]: reading typed values out of `sql` rows.
 
 pub mod events;
+pub mod page;
 pub mod query;
 pub mod reply;
 pub mod rows;

@@ -4,6 +4,7 @@ use contracts::events::OrderCreated;
 use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
 use serde::Serialize;
 pub use service_guest::rows::StoreError;
+use service_guest::page::Page;
 use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
@@ -65,32 +66,10 @@ pub fn get(id: InvoiceId) -> Result<Option<Invoice>, StoreError> {
 
 /// One page of invoices, newest first, and the cursor of the next page if there is one.
 pub fn list(filter: &Filter) -> Result<(Vec<Invoice>, Option<InvoiceId>), StoreError> {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    if let Some(order_id) = filter.order_id {
-        params.push(Value::Uuid(order_id.to_string()));
-        conditions.push(format!("order_id = ${}", params.len()));
-    }
-    if let Some(customer_id) = filter.customer_id {
-        params.push(Value::Uuid(customer_id.to_string()));
-        conditions.push(format!("customer_id = ${}", params.len()));
-    }
-    if let Some(cursor) = filter.cursor {
-        params.push(Value::Uuid(cursor.to_string()));
-        conditions.push(format!("id < ${}", params.len()));
-    }
-    params.push(Value::Int64(i64::from(filter.limit) + 1));
-    let filter_sql = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-    let statement = format!("SELECT {COLUMNS} FROM invoices {filter_sql} ORDER BY id DESC LIMIT ${}", params.len());
-    let rows = sql::query(&statement, &params)?;
-    let mut invoices = rows.rows.into_iter().map(Invoice::from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if invoices.len() > filter.limit as usize {
-        invoices.truncate(filter.limit as usize);
-        invoices.last().map(|invoice| invoice.id)
-    } else {
-        None
-    };
-    Ok((invoices, next))
+    Page::new(&format!("SELECT {COLUMNS} FROM invoices"))
+        .filter("order_id", filter.order_id.map(|id| Value::Uuid(id.to_string())))
+        .filter("customer_id", filter.customer_id.map(|id| Value::Uuid(id.to_string())))
+        .fetch(filter.cursor, filter.limit, Invoice::from_row, |invoice| invoice.id)
 }
 
 pub fn ping() -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
 use serde::Serialize;
 pub use service_guest::rows::StoreError;
+use service_guest::page::Page;
 use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
@@ -67,33 +68,10 @@ pub fn get(id: OrderId) -> Result<Option<Order>, StoreError> {
 
 /// One page of orders, newest first, and the cursor of the next page if there is one.
 pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreError> {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    if let Some(customer_id) = query.customer_id {
-        params.push(Value::Uuid(customer_id.to_string()));
-        conditions.push(format!("customer_id = ${}", params.len()));
-    }
-    if let Some(status) = &query.status {
-        params.push(Value::Text(status.clone()));
-        conditions.push(format!("status = ${}", params.len()));
-    }
-    if let Some(cursor) = query.cursor {
-        params.push(Value::Uuid(cursor.to_string()));
-        conditions.push(format!("id < ${}", params.len()));
-    }
-    // One more row than asked tells whether another page follows.
-    params.push(Value::Int64(i64::from(query.limit) + 1));
-    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-    let statement = format!("SELECT {COLUMNS} FROM orders {filter} ORDER BY id DESC LIMIT ${}", params.len());
-    let rows = sql::query(&statement, &params)?;
-    let mut orders = rows.rows.into_iter().map(Order::from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if orders.len() > query.limit as usize {
-        orders.truncate(query.limit as usize);
-        orders.last().map(|order| order.id)
-    } else {
-        None
-    };
-    Ok((orders, next))
+    Page::new(&format!("SELECT {COLUMNS} FROM orders"))
+        .filter("customer_id", query.customer_id.map(|id| Value::Uuid(id.to_string())))
+        .filter("status", query.status.clone().map(Value::Text))
+        .fetch(query.cursor, query.limit, Order::from_row, |order| order.id)
 }
 
 /// What `mark_invoiced` found.

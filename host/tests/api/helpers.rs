@@ -309,6 +309,18 @@ impl OrdersApp {
             .expect("request sent")
     }
 
+    /// `POST /orders/orders` with a body sent as is.
+    pub async fn post_raw(&self, content_type: &str, body: String) -> reqwest::Response {
+        self.host
+            .client
+            .post(self.host.url("/orders/orders"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.host.client.get(self.host.url(path)).send().await.expect("request sent")
     }

@@ -64,16 +64,7 @@ async fn bad_bodies_are_refused_with_the_field_named_and_nothing_written() {
 async fn malformed_json_and_non_objects_are_400_problems() {
     let app = OrdersApp::spawn().await;
     for body in ["{\"customerId\":", "[1,2]", "null", ""] {
-        let response = app
-            .host
-            .client
-            .post(app.host.url("/orders/orders"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("sent");
-        let (status, problem) = problem(response).await;
+        let (status, problem) = problem(app.post_raw("application/json", body.to_owned()).await).await;
         assert_eq!(status, 400, "{body:?} → {problem}");
     }
     assert_eq!(app.count_orders().await, 0);
@@ -82,15 +73,7 @@ async fn malformed_json_and_non_objects_are_400_problems() {
 #[tokio::test]
 async fn a_wrong_content_type_is_415_naming_the_header() {
     let app = OrdersApp::spawn().await;
-    let response = app
-        .host
-        .client
-        .post(app.host.url("/orders/orders"))
-        .header("content-type", "text/plain")
-        .body(format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1}}"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.post_raw("text/plain", format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1}}")).await;
     let (status, problem) = problem(response).await;
     assert_eq!(status, 415);
     assert_eq!(problem["errors"][0]["field"], "Content-Type");
@@ -105,16 +88,7 @@ async fn bodies_over_the_limits_are_413() {
     // Over the host's limit: refused before any component runs.
     let huge = "x".repeat(2 * 1024 * 1024);
     for body in [padded, huge] {
-        let response = app
-            .host
-            .client
-            .post(app.host.url("/orders/orders"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(problem(response).await.0, 413);
+        assert_eq!(problem(app.post_raw("application/json", body).await).await.0, 413);
     }
     assert_eq!(app.count_orders().await, 0);
 }

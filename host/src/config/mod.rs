@@ -23,14 +23,19 @@
 //! `database_url`, so that a secret never has to be written into the manifest.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+mod messaging;
+mod urls;
+
+pub use messaging::{MessagingConfig, check_topic};
+use messaging::{ManifestMessaging, check_messaging, default_messaging};
+pub use urls::{AmqpUrl, DatabaseUrl};
 
 /// The whole configuration of one host process.
 #[derive(Debug, Clone)]
@@ -40,59 +45,6 @@ pub struct Config {
     /// The broker; `None` when no component publishes or subscribes.
     pub messaging: Option<MessagingConfig>,
     pub components: Vec<ComponentConfig>,
-}
-
-/// RabbitMQ, shared by every component of the host.
-#[derive(Debug, Clone)]
-pub struct MessagingConfig {
-    pub url: AmqpUrl,
-    /// The durable topic exchange events are published to; queues and their retry and dead-letter
-    /// queues are named after it.
-    pub exchange: String,
-    /// Deliveries a consumer holds unacknowledged at once.
-    pub prefetch: u16,
-    /// Delay before each retry of a failed delivery; a message is tried once more than there are
-    /// delays, then dead-lettered.
-    pub retry_delays: Vec<Duration>,
-    /// How often the relay looks for unsent outbox rows besides being woken by a commit.
-    pub relay_interval: Duration,
-}
-
-/// An AMQP URL; prints with the password masked.
-#[derive(Clone)]
-pub struct AmqpUrl(String);
-
-impl AmqpUrl {
-    pub fn parse(raw: &str) -> anyhow::Result<Self> {
-        let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
-            anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
-        })?;
-        drop(uri);
-        Ok(Self(raw.to_owned()))
-    }
-
-    /// The URL as given, password included: only for handing to the AMQP client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AmqpUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
-            Some((scheme, (credentials, host))) => {
-                let user = credentials.split(':').next().unwrap_or_default();
-                write!(f, "{scheme}://{user}:***@{host}")
-            }
-            None => f.write_str(&self.0),
-        }
-    }
-}
-
-impl fmt::Debug for AmqpUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,61 +113,6 @@ pub struct DatabaseConfig {
     pub max_connections: usize,
 }
 
-/// A PostgreSQL URL. It may hold a password, so it prints with the password masked.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    raw: String,
-    parsed: tokio_postgres::Config,
-}
-
-impl DatabaseUrl {
-    pub fn parse(raw: &str) -> anyhow::Result<Self> {
-        let parsed = tokio_postgres::Config::from_str(raw).map_err(|err| {
-            anyhow::anyhow!("{err}; expected a URL such as postgres://user@localhost:5432/orders")
-        })?;
-        if parsed.get_dbname().is_none() {
-            bail!("names no database; add it after the host, as in postgres://localhost:5432/orders");
-        }
-        Ok(Self { raw: raw.to_owned(), parsed })
-    }
-
-    pub fn pg_config(&self) -> &tokio_postgres::Config {
-        &self.parsed
-    }
-
-    pub fn database_name(&self) -> &str {
-        self.parsed.get_dbname().unwrap_or_default()
-    }
-
-    /// The URL as given, password included: only for handing to a database driver.
-    pub fn expose(&self) -> &str {
-        &self.raw
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    /// `postgres://user:***@host:port/db`, built from the parsed parts.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let user = self.parsed.get_user().unwrap_or("");
-        let password = if self.parsed.get_password().is_some() { ":***" } else { "" };
-        let at = if user.is_empty() && password.is_empty() { "" } else { "@" };
-        let host = match self.parsed.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            #[cfg(unix)]
-            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-            None => "localhost".to_owned(),
-        };
-        let port = self.parsed.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "postgres://{user}{password}{at}{host}:{port}/{}", self.database_name())
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// The manifest as written, before checks and overrides.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,20 +124,6 @@ struct Manifest {
     messaging: Option<ManifestMessaging>,
     #[serde(default)]
     components: Vec<ManifestComponent>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManifestMessaging {
-    url: Option<String>,
-    #[serde(default = "default_exchange")]
-    exchange: String,
-    #[serde(default = "default_prefetch")]
-    prefetch: u16,
-    #[serde(default = "default_retry_delays_ms")]
-    retry_delays_ms: Vec<u64>,
-    #[serde(default = "default_relay_interval_ms")]
-    relay_interval_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,48 +292,7 @@ fn check_component(
     })
 }
 
-/// Topics are dot-separated words (`orders.created`), so they work as AMQP routing keys.
-pub fn check_topic(topic: &str) -> anyhow::Result<()> {
-    let word_ok = |word: &str| {
-        !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if topic.len() > 200 || !topic.split('.').all(word_ok) {
-        bail!("must be dot-separated words of letters, digits, '-' or '_', such as \"orders.created\"");
-    }
-    Ok(())
-}
-
-fn check_messaging(raw: ManifestMessaging, env: &impl Environment) -> anyhow::Result<MessagingConfig> {
-    let Some(url) = env.var("AMQP_URL").or(raw.url) else {
-        bail!("messaging.url: missing; set it in the manifest or in AMQP_URL");
-    };
-    let url = AmqpUrl::parse(&url).context("messaging.url (or AMQP_URL)")?;
-    check_topic(&raw.exchange).context("messaging.exchange")?;
-    check_positive("messaging.prefetch", u64::from(raw.prefetch))?;
-    check_positive("messaging.relay_interval_ms", raw.relay_interval_ms)?;
-    if raw.retry_delays_ms.contains(&0) {
-        bail!("messaging.retry_delays_ms: every delay must be greater than 0");
-    }
-    Ok(MessagingConfig {
-        url,
-        exchange: raw.exchange,
-        prefetch: raw.prefetch,
-        retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
-        relay_interval: Duration::from_millis(raw.relay_interval_ms),
-    })
-}
-
-fn default_messaging() -> ManifestMessaging {
-    ManifestMessaging {
-        url: None,
-        exchange: default_exchange(),
-        prefetch: default_prefetch(),
-        retry_delays_ms: default_retry_delays_ms(),
-        relay_interval_ms: default_relay_interval_ms(),
-    }
-}
-
-fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {
+pub(super) fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {
     if value == 0 {
         bail!("{setting}: must be greater than 0");
     }
@@ -499,19 +341,6 @@ fn default_max_instances() -> u32 {
 fn default_max_connections() -> usize {
     16
 }
-fn default_exchange() -> String {
-    "platform.events".into()
-}
-fn default_prefetch() -> u16 {
-    16
-}
-fn default_retry_delays_ms() -> Vec<u64> {
-    vec![1_000, 5_000, 30_000]
-}
-fn default_relay_interval_ms() -> u64 {
-    1_000
-}
-
 /// Durations written as whole milliseconds, with a `_ms` key in the manifest.
 mod millis {
     use std::time::Duration;
