@@ -76,6 +76,8 @@ impl Code {
 
 pub struct Service {
     pub name: String,
+    /// The name again, shared with every store's log streams.
+    log_name: Arc<str>,
     /// Path prefix it serves, such as `/orders`.
     pub route: String,
     pub database: Arc<dyn Database>,
@@ -92,6 +94,7 @@ impl Service {
     pub fn new(config: &ComponentConfig, limits: &Limits, code: Code, database: Arc<dyn Database>) -> Self {
         Self {
             name: config.name.clone(),
+            log_name: config.name.as_str().into(),
             route: config.route.clone(),
             database,
             outbound: Arc::new(Outbound {
@@ -118,6 +121,7 @@ impl Service {
     /// A fresh store for one unit of work, with a deadline of `deadline_ticks` epochs.
     pub fn new_store(&self, runtime: &Runtime, deadline_ticks: u64) -> Store<StoreState> {
         let state = StoreState::new(
+            &self.log_name,
             SqlCtx::new(self.database.clone()),
             MessagingCtx::new(self.outbound.clone()),
             self.memory_bytes,

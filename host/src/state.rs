@@ -2,14 +2,17 @@
 //! and dropped when it is answered.
 //!
 //! The WASI context grants nothing a service should not have: no environment, no arguments, no
-//! preopened folders, no sockets, no name lookups, no outgoing HTTP. Only stderr is passed through,
-//! so a component's diagnostics reach the host's log.
+//! preopened folders, no sockets, no name lookups, no outgoing HTTP. Stdout and stderr become
+//! the host's log lines, tagged with the component (see [`crate::capabilities::logging`]).
+
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::logging::{GuestLog, Stream};
 use crate::capabilities::messaging::MessagingCtx;
 use crate::capabilities::sql::SqlCtx;
 
@@ -28,9 +31,10 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    pub fn new(sql: SqlCtx, messaging: MessagingCtx, memory_bytes: usize) -> Self {
+    pub fn new(component: &Arc<str>, sql: SqlCtx, messaging: MessagingCtx, memory_bytes: usize) -> Self {
         let wasi = WasiCtxBuilder::new()
-            .inherit_stderr()
+            .stdout(GuestLog::new(component.clone(), Stream::Stdout))
+            .stderr(GuestLog::new(component.clone(), Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)

@@ -9,6 +9,7 @@ use wasmtime::component::Linker;
 use crate::state::StoreState;
 
 pub mod http;
+pub mod logging;
 pub mod messaging;
 pub mod sql;
 

@@ -1,0 +1,201 @@
+//! Guest logs: what a component writes to stdout or stderr becomes `tracing` events of the host,
+//! one per line, carrying the component's name, inside the span of the request or delivery
+//! being handled (writes happen during the guest's call, on its task). Stderr lines are
+//! warnings, stdout lines information.
+//!
+//! Created per store by [`crate::state::StoreState::new`]; a partial last line is logged when
+//! the store is dropped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// A line longer than this is logged in pieces rather than buffered without bound.
+const MAX_LINE: usize = 8 * 1024;
+
+/// Which of the guest's streams a log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A guest output stream that logs.
+#[derive(Debug, Clone)]
+pub struct GuestLog {
+    component: Arc<str>,
+    stream: Stream,
+}
+
+impl GuestLog {
+    pub fn new(component: Arc<str>, stream: Stream) -> Self {
+        Self { component, stream }
+    }
+
+    fn lines(&self) -> Lines {
+        Lines { log: self.clone(), pending: Vec::new() }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.lines())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.lines())
+    }
+}
+
+/// Splits written bytes into lines and logs each.
+struct Lines {
+    log: GuestLog,
+    /// Bytes after the last newline.
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line);
+        }
+        if self.pending.len() > MAX_LINE {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        let component = &*self.log.component;
+        match self.log.stream {
+            Stream::Stderr => tracing::warn!(target: "component", component, "{text}"),
+            Stream::Stdout => tracing::info!(target: "component", component, "{text}"),
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        self.emit(&rest);
+    }
+}
+
+impl OutputStream for Lines {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Lines {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for Lines {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Runs `write` with a subscriber that records formatted events, and returns them.
+    fn logged(write: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::with_default(subscriber, write);
+        let bytes = buffer.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8(bytes).expect("UTF-8 log")
+    }
+
+    #[test]
+    fn each_line_is_one_event_tagged_with_the_component() {
+        let log = logged(|| {
+            let mut lines = GuestLog::new("orders".into(), Stream::Stderr).lines();
+            lines.push(b"first line\nsecond ");
+            lines.push(b"line\n");
+        });
+        let events: Vec<&str> = log.lines().collect();
+        assert_eq!(events.len(), 2, "{log}");
+        assert!(events[0].contains("WARN") && events[0].contains("component=\"orders\""), "{log}");
+        assert!(events[0].contains("component: first line "), "{log}");
+        assert!(events[1].contains("component: second line "), "{log}");
+    }
+
+    #[test]
+    fn an_unfinished_last_line_is_logged_when_the_stream_goes() {
+        let log = logged(|| {
+            let mut lines = GuestLog::new("orders".into(), Stream::Stdout).lines();
+            lines.push(b"no newline");
+        });
+        assert!(log.contains("INFO") && log.contains("component: no newline "), "{log}");
+    }
+
+    #[test]
+    fn a_very_long_line_is_cut_instead_of_buffered_forever() {
+        let log = logged(|| {
+            let mut lines = GuestLog::new("orders".into(), Stream::Stdout).lines();
+            lines.push(&vec![b'x'; MAX_LINE + 10]);
+            assert!(lines.pending.is_empty());
+        });
+        assert_eq!(log.lines().count(), 1);
+    }
+}
