@@ -48,13 +48,21 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
     assert_eq!(app.post_order(&body).await.status(), 201);
 
     proxy.set_up(false);
-    let response = app.post_order(&body).await;
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let health = app.get("/health").await;
+    // The proxy closes its connections in the background; readiness notices first.
+    let mut health = app.get("/health").await;
+    for _ in 0..100 {
+        if health.status() == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = app.get("/health").await;
+    }
     assert_eq!(health.status(), 503);
     let health: Value = health.json().await.expect("JSON");
     assert!(health["checks"]["orders.database"].as_str().is_some_and(|s| s.starts_with("down")), "{health}");
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
 
     proxy.set_up(true);
     let mut recovered = false;
@@ -110,14 +118,30 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let in_flight = tokio::spawn(async move {
         client.post(url).json(&json!({ "customerId": CUSTOMER, "amount": 9 })).send().await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the POST is inside its transaction, blocked on the lock.
+    let observer = app.db.connect().await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    for attempt in 0.. {
+        let blocked: i64 = observer.query_one(waiting, &[&app.db.name]).await.expect("activity").get(0);
+        if blocked == 1 {
+            break;
+        }
+        assert!(attempt < 200, "the POST never reached the database");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     let OrdersApp { host, db, broker: _broker } = app;
     let address = host.address;
     let stopping = tokio::spawn(host.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // No longer accepting: a new connection is refused.
-    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "listener closed");
+    // No longer accepting: new connections are refused while the POST is still held.
+    for attempt in 0.. {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            break;
+        }
+        assert!(attempt < 200, "the listener is still accepting");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!in_flight.is_finished(), "the in-flight request is still waiting on the lock");
     lock.rollback().await.expect("release the lock");
 
     let response = in_flight.await.expect("task").expect("the in-flight request was answered");
