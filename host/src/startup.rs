@@ -127,7 +127,9 @@ impl Host {
         Some(crate::triggers::messaging::delivery::deliver(&self.runtime, service, event, self.deadline).await)
     }
 
-    /// Serves until `shutdown` completes, then lets requests and deliveries in flight finish.
+    /// Serves until `shutdown` completes, then stops in order: the HTTP listener and the
+    /// consumers first (each letting the work in flight finish and acknowledging it), then the
+    /// relays, then the broker connection they all used.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "serving HTTP");
         let stopping = CancellationToken::new();
@@ -136,20 +138,27 @@ impl Host {
             shutdown.await;
             signal.cancel();
         });
-        let mut background = tokio::task::JoinSet::new();
-        if let Some(broker) = &self.broker {
-            background.spawn(broker.clone().supervise(stopping.clone()));
+        let (relays_stop, broker_stop) = (CancellationToken::new(), CancellationToken::new());
+        let mut broker = tokio::task::JoinSet::new();
+        if let Some(supervised) = &self.broker {
+            broker.spawn(supervised.clone().supervise(broker_stop.clone()));
         }
+        let mut relays = tokio::task::JoinSet::new();
         for relay in self.relays {
-            background.spawn(relay.run(stopping.clone()));
+            relays.spawn(relay.run(relays_stop.clone()));
         }
+        let mut consumers = tokio::task::JoinSet::new();
         for consumer in self.consumers {
-            background.spawn(consumer.run(stopping.clone()));
+            consumers.spawn(consumer.run(stopping.clone()));
         }
         let cancelled = stopping.clone();
         let served = self.http.serve(self.listener, async move { cancelled.cancelled().await }).await;
         stopping.cancel();
-        while background.join_next().await.is_some() {}
+        while consumers.join_next().await.is_some() {}
+        relays_stop.cancel();
+        while relays.join_next().await.is_some() {}
+        broker_stop.cancel();
+        while broker.join_next().await.is_some() {}
         served
     }
 }

@@ -349,3 +349,25 @@ async fn two_hosts_competing_for_one_queue_invoice_each_order_once() {
     assert_eq!(System::count(&invoices, "SELECT count(DISTINCT order_id) FROM invoices").await, 100);
     drop((first, second));
 }
+
+#[tokio::test]
+async fn events_no_queue_is_bound_for_do_not_hold_back_the_ones_behind_them() {
+    let system = System::start().await;
+    system.wait_for_health("up").await;
+    // More than a relay batch of events nobody consumes, ahead of a real order's event.
+    let orders = system.orders.connect().await;
+    orders
+        .batch_execute(
+            "INSERT INTO platform_outbox (id, topic, source, content_type, data)
+             SELECT gen_random_uuid()::text, 'nobody.listens', 'orders', 'application/json', convert_to('{}', 'UTF8')
+             FROM generate_series(1, 150)",
+        )
+        .await
+        .expect("unroutable events");
+
+    system.post_order(3).await;
+
+    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(10)).await;
+    let held = "SELECT count(*) FROM platform_outbox WHERE sent_at IS NULL AND topic = 'nobody.listens'";
+    assert_eq!(System::count(&system.orders, held).await, 150, "kept until a subscriber exists");
+}

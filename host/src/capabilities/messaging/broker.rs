@@ -19,6 +19,8 @@ use crate::config::MessagingConfig;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long closing the connection may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Broker {
     config: MessagingConfig,
@@ -100,7 +102,10 @@ impl Broker {
                         reason = Self::until_lost(&connection) => reason,
                         () = shutdown.cancelled() => {
                             self.current.send_replace(None);
-                            let _ = connection.close(200, "host stopping".into()).await;
+                            let closing = connection.close(200, "host stopping".into());
+                            if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+                                tracing::warn!(broker = %url, "the broker did not acknowledge the close in time");
+                            }
                             return;
                         }
                     };

@@ -7,6 +7,8 @@
 //!    relaying the same database take different rows.
 //! 2. Publish each as a persistent CloudEvent, `mandatory`, on a channel with publisher confirms.
 //! 3. Mark the rows the broker confirmed and routed as sent, and commit.
+//! 4. Go on after the batch's last row until no unsent row is left behind it: rows held back
+//!    (unrouted, refused) never block the rows after them; they are tried again next pass.
 //!
 //! A row is marked sent only after the broker confirmed it, so a crash or outage in between
 //! publishes it again later (at least once; consumers de-duplicate by id). A row no queue is
@@ -60,6 +62,9 @@ pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, conten
 /// Rows published per transaction.
 const BATCH: i64 = 100;
 
+/// How long the relay waits for the broker to confirm a publish before giving the batch up.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Relay {
     component: String,
     pool: Pool,
@@ -76,6 +81,8 @@ enum RelayError {
     Database(String),
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
+    #[error("broker: no confirmation within {CONFIRM_TIMEOUT:?}")]
+    Unconfirmed,
 }
 
 impl From<tokio_postgres::Error> for RelayError {
@@ -116,9 +123,10 @@ impl Relay {
                 };
             }
             let Some(open) = &channel else { continue };
+            let mut after = 0;
             loop {
-                match self.relay_batch(open).await {
-                    Ok(Batch { sent, complete }) => {
+                match self.relay_batch(open, after).await {
+                    Ok(Batch { sent, last, full }) => {
                         if failing {
                             tracing::info!(component = %self.component, "outbox relay working again");
                             failing = false;
@@ -126,8 +134,9 @@ impl Relay {
                         if sent > 0 {
                             tracing::debug!(component = %self.component, sent, "outbox rows published");
                         }
-                        if complete {
-                            break;
+                        match last {
+                            Some(last) if full => after = last,
+                            _ => break,
                         }
                     }
                     Err(err) => {
@@ -135,7 +144,7 @@ impl Relay {
                             tracing::warn!(component = %self.component, error = %err, "outbox relay failed; will retry");
                             failing = true;
                         }
-                        if matches!(err, RelayError::Broker(_)) {
+                        if matches!(err, RelayError::Broker(_) | RelayError::Unconfirmed) {
                             channel = None;
                         }
                         break;
@@ -145,20 +154,21 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch. `complete` is false when a full batch went out and more may wait.
-    async fn relay_batch(&mut self, channel: &Channel) -> Result<Batch, RelayError> {
+    /// Publishes one batch of the unsent rows after `after`.
+    async fn relay_batch(&mut self, channel: &Channel, after: i64) -> Result<Batch, RelayError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         let rows = transaction
             .query(
                 "SELECT seq, id, topic, source, content_type, data_schema, data, traceparent, created_at \
-                 FROM platform_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&BATCH],
+                 FROM platform_outbox WHERE sent_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1 \
+                 FOR UPDATE SKIP LOCKED",
+                &[&BATCH, &after],
             )
             .await?;
-        if rows.is_empty() {
-            return Ok(Batch { sent: 0, complete: true });
-        }
+        let Some(last) = rows.last().map(|row| row.get::<_, i64>("seq")) else {
+            return Ok(Batch { sent: 0, last: None, full: false });
+        };
         let exchange = self.broker.config().exchange.as_str();
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -204,7 +214,10 @@ impl Relay {
         }
         let mut sent = Vec::with_capacity(pending.len());
         for (seq, topic, confirm) in pending {
-            match confirm.await? {
+            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .map_err(|_| RelayError::Unconfirmed)??;
+            match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {
                     self.unrouted.remove(&topic);
                     sent.push(seq);
@@ -225,13 +238,16 @@ impl Relay {
         }
         transaction.execute("UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)", &[&sent]).await?;
         transaction.commit().await?;
-        Ok(Batch { sent: sent.len(), complete: sent.len() < rows.len() || (rows.len() as i64) < BATCH })
+        Ok(Batch { sent: sent.len(), last: Some(last), full: rows.len() as i64 == BATCH })
     }
 }
 
 struct Batch {
     sent: usize,
-    complete: bool,
+    /// The last row looked at, sent or not.
+    last: Option<i64>,
+    /// Whether the batch was full, so more rows may follow.
+    full: bool,
 }
 
 async fn open_channel(connection: &lapin::Connection) -> lapin::Result<Channel> {

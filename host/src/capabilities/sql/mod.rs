@@ -79,6 +79,7 @@ impl SqlCtx {
 
     /// Runs a statement that returns rows, in this unit of work's transaction.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+        refuse_outside_unit_of_work(statement)?;
         let result = match self.transaction().await {
             Ok(transaction) => transaction.query(statement, params).await,
             Err(err) => Err(err),
@@ -88,6 +89,7 @@ impl SqlCtx {
 
     /// Runs a statement and returns the rows it changed, in this unit of work's transaction.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        refuse_outside_unit_of_work(statement)?;
         let result = match self.transaction().await {
             Ok(transaction) => transaction.execute(statement, params).await,
             Err(err) => Err(err),
@@ -137,6 +139,40 @@ impl SqlCtx {
     }
 }
 
+/// Refuses statements that would step outside the unit of work: transaction control, and
+/// session state that would stay on the pooled connection. PostgreSQL prepares one statement
+/// at a time, so its first keyword decides.
+fn refuse_outside_unit_of_work(statement: &str) -> Result<(), Error> {
+    let mut words = statement_words(statement);
+    let first = words.next().unwrap_or_default().to_ascii_uppercase();
+    let refused = match first.as_str() {
+        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "PREPARE" => {
+            "the host begins and ends the unit of work's transaction"
+        }
+        "SET" if !words.next().is_some_and(|word| word.eq_ignore_ascii_case("LOCAL")) => {
+            "session settings would outlive the unit of work; use SET LOCAL"
+        }
+        "RESET" | "DISCARD" | "LISTEN" | "UNLISTEN" => "session state would outlive the unit of work",
+        _ => return Ok(()),
+    };
+    Err(Error::Refused(format!("{first}: {refused}")))
+}
+
+/// The words of a statement, skipping leading `--` and `/* */` comments.
+fn statement_words(statement: &str) -> impl Iterator<Item = &str> {
+    let mut rest = statement.trim_start();
+    loop {
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after).trim_start();
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.split(|c: char| c.is_whitespace() || c == ';' || c == '(').filter(|word| !word.is_empty())
+}
+
 fn describe(err: &Error) -> String {
     match err {
         Error::Database(db) => format!("{} (SQLSTATE {})", db.message, db.code),
@@ -144,6 +180,7 @@ fn describe(err: &Error) -> String {
         Error::WrongParameterCount(n) => format!("the statement wants {n} parameters"),
         Error::UnsupportedType(what) => what.clone(),
         Error::Unavailable(why) => format!("database unavailable: {why}"),
+        Error::Refused(why) => format!("refused: {why}"),
     }
 }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
@@ -19,6 +19,13 @@ use crate::config::DatabaseConfig;
 
 /// How long a request waits for a free connection, or for a new one to be made.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a readiness check waits for a free connection. A pool so busy that none frees up
+/// in time is working, so that counts as up.
+const PING_WAIT: Duration = Duration::from_secs(1);
+
+/// Prepared statements kept per connection before the cache is emptied.
+const MAX_CACHED_STATEMENTS: usize = 256;
 
 pub struct PgDatabase {
     pool: Pool,
@@ -57,20 +64,20 @@ impl PgDatabase {
 #[async_trait]
 impl Database for PgDatabase {
     async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
-        let client = self.connection().await?;
-        if let Err(err) = client.batch_execute("BEGIN").await {
-            // A connection that cannot begin is of no use to anyone.
-            drop(Object::take(client));
-            return Err(query_failed(err));
-        }
-        Ok(Box::new(PgTransaction { client: Some(client) }))
+        // Owned by the transaction before BEGIN is sent: if this future is dropped midway, the
+        // transaction's drop detaches the connection instead of pooling it mid-transaction.
+        let transaction = PgTransaction { client: Some(self.connection().await?) };
+        transaction.client()?.batch_execute("BEGIN").await.map_err(query_failed)?;
+        Ok(Box::new(transaction))
     }
 
     async fn ping(&self) -> Result<(), String> {
-        let client = self.connection().await.map_err(|err| match err {
-            Error::Unavailable(why) => why,
-            other => format!("{other:?}"),
-        })?;
+        let timeouts = Timeouts { wait: Some(PING_WAIT), ..self.pool.timeouts() };
+        let client = match self.pool.timeout_get(&timeouts).await {
+            Ok(client) => client,
+            Err(deadpool_postgres::PoolError::Timeout(TimeoutType::Wait)) => return Ok(()),
+            Err(err) => return Err(pool_failed(err)),
+        };
         client.simple_query("SELECT 1").await.map(drop).map_err(|err| err.to_string())
     }
 }
@@ -93,6 +100,10 @@ impl PgTransaction {
     ) -> Result<(tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>), Error> {
         let client = self.client()?;
         let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            // A component that builds SQL text dynamically must not grow the cache forever.
+            client.statement_cache.clear();
+        }
         let expected = prepared.params();
         if expected.len() != params.len() {
             return Err(Error::WrongParameterCount(expected.len() as u32));
@@ -107,16 +118,13 @@ impl PgTransaction {
     }
 
     /// Ends the transaction with `COMMIT` or `ROLLBACK`, returning the connection to the pool
-    /// only when that worked.
+    /// only when that worked (otherwise, or if cancelled, `Drop` detaches it).
     async fn end(&mut self, command: &str) -> Result<(), Error> {
-        let Some(client) = self.client.take() else { return Ok(()) };
-        match client.batch_execute(command).await {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                drop(Object::take(client));
-                Err(query_failed(err))
-            }
-        }
+        let Some(client) = &self.client else { return Ok(()) };
+        client.batch_execute(command).await.map_err(query_failed)?;
+        // Back to the pool, outside any transaction.
+        drop(self.client.take());
+        Ok(())
     }
 }
 

@@ -74,6 +74,29 @@ async fn success_after_a_failed_statement_rolls_back_and_says_why() {
 }
 
 #[tokio::test]
+async fn transaction_control_and_session_settings_are_refused_before_anything_is_sent() {
+    let database = FakeDatabase::new(|_, _| one_row());
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()));
+    for statement in ["COMMIT", "  rollback;", "BEGIN ISOLATION LEVEL SERIALIZABLE", "-- note\nSAVEPOINT a",
+                      "/* x */ set search_path = evil", "RESET ALL", "DISCARD ALL", "START TRANSACTION"] {
+        let answer = ctx.execute(statement, vec![]).await;
+        assert!(matches!(answer, Err(Error::Refused(_))), "{statement}: {answer:?}");
+    }
+    assert!(database.calls().is_empty(), "{:?}", database.calls());
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::NoStatements)));
+}
+
+#[tokio::test]
+async fn ordinary_statements_and_set_local_go_through() {
+    let database = FakeDatabase::new(|_, _| one_row());
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()));
+    for statement in ["SET LOCAL statement_timeout = 1000", "SELECT 1", "  -- c\n update t set a = 1", "WITH x AS (SELECT 1) SELECT * FROM x"] {
+        assert!(ctx.execute(statement, vec![]).await.is_ok(), "{statement}");
+    }
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
+}
+
+#[tokio::test]
 async fn a_database_that_is_down_reports_unavailable_to_the_guest() {
     let database = FakeDatabase::new(|_, _| one_row());
     database.go_down("connection refused");

@@ -17,7 +17,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -30,6 +30,9 @@ use crate::service::Service;
 
 mod health;
 mod invoke;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The header telling a component the path prefix it is served under.
 pub const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
@@ -64,7 +67,8 @@ impl HttpTrigger {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let graceful = GracefulShutdown::new();
-        let http = hyper::server::conn::http1::Builder::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         tokio::pin!(shutdown);
         loop {
             let (stream, _peer) = tokio::select! {
@@ -113,12 +117,19 @@ impl HttpTrigger {
             )
             .into_response();
         };
+        // The body is read before taking a permit, within the request timeout, so slow
+        // clients cannot hold every permit.
+        let reading = self.read_request(request, service, &rest);
+        let request = match tokio::time::timeout(self.config.request_timeout, reading).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(problem)) => return problem.into_response(),
+            Err(_) => {
+                return Problem::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
+                    .into_response();
+            }
+        };
         let Ok(_permit) = self.permits.acquire().await else {
             return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down").into_response();
-        };
-        let request = match self.read_request(request, service, &rest).await {
-            Ok(request) => request,
-            Err(problem) => return problem.into_response(),
         };
         invoke::call(&self.runtime, service, request, &self.config).await
     }

@@ -62,9 +62,11 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             return Outcome::Unavailable(why);
         }
         Err(other) => {
+            // PostgreSQL refused this event's id or source (too long, a NUL byte): it will
+            // refuse it every time, so retrying cannot help.
             let _ = store.data_mut().sql.finish(false).await;
             tracing::error!(error = ?other, "cannot record the event in the inbox");
-            return Outcome::Unavailable(format!("inbox: {other:?}"));
+            return Outcome::Reject(format!("cannot record the event in the inbox: {other:?}"));
         }
     }
 
@@ -95,7 +97,10 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             store.data().messaging.committed();
             Outcome::Handled
         }
-        (Ok(()), Err(FinishError::Commit(err))) => Outcome::Unavailable(format!("commit failed: {err:?}")),
+        (Ok(()), Err(FinishError::Commit(SqlError::Unavailable(why)))) => {
+            Outcome::Unavailable(format!("commit failed: {why}"))
+        }
+        (Ok(()), Err(FinishError::Commit(err))) => Outcome::Retry(format!("commit failed: {err:?}")),
         (Ok(()), Err(err @ FinishError::StatementFailed(_))) if !unavailable => Outcome::Retry(err.to_string()),
         (_, _) if unavailable => Outcome::Unavailable("the database was unreachable".into()),
         (Err(outcome), _) => outcome,

@@ -141,7 +141,7 @@ impl MessageTrigger {
     }
 
     /// Handles one delivery and acknowledges it as the outcome requires.
-    async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> lapin::Result<()> {
+    async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
         let outcome = match cloudevent::decode(&delivery.data, attempt) {
             Ok(event) => delivery::deliver(&self.runtime, &self.service, event, self.deadline).await,
@@ -170,10 +170,12 @@ impl MessageTrigger {
             Outcome::Unavailable(reason) => {
                 tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
                 tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-                return delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await.map(drop);
+                delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
+                return Ok(());
             }
         }
-        delivery.ack(BasicAckOptions::default()).await.map(drop)
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
     }
 
     async fn dead_letter(
@@ -183,7 +185,7 @@ impl MessageTrigger {
         delivery: &Delivery,
         attempt: u32,
         reason: &str,
-    ) -> lapin::Result<()> {
+    ) -> anyhow::Result<()> {
         tracing::warn!(
             component = %self.service.name,
             queue = %subscription.dead,

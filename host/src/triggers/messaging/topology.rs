@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Confirmation};
 
 /// Header carrying the attempt number of a retried delivery (1 on the first delivery).
 pub const ATTEMPT: &str = "x-attempt";
@@ -85,24 +85,28 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
 }
 
 /// Publishes `body` straight to `queue` (through the default exchange) with the given headers,
-/// keeping the original properties, and waits for the broker's confirmation.
+/// keeping the original properties. Succeeds only when the broker confirmed it and routed it to
+/// the queue, so the caller may then acknowledge the original.
 pub async fn send_to(
     channel: &Channel,
     queue: &str,
     body: &[u8],
     original: &BasicProperties,
     headers: &[(&str, AMQPValue)],
-) -> lapin::Result<()> {
+) -> anyhow::Result<()> {
     let mut table = original.headers().clone().unwrap_or_default();
     for (name, value) in headers {
         table.insert((*name).into(), value.clone());
     }
     let properties = original.clone().with_headers(table).with_delivery_mode(2);
-    channel
-        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
-        .await?
-        .await?;
-    Ok(())
+    let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirmation = channel.basic_publish("".into(), queue.into(), mandatory, body, properties).await?.await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => anyhow::bail!("queue {queue} does not exist"),
+        Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy to {queue}"),
+        Confirmation::NotRequested => anyhow::bail!("publisher confirms are off on this channel"),
+    }
 }
 
 /// A header value from text.
