@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::bindings::message_handler::IncomingEvent;
 use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::messaging::outbox::Relay;
+use crate::capabilities::messaging::retention::Retention;
 use crate::capabilities::sql::Database;
 use crate::capabilities::sql::postgres::PgDatabase;
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct Host {
     broker: Option<Arc<Broker>>,
     /// One per publishing component backed by PostgreSQL.
     relays: Vec<Relay>,
+    /// One per component using messaging and backed by PostgreSQL.
+    retention: Vec<Retention>,
     /// One per subscribing component.
     consumers: Vec<Arc<MessageTrigger>>,
     /// Deadline of one unit of work.
@@ -60,9 +63,15 @@ impl Host {
         }
         let mut host = Self::build_with(config, databases).await?;
         if let Some(broker) = &host.broker {
-            for service in host.services.iter().filter(|s| !s.outbound.topics.is_empty()) {
-                if let Some(pool) = pools.remove(&service.name) {
-                    host.relays.push(Relay::new(service.name.clone(), pool, broker.clone(), service.outbound.clone()));
+            let keep = broker.config().retention;
+            for service in &host.services {
+                let Some(pool) = pools.remove(&service.name) else { continue };
+                if !service.outbound.topics.is_empty() {
+                    let outbound = service.outbound.clone();
+                    host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound));
+                }
+                if !service.outbound.topics.is_empty() || !service.subscriptions.is_empty() {
+                    host.retention.push(Retention::new(service.name.clone(), pool, keep));
                 }
             }
         }
@@ -106,7 +115,17 @@ impl Host {
             None => Vec::new(),
         };
         let http = Arc::new(HttpTrigger::new(runtime.clone(), services.clone(), broker.clone(), config.http));
-        Ok(Self { runtime, listener, http, services, broker, relays: Vec::new(), consumers, deadline })
+        Ok(Self {
+            runtime,
+            listener,
+            http,
+            services,
+            broker,
+            relays: Vec::new(),
+            retention: Vec::new(),
+            consumers,
+            deadline,
+        })
     }
 
     /// The address the HTTP listener is bound to (useful with port 0).
@@ -146,6 +165,9 @@ impl Host {
         let mut relays = tokio::task::JoinSet::new();
         for relay in self.relays {
             relays.spawn(relay.run(relays_stop.clone()));
+        }
+        for pruning in self.retention {
+            relays.spawn(pruning.run(relays_stop.clone()));
         }
         let mut consumers = tokio::task::JoinSet::new();
         for consumer in self.consumers {

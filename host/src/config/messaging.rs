@@ -21,6 +21,9 @@ pub struct MessagingConfig {
     pub retry_delays: Vec<Duration>,
     /// How often the relay looks for unsent outbox rows besides being woken by a commit.
     pub relay_interval: Duration,
+    /// How long sent outbox rows and inbox records are kept; the inbox's memory of handled
+    /// event ids, so longer than any redelivery can be late.
+    pub retention: Duration,
 }
 
 
@@ -36,6 +39,8 @@ pub(super) struct ManifestMessaging {
     retry_delays_ms: Vec<u64>,
     #[serde(default = "default_relay_interval_ms")]
     relay_interval_ms: u64,
+    #[serde(default = "default_retention_hours")]
+    retention_hours: u64,
 }
 
 
@@ -58,6 +63,7 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
     check_topic(&raw.exchange).context("messaging.exchange")?;
     check_positive("messaging.prefetch", u64::from(raw.prefetch))?;
     check_positive("messaging.relay_interval_ms", raw.relay_interval_ms)?;
+    check_positive("messaging.retention_hours", raw.retention_hours)?;
     if raw.retry_delays_ms.contains(&0) {
         bail!("messaging.retry_delays_ms: every delay must be greater than 0");
     }
@@ -67,6 +73,7 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
         prefetch: raw.prefetch,
         retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
         relay_interval: Duration::from_millis(raw.relay_interval_ms),
+        retention: Duration::from_secs(raw.retention_hours * 3600),
     })
 }
 
@@ -77,6 +84,7 @@ pub(super) fn default_messaging() -> ManifestMessaging {
         prefetch: default_prefetch(),
         retry_delays_ms: default_retry_delays_ms(),
         relay_interval_ms: default_relay_interval_ms(),
+        retention_hours: default_retention_hours(),
     }
 }
 
@@ -92,4 +100,7 @@ fn default_retry_delays_ms() -> Vec<u64> {
 }
 fn default_relay_interval_ms() -> u64 {
     1_000
+}
+fn default_retention_hours() -> u64 {
+    7 * 24
 }

@@ -151,3 +151,42 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let count: i64 = client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0);
     assert_eq!(count, 1);
 }
+
+#[tokio::test]
+async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
+    let db = TestDatabase::create().await;
+    let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
+    host::migrations::migrate(&config.components[0]).await.expect("migrated");
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "INSERT INTO platform_outbox (id, topic, source, content_type, data, sent_at) VALUES
+                 ('old-sent', 't', 's', 'application/json', '\\x7b7d', now() - interval '8 days'),
+                 ('new-sent', 't', 's', 'application/json', '\\x7b7d', now() - interval '1 hour');
+             INSERT INTO platform_outbox (id, topic, source, content_type, data, created_at) VALUES
+                 ('old-unsent', 't', 's', 'application/json', '\\x7b7d', now() - interval '30 days');
+             INSERT INTO platform_inbox (source, event_id, topic, handled_at) VALUES
+                 ('s', 'old', 't', now() - interval '8 days'),
+                 ('s', 'new', 't', now());",
+        )
+        .await
+        .expect("rows");
+    let pool = host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database)
+        .expect("pool")
+        .pool()
+        .clone();
+
+    let retention = host::capabilities::messaging::retention::Retention::new(
+        "orders".into(),
+        pool,
+        Duration::from_secs(7 * 24 * 3600),
+    );
+    assert_eq!(retention.prune().await.expect("pruned"), 2);
+
+    let outbox: Vec<String> =
+        client.query("SELECT id FROM platform_outbox ORDER BY id", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+    assert_eq!(outbox, ["new-sent", "old-unsent"], "unsent events are never deleted");
+    let inbox: Vec<String> =
+        client.query("SELECT event_id FROM platform_inbox", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+    assert_eq!(inbox, ["new"]);
+}

@@ -20,6 +20,7 @@ use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
 pub mod broker;
 pub mod cloudevent;
 pub mod outbox;
+pub mod retention;
 
 /// Largest `data` accepted by `publish`, in bytes.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;

@@ -1,0 +1,66 @@
+//! Keeps the outbox and inbox from growing forever: sent outbox rows and inbox records older than
+//! `messaging.retention_hours` are deleted, a bounded batch at a time, once an hour (and once
+//! at start). One task per component that uses messaging; replicas doing the same work at once
+//! only delete the same old rows.
+//!
+//! The retention must stay longer than any redelivery can come late (retry delays, a broker
+//! outage), or a very late duplicate could be handled twice; the default is a week.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+/// How often old rows are looked for.
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// Rows deleted per statement, so no delete holds locks for long.
+const BATCH: i64 = 1000;
+
+pub struct Retention {
+    component: String,
+    pool: Pool,
+    keep: Duration,
+}
+
+impl Retention {
+    pub fn new(component: String, pool: Pool, keep: Duration) -> Self {
+        Self { component, pool, keep }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.prune().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(component = %self.component, deleted, "old outbox and inbox rows deleted"),
+                Err(err) => tracing::warn!(component = %self.component, error = %err, "pruning the outbox and inbox failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Deletes every row past the retention; how many.
+    pub async fn prune(&self) -> anyhow::Result<u64> {
+        let client = self.pool.get().await?;
+        let seconds = self.keep.as_secs_f64();
+        let mut deleted = 0;
+        for statement in [
+            "DELETE FROM platform_outbox WHERE seq IN (SELECT seq FROM platform_outbox \
+             WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)",
+            "DELETE FROM platform_inbox WHERE (source, event_id) IN (SELECT source, event_id FROM platform_inbox \
+             WHERE handled_at < now() - make_interval(secs => $1) LIMIT $2)",
+        ] {
+            loop {
+                let count = client.execute(statement, &[&seconds, &BATCH]).await?;
+                deleted += count;
+                if count < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
