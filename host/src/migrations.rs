@@ -12,7 +12,7 @@ use crate::capabilities::messaging::outbox;
 use crate::config::ComponentConfig;
 
 /// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
 /// The table refinery keeps its history in.
 const HISTORY_TABLE: &str = "platform_schema_history";
