@@ -190,3 +190,24 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
         client.query("SELECT event_id FROM platform_inbox", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
     assert_eq!(inbox, ["new"]);
 }
+
+#[tokio::test]
+async fn a_request_over_its_deadline_is_a_504_and_leaves_nothing_behind() {
+    let db = Arc::new(TestDatabase::create().await);
+    let broker = TestBroker::new();
+    let manifest = helpers::orders_manifest(&broker, &db.url()).replace("request_timeout_ms = 5000", "request_timeout_ms = 1000");
+    let app = OrdersApp { host: TestHost::start(&manifest).await, db, broker };
+    let mut blocker = app.db.connect().await;
+    let lock = blocker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE").await.expect("lock");
+    let body = json!({ "customerId": CUSTOMER, "amount": 4 });
+
+    let started = std::time::Instant::now();
+    let response = app.post_order(&body).await;
+
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(3), "answered at the deadline, not after the lock");
+    lock.rollback().await.expect("release the lock");
+    assert_eq!(app.post_order(&body).await.status(), 201, "the pool still works");
+    assert_eq!(app.count_orders().await, 1, "the timed-out order was rolled back");
+}

@@ -45,10 +45,17 @@ pub async fn call(
         let answer = tokio::time::timeout(config.request_timeout, run_guest(&mut store, service, request, config)).await;
         let answer = match answer {
             Ok(answer) => answer,
-            Err(_elapsed) => Err(Problem::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
-            )),
+            Err(_elapsed) => {
+                // No orderly rollback: it would wait behind the statement that is too slow.
+                // Dropping the store closes the connection, which rolls the transaction back.
+                drop(store);
+                tracing::Span::current().record("outcome", "timed out");
+                return Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
+                )
+                .into_response();
+            }
         };
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;

@@ -88,7 +88,12 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             tracing::error!(error = format!("{trap:#}"), "the handler trapped");
             Err(Outcome::Retry(format!("the handler trapped: {trap}")))
         }
-        Err(_elapsed) => Err(Outcome::Retry(format!("the handler did not finish within {deadline:?}"))),
+        Err(_elapsed) => {
+            // Dropping the store closes its connection, which rolls back without waiting
+            // behind whatever was too slow.
+            drop(store);
+            return Outcome::Retry(format!("the handler did not finish within {deadline:?}"));
+        }
     };
     let unavailable = store.data().sql.saw_unavailable();
     let finished = store.data_mut().sql.finish(answer.is_ok()).await;
