@@ -20,6 +20,10 @@ impl MessageHandler for Handler {
 fn invoiced(issued: &InvoiceIssued) -> Result<(), HandleError> {
     match store::mark_invoiced(issued.order_id, issued.invoice_id) {
         Ok(Invoiced::Now | Invoiced::Already) => Ok(()),
+        Ok(Invoiced::OtherInvoice(other)) => Err(HandleError::Reject(format!(
+            "order {} is already invoiced by {other:?}, not by {}",
+            issued.order_id, issued.invoice_id
+        ))),
         Ok(Invoiced::NoSuchOrder) => {
             Err(HandleError::Reject(format!("invoice {} names unknown order {}", issued.invoice_id, issued.order_id)))
         }

@@ -37,18 +37,28 @@ impl NewOrder {
         Self::from_json(request.body())
     }
 
-    /// Parses `{"customerId": "<uuid>", "amount": <integer>}`; no other member is allowed.
+    /// Parses `{"customerId": "<uuid>", "amount": <integer>}`; no other member is allowed,
+    /// and none twice.
     pub fn from_json(body: &[u8]) -> Result<Self, Problem> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|err| Problem::new(400, format!("the body is not valid JSON: {err}")))?;
-        let Value::Object(mut object) = value else {
+        if !value.is_object() {
             return Err(Problem::new(400, "the body must be a JSON object"));
-        };
+        }
+        // Read again member by member: a JSON object may repeat a name, which a map would hide.
+        let Members(members) = serde_json::from_slice(body)
+            .map_err(|err| Problem::new(400, format!("the body is not valid JSON: {err}")))?;
+        let mut object = Map::new();
+        for (name, member) in members {
+            if name != "customerId" && name != "amount" {
+                return Err(body_error(&name, "is not a known field; expected customerId and amount"));
+            }
+            if object.insert(name.clone(), member).is_some() {
+                return Err(body_error(&name, "is given more than once"));
+            }
+        }
         let customer_id = take(&mut object, "customerId")?;
         let amount = take(&mut object, "amount")?;
-        if let Some(unknown) = object.keys().next() {
-            return Err(body_error(unknown, "is not a known field; expected customerId and amount"));
-        }
         let customer_id = customer_id
             .as_str()
             .ok_or_else(|| body_error("customerId", "must be a string"))?
@@ -109,6 +119,29 @@ impl ListQuery {
             limit: query.limit()?,
             cursor: query.cursor()?,
         })
+    }
+}
+
+/// An object's members in order, repeats included.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 

@@ -78,7 +78,10 @@ pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreErr
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invoiced {
     Now,
+    /// Already invoiced by this same invoice.
     Already,
+    /// Already invoiced by another invoice.
+    OtherInvoice(Option<InvoiceId>),
     NoSuchOrder,
 }
 
@@ -91,7 +94,11 @@ pub fn mark_invoiced(order: OrderId, invoice: InvoiceId) -> Result<Invoiced, Sto
     if changed > 0 {
         return Ok(Invoiced::Now);
     }
-    Ok(if get(order)?.is_some() { Invoiced::Already } else { Invoiced::NoSuchOrder })
+    Ok(match get(order)? {
+        Some(existing) if existing.invoice_id == Some(invoice) => Invoiced::Already,
+        Some(existing) => Invoiced::OtherInvoice(existing.invoice_id),
+        None => Invoiced::NoSuchOrder,
+    })
 }
 
 /// Checks the database answers.

@@ -70,6 +70,8 @@ fn the_schemas_refuse_what_the_types_refuse() {
         ("/data/orderId", serde_json::json!("not-a-uuid")),
         ("/type", serde_json::json!("invoices.issued")),
         ("/specversion", serde_json::json!("0.3")),
+        ("/data/createdAt", serde_json::json!("2026-13-45T99:99:99Z")),
+        ("/time", serde_json::json!("2026-02-30")),
     ] {
         let original = json.pointer(pointer).cloned().expect("pointer exists");
         *json.pointer_mut(pointer).expect("pointer exists") = bad.clone();
@@ -80,6 +82,19 @@ fn the_schemas_refuse_what_the_types_refuse() {
         }
         *json.pointer_mut(pointer).expect("pointer exists") = original;
     }
+}
+
+#[test]
+fn the_data_schema_is_the_one_dataschema_names() {
+    let json = serde_json::to_value(envelope(order_created())).expect("serializes");
+    let envelope_schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/schemas/orders.created.v1.json", env!("CARGO_MANIFEST_DIR"))).expect("schema"),
+    )
+    .expect("JSON");
+    let data_schema = &envelope_schema["$defs"]["data"];
+    assert_eq!(data_schema["$id"], OrderCreated::DATA_SCHEMA);
+    assert_eq!(json["dataschema"], OrderCreated::DATA_SCHEMA);
+    assert_ne!(envelope_schema["$id"], OrderCreated::DATA_SCHEMA, "the envelope has an id of its own");
 }
 
 #[test]

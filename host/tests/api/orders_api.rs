@@ -196,3 +196,19 @@ async fn health_is_up_on_the_host_and_in_the_component() {
     let component = app.get("/orders/health").await;
     assert_eq!(component.status(), 200);
 }
+
+#[tokio::test]
+async fn a_repeated_or_misspelt_member_is_named() {
+    let app = OrdersApp::spawn().await;
+    let cases = [
+        (format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1,\"amount\":999}}"), "amount", "more than once"),
+        (format!("{{\"customer_id\":\"{CUSTOMER}\",\"amount\":1}}"), "customer_id", "not a known field"),
+    ];
+    for (body, field, says) in cases {
+        let (status, problem) = problem(app.post_raw("application/json", body.clone()).await).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(problem["errors"][0]["field"], field, "{body} → {problem}");
+        assert!(problem["detail"].as_str().unwrap_or_default().contains(says), "{body} → {problem}");
+    }
+    assert_eq!(app.count_orders().await, 0);
+}

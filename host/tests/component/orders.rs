@@ -261,3 +261,24 @@ async fn an_event_already_in_the_inbox_does_not_run_the_handler() {
     assert_eq!(outcome, Some(DeliveryOutcome::Duplicate));
     assert_eq!(names(&database.calls()), ["begin", "INSERT INTO platform_inbox", "rollback"]);
 }
+
+#[tokio::test]
+async fn an_order_invoiced_by_another_invoice_rejects_the_event() {
+    // The update changes nothing; the order already names a different invoice.
+    let database = FakeDatabase::new(|statement, _| {
+        if statement.starts_with("UPDATE") {
+            rows(vec![])
+        } else if statement.starts_with("SELECT") {
+            let mut row = order_row(ORDER, 5);
+            row[5] = Value::Uuid("0190b3b2-8c1a-7d2e-9f00-00000000ffff".into());
+            rows(vec![row])
+        } else {
+            rows(vec![vec![]])
+        }
+    });
+    let host = host("orders", "orders.created", "invoices.issued", database.clone()).await;
+
+    let outcome = host.deliver("orders", invoice_issued(ORDER)).await;
+
+    assert!(matches!(outcome, Some(DeliveryOutcome::Reject(ref why)) if why.contains("already invoiced")), "{outcome:?}");
+}

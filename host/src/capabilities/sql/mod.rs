@@ -152,7 +152,7 @@ fn refuse_outside_unit_of_work(statement: &str) -> Result<(), Error> {
         "SET" if !words.next().is_some_and(|word| word.eq_ignore_ascii_case("LOCAL")) => {
             "session settings would outlive the unit of work; use SET LOCAL"
         }
-        "RESET" | "DISCARD" | "LISTEN" | "UNLISTEN" => "session state would outlive the unit of work",
+        "RESET" | "DISCARD" | "LISTEN" | "UNLISTEN" | "DEALLOCATE" => "session state would outlive the unit of work",
         _ => return Ok(()),
     };
     Err(Error::Refused(format!("{first}: {refused}")))

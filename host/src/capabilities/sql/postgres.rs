@@ -67,7 +67,9 @@ impl Database for PgDatabase {
         // Owned by the transaction before BEGIN is sent: if this future is dropped midway, the
         // transaction's drop detaches the connection instead of pooling it mid-transaction.
         let transaction = PgTransaction { client: Some(self.connection().await?) };
-        transaction.client()?.batch_execute("BEGIN").await.map_err(query_failed)?;
+        // Stated, not assumed from the server's default: `ON CONFLICT` waits and the lookups
+        // after it rely on each statement seeing what committed before it.
+        transaction.client()?.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(query_failed)?;
         Ok(Box::new(transaction))
     }
 
