@@ -2,8 +2,10 @@
 //!
 //! - Pooling allocator: instance memories and tables come from slots reserved at start, so a
 //!   fresh instance per request costs microseconds, not `mmap` calls.
-//! - Epoch interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`]; a
-//!   store's deadline is a number of ticks, so a guest stuck in a loop traps.
+//! - Epoch interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`]. At
+//!   each tick a running guest yields to the async runtime (so a CPU-bound guest shares the
+//!   worker threads with every other request instead of holding one), and traps once its unit
+//!   of work's deadline has passed (see [`crate::service::Service::new_store`]).
 //! - The `Linker` holds WASI p2 (what Rust's `std` imports), `wasi:http`, and the platform's
 //!   capabilities. What a component may actually reach is decided per store in [`crate::state`].
 
@@ -19,8 +21,9 @@ use crate::capabilities;
 use crate::config::Limits;
 use crate::state::StoreState;
 
-/// How often the epoch advances: the granularity of request deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: the longest a guest runs before it yields its worker thread,
+/// and the granularity of its deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Core instances, memories and tables one component instance may have. A Rust component has
 /// a handful of core modules (its own, the WASI adapter's, and shims).
@@ -78,11 +81,6 @@ impl Runtime {
             })
             .context("cannot start the epoch thread")?;
         Ok(Self { engine, linker, ticking })
-    }
-
-    /// The number of epoch ticks that make up `deadline` (at least one).
-    pub fn ticks(deadline: Duration) -> u64 {
-        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 }
 

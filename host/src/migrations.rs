@@ -1,4 +1,4 @@
-//! Applies a component's SQL migrations (`V<n>__<name>.sql` in its `migrations` folder) at
+//! Checks a component's database role (see [`role`]), then applies its SQL migrations (`V<n>__<name>.sql` in its `migrations` folder) at
 //! host start, with refinery, after the host's own outbox and inbox tables.
 //!
 //! Several replicas may start at once: each takes a PostgreSQL advisory lock on the component's
@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio_postgres::NoTls;
 
 use crate::capabilities::messaging::outbox;
+use crate::capabilities::sql::role;
 use crate::config::ComponentConfig;
 
 /// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
@@ -20,11 +21,14 @@ const HISTORY_TABLE: &str = "platform_schema_history";
 /// Applies `component`'s migrations, and creates the host's outbox and inbox tables when it
 /// uses messaging; the versions applied now (empty when all were there).
 pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>> {
+    let url = &component.database.url;
+    let mut client = connect(component).await?;
+    role::check_least_privilege(&client, component)
+        .await
+        .with_context(|| format!("checking the database role of component `{}` on {url}", component.name))?;
     if component.migrations.is_none() && !component.uses_messaging() {
         return Ok(Vec::new());
     }
-    let url = &component.database.url;
-    let mut client = connect(component).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await

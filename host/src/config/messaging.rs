@@ -1,5 +1,6 @@
 //! The `[messaging]` section: the broker every component of the host shares, and topic names.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -24,6 +25,10 @@ pub struct MessagingConfig {
     /// How long sent outbox rows and inbox records are kept; the inbox's memory of handled
     /// event ids, so longer than any redelivery can be late.
     pub retention: Duration,
+    /// The one component that publishes each topic: a delivered event whose CloudEvents
+    /// `source` is any other is dead-lettered as forged. Built from the components' `publishes`
+    /// and `[messaging.publishers]` (for topics published by components other hosts run).
+    pub publishers: BTreeMap<String, String>,
 }
 
 
@@ -41,6 +46,9 @@ pub(super) struct ManifestMessaging {
     relay_interval_ms: u64,
     #[serde(default = "default_retention_hours")]
     retention_hours: u64,
+    /// Topic → the component that publishes it, for topics no component of this host publishes.
+    #[serde(default)]
+    publishers: BTreeMap<String, String>,
 }
 
 
@@ -64,6 +72,10 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
     check_positive("messaging.prefetch", u64::from(raw.prefetch))?;
     check_positive("messaging.relay_interval_ms", raw.relay_interval_ms)?;
     check_positive("messaging.retention_hours", raw.retention_hours)?;
+    for (topic, publisher) in &raw.publishers {
+        check_topic(topic).with_context(|| format!("messaging.publishers: {topic:?}"))?;
+        super::check_name(publisher).with_context(|| format!("messaging.publishers.{topic:?}"))?;
+    }
     if raw.retry_delays_ms.contains(&0) {
         bail!("messaging.retry_delays_ms: every delay must be greater than 0");
     }
@@ -74,6 +86,7 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
         retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
         relay_interval: Duration::from_millis(raw.relay_interval_ms),
         retention: Duration::from_secs(raw.retention_hours * 3600),
+        publishers: raw.publishers,
     })
 }
 
@@ -85,6 +98,7 @@ pub(super) fn default_messaging() -> ManifestMessaging {
         retry_delays_ms: default_retry_delays_ms(),
         relay_interval_ms: default_relay_interval_ms(),
         retention_hours: default_retention_hours(),
+        publishers: BTreeMap::new(),
     }
 }
 
@@ -103,4 +117,38 @@ fn default_relay_interval_ms() -> u64 {
 }
 fn default_retention_hours() -> u64 {
     7 * 24
+}
+
+/// Completes `messaging.publishers` from the components' `publishes`, so that every subscribed
+/// topic has exactly one known publisher.
+pub(super) fn resolve_publishers(
+    messaging: &mut MessagingConfig,
+    components: &[super::ComponentConfig],
+) -> anyhow::Result<()> {
+    for component in components {
+        for topic in &component.publishes {
+            match messaging.publishers.get(topic) {
+                Some(other) if *other != component.name => bail!(
+                    "messaging.publishers: {topic:?} is published by `{}` here, not `{other}`; a topic \
+                     has one publisher",
+                    component.name
+                ),
+                _ => {
+                    messaging.publishers.insert(topic.clone(), component.name.clone());
+                }
+            }
+        }
+    }
+    for component in components {
+        for topic in &component.subscriptions {
+            if !messaging.publishers.contains_key(topic) {
+                bail!(
+                    "component `{}` subscribes to {topic:?}, which no component here publishes; name \
+                     its publisher in [messaging] publishers = {{ \"{topic}\" = \"<component>\" }}",
+                    component.name
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -34,7 +34,7 @@ mod messaging;
 mod urls;
 
 pub use messaging::{MessagingConfig, check_topic};
-use messaging::{ManifestMessaging, check_messaging, default_messaging};
+use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_publishers};
 pub use urls::{AmqpUrl, DatabaseUrl};
 
 /// The whole configuration of one host process.
@@ -59,9 +59,13 @@ pub struct HttpConfig {
     /// Largest response body a component may send, in bytes; a larger one is a 500.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Requests handled at once; more wait for a turn.
-    #[serde(default = "default_max_concurrent_requests")]
-    pub max_concurrent_requests: usize,
+    /// Client connections open at once; further clients wait in the listen backlog.
+    #[serde(default = "default_max_connections_per_listener")]
+    pub max_connections: usize,
+    /// How long a request may wait for a turn when its component is at `max_concurrency`;
+    /// then it gets 503 with `Retry-After`.
+    #[serde(rename = "queue_timeout_ms", default = "default_queue_timeout", with = "millis")]
+    pub queue_timeout: Duration,
     /// How long one request may take, component and database together.
     #[serde(rename = "request_timeout_ms", default = "default_request_timeout", with = "millis")]
     pub request_timeout: Duration,
@@ -80,6 +84,10 @@ pub struct Limits {
     /// Instances alive at once across all components (the pooling allocator's size).
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Largest result one SQL query may return to a component, in bytes; a larger one is a
+    /// `database` error (SQLSTATE 54000) and the query is cancelled.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: usize,
 }
 
 /// One component, as the manifest names it.
@@ -92,6 +100,10 @@ pub struct ComponentConfig {
     /// The path prefix it serves, such as `/orders`; stripped before the component sees the path.
     pub route: String,
     pub database: DatabaseConfig,
+    /// Requests this component handles at once, and how many more may wait for a turn; beyond
+    /// that a request gets 503 at once, so one busy component cannot take every worker.
+    pub max_concurrency: usize,
+    pub max_queued: usize,
     /// Folder of `V<n>__<name>.sql` files applied at start, if any.
     pub migrations: Option<PathBuf>,
     /// Topics whose events are delivered to the component's `message-handler`.
@@ -111,6 +123,11 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     /// Connections in this component's pool.
     pub max_connections: usize,
+    /// Lets the component's database role be a superuser or hold file and program privileges.
+    /// For development only: such a role lets the component's SQL escape its sandbox.
+    pub allow_privileged_role: bool,
+    /// From `limits.max_result_bytes`.
+    pub max_result_bytes: usize,
 }
 
 /// The manifest as written, before checks and overrides.
@@ -135,6 +152,12 @@ struct ManifestComponent {
     database_url: Option<String>,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default)]
+    allow_privileged_role: bool,
+    #[serde(default = "default_max_concurrency")]
+    max_concurrency: usize,
+    #[serde(default = "default_max_queued")]
+    max_queued: usize,
     migrations: Option<PathBuf>,
     #[serde(default)]
     subscriptions: Vec<String>,
@@ -188,17 +211,19 @@ impl Config {
         }
         check_positive("http.max_body_bytes", http.max_body_bytes as u64)?;
         check_positive("http.max_response_bytes", http.max_response_bytes as u64)?;
-        check_positive("http.max_concurrent_requests", http.max_concurrent_requests as u64)?;
+        check_positive("http.max_connections", http.max_connections as u64)?;
         check_positive("http.request_timeout_ms", http.request_timeout.as_millis() as u64)?;
         check_positive("limits.memory_mib", manifest.limits.memory_mib)?;
         check_positive("limits.max_instances", u64::from(manifest.limits.max_instances))?;
+        check_positive("limits.max_result_bytes", manifest.limits.max_result_bytes as u64)?;
 
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
         let mut components = Vec::new();
         for (index, raw) in manifest.components.into_iter().enumerate() {
             let at = format!("components[{index}]");
-            let component = check_component(raw, base, env).with_context(|| at.clone())?;
+            let component =
+                check_component(raw, base, &manifest.limits, env).with_context(|| at.clone())?;
             if !names.insert(component.name.clone()) {
                 bail!("{at}.name: {:?} is used by two components; names must be unique", component.name);
             }
@@ -210,11 +235,14 @@ impl Config {
         if components.is_empty() {
             bail!("no components: add at least one [[components]] entry");
         }
-        let messaging = match manifest.messaging {
+        let mut messaging = match manifest.messaging {
             Some(messaging) => Some(check_messaging(messaging, env)?),
             None if env.var("AMQP_URL").is_some() => Some(check_messaging(default_messaging(), env)?),
             None => None,
         };
+        if let Some(messaging) = &mut messaging {
+            resolve_publishers(messaging, &components)?;
+        }
         if messaging.is_none()
             && let Some(component) = components.iter().find(|c| c.uses_messaging())
         {
@@ -231,18 +259,10 @@ impl Config {
 fn check_component(
     raw: ManifestComponent,
     base: &Path,
+    limits: &Limits,
     env: &impl Environment,
 ) -> anyhow::Result<ComponentConfig> {
-    let name_ok = !raw.name.is_empty()
-        && raw.name.len() <= 63
-        && raw.name.starts_with(|c: char| c.is_ascii_lowercase())
-        && raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !name_ok {
-        bail!(
-            "name: {:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter",
-            raw.name
-        );
-    }
+    check_name(&raw.name).context("name")?;
     let route_ok = raw.route.len() > 1
         && raw.route.starts_with('/')
         && !raw.route.ends_with('/')
@@ -254,6 +274,9 @@ fn check_component(
              letters, digits, '-', '_', '.'",
             raw.route
         );
+    }
+    if raw.route == "/health" {
+        bail!("route: \"/health\" is where the host answers its own readiness check; choose another prefix");
     }
     let wasm = base.join(&raw.wasm);
     if !wasm.is_file() {
@@ -276,6 +299,7 @@ fn check_component(
     };
     let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
     check_positive("max_connections", raw.max_connections as u64)?;
+    check_positive("max_concurrency", raw.max_concurrency as u64)?;
     for (field, topics) in [("subscriptions", &raw.subscriptions), ("publishes", &raw.publishes)] {
         for topic in topics {
             check_topic(topic).with_context(|| format!("{field}: {topic:?}"))?;
@@ -285,11 +309,30 @@ fn check_component(
         name: raw.name,
         wasm,
         route: raw.route,
-        database: DatabaseConfig { url, max_connections: raw.max_connections },
+        database: DatabaseConfig {
+            url,
+            max_connections: raw.max_connections,
+            allow_privileged_role: raw.allow_privileged_role,
+            max_result_bytes: limits.max_result_bytes,
+        },
+        max_concurrency: raw.max_concurrency,
+        max_queued: raw.max_queued,
         migrations,
         subscriptions: raw.subscriptions,
         publishes: raw.publishes,
     })
+}
+
+/// A component name: it appears in logs, queue names and environment variable names.
+pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        bail!("{name:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter");
+    }
+    Ok(())
 }
 
 pub(super) fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {
@@ -304,14 +347,19 @@ fn default_http() -> HttpConfig {
         listen: default_listen(),
         max_body_bytes: default_max_body_bytes(),
         max_response_bytes: default_max_response_bytes(),
-        max_concurrent_requests: default_max_concurrent_requests(),
+        max_connections: default_max_connections_per_listener(),
+        queue_timeout: default_queue_timeout(),
         request_timeout: default_request_timeout(),
         shutdown_grace: default_shutdown_grace(),
     }
 }
 
 fn default_limits() -> Limits {
-    Limits { memory_mib: default_memory_mib(), max_instances: default_max_instances() }
+    Limits {
+        memory_mib: default_memory_mib(),
+        max_instances: default_max_instances(),
+        max_result_bytes: default_max_result_bytes(),
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -323,7 +371,16 @@ fn default_max_body_bytes() -> usize {
 fn default_max_response_bytes() -> usize {
     8 * 1024 * 1024
 }
-fn default_max_concurrent_requests() -> usize {
+fn default_max_connections_per_listener() -> usize {
+    4096
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_concurrency() -> usize {
+    64
+}
+fn default_max_queued() -> usize {
     256
 }
 fn default_request_timeout() -> Duration {
@@ -337,6 +394,9 @@ fn default_memory_mib() -> u64 {
 }
 fn default_max_instances() -> u32 {
     512
+}
+fn default_max_result_bytes() -> usize {
+    16 * 1024 * 1024
 }
 fn default_max_connections() -> usize {
     16

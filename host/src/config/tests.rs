@@ -102,3 +102,44 @@ fn zero_limits_are_refused() {
     let error = error_of(&format!("[limits]\nmemory_mib = 0\n{ORDERS}"));
     assert!(error.contains("limits.memory_mib: must be greater than 0"), "{error}");
 }
+
+#[test]
+fn a_route_that_would_hide_the_hosts_health_check_is_refused() {
+    let error = error_of(&ORDERS.replace("route = \"/orders\"", "route = \"/health\""));
+    assert!(error.contains("components[0]: route: \"/health\" is where the host answers"), "{error}");
+}
+
+#[test]
+fn each_subscribed_topic_has_one_publisher_from_the_components_or_the_manifest() {
+    let messaging = "[messaging]\nurl = \"amqp://localhost\"\n";
+    let subscriber = format!("{messaging}{ORDERS}subscriptions = [\"invoices.issued\"]\n");
+    let error = error_of(&subscriber);
+    assert!(error.contains("subscribes to \"invoices.issued\", which no component here publishes"), "{error}");
+
+    let named = subscriber.replace(
+        "url = \"amqp://localhost\"\n",
+        "url = \"amqp://localhost\"\npublishers = { \"invoices.issued\" = \"invoices\" }\n",
+    );
+    let config = load(&named).expect("publisher named in the manifest");
+    let publishers = &config.messaging.expect("messaging").publishers;
+    assert_eq!(publishers["invoices.issued"], "invoices");
+
+    let both = format!("{named}publishes = [\"invoices.issued\"]\n");
+    let error = error_of(&both);
+    assert!(error.contains("\"invoices.issued\" is published by `orders` here, not `invoices`"), "{error}");
+}
+
+#[test]
+fn a_component_publishing_a_topic_is_its_publisher() {
+    let text = format!("[messaging]\nurl = \"amqp://localhost\"\n{ORDERS}publishes = [\"orders.created\"]\n");
+    let config = load(&text).expect("valid manifest");
+    assert_eq!(config.messaging.expect("messaging").publishers["orders.created"], "orders");
+}
+
+#[test]
+fn per_component_concurrency_has_defaults_and_refuses_zero() {
+    let config = load(ORDERS).expect("valid manifest");
+    assert_eq!((config.components[0].max_concurrency, config.components[0].max_queued), (64, 256));
+    let error = error_of(&format!("{ORDERS}max_concurrency = 0\n"));
+    assert!(error.contains("max_concurrency: must be greater than 0"), "{error}");
+}

@@ -15,8 +15,9 @@
 //! bound for yet comes back from the broker unrouted and stays unsent until a subscriber's queue
 //! exists, so an event published before its consumer first started is not lost.
 //!
-//! The relay runs when a commit wakes it and every `relay_interval` besides, which catches up
-//! after a broker outage, a host restart, or rows written by another replica.
+//! The relay runs when a commit wakes it, when the broker connection comes back (so it catches
+//! up at once after an outage), and every `relay_interval` besides, which picks up rows written
+//! by another replica or left by a host that stopped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -106,9 +107,11 @@ impl Relay {
         let interval = self.broker.config().relay_interval;
         let mut channel: Option<Channel> = None;
         let mut failing = false;
+        let mut connections = self.broker.changes();
         loop {
             tokio::select! {
                 () = self.outbound.wakeup.notified() => {}
+                Ok(()) = connections.changed() => {}
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.cancelled() => return,
             }

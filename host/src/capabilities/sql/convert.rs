@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Column, Row};
 
-use super::{Error, ParameterError, RowSet, Value};
+use super::{Error, ParameterError, Value};
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -64,13 +64,25 @@ pub fn to_sql(index: usize, value: &Value, ty: &Type) -> Result<Param, Error> {
     Ok(param)
 }
 
-/// Converts query results, column by column.
-pub fn row_set(columns: &[Column], rows: &[Row]) -> Result<RowSet, Error> {
-    let rows = rows
-        .iter()
-        .map(|row| (0..columns.len()).map(|i| from_sql(row, i, &columns[i])).collect())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RowSet { columns: columns.iter().map(|c| c.name().to_owned()).collect(), rows })
+/// Converts one result row, column by column.
+pub fn row(columns: &[Column], row: &Row) -> Result<Vec<Value>, Error> {
+    columns.iter().enumerate().map(|(index, column)| from_sql(row, index, column)).collect()
+}
+
+/// The names of a result's columns.
+pub fn column_names(columns: &[Column]) -> Vec<String> {
+    columns.iter().map(|column| column.name().to_owned()).collect()
+}
+
+/// About how many bytes `value` takes when handed to the guest: what result sets are capped by.
+pub fn size(value: &Value) -> usize {
+    const FIXED: usize = 16;
+    FIXED
+        + match value {
+            Value::Text(text) | Value::Uuid(text) | Value::Numeric(text) | Value::Json(text) => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        }
 }
 
 fn from_sql(row: &Row, index: usize, column: &Column) -> Result<Value, Error> {

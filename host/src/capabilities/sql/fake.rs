@@ -55,7 +55,7 @@ impl FakeDatabase {
 
 #[async_trait]
 impl Database for FakeDatabase {
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+    async fn begin(&self, _deadline: std::time::Instant) -> Result<Box<dyn Transaction>, Error> {
         if let Some(reason) = self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
             return Err(Error::Unavailable(reason));
         }

@@ -7,6 +7,7 @@
 //! - [`Sql`] is the view the generated `Host` trait is implemented on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use wasmtime::component::{HasData, Linker};
@@ -17,12 +18,13 @@ use crate::bindings::sql::{self as wit};
 pub mod convert;
 pub mod fake;
 pub mod postgres;
+pub mod role;
 
 /// A component's database.
 #[async_trait]
 pub trait Database: Send + Sync + 'static {
-    /// Opens a transaction for one unit of work.
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error>;
+    /// Opens a transaction for one unit of work that must be over by `deadline`.
+    async fn begin(&self, deadline: Instant) -> Result<Box<dyn Transaction>, Error>;
 
     /// Checks that the database answers now; the reason when it does not.
     async fn ping(&self) -> Result<(), String>;
@@ -46,6 +48,31 @@ pub enum Outcome {
     RolledBack,
 }
 
+/// Whose fault a failed statement or commit is. Decided here, once, for HTTP and deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// The unit of work's own doing (bad SQL, a constraint, a refused statement): an HTTP
+    /// request gets the component's 4xx or a 500; a delivery is retried, counting attempts,
+    /// then dead-lettered.
+    UnitOfWork,
+    /// A serialization failure or deadlock (`40001`, `40P01`): it may work next time. HTTP 503;
+    /// a delivery is retried, counting attempts.
+    Conflict,
+    /// The database is away, restarting or out of resources: nothing the work could help. HTTP
+    /// 503; a delivery goes back to its queue without counting an attempt.
+    Outage,
+}
+
+impl Fault {
+    pub fn of(err: &Error) -> Self {
+        match err {
+            Error::Unavailable(_) => Self::Outage,
+            Error::Database(db) if db.code == "40001" || db.code == "40P01" => Self::Conflict,
+            _ => Self::UnitOfWork,
+        }
+    }
+}
+
 /// Why a unit of work that should have committed did not.
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
@@ -55,26 +82,38 @@ pub enum FinishError {
     Commit(Error),
 }
 
+impl FinishError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            // A statement failed: [`SqlCtx::fault`] says whose fault that was.
+            Self::StatementFailed(_) => Fault::UnitOfWork,
+            Self::Commit(err) => Fault::of(err),
+        }
+    }
+}
+
 /// The database side of one unit of work.
 pub struct SqlCtx {
     database: Arc<dyn Database>,
+    /// When the unit of work must be over; the server is told too.
+    deadline: Instant,
     /// Opened on the first statement; `None` before it and after `finish`.
     transaction: Option<Box<dyn Transaction>>,
     /// The first error that aborted the transaction, if any: it can then only roll back.
     aborted: Option<String>,
-    /// Whether the database was unreachable during this unit of work: its failure is then the
-    /// database's, not the component's.
-    unavailable: bool,
+    /// The gravest [`Fault`] a statement of this unit of work met, if any: when it is an
+    /// outage, the unit of work's failure is the database's, not the component's.
+    fault: Option<Fault>,
 }
 
 impl SqlCtx {
-    pub fn new(database: Arc<dyn Database>) -> Self {
-        Self { database, transaction: None, aborted: None, unavailable: false }
+    pub fn new(database: Arc<dyn Database>, deadline: Instant) -> Self {
+        Self { database, deadline, transaction: None, aborted: None, fault: None }
     }
 
-    /// Whether a statement of this unit of work found the database unreachable.
-    pub fn saw_unavailable(&self) -> bool {
-        self.unavailable
+    /// The gravest fault a statement of this unit of work met.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
     }
 
     /// Runs a statement that returns rows, in this unit of work's transaction.
@@ -121,19 +160,19 @@ impl SqlCtx {
 
     async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
         if self.transaction.is_none() {
-            self.transaction = Some(self.database.begin().await?);
+            self.transaction = Some(self.database.begin(self.deadline).await?);
         }
         // Set just above when it was empty.
         self.transaction.as_mut().ok_or_else(|| Error::Unavailable("no transaction".into()))
     }
 
-    /// Remembers an error that leaves the PostgreSQL transaction aborted.
+    /// Remembers an error that leaves the PostgreSQL transaction aborted, and its fault.
     fn note<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
-        if let Err(err) = &result
-            && matches!(err, Error::Database(_) | Error::Unavailable(_))
-        {
-            self.unavailable |= matches!(err, Error::Unavailable(_));
-            self.aborted.get_or_insert_with(|| describe(err));
+        if let Err(err) = &result {
+            self.fault = self.fault.max(Some(Fault::of(err)));
+            if matches!(err, Error::Database(_) | Error::Unavailable(_)) {
+                self.aborted.get_or_insert_with(|| describe(err));
+            }
         }
         result
     }

@@ -3,13 +3,22 @@
 //!
 //! A transaction holds one pooled connection from its first statement to its end. Statements are
 //! prepared once per connection (deadpool's statement cache) and always run with parameters.
-//! A connection whose transaction was neither committed nor rolled back (the store was dropped
-//! on a trap or a timeout) is detached from the pool and closed, which makes PostgreSQL roll it
-//! back; it is never handed to the next request mid-transaction.
+//!
+//! Bounds, so that no guest can make the server or the host outlive its unit of work:
+//! - the unit of work's deadline reaches the server: `BEGIN` sets `statement_timeout` and
+//!   `idle_in_transaction_session_timeout` to the time left, in the same round trip;
+//! - a connection whose transaction was neither committed nor rolled back (the store was
+//!   dropped at the deadline) has its running statement cancelled on the server, and is then
+//!   detached from the pool and closed, which rolls it back; it is never pooled mid-transaction;
+//! - `COMMIT` and `ROLLBACK` get [`END_TIMEOUT`];
+//! - a query's rows are counted as they arrive, and one past `max_result_bytes` cancels it;
+//! - a connection is cleaned when it goes back to the pool (settings reset, advisory locks
+//!   released, temporary tables dropped), so nothing of one unit of work reaches the next.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -27,8 +36,16 @@ const PING_WAIT: Duration = Duration::from_secs(1);
 /// Prepared statements kept per connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;
 
+/// How far past a unit of work's deadline the server's own statement and idle timeouts are set.
+const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long `COMMIT` or `ROLLBACK` may take before the connection is given up.
+const END_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct PgDatabase {
     pool: Pool,
+    /// Largest result one query may hand a guest, in bytes (see [`convert::size`]).
+    max_result_bytes: usize,
 }
 
 impl PgDatabase {
@@ -39,7 +56,11 @@ impl PgDatabase {
         let manager = Manager::from_config(
             pg,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            // `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;
+            // SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;` on the way
+            // back: `set_config(.., false)`, session advisory locks and temporary tables die with
+            // the unit of work that made them. Prepared statements stay.
+            ManagerConfig { recycling_method: RecyclingMethod::Clean },
         );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
@@ -48,7 +69,7 @@ impl PgDatabase {
             .recycle_timeout(Some(CONNECTION_WAIT))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool })
+        Ok(Self { pool, max_result_bytes: config.max_result_bytes })
     }
 
     /// The pool itself, for host work on the component's database (the outbox relay).
@@ -63,13 +84,23 @@ impl PgDatabase {
 
 #[async_trait]
 impl Database for PgDatabase {
-    async fn begin(&self) -> Result<Box<dyn Transaction>, Error> {
+    async fn begin(&self, deadline: Instant) -> Result<Box<dyn Transaction>, Error> {
         // Owned by the transaction before BEGIN is sent: if this future is dropped midway, the
         // transaction's drop detaches the connection instead of pooling it mid-transaction.
-        let transaction = PgTransaction { client: Some(self.connection().await?) };
-        // Stated, not assumed from the server's default: `ON CONFLICT` waits and the lookups
-        // after it rely on each statement seeing what committed before it.
-        transaction.client()?.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(query_failed)?;
+        let transaction = PgTransaction {
+            client: Some(self.connection().await?),
+            max_result_bytes: self.max_result_bytes,
+        };
+        // A little past the deadline: the host ends the unit of work at the deadline and cancels
+        // what is running; the server's own timeouts are the backstop should that cancel be lost.
+        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN).as_millis();
+        // READ COMMITTED is stated, not assumed from the server's default: `ON CONFLICT` waits
+        // and the lookups after it rely on each statement seeing what committed before it.
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = {left}; \
+             SET LOCAL idle_in_transaction_session_timeout = {left}"
+        );
+        transaction.client()?.batch_execute(&begin).await.map_err(query_failed)?;
         Ok(Box::new(transaction))
     }
 
@@ -87,6 +118,7 @@ impl Database for PgDatabase {
 struct PgTransaction {
     /// `None` once the transaction has ended.
     client: Option<Object>,
+    max_result_bytes: usize,
 }
 
 impl PgTransaction {
@@ -123,7 +155,14 @@ impl PgTransaction {
     /// only when that worked (otherwise, or if cancelled, `Drop` detaches it).
     async fn end(&mut self, command: &str) -> Result<(), Error> {
         let Some(client) = &self.client else { return Ok(()) };
-        client.batch_execute(command).await.map_err(query_failed)?;
+        match tokio::time::timeout(END_TIMEOUT, client.batch_execute(command)).await {
+            Ok(done) => done.map_err(query_failed)?,
+            Err(_elapsed) => {
+                return Err(Error::Unavailable(format!(
+                    "{command} got no answer within {END_TIMEOUT:?}; its outcome is unknown"
+                )));
+            }
+        }
         // Back to the pool, outside any transaction.
         drop(self.client.take());
         Ok(())
@@ -134,8 +173,30 @@ impl PgTransaction {
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
         let (prepared, params) = self.prepare(statement, &params).await?;
-        let rows = self.client()?.query(&prepared, &refs(&params)).await.map_err(query_failed)?;
-        convert::row_set(prepared.columns(), &rows)
+        let client = self.client()?;
+        let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
+        futures::pin_mut!(stream);
+        let (mut rows, mut bytes) = (Vec::new(), 0usize);
+        while let Some(row) = stream.try_next().await.map_err(query_failed)? {
+            let values = convert::row(prepared.columns(), &row)?;
+            bytes += values.iter().map(convert::size).sum::<usize>();
+            if bytes > self.max_result_bytes {
+                // Stop the server producing the rest; the unit of work is aborted either way.
+                cancel_on_server(client);
+                return Err(Error::Database(DatabaseError {
+                    code: "54000".into(),
+                    message: format!(
+                        "the result is over {} bytes; select fewer rows or columns (LIMIT, paging)",
+                        self.max_result_bytes
+                    ),
+                    constraint: None,
+                    column: None,
+                    detail: None,
+                }));
+            }
+            rows.push(values);
+        }
+        Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
@@ -157,9 +218,24 @@ impl Transaction for PgTransaction {
 impl Drop for PgTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            // Closing the connection is PostgreSQL's rollback.
+            // The server goes on running a statement after its client has gone, so cancel it
+            // first; then closing the connection is PostgreSQL's rollback.
+            cancel_on_server(&client);
             drop(Object::take(client));
         }
+    }
+}
+
+/// Asks the server to cancel whatever `client`'s connection is running, in the background (a
+/// cancel request is a connection of its own).
+fn cancel_on_server(client: &tokio_postgres::Client) {
+    let token = client.cancel_token();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(err) = token.cancel_query(NoTls).await {
+                tracing::debug!(error = %err, "could not cancel a statement on the server");
+            }
+        });
     }
 }
 
@@ -167,9 +243,14 @@ fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-/// The one place a tokio-postgres error becomes the WIT `error`.
+/// The one place a tokio-postgres error becomes the WIT `error`. A server that is going away,
+/// refusing connections or out of resources (SQLSTATE classes 08 and 53, `57P01`–`57P04`) is
+/// `unavailable`, like a broken connection: the statement was fine, the server was not.
 fn query_failed(err: tokio_postgres::Error) -> Error {
     match err.as_db_error() {
+        Some(db) if is_server_outage(db.code().code()) => {
+            Error::Unavailable(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
+        }
         Some(db) => Error::Database(DatabaseError {
             code: db.code().code().to_owned(),
             message: db.message().to_owned(),
@@ -179,6 +260,10 @@ fn query_failed(err: tokio_postgres::Error) -> Error {
         }),
         None => Error::Unavailable(err.to_string()),
     }
+}
+
+fn is_server_outage(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || sqlstate.starts_with("53") || sqlstate.starts_with("57P")
 }
 
 fn pool_failed(err: deadpool_postgres::PoolError) -> String {

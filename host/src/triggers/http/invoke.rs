@@ -2,15 +2,18 @@
 //!
 //! 1. A fresh store and instance from the service's current code (pooling allocator).
 //! 2. `handle` runs while the response body is collected, up to `max_response_bytes`. Both are
-//!    driven together because the guest may block writing a body nobody reads yet.
+//!    driven together because the guest may block writing a body nobody reads yet; a trap ends
+//!    both at once, whether or not the guest had set a response.
 //! 3. The unit of work ends: commit when the guest answered below 500 and did not trap,
 //!    rollback otherwise. Only then does the client see the response, so a 201 means durable.
 //!
-//! The whole call, database included, is bounded by `request_timeout`; guest code alone is also
-//! bounded by the store's epoch deadline, so a loop in the guest traps instead of spinning.
+//! The whole call, database included, is bounded by `request_timeout`. Guest code yields its
+//! worker at every epoch tick and traps once the deadline has passed, so the timeout fires on
+//! time even for a guest that never returns. A failure the database caused (an outage, a
+//! deadlock) is answered 503 with `Retry-After`, whatever the component made of it.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -19,11 +22,25 @@ use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::capabilities::sql::{FinishError, Outcome};
+use crate::capabilities::sql::{Fault, FinishError, Outcome};
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
 use crate::problem::Problem;
 use crate::service::Service;
+use crate::state::StoreState;
+
+/// What the client is told to wait before retrying after a 503.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why the guest gave no usable response.
+enum Failure {
+    /// It trapped: a panic, `unreachable`, out of memory, a stack overflow.
+    Trapped(String),
+    /// It was still running at its deadline.
+    TimedOut,
+    /// It returned without a valid response, or with one too large.
+    BadResponse(String),
+}
 
 pub async fn call(
     runtime: &Runtime,
@@ -41,48 +58,31 @@ pub async fn call(
     );
     let started = Instant::now();
     let response = async {
-        let mut store = service.new_store(runtime, Runtime::ticks(config.request_timeout));
-        let answer = tokio::time::timeout(config.request_timeout, run_guest(&mut store, service, request, config)).await;
-        let answer = match answer {
+        let deadline = started + config.request_timeout;
+        let mut store = service.new_store(runtime, deadline);
+        let answer = match tokio::time::timeout_at(deadline.into(), run_guest(&mut store, service, request, config)).await {
             Ok(answer) => answer,
-            Err(_elapsed) => {
-                // No orderly rollback: it would wait behind the statement that is too slow.
-                // Dropping the store closes the connection, which rolls the transaction back.
-                drop(store);
-                tracing::Span::current().record("outcome", "timed out");
-                return Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
-                )
-                .into_response();
-            }
+            Err(_elapsed) => Err(Failure::TimedOut),
         };
+        if matches!(answer, Err(Failure::TimedOut)) {
+            // No orderly rollback: it would wait behind the statement that is too slow.
+            // Dropping the store cancels that statement and closes the connection.
+            drop(store);
+            tracing::Span::current().record("outcome", "timed out");
+            return Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
+            )
+            .into_response();
+        }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
         if matches!(finished, Ok(Outcome::Committed)) {
             store.data().messaging.committed();
         }
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
-        match (answer, finished) {
-            (Ok(response), Ok(Outcome::Committed | Outcome::NoStatements | Outcome::RolledBack)) => response,
-            (Err(problem), _) => problem.into_response(),
-            (Ok(_), Err(err @ FinishError::StatementFailed(_))) => {
-                tracing::warn!(error = %err, "component answered success after a failed statement");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the {} service could not save its work", service.name),
-                )
-                .into_response()
-            }
-            (Ok(_), Err(err @ FinishError::Commit(_))) => {
-                tracing::error!(error = %err, "commit failed");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the {} service could not save its work; try again", service.name),
-                )
-                .into_response()
-            }
-        }
+        let fault = store.data().sql.fault().max(finished.as_ref().err().map(FinishError::fault));
+        respond(service, answer, finished, fault)
     }
     .instrument(span.clone())
     .await;
@@ -91,20 +91,68 @@ pub async fn call(
     response
 }
 
-/// Instantiates the component and runs its handler; the answer or the problem to send instead.
+/// The response the client gets, from what the guest answered, how the unit of work ended, and
+/// the gravest database fault it met.
+fn respond(
+    service: &Service,
+    answer: Result<Response<Full<Bytes>>, Failure>,
+    finished: Result<Outcome, FinishError>,
+    fault: Option<Fault>,
+) -> Response<Full<Bytes>> {
+    let database_failed = matches!(fault, Some(Fault::Outage | Fault::Conflict));
+    match (answer, finished) {
+        (Ok(response), Ok(_)) if !response.status().is_server_error() => response,
+        // The component declined (4xx) after a statement failed: the rollback is what it meant.
+        (Ok(response), Err(FinishError::StatementFailed(_))) if response.status().is_client_error() => response,
+        _ if database_failed => unavailable(format!("the {} database is unavailable; try again shortly", service.name)),
+        // A 5xx of the component's own, rolled back.
+        (Ok(response), Ok(_)) => response,
+        (Err(Failure::Trapped(trap)), _) => {
+            tracing::error!(component = %service.name, error = %trap, "the component trapped");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the {} service failed while handling the request", service.name),
+            )
+            .into_response()
+        }
+        (Err(Failure::TimedOut), _) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the {} service did not answer in time", service.name),
+        )
+        .into_response(),
+        (Err(Failure::BadResponse(why)), _) => {
+            tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the {} service gave no usable response", service.name),
+            )
+            .into_response()
+        }
+        (Ok(_), Err(err)) => {
+            tracing::warn!(component = %service.name, error = %err, "the unit of work could not be committed");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the {} service could not save its work", service.name),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// 503 with `Retry-After`.
+pub fn unavailable(detail: String) -> Response<Full<Bytes>> {
+    let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response();
+    response.headers_mut().insert(http::header::RETRY_AFTER, RETRY_AFTER.as_secs().into());
+    response
+}
+
+/// Instantiates the component and runs its handler; its response, or why there is none.
 async fn run_guest(
-    store: &mut wasmtime::Store<crate::state::StoreState>,
+    store: &mut wasmtime::Store<StoreState>,
     service: &Service,
     request: Request<Full<Bytes>>,
     config: &HttpConfig,
-) -> Result<Response<Full<Bytes>>, Problem> {
-    let failed = |what: &str, err: &dyn std::fmt::Display| {
-        tracing::error!(component = %service.name, error = %err, "{what}");
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the {} service failed while handling the request", service.name),
-        )
-    };
+) -> Result<Response<Full<Bytes>>, Failure> {
     let code = service.code();
     let request = request.map(|body| body.map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -114,18 +162,26 @@ async fn run_guest(
         let outparam = http.new_response_outparam(sender);
         match (incoming, outparam) {
             (Ok(incoming), Ok(outparam)) => (incoming, outparam),
-            (Err(err), _) | (_, Err(err)) => return Err(failed("cannot pass the request", &err)),
+            (Err(err), _) | (_, Err(err)) => return Err(Failure::BadResponse(format!("cannot pass the request: {err}"))),
         }
     };
-    let proxy = code
-        .proxy
-        .instantiate_async(&mut *store)
-        .await
-        .map_err(|err| failed("instantiation failed", &format_args!("{err:#}")))?;
+    let proxy = code.proxy.instantiate_async(&mut *store).await.map_err(|err| trapped("instantiation failed", &err))?;
 
-    let handle = proxy.wasi_http_incoming_handler().call_handle(&mut *store, incoming, outparam);
+    // Set once `handle` has returned: a response not set by then never will be.
+    let (returned, handle_returned) = tokio::sync::oneshot::channel::<()>();
+    let handle = async {
+        let handled = proxy.wasi_http_incoming_handler().call_handle(&mut *store, incoming, outparam).await;
+        drop(returned);
+        handled
+    };
     let collect = async {
-        let response = receiver.await.map_err(|_| "the component set no response".to_owned())?;
+        let mut receiver = receiver;
+        let response = tokio::select! {
+            biased;
+            response = &mut receiver => response.ok(),
+            _ = handle_returned => receiver.try_recv().ok(),
+        };
+        let response = response.ok_or("the component returned without setting a response")?;
         let response = response.map_err(|code| format!("the component answered with error {code:?}"))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, config.max_response_bytes)
@@ -135,9 +191,29 @@ async fn run_guest(
             .to_bytes();
         Ok::<_, String>(Response::from_parts(parts, Full::new(body)))
     };
-    let (handled, collected) = tokio::join!(handle, collect);
-    if let Err(trap) = handled {
-        return Err(failed("the component trapped", &format_args!("{trap:#}")));
+    tokio::pin!(handle, collect);
+    // Both run together; a trap ends the call at once, without waiting for a body that the
+    // trapped guest will never finish.
+    let mut handled = false;
+    let collected = loop {
+        tokio::select! {
+            result = &mut handle, if !handled => {
+                result.map_err(|trap| trapped("the handler trapped", &trap))?;
+                handled = true;
+            }
+            collected = &mut collect => break collected,
+        }
+    };
+    if !handled {
+        handle.await.map_err(|trap| trapped("the handler trapped", &trap))?;
     }
-    collected.map_err(|err| failed("bad response", &err))
+    collected.map_err(Failure::BadResponse)
+}
+
+/// A trap, or the deadline when the epoch callback interrupted the guest for it.
+fn trapped(what: &str, err: &wasmtime::Error) -> Failure {
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => Failure::TimedOut,
+        _ => Failure::Trapped(format!("{what}: {err:#}")),
+    }
 }

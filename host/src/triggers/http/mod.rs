@@ -6,8 +6,12 @@
 //! path no component serves. The component learns its prefix from `X-Forwarded-Prefix`. Request bodies are read up to `max_body_bytes` before the
 //! component runs, so an oversized body costs no instance.
 //!
-//! At most `max_concurrent_requests` requests run at once; on shutdown the listener stops
-//! accepting and in-flight requests get `shutdown_grace` to finish.
+//! At most `max_connections` client connections are served at once (more wait in the listen
+//! backlog). Each component admits at most its `max_concurrency` requests at once and queues a
+//! bounded number more for at most `queue_timeout`; beyond that a request gets 503 with
+//! `Retry-After` at once, so one component that is slow or stuck cannot take the host's workers
+//! from the others. On shutdown the listener stops accepting and in-flight requests get
+//! `shutdown_grace` to finish.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ use crate::capabilities::messaging::broker::Broker;
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
 use crate::problem::Problem;
-use crate::service::Service;
+use crate::service::{Busy, Service};
 
 mod health;
 mod invoke;
@@ -44,8 +48,8 @@ pub struct HttpTrigger {
     /// The broker, reported by `/health` when there is one.
     broker: Option<Arc<Broker>>,
     config: HttpConfig,
-    /// One permit per request being handled.
-    permits: Semaphore,
+    /// One permit per open client connection.
+    connections: Arc<Semaphore>,
 }
 
 impl HttpTrigger {
@@ -56,8 +60,8 @@ impl HttpTrigger {
         config: HttpConfig,
     ) -> Self {
         services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
-        let permits = Semaphore::new(config.max_concurrent_requests);
-        Self { runtime, services, broker, config, permits }
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        Self { runtime, services, broker, config, connections }
     }
 
     /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
@@ -71,6 +75,15 @@ impl HttpTrigger {
         http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         tokio::pin!(shutdown);
         loop {
+            // At the limit, stop accepting until a connection closes: clients wait in the
+            // kernel's backlog rather than in the host's memory.
+            let connection_permit = tokio::select! {
+                permit = self.connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => break,
+                },
+                () = &mut shutdown => break,
+            };
             let (stream, _peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -94,6 +107,7 @@ impl HttpTrigger {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
+                drop(connection_permit);
             });
         }
         drop(listener);
@@ -128,8 +142,16 @@ impl HttpTrigger {
                     .into_response();
             }
         };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down").into_response();
+        let _permit = match service.admission.admit(self.config.queue_timeout).await {
+            Ok(permit) => permit,
+            Err(busy) => {
+                let why = match busy {
+                    Busy::QueueFull => "is at its limit of requests at once, with a full queue".to_owned(),
+                    Busy::Waited(waited) => format!("had no free turn within {waited:?}"),
+                };
+                tracing::debug!(component = %service.name, "request refused: the service {why}");
+                return invoke::unavailable(format!("the {} service {why}; try again shortly", service.name));
+            }
         };
         invoke::call(&self.runtime, service, request, &self.config).await
     }

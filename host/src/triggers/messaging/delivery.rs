@@ -7,11 +7,16 @@
 //!    on that row until the first commits, then finds it.
 //! 3. `message-handler.handle`, bounded by the store's deadline.
 //! 4. Commit on `ok`, roll back otherwise; the caller acknowledges only after this returns.
+//!
+//! A failure the database caused ([`Fault::Outage`]: a restart, a lost connection, no free
+//! connection) is [`Outcome::Unavailable`] wherever it struck (the inbox insert, a statement,
+//! the commit) and whatever the handler made of it: the event goes back to its queue and the
+//! attempt does not count. Only the unit of work's own failures count towards the dead letters.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bindings::message_handler::{HandleError, IncomingEvent};
-use crate::capabilities::sql::{Error as SqlError, FinishError, Value};
+use crate::capabilities::sql::{Fault, FinishError, Value};
 use crate::engine::Runtime;
 use crate::service::Service;
 
@@ -41,7 +46,8 @@ pub enum Outcome {
     )
 )]
 pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent, deadline: Duration) -> Outcome {
-    let mut store = service.new_store(runtime, Runtime::ticks(deadline));
+    let deadline_at = Instant::now() + deadline;
+    let mut store = service.new_store(runtime, deadline_at);
     let inbox = store
         .data_mut()
         .sql
@@ -57,9 +63,9 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             return Outcome::Duplicate;
         }
         Ok(_) => {}
-        Err(SqlError::Unavailable(why)) => {
+        Err(err) if Fault::of(&err) != Fault::UnitOfWork => {
             let _ = store.data_mut().sql.finish(false).await;
-            return Outcome::Unavailable(why);
+            return Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}"));
         }
         Err(other) => {
             // PostgreSQL refused this event's id or source (too long, a NUL byte): it will
@@ -75,7 +81,7 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         let _ = store.data_mut().sql.finish(false).await;
         return Outcome::Reject(format!("component `{}` does not consume events", service.name));
     };
-    let handled = tokio::time::timeout(deadline, async {
+    let handled = tokio::time::timeout_at(deadline_at.into(), async {
         let instance = subscriber.instantiate_async(&mut store).await?;
         instance.platform_service_message_handler().call_handle(&mut store, &event).await
     })
@@ -95,19 +101,15 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             return Outcome::Retry(format!("the handler did not finish within {deadline:?}"));
         }
     };
-    let unavailable = store.data().sql.saw_unavailable();
     let finished = store.data_mut().sql.finish(answer.is_ok()).await;
+    let fault = store.data().sql.fault().max(finished.as_ref().err().map(FinishError::fault));
     let outcome = match (answer, finished) {
         (Ok(()), Ok(_)) => {
             store.data().messaging.committed();
             Outcome::Handled
         }
-        (Ok(()), Err(FinishError::Commit(SqlError::Unavailable(why)))) => {
-            Outcome::Unavailable(format!("commit failed: {why}"))
-        }
-        (Ok(()), Err(FinishError::Commit(err))) => Outcome::Retry(format!("commit failed: {err:?}")),
-        (Ok(()), Err(err @ FinishError::StatementFailed(_))) if !unavailable => Outcome::Retry(err.to_string()),
-        (_, _) if unavailable => Outcome::Unavailable("the database was unreachable".into()),
+        (_, Err(err)) if fault == Some(Fault::Outage) => Outcome::Unavailable(err.to_string()),
+        (_, _) if fault == Some(Fault::Outage) => Outcome::Unavailable("the database was unreachable".into()),
         (Err(outcome), _) => outcome,
         (Ok(()), Err(err)) => Outcome::Retry(err.to_string()),
     };

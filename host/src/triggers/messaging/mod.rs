@@ -9,8 +9,12 @@
 //! | --- | --- |
 //! | handled, or a duplicate | ack |
 //! | retry, attempts left | copy to the retry queue with `x-attempt + 1`, then ack |
-//! | retry exhausted, reject, undecodable | copy to the dead-letter queue with the reason, then ack |
+//! | retry exhausted, reject, undecodable, forged | copy to the dead-letter queue with the reason, then ack |
 //! | database unreachable | pause, then nack with requeue: the attempt does not count |
+//!
+//! An event is accepted only from its topic's publisher (the manifest says which component that
+//! is): one whose CloudEvents `source` or `type` does not match its subscription is forged, and
+//! never reaches the handler.
 //!
 //! A copy is confirmed by the broker before the original is acknowledged, so a crash in between
 //! delivers the event again rather than losing it. When the connection drops, unacknowledged
@@ -58,7 +62,11 @@ impl MessageTrigger {
         let subscriptions = service
             .subscriptions
             .iter()
-            .map(|topic| Subscription::new(&config.exchange, &service.name, topic, &config.retry_delays))
+            .map(|topic| {
+                // Every subscribed topic has a publisher: the configuration refuses one without.
+                let publisher = config.publishers.get(topic).map_or("", String::as_str);
+                Subscription::new(&config.exchange, &service.name, topic, publisher, &config.retry_delays)
+            })
             .collect();
         Self { runtime, service, broker, subscriptions, deadline }
     }
@@ -144,6 +152,14 @@ impl MessageTrigger {
     async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
         let outcome = match cloudevent::decode(&delivery.data, attempt) {
+            Ok(event) if event.source != subscription.publisher => Outcome::Reject(format!(
+                "forged event: its source {:?} is not {:?}, the publisher of {}",
+                event.source, subscription.publisher, subscription.topic
+            )),
+            Ok(event) if event.topic != subscription.topic => Outcome::Reject(format!(
+                "forged event: its type {:?} is not the topic {} it was routed on",
+                event.topic, subscription.topic
+            )),
             Ok(event) => delivery::deliver(&self.runtime, &self.service, event, self.deadline).await,
             Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
         };

@@ -21,6 +21,8 @@ pub const REASON: &str = "x-dead-reason";
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub topic: String,
+    /// The component whose events on `topic` are accepted: the CloudEvents `source` they carry.
+    pub publisher: String,
     pub queue: String,
     pub dead: String,
     /// The retry queue for each delay, in order.
@@ -28,13 +30,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(exchange: &str, component: &str, topic: &str, delays: &[Duration]) -> Self {
+    pub fn new(exchange: &str, component: &str, topic: &str, publisher: &str, delays: &[Duration]) -> Self {
         let queue = format!("{exchange}.{component}.{topic}");
         let retries = delays
             .iter()
             .map(|delay| (format!("{queue}.retry.{}ms", delay.as_millis()), *delay))
             .collect();
-        Self { topic: topic.to_owned(), dead: format!("{queue}.dead"), queue, retries }
+        Self { topic: topic.to_owned(), publisher: publisher.to_owned(), dead: format!("{queue}.dead"), queue, retries }
     }
 
     /// Declares the queues and the binding; safe to repeat, and to run on several hosts.
@@ -121,7 +123,7 @@ mod tests {
     #[test]
     fn queues_are_named_after_exchange_component_and_topic() {
         let delays = [Duration::from_millis(100), Duration::from_secs(2)];
-        let subscription = Subscription::new("events", "invoices", "orders.created", &delays);
+        let subscription = Subscription::new("events", "invoices", "orders.created", "orders", &delays);
         assert_eq!(subscription.queue, "events.invoices.orders.created");
         assert_eq!(subscription.dead, "events.invoices.orders.created.dead");
         assert_eq!(subscription.retry_queue(1), Some("events.invoices.orders.created.retry.100ms"));

@@ -1,4 +1,4 @@
-//! One loaded component: its compiled code, its route and its database.
+//! One loaded component: its compiled code, its route, its database and its [`Admission`].
 //!
 //! The code sits behind an `ArcSwap` so it can be replaced while requests run: a request takes
 //! the current code once, at its start, and finishes on it even if new code is swapped in.
@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
 
 use wasmtime::error::Context;
 use arc_swap::ArcSwap;
@@ -20,6 +21,12 @@ use crate::capabilities::sql::{Database, SqlCtx};
 use crate::config::{ComponentConfig, Limits};
 use crate::engine::Runtime;
 use crate::state::StoreState;
+
+pub mod admission;
+pub mod turns;
+
+pub use admission::{Admission, Busy};
+use turns::Turns;
 
 /// Code checked against the world and ready to instantiate.
 pub struct Code {
@@ -88,6 +95,10 @@ pub struct Service {
     code: ArcSwap<Code>,
     /// Linear memory one instance may use.
     memory_bytes: usize,
+    /// Bounds the HTTP requests running in this component at once.
+    pub admission: Admission,
+    /// Shares the CPU between this component's long-running guests and everything else.
+    turns: Turns,
 }
 
 impl Service {
@@ -105,6 +116,8 @@ impl Service {
             subscriptions: config.subscriptions.clone(),
             code: ArcSwap::from_pointee(code),
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
+            admission: Admission::new(config.max_concurrency, config.max_queued),
+            turns: Turns::new(),
         }
     }
 
@@ -118,17 +131,22 @@ impl Service {
         self.code.store(Arc::new(code));
     }
 
-    /// A fresh store for one unit of work, with a deadline of `deadline_ticks` epochs.
-    pub fn new_store(&self, runtime: &Runtime, deadline_ticks: u64) -> Store<StoreState> {
+    /// A fresh store for one unit of work that must end by `deadline`.
+    ///
+    /// At every epoch tick the guest yields its worker thread and waits for a turn (see
+    /// [`turns`]); once the deadline has passed it traps instead. So a guest that loops or
+    /// computes for long neither starves other requests nor outlives its unit of work.
+    pub fn new_store(&self, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
         let state = StoreState::new(
             &self.log_name,
-            SqlCtx::new(self.database.clone()),
+            SqlCtx::new(self.database.clone(), deadline),
             MessagingCtx::new(self.outbound.clone()),
             self.memory_bytes,
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(deadline_ticks);
+        store.set_epoch_deadline(1);
+        self.turns.install(&mut store, deadline);
         store
     }
 }
