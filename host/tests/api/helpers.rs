@@ -1,10 +1,12 @@
-//! Runs the real host for a test: fresh PostgreSQL databases of its own (dropped afterwards),
-//! an exchange and queues of its own on RabbitMQ (deleted afterwards), port 0, the built
-//! components. `TEST_LOG=1` shows the host's logs.
+//! Runs the real host for a test: fresh PostgreSQL databases of its own, each owned by a login
+//! role of its own that is no superuser (both dropped afterwards), an exchange and queues of its
+//! own on RabbitMQ (deleted afterwards), port 0, the built components. `TEST_LOG=1` shows the
+//! host's logs.
 //!
 //! PostgreSQL is found at `TEST_POSTGRES_URL` (default `postgres://postgres@localhost:5432`),
-//! as a superuser able to create and drop databases; RabbitMQ at `TEST_AMQP_URL` (default
-//! `amqp://guest:guest@localhost:5672/%2f`).
+//! as a superuser able to create and drop roles and databases; the test roles have no password,
+//! so the server must trust local connections (`./test.sh` sets that up). RabbitMQ is found at
+//! `TEST_AMQP_URL` (default `amqp://guest:guest@localhost:5672/%2f`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,24 +48,49 @@ fn init_logging() {
     });
 }
 
-/// A database of its own for one test, dropped (with its connections) when the value is.
+/// `host:port` of the PostgreSQL server, from [`postgres_base`].
+pub fn postgres_server() -> String {
+    let base = postgres_base();
+    let rest = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+    rest.rsplit_once('@').map_or(rest, |(_, server)| server).trim_end_matches('/').to_owned()
+}
+
+/// A database of its own for one test, owned by a role of the same name as a component's
+/// would be; both are dropped (with their connections) when the value is.
 pub struct TestDatabase {
+    /// The database's name, and its owner's.
     pub name: String,
 }
 
 impl TestDatabase {
     pub async fn create() -> Self {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        admin_execute(&format!("CREATE DATABASE {name}")).await;
+        admin_execute(&format!("CREATE ROLE {name} LOGIN")).await;
+        admin_execute(&format!("CREATE DATABASE {name} OWNER {name}")).await;
         Self { name }
     }
 
-    /// URL of this database on the real server.
+    /// URL of this database on the real server, as its own role: what a component gets.
     pub fn url(&self) -> String {
+        format!("postgres://{}@{}/{}", self.name, postgres_server(), self.name)
+    }
+
+    /// URL of this database as the superuser, which no component may use.
+    pub fn superuser_url(&self) -> String {
         format!("{}/{}", postgres_base(), self.name)
     }
 
-    /// A direct connection, to look at what the service wrote.
+    /// A connection as the superuser to the server's `postgres` database.
+    pub async fn connect_admin() -> tokio_postgres::Client {
+        let url = format!("{}/postgres", postgres_base());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {url}: {err}; is it running?"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A direct connection as the database's own role, to look at what the service wrote.
     pub async fn connect(&self) -> tokio_postgres::Client {
         let (client, connection) =
             tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to the test database");
@@ -74,26 +101,27 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let statements = [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.name),
+        ];
         // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(admin_execute(&statement));
+            for statement in &statements {
+                runtime.block_on(admin_execute(statement));
+            }
             Ok::<_, std::io::Error>(())
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop a test database");
+            eprintln!("could not drop a test database or its role");
         }
     }
 }
 
 async fn admin_execute(statement: &str) {
-    let url = format!("{}/postgres", postgres_base());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {url}: {err}; is it running?"));
-    tokio::spawn(connection);
+    let client = TestDatabase::connect_admin().await;
     client.batch_execute(statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
@@ -131,6 +159,7 @@ url = "{amqp_url}"
 exchange = "{exchange}"
 retry_delays_ms = {delays:?}
 relay_interval_ms = 200
+publishers = {{ "orders.created" = "orders", "invoices.issued" = "invoices" }}
 "#,
         exchange = broker.exchange,
         delays = RETRY_DELAYS_MS,

@@ -1,9 +1,12 @@
 //! Integration tests: the real host, the real Orders component, a real PostgreSQL database of
 //! each test's own. Run the README's test command (it builds the components first).
 
+mod hardening;
 mod helpers;
 mod orders_api;
 mod orders_consistency;
 mod messaging;
+mod outages;
 mod platform;
+mod system;
 mod tcp_proxy;

@@ -3,112 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::events::{CloudEvent, Event, JSON, OrderCreated, SPEC_VERSION};
-use contracts::{Amount, CustomerId, EventId, OrderId, Timestamp};
+use contracts::OrderId;
+use contracts::events::{Event, OrderCreated};
 use serde_json::{Value, json};
 
 use crate::helpers::{self, TcpProxy, TestBroker, TestDatabase, TestHost};
-
-const CUSTOMER: &str = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
-
-/// Orders and Invoices in one host, each on a database of its own.
-struct System {
-    host: TestHost,
-    orders: Arc<TestDatabase>,
-    invoices: Arc<TestDatabase>,
-    broker: TestBroker,
-}
-
-impl System {
-    async fn start() -> Self {
-        Self::start_with(|_| helpers::amqp_base()).await
-    }
-
-    /// `amqp` gives the broker URL the host uses (a proxy's, say).
-    async fn start_with(amqp: impl FnOnce(&TestBroker) -> String) -> Self {
-        let orders = Arc::new(TestDatabase::create().await);
-        let invoices = Arc::new(TestDatabase::create().await);
-        let broker = TestBroker::new();
-        let manifest = helpers::manifest(
-            &broker,
-            &amqp(&broker),
-            &[("orders", &orders.url()), ("invoices", &invoices.url())],
-        );
-        let host = TestHost::start(&manifest).await;
-        Self { host, orders, invoices, broker }
-    }
-
-    async fn post_order(&self, amount: i64) -> Value {
-        let response = self
-            .host
-            .client
-            .post(self.host.url("/orders/orders"))
-            .json(&json!({ "customerId": CUSTOMER, "amount": amount }))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 201);
-        response.json().await.expect("JSON")
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.host.client.get(self.host.url(path)).send().await.expect("sent").json().await.expect("JSON")
-    }
-
-    async fn count(db: &TestDatabase, statement: &str) -> i64 {
-        db.connect().await.query_one(statement, &[]).await.expect(statement).get(0)
-    }
-
-    /// Waits until `statement` on `db` counts `expected`, or panics after `within`.
-    async fn wait_for_count(db: &TestDatabase, statement: &str, expected: i64, within: Duration) {
-        let started = Instant::now();
-        loop {
-            let count = Self::count(db, statement).await;
-            if count == expected {
-                return;
-            }
-            assert!(started.elapsed() < within, "{statement}: {count}, expected {expected} within {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_for_health(&self, broker: &str) {
-        let started = Instant::now();
-        loop {
-            let health = self.get("/health").await;
-            if health["checks"]["broker"].as_str().is_some_and(|state| state.starts_with(broker)) {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "broker never {broker}: {health}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn order_created(order: OrderId, event: EventId) -> Vec<u8> {
-    let data = OrderCreated {
-        order_id: order,
-        customer_id: CUSTOMER.parse::<CustomerId>().expect("id"),
-        amount: Amount::new(500).expect("amount"),
-        created_at: Timestamp::from_unix_micros(1_767_225_600_000_000).expect("time"),
-    };
-    let envelope = CloudEvent {
-        specversion: SPEC_VERSION.into(),
-        id: event,
-        kind: OrderCreated::TOPIC.into(),
-        source: "orders".into(),
-        time: data.created_at,
-        datacontenttype: JSON.into(),
-        dataschema: Some(OrderCreated::DATA_SCHEMA.into()),
-        traceparent: None,
-        data,
-    };
-    serde_json::to_vec(&envelope).expect("serializes")
-}
-
-fn new_id<T: std::str::FromStr>() -> T {
-    uuid::Uuid::new_v4().to_string().parse().ok().expect("a UUID parses")
-}
+use crate::system::{CUSTOMER, System, new_id, order_created, reason, wait_for_dead_letter};
 
 #[tokio::test]
 async fn a_posted_order_gets_its_invoice_and_becomes_invoiced() {
@@ -244,34 +144,6 @@ async fn a_handler_failing_twice_succeeds_on_the_third_attempt_with_one_invoice(
     System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(15)).await;
     assert_eq!(System::count(&system.invoices, "SELECT last_value FROM attempts").await, 3);
     System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", 1, Duration::from_secs(10)).await;
-}
-
-/// Takes one message from `queue`, if there is one.
-async fn take(queue: &str) -> Option<lapin::message::BasicGetMessage> {
-    let channel = TestBroker::channel().await;
-    channel
-        .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-}
-
-async fn wait_for_dead_letter(queue: &str) -> lapin::message::BasicGetMessage {
-    let started = Instant::now();
-    loop {
-        if let Some(message) = take(queue).await {
-            return message;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "nothing reached {queue}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn reason(message: &lapin::message::BasicGetMessage) -> String {
-    let headers = message.delivery.properties.headers().clone().unwrap_or_default();
-    match headers.inner().get("x-dead-reason") {
-        Some(lapin::types::AMQPValue::LongString(text)) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
-        other => panic!("no x-dead-reason header: {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ async fn an_unreachable_database_at_start_is_a_clear_error() {
         Err(err) => format!("{err:#}"),
     };
 
-    assert!(error.contains("cannot reach PostgreSQL at postgres://postgres@127.0.0.1"), "{error}");
+    assert!(error.contains("cannot reach PostgreSQL at postgres://orders@127.0.0.1"), "{error}");
     assert!(error.contains("component `orders`"), "{error}");
 }
 

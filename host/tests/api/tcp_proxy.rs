@@ -46,9 +46,10 @@ impl TcpProxy {
         Self { address, up, accepting }
     }
 
-    /// A PostgreSQL URL for `database` through the proxy.
+    /// A PostgreSQL URL through the proxy for `database`, as the role of the same name (the
+    /// test databases' owners are named after them).
     pub fn postgres_url(&self, database: &str) -> String {
-        format!("postgres://postgres@{}/{database}", self.address)
+        format!("postgres://{database}@{}/{database}", self.address)
     }
 
     /// An AMQP URL for the default vhost through the proxy.
