@@ -6,7 +6,8 @@
 #   ./dev.sh down       stop a ./dev.sh started elsewhere (another terminal, the background)
 #
 # Native mode builds the components and the host, makes sure PostgreSQL and RabbitMQ are up
-# (starting or installing them), creates the services' databases, and runs the host in the foreground until
+# (starting or installing them), creates each service's database and its own role (no
+# superuser: the host refuses one), and runs the host in the foreground until
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
 # the port.
 set -euo pipefail
@@ -72,7 +73,7 @@ run_native() {
   ensure_postgres
   ensure_rabbitmq
   ensure_rabbitmq_management
-  ensure_databases "${DATABASES[@]}"
+  ensure_service_databases "${DATABASES[@]}"
   local args=()
   for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done
   build_components "${args[@]}"

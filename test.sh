@@ -8,6 +8,7 @@ source scripts/ensure.sh
 ensure_wasm_target
 ensure_postgres
 ensure_rabbitmq
-build_components -p orders -p invoices
+# misbehave is a test component: it panics, loops and runs hostile SQL on request.
+build_components -p orders -p invoices -p misbehave
 # Default members: the host and contracts (components build only for wasm32-wasip2).
 cargo test "$@"

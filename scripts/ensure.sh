@@ -66,15 +66,36 @@ ensure_rabbitmq_management() {
   fi
 }
 
-# Creates each named database that does not exist yet.
-ensure_databases() {
-  local db
-  for db in "$@"; do
-    if ! psql -h localhost -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" postgres | grep -q 1; then
-      say "creating database $db"
-      psql -h localhost -U postgres -qc "CREATE DATABASE $db" postgres
+# For each name, a login role of that name (no superuser, no password: local connections are
+# trusted) that owns a database of that name and everything in it. A component connects as it,
+# so its SQL reaches its own database and nothing else. A database made by an earlier version
+# of this script, owned by postgres, is handed over with its tables.
+ensure_service_databases() {
+  local name
+  for name in "$@"; do
+    psql_admin postgres -qc "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$name') THEN
+          CREATE ROLE $name LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+        END IF;
+      END \$\$"
+    if ! psql_admin postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+      say "creating database $name, owned by role $name"
+      psql_admin postgres -qc "CREATE DATABASE $name OWNER $name"
     fi
+    psql_admin postgres -qc "ALTER DATABASE $name OWNER TO $name"
+    psql_admin "$name" -qc "DO \$\$ DECLARE t record; BEGIN
+        FOR t IN SELECT schemaname, tablename FROM pg_tables
+                 WHERE schemaname = 'public' AND tableowner <> '$name' LOOP
+          EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', t.schemaname, t.tablename, '$name');
+        END LOOP;
+      END \$\$"
   done
+}
+
+psql_admin() { # database, psql arguments...
+  local database=$1
+  shift
+  psql -h localhost -U postgres -v ON_ERROR_STOP=1 "$@" "$database"
 }
 
 build_components() {
