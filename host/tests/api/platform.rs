@@ -58,7 +58,9 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
         health = app.get("/health").await;
     }
     assert_eq!(health.status(), 503);
+    assert_eq!(health.headers()["content-type"], "application/problem+json");
     let health: Value = health.json().await.expect("JSON");
+    assert_eq!(health["status"], 503, "{health}");
     assert!(health["checks"]["orders.database"].as_str().is_some_and(|s| s.starts_with("down")), "{health}");
     let response = app.post_order(&body).await;
     assert_eq!(response.status(), 503);

@@ -1,7 +1,7 @@
 //! `GET /health` on the host: ready only when every component's database answers.
 //!
-//! 200 `{"status":"up","checks":{"orders.database":"up","broker":"up"}}`, or 503 with the
-//! failing checks and their reasons. A load balancer takes a host out of rotation on 503 and back
+//! 200 `{"status":"up","checks":{"orders.database":"up","broker":"up"}}`, or 503 as an RFC 9457
+//! problem whose `checks` member has the failing checks and their reasons. A load balancer takes a host out of rotation on 503 and back
 //! in when the database returns; nothing needs a restart.
 //!
 //! The broker is reported but does not make the host unready: while it is away orders are still
@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, header};
 use http_body_util::Full;
 
 use crate::capabilities::messaging::broker::Broker;
+use crate::problem;
 use crate::service::Service;
 
 /// How long one check may take before it counts as down.
@@ -44,16 +45,14 @@ pub async fn check(services: &[Arc<Service>], broker: Option<&Broker>) -> Respon
             false
         }
     };
-    let status = match (up, broker_up) {
-        (false, _) => "down",
-        (true, false) => "degraded",
-        (true, true) => "up",
-    };
+    if !up {
+        let down: Vec<&str> = checks.iter().filter(|(_, state)| *state != "up").map(|(name, _)| name.as_str()).collect();
+        let not_ready = problem::Problem::new(503, format!("not ready: {} down", down.join(", ")));
+        return problem::into_response(&not_ready, Some(("checks", serde_json::json!(checks))));
+    }
+    let status = if broker_up { "up" } else { "degraded" };
     let body = serde_json::json!({ "status": status, "checks": checks });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    if !up {
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    }
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -25,7 +25,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use crate::capabilities::sql::{Fault, FinishError, Outcome};
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
-use crate::problem::Problem;
+use crate::problem;
 use crate::service::Service;
 use crate::state::StoreState;
 
@@ -69,11 +69,10 @@ pub async fn call(
             // Dropping the store cancels that statement and closes the connection.
             drop(store);
             tracing::Span::current().record("outcome", "timed out");
-            return Problem::new(
+            return problem::response(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
-            )
-            .into_response();
+            );
         }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
@@ -109,39 +108,35 @@ fn respond(
         (Ok(response), Ok(_)) => response,
         (Err(Failure::Trapped(trap)), _) => {
             tracing::error!(component = %service.name, error = %trap, "the component trapped");
-            Problem::new(
+            problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the {} service failed while handling the request", service.name),
             )
-            .into_response()
         }
-        (Err(Failure::TimedOut), _) => Problem::new(
+        (Err(Failure::TimedOut), _) => problem::response(
             StatusCode::GATEWAY_TIMEOUT,
             format!("the {} service did not answer in time", service.name),
-        )
-        .into_response(),
+        ),
         (Err(Failure::BadResponse(why)), _) => {
             tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
-            Problem::new(
+            problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the {} service gave no usable response", service.name),
             )
-            .into_response()
         }
         (Ok(_), Err(err)) => {
             tracing::warn!(component = %service.name, error = %err, "the unit of work could not be committed");
-            Problem::new(
+            problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the {} service could not save its work", service.name),
             )
-            .into_response()
         }
     }
 }
 
 /// 503 with `Retry-After`.
 pub fn unavailable(detail: String) -> Response<Full<Bytes>> {
-    let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response();
+    let mut response = problem::response(StatusCode::SERVICE_UNAVAILABLE, detail);
     response.headers_mut().insert(http::header::RETRY_AFTER, RETRY_AFTER.as_secs().into());
     response
 }

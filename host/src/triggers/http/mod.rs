@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use crate::capabilities::messaging::broker::Broker;
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
-use crate::problem::Problem;
+use crate::problem;
 use crate::service::{Busy, Service};
 
 mod health;
@@ -125,21 +125,19 @@ impl HttpTrigger {
         }
         let Some((service, rest)) = self.route(path) else {
             let routes: Vec<&str> = self.services.iter().map(|s| s.route.as_str()).collect();
-            return Problem::new(
+            return problem::response(
                 StatusCode::NOT_FOUND,
                 format!("no service serves {path}; the routes here are {}", routes.join(", ")),
-            )
-            .into_response();
+            );
         };
         // The body is read before taking a permit, within the request timeout, so slow
         // clients cannot hold every permit.
         let reading = self.read_request(request, service, &rest);
         let request = match tokio::time::timeout(self.config.request_timeout, reading).await {
             Ok(Ok(request)) => request,
-            Ok(Err(problem)) => return problem.into_response(),
+            Ok(Err(refused)) => return refused,
             Err(_) => {
-                return Problem::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
-                    .into_response();
+                return problem::response(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
             }
         };
         let _permit = match service.admission.admit(self.config.queue_timeout).await {
@@ -174,10 +172,10 @@ impl HttpTrigger {
         request: Request<Incoming>,
         service: &Service,
         path: &str,
-    ) -> Result<Request<Full<Bytes>>, Problem> {
+    ) -> Result<Request<Full<Bytes>>, Response<Full<Bytes>>> {
         let limit = self.config.max_body_bytes;
         let too_large = || {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"))
+            problem::response(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"))
         };
         let declared = request
             .headers()
@@ -191,7 +189,7 @@ impl HttpTrigger {
             Ok(collected) => collected.to_bytes(),
             Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(err) => {
-                return Err(Problem::new(
+                return Err(problem::response(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read the request body: {err}"),
                 ));
@@ -202,14 +200,14 @@ impl HttpTrigger {
             None => path.to_owned(),
         };
         parts.uri = path_and_query.parse::<Uri>().map_err(|err| {
-            Problem::new(StatusCode::BAD_REQUEST, format!("bad request target: {err}"))
+            problem::response(StatusCode::BAD_REQUEST, format!("bad request target: {err}"))
         })?;
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
         // The prefix the component's paths live under, for links it sends back (`Location`).
         // Set here, never taken from the client.
         let prefix = HeaderValue::from_str(&service.route)
-            .map_err(|err| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+            .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
         parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
     }

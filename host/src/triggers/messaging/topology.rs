@@ -86,9 +86,13 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
         .unwrap_or(1)
 }
 
+/// How long the broker may take to confirm a retry or dead-letter copy.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Publishes `body` straight to `queue` (through the default exchange) with the given headers,
-/// keeping the original properties. Succeeds only when the broker confirmed it and routed it to
-/// the queue, so the caller may then acknowledge the original.
+/// keeping the original properties. Succeeds only when the broker confirmed it (within
+/// [`CONFIRM_TIMEOUT`]) and routed it to the queue, so the caller may then acknowledge the
+/// original.
 pub async fn send_to(
     channel: &Channel,
     queue: &str,
@@ -102,7 +106,10 @@ pub async fn send_to(
     }
     let properties = original.clone().with_headers(table).with_delivery_mode(2);
     let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirmation = channel.basic_publish("".into(), queue.into(), mandatory, body, properties).await?.await?;
+    let confirm = channel.basic_publish("".into(), queue.into(), mandatory, body, properties).await?;
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| anyhow::anyhow!("the broker did not confirm the copy to {queue} within {CONFIRM_TIMEOUT:?}"))??;
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => anyhow::bail!("queue {queue} does not exist"),
