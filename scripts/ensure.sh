@@ -73,11 +73,17 @@ ensure_rabbitmq_management() {
 ensure_service_databases() {
   local name
   for name in "$@"; do
+    if ! [[ $name =~ ^[a-z][a-z0-9_]*$ ]]; then
+      say "error: '$name' is not a plain lower-case name for a role and database"
+      return 1
+    fi
     psql_admin postgres -qc "DO \$\$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$name') THEN
-          CREATE ROLE $name LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+          CREATE ROLE $name LOGIN;
         END IF;
       END \$\$"
+    # Whatever it was before: a component's role holds no privilege beyond its own database.
+    psql_admin postgres -qc "ALTER ROLE $name NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     if ! psql_admin postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
       say "creating database $name, owned by role $name"
       psql_admin postgres -qc "CREATE DATABASE $name OWNER $name"

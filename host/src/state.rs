@@ -15,6 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::logging::{GuestLog, Stream};
 use crate::capabilities::messaging::MessagingCtx;
 use crate::capabilities::sql::SqlCtx;
+use crate::service::turns::TurnSlot;
 
 pub struct StoreState {
     wasi: WasiCtx,
@@ -28,6 +29,8 @@ pub struct StoreState {
     pub sql: SqlCtx,
     /// What this unit of work published (into the same transaction).
     pub messaging: MessagingCtx,
+    /// The guest's turn on the CPU, handed back whenever it calls `sql` or `messaging`.
+    pub turn: TurnSlot,
 }
 
 impl StoreState {
@@ -47,6 +50,7 @@ impl StoreState {
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
             sql,
             messaging,
+            turn: TurnSlot::default(),
         }
     }
 }

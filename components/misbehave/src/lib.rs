@@ -9,6 +9,7 @@
 //! | `GET /panic` | panics (a trap, since components build with `panic = "abort"`) |
 //! | `GET /unreachable` | executes `unreachable` |
 //! | `GET /loop` | spins forever without calling the host |
+//! | `GET /busy-host` | spins forever, calling the host (the clock) at every turn |
 //! | `GET /alloc` | allocates until linear memory runs out |
 //! | `GET /recurse` | recurses until the stack overflows |
 //! | `GET /slow-sql?seconds=N` | runs `SELECT pg_sleep(N)` |
@@ -51,6 +52,7 @@ fn dispatch(request: &Request) -> Response {
         "/panic" => panic!("asked to panic"),
         "/unreachable" => core::arch::wasm32::unreachable(),
         "/loop" => spin(),
+        "/busy-host" => spin_calling_host(),
         "/alloc" => text(200, &format!("{}", allocate_forever())),
         "/recurse" => text(200, &format!("{}", recurse(black_box(1)))),
         "/slow-sql" => {
@@ -70,6 +72,12 @@ fn spin() -> ! {
     let mut counter = 0u64;
     loop {
         counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn spin_calling_host() -> ! {
+    loop {
+        black_box(std::time::Instant::now());
     }
 }
 

@@ -15,9 +15,14 @@ pub mod sql;
 
 /// Adds every platform capability to `linker`.
 pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
-    sql::add_to_linker(linker, |state| sql::Sql::new(&mut state.sql))
-        .context("cannot link platform:service/sql")?;
+    // A call that may wait (on the database, on a lock) hands back the guest's CPU turn first.
+    sql::add_to_linker(linker, |state| {
+        state.turn.release();
+        sql::Sql::new(&mut state.sql)
+    })
+    .context("cannot link platform:service/sql")?;
     messaging::add_to_linker(linker, |state| {
+        state.turn.release();
         messaging::Messaging::new(&mut state.messaging, &mut state.sql)
     })
     .context("cannot link platform:service/messaging")?;

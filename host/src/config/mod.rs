@@ -372,7 +372,7 @@ fn default_max_response_bytes() -> usize {
     8 * 1024 * 1024
 }
 fn default_max_connections_per_listener() -> usize {
-    4096
+    1024
 }
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(1)

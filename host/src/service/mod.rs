@@ -145,7 +145,6 @@ impl Service {
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(1);
         self.turns.install(&mut store, deadline);
         store
     }

@@ -118,7 +118,7 @@ async fn each_misbehaviour_fails_only_its_own_call_promptly_as_a_problem() {
     let answer: Value = response.json().await.expect("JSON");
     assert_eq!(answer["code"], "54000", "{answer}");
     assert!(answer["message"].as_str().is_some_and(|m| m.contains("select fewer rows")), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2), "the query was cut short, not read to its 200 MB end");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered promptly");
 
     assert_eq!(bench.get("/ok").await.status(), 200, "the component still serves");
     bench.new_order().await;
@@ -130,10 +130,12 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
     let id = bench.new_order().await;
     let before = bench.time_reads(&id, 30).await;
 
+    // Half spin in their own code; half call the host all the time, as a guest would that
+    // tried to slip past its turn.
     let loops: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|index| {
             let client = bench.app.host.client.clone();
-            let url = bench.app.host.url("/misbehave/loop");
+            let url = bench.app.host.url(if index % 2 == 0 { "/misbehave/loop" } else { "/misbehave/busy-host" });
             tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
         })
         .collect();
@@ -164,7 +166,7 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
 async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
     let bench = Bench::start(Setup {
         request_timeout_ms: 4000,
-        misbehave: "max_concurrency = 2\nmax_queued = 1",
+        misbehave: "max_concurrency = 2\nmax_queued = 0",
     })
     .await;
     let id = bench.new_order().await;
@@ -175,14 +177,24 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
             tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Once both loops hold the component's permits, and with no room to queue, the next call
+    // is refused at once.
     let started = Instant::now();
-    let refused = bench.get("/ok").await;
-    assert_eq!(refused.status(), 503);
+    let refused = loop {
+        let asked = Instant::now();
+        let response = bench.get("/ok").await;
+        if response.status() == 503 {
+            break (response, asked.elapsed());
+        }
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(3), "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (refused, waited) = refused;
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
-    assert!(started.elapsed() < Duration::from_secs(2), "refused after the queue timeout, not the loops' deadline");
+    assert!(waited < Duration::from_millis(500), "refused after {waited:?}, not at once");
     assert_eq!(bench.app.get(&format!("/orders/orders/{id}")).await.status(), 200, "Orders has permits of its own");
 
     for call in loops {
@@ -205,7 +217,7 @@ async fn a_components_sql_cannot_read_files_run_programs_or_grant_itself_more() 
         let (status, answer) = bench.sql(statement).await;
         assert_eq!(status, 422, "{statement}: {answer}");
         let code = answer["code"].as_str().unwrap_or_default();
-        assert!(code == "42501" || code == "58P01", "{statement} must be refused for lack of privilege: {answer}");
+        assert_eq!(code, "42501", "{statement} must be refused for lack of privilege: {answer}");
     }
     let (status, answer) = bench
         .sql("SELECT current_database()::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")

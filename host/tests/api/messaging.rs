@@ -8,7 +8,7 @@ use contracts::events::{Event, OrderCreated};
 use serde_json::{Value, json};
 
 use crate::helpers::{self, TcpProxy, TestBroker, TestDatabase, TestHost};
-use crate::system::{CUSTOMER, System, new_id, order_created, reason, wait_for_dead_letter};
+use crate::system::{CUSTOMER, System, make_invoices_flaky, new_id, order_created, reason, wait_for_dead_letter};
 
 #[tokio::test]
 async fn a_posted_order_gets_its_invoice_and_becomes_invoiced() {
@@ -115,24 +115,6 @@ async fn the_same_order_under_two_event_ids_still_makes_one_invoice() {
     assert_eq!(System::count(&system.invoices, "SELECT count(*) FROM invoices").await, 1);
 }
 
-/// Makes the invoices table refuse the first `failures` inserts. A sequence counts attempts,
-/// since a sequence is not rolled back with the failed transaction.
-async fn make_invoices_flaky(db: &TestDatabase, failures: i64) {
-    let client = db.connect().await;
-    client
-        .batch_execute(&format!(
-            "CREATE SEQUENCE attempts;
-             CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF nextval('attempts') <= {failures} THEN RAISE EXCEPTION 'flaky database'; END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER flaky BEFORE INSERT ON invoices FOR EACH ROW EXECUTE FUNCTION flaky();"
-        ))
-        .await
-        .expect("install the flaky trigger");
-}
-
 #[tokio::test]
 async fn a_handler_failing_twice_succeeds_on_the_third_attempt_with_one_invoice() {
     let system = System::start().await;
@@ -142,7 +124,7 @@ async fn a_handler_failing_twice_succeeds_on_the_third_attempt_with_one_invoice(
     system.post_order(77).await;
 
     System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(15)).await;
-    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM attempts").await, 3);
+    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM invoices_inserts").await, 3);
     System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", 1, Duration::from_secs(10)).await;
 }
 
@@ -156,7 +138,7 @@ async fn exhausted_retries_go_to_the_dead_letter_queue() {
 
     let dead = wait_for_dead_letter(&system.broker.dead_letters("invoices")).await;
     assert!(reason(&dead).contains("gave up after 3 attempts"), "{}", reason(&dead));
-    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM attempts").await, 3);
+    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM invoices_inserts").await, 3);
     assert_eq!(System::count(&system.invoices, "SELECT count(*) FROM invoices").await, 0);
 }
 

@@ -139,3 +139,33 @@ pub fn reason(message: &lapin::message::BasicGetMessage) -> String {
     }
 }
 
+
+/// Installs a trigger on `table` that runs `action` (PL/pgSQL) on each of the first `times`
+/// inserts. A sequence counts the inserts, since a sequence is not rolled back with the failed
+/// transaction; `SELECT last_value FROM {table}_inserts` reads the count.
+async fn on_first_inserts(db: &TestDatabase, table: &str, times: i64, action: &str) {
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE SEQUENCE {table}_inserts;
+             CREATE FUNCTION {table}_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('{table}_inserts') <= {times} THEN {action} END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER {table}_on_insert BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_on_insert();"
+        ))
+        .await
+        .expect("install the trigger");
+}
+
+/// Makes the invoices table refuse the first `failures` inserts, as a bug in the handler would.
+pub async fn make_invoices_flaky(db: &TestDatabase, failures: i64) {
+    on_first_inserts(db, "invoices", failures, "RAISE EXCEPTION 'flaky database';").await;
+}
+
+/// Makes the first `times` inserts into `table` end their own database session, as a server
+/// restart or `pg_terminate_backend` does (SQLSTATE 57P01).
+pub async fn end_sessions_on_insert(db: &TestDatabase, table: &str, times: i64) {
+    on_first_inserts(db, table, times, "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1);").await;
+}

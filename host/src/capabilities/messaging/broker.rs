@@ -24,6 +24,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long closing the connection may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection attempt may take: a broker whose packets vanish must not stall the
+/// reconnect loop.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Broker {
     config: MessagingConfig,
@@ -143,10 +146,13 @@ impl Broker {
         }
     }
 
-    async fn connect(&self) -> lapin::Result<Connection> {
+    async fn connect(&self) -> anyhow::Result<Connection> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("host-{}", std::process::id()).into());
-        let connection = Connection::connect(self.config.url.expose(), properties).await?;
+        let connecting = Connection::connect(self.config.url.expose(), properties);
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
         let channel = connection.create_channel().await?;
         channel
             .exchange_declare(

@@ -10,6 +10,11 @@
 //! 4. Go on after the batch's last row until no unsent row is left behind it: rows held back
 //!    (unrouted, refused) never block the rows after them; they are tried again next pass.
 //!
+//! The outbox table lies in the component's own database, where its SQL could write rows
+//! directly; so the relay publishes only rows of the topics the component may publish, always
+//! with the component's own name as `source`, whatever the row says. Writing the table by hand
+//! gains a component nothing that `publish` would not give it.
+//!
 //! A row is marked sent only after the broker confirmed it, so a crash or outage in between
 //! publishes it again later (at least once; consumers de-duplicate by id). A row no queue is
 //! bound for yet comes back from the broker unrouted and stays unsent until a subscriber's queue
@@ -73,6 +78,8 @@ pub struct Relay {
     outbound: Arc<Outbound>,
     /// Topics found with no queue bound, so the warning is logged once per topic.
     unrouted: HashSet<String>,
+    /// The topics the component may publish: rows of any other topic are never relayed.
+    topics: Vec<String>,
 }
 
 /// Why a batch stopped.
@@ -100,7 +107,8 @@ impl From<deadpool_postgres::PoolError> for RelayError {
 
 impl Relay {
     pub fn new(component: String, pool: Pool, broker: Arc<Broker>, outbound: Arc<Outbound>) -> Self {
-        Self { component, pool, broker, outbound, unrouted: HashSet::new() }
+        let topics = outbound.topics.iter().cloned().collect();
+        Self { component, pool, broker, outbound, unrouted: HashSet::new(), topics }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -163,10 +171,10 @@ impl Relay {
         let transaction = client.transaction().await?;
         let rows = transaction
             .query(
-                "SELECT seq, id, topic, source, content_type, data_schema, data, traceparent, created_at \
-                 FROM platform_outbox WHERE sent_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1 \
-                 FOR UPDATE SKIP LOCKED",
-                &[&BATCH, &after],
+                "SELECT seq, id, topic, content_type, data_schema, data, traceparent, created_at \
+                 FROM platform_outbox WHERE sent_at IS NULL AND seq > $2 AND topic = ANY($3) \
+                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&BATCH, &after, &self.topics],
             )
             .await?;
         let Some(last) = rows.last().map(|row| row.get::<_, i64>("seq")) else {
@@ -182,7 +190,7 @@ impl Relay {
             let event = cloudevent::Outgoing {
                 id,
                 topic,
-                source: row.get("source"),
+                source: &self.outbound.source,
                 time: created_at,
                 content_type: row.get("content_type"),
                 data_schema: row.get("data_schema"),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Database, Error, RowSet, Transaction, Value};
+use super::{CommitError, Database, Error, RowSet, Transaction, Value};
 
 /// What a component asked of its database.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl Transaction for FakeDatabase {
         answer.map(|rows| rows.rows.len() as u64)
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), Error> {
+    async fn commit(self: Box<Self>) -> Result<(), CommitError> {
         self.record(Call::Commit);
         Ok(())
     }

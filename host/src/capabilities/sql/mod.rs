@@ -35,8 +35,17 @@ pub trait Database: Send + Sync + 'static {
 pub trait Transaction: Send {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error>;
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
-    async fn commit(self: Box<Self>) -> Result<(), Error>;
+    async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     async fn rollback(self: Box<Self>);
+}
+
+/// Why `COMMIT` did not report success.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The database answered that the transaction was not committed.
+    Failed(Error),
+    /// No answer came in time: the transaction may or may not have been committed.
+    Unknown(String),
 }
 
 /// How a unit of work ended.
@@ -80,16 +89,8 @@ pub enum FinishError {
     StatementFailed(String),
     #[error("the commit failed: {0:?}")]
     Commit(Error),
-}
-
-impl FinishError {
-    pub fn fault(&self) -> Fault {
-        match self {
-            // A statement failed: [`SqlCtx::fault`] says whose fault that was.
-            Self::StatementFailed(_) => Fault::UnitOfWork,
-            Self::Commit(err) => Fault::of(err),
-        }
-    }
+    #[error("the commit's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// The database side of one unit of work.
@@ -136,22 +137,28 @@ impl SqlCtx {
         self.note(result)
     }
 
-    /// Ends the unit of work: commits when the handler `succeeded` and no statement aborted
-    /// the transaction, rolls back otherwise.
+    /// Ends the unit of work: commits when the handler `succeeded` and no statement failed,
+    /// rolls back otherwise. A failed commit's fault joins [`SqlCtx::fault`].
     pub async fn finish(&mut self, succeeded: bool) -> Result<Outcome, FinishError> {
-        let Some(transaction) = self.transaction.take() else {
-            return Ok(Outcome::NoStatements);
-        };
-        match (&self.aborted, succeeded) {
-            (None, true) => {
-                transaction.commit().await.map_err(FinishError::Commit)?;
-                Ok(Outcome::Committed)
-            }
-            (Some(reason), true) => {
+        let failed = |reason: &String| Err(FinishError::StatementFailed(reason.clone()));
+        match (self.transaction.take(), &self.aborted, succeeded) {
+            (None, None, _) => Ok(Outcome::NoStatements),
+            // The transaction could not even begin: nothing was written, whatever the handler said.
+            (None, Some(reason), true) => failed(reason),
+            (None, Some(_), false) => Ok(Outcome::NoStatements),
+            (Some(transaction), None, true) => match transaction.commit().await {
+                Ok(()) => Ok(Outcome::Committed),
+                Err(CommitError::Failed(err)) => {
+                    self.fault = self.fault.max(Some(Fault::of(&err)));
+                    Err(FinishError::Commit(err))
+                }
+                Err(CommitError::Unknown(why)) => Err(FinishError::OutcomeUnknown(why)),
+            },
+            (Some(transaction), Some(reason), true) => {
                 transaction.rollback().await;
-                Err(FinishError::StatementFailed(reason.clone()))
+                failed(reason)
             }
-            (_, false) => {
+            (Some(transaction), _, false) => {
                 transaction.rollback().await;
                 Ok(Outcome::RolledBack)
             }

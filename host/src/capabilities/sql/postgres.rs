@@ -6,13 +6,14 @@
 //!
 //! Bounds, so that no guest can make the server or the host outlive its unit of work:
 //! - the unit of work's deadline reaches the server: `BEGIN` sets `statement_timeout` and
-//!   `idle_in_transaction_session_timeout` to the time left, in the same round trip;
+//!   `idle_in_transaction_session_timeout` to the time left, in the same round trip (a backstop:
+//!   a guest may lower or lift them with `SET LOCAL`; the cancel below does not depend on them);
 //! - a connection whose transaction was neither committed nor rolled back (the store was
 //!   dropped at the deadline) has its running statement cancelled on the server, and is then
 //!   detached from the pool and closed, which rolls it back; it is never pooled mid-transaction;
 //! - `COMMIT` and `ROLLBACK` get [`END_TIMEOUT`];
 //! - a query's rows are counted as they arrive, and one past `max_result_bytes` cancels it;
-//! - a connection is cleaned when it goes back to the pool (settings reset, advisory locks
+//! - a pooled connection is cleaned when it is taken again (settings reset, advisory locks
 //!   released, temporary tables dropped), so nothing of one unit of work reaches the next.
 
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use super::{Database, DatabaseError, Error, RowSet, Transaction, Value, convert};
+use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value, convert};
 use crate::config::DatabaseConfig;
 
 /// How long a request waits for a free connection, or for a new one to be made.
@@ -57,9 +58,9 @@ impl PgDatabase {
             pg,
             NoTls,
             // `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;
-            // SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;` on the way
-            // back: `set_config(.., false)`, session advisory locks and temporary tables die with
-            // the unit of work that made them. Prepared statements stay.
+            // SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;` before a
+            // connection is handed out again: `set_config(.., false)`, session advisory locks and
+            // temporary tables die with the unit of work that made them. Prepared statements stay.
             ManagerConfig { recycling_method: RecyclingMethod::Clean },
         );
         let pool = Pool::builder(manager)
@@ -90,6 +91,7 @@ impl Database for PgDatabase {
         let transaction = PgTransaction {
             client: Some(self.connection().await?),
             max_result_bytes: self.max_result_bytes,
+            cancel_sent: false,
         };
         // A little past the deadline: the host ends the unit of work at the deadline and cancels
         // what is running; the server's own timeouts are the backstop should that cancel be lost.
@@ -119,6 +121,9 @@ struct PgTransaction {
     /// `None` once the transaction has ended.
     client: Option<Object>,
     max_result_bytes: usize,
+    /// A cancel request was sent for this connection: it may still arrive and cancel whatever
+    /// runs then, so the connection is closed at the end rather than pooled.
+    cancel_sent: bool,
 }
 
 impl PgTransaction {
@@ -152,19 +157,20 @@ impl PgTransaction {
     }
 
     /// Ends the transaction with `COMMIT` or `ROLLBACK`, returning the connection to the pool
-    /// only when that worked (otherwise, or if cancelled, `Drop` detaches it).
-    async fn end(&mut self, command: &str) -> Result<(), Error> {
+    /// only when that worked and no cancel request may still be on its way to it (otherwise, or
+    /// if cancelled, `Drop` detaches it).
+    async fn end(&mut self, command: &str) -> Result<(), CommitError> {
         let Some(client) = &self.client else { return Ok(()) };
         match tokio::time::timeout(END_TIMEOUT, client.batch_execute(command)).await {
-            Ok(done) => done.map_err(query_failed)?,
+            Ok(done) => done.map_err(|err| CommitError::Failed(query_failed(err)))?,
             Err(_elapsed) => {
-                return Err(Error::Unavailable(format!(
-                    "{command} got no answer within {END_TIMEOUT:?}; its outcome is unknown"
-                )));
+                return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
             }
         }
-        // Back to the pool, outside any transaction.
-        drop(self.client.take());
+        if !self.cancel_sent {
+            // Back to the pool, outside any transaction.
+            drop(self.client.take());
+        }
         Ok(())
     }
 }
@@ -173,7 +179,7 @@ impl PgTransaction {
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
         let (prepared, params) = self.prepare(statement, &params).await?;
-        let client = self.client()?;
+        let Some(client) = &self.client else { return Err(Error::Unavailable("the transaction has ended".into())) };
         let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
         futures::pin_mut!(stream);
         let (mut rows, mut bytes) = (Vec::new(), 0usize);
@@ -183,6 +189,7 @@ impl Transaction for PgTransaction {
             if bytes > self.max_result_bytes {
                 // Stop the server producing the rest; the unit of work is aborted either way.
                 cancel_on_server(client);
+                self.cancel_sent = true;
                 return Err(Error::Database(DatabaseError {
                     code: "54000".into(),
                     message: format!(
@@ -204,7 +211,7 @@ impl Transaction for PgTransaction {
         self.client()?.execute(&prepared, &refs(&params)).await.map_err(query_failed)
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), Error> {
+    async fn commit(mut self: Box<Self>) -> Result<(), CommitError> {
         self.end("COMMIT").await
     }
 
@@ -218,9 +225,12 @@ impl Transaction for PgTransaction {
 impl Drop for PgTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            // The server goes on running a statement after its client has gone, so cancel it
-            // first; then closing the connection is PostgreSQL's rollback.
-            cancel_on_server(&client);
+            if !self.cancel_sent {
+                cancel_on_server(&client);
+            }
+            // The server goes on running a statement after its client has gone, so ask it to
+            // cancel the statement (the request travels on a connection of its own); closing
+            // this connection is PostgreSQL's rollback.
             drop(Object::take(client));
         }
     }
@@ -243,9 +253,11 @@ fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-/// The one place a tokio-postgres error becomes the WIT `error`. A server that is going away,
-/// refusing connections or out of resources (SQLSTATE classes 08 and 53, `57P01`–`57P04`) is
-/// `unavailable`, like a broken connection: the statement was fine, the server was not.
+/// The one place a tokio-postgres error becomes the WIT `error`. A server that is unreachable,
+/// going away or full (SQLSTATE class 08, `53100` disk full, `53300` too many connections,
+/// `57P01`–`57P03` shutting down or starting) is `unavailable`, like a broken connection: the
+/// statement was fine, the server was not. Limits a statement can hit by itself (out of memory
+/// or locks, a temporary file limit) stay the unit of work's `database` errors.
 fn query_failed(err: tokio_postgres::Error) -> Error {
     match err.as_db_error() {
         Some(db) if is_server_outage(db.code().code()) => {
@@ -263,7 +275,7 @@ fn query_failed(err: tokio_postgres::Error) -> Error {
 }
 
 fn is_server_outage(sqlstate: &str) -> bool {
-    sqlstate.starts_with("08") || sqlstate.starts_with("53") || sqlstate.starts_with("57P")
+    sqlstate.starts_with("08") || matches!(sqlstate, "53100" | "53300" | "57P01" | "57P02" | "57P03")
 }
 
 fn pool_failed(err: deadpool_postgres::PoolError) -> String {

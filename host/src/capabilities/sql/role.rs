@@ -3,20 +3,26 @@
 //!
 //! A component's SQL runs as the role in its database URL. A superuser, or a member of
 //! PostgreSQL's file and program roles, could read the server's files (`pg_read_file`), run
-//! programs (`COPY ... TO PROGRAM`) or reach other services' data, so such a role is refused
-//! unless the manifest says `allow_privileged_role = true` (development only; logged loudly).
+//! programs (`COPY ... TO PROGRAM`), reach other services' data or signal their sessions; a
+//! member of any other role could act as it. Such a role is refused unless the manifest says
+//! `allow_privileged_role = true` (development only; logged loudly).
 
 use anyhow::bail;
 
 use crate::config::ComponentConfig;
 
-/// Predefined roles that reach beyond the component's own database.
+/// Predefined roles that reach beyond the component's own database: files, programs, other
+/// databases' data, other sessions' queries, or signals to them.
 const PRIVILEGED_ROLES: &[&str] = &[
     "pg_read_server_files",
     "pg_write_server_files",
     "pg_execute_server_program",
     "pg_read_all_data",
     "pg_write_all_data",
+    "pg_signal_backend",
+    "pg_read_all_stats",
+    "pg_monitor",
+    "pg_create_subscription",
 ];
 
 /// Refuses a role that could escape the component's database, with how to make one that cannot.
@@ -42,6 +48,16 @@ pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &
         )
         .await?;
     too_much.extend(memberships.iter().map(|row| format!("member of {}", row.get::<_, String>(0))));
+    // Any other role it belongs to, it could act as (`SET LOCAL ROLE`).
+    let granted = client
+        .query(
+            "SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+             WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND r.rolname <> ALL($1) \
+             ORDER BY 1",
+            &[&PRIVILEGED_ROLES],
+        )
+        .await?;
+    too_much.extend(granted.iter().map(|row| format!("member of {}", row.get::<_, String>(0))));
     if too_much.is_empty() {
         return Ok(());
     }

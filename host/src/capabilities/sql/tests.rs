@@ -107,7 +107,9 @@ async fn a_database_that_is_down_reports_unavailable_to_the_guest() {
     let mut ctx = SqlCtx::new(Arc::new(database.clone()), far_deadline());
     let answer = wit::Host::execute(&mut Sql::new(&mut ctx), "DELETE FROM t".into(), vec![]).await.expect("no trap");
     assert!(matches!(answer, Err(Error::Unavailable(ref why)) if why == "connection refused"), "{answer:?}");
-    assert!(matches!(ctx.finish(true).await, Ok(Outcome::NoStatements)));
+    assert_eq!(ctx.fault(), Some(Fault::Outage));
+    // A handler that ignores the error and answers success is not believed: nothing was saved.
+    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
 }
 
 #[test]

@@ -7,9 +7,10 @@
 //! 3. The unit of work ends: commit when the guest answered below 500 and did not trap,
 //!    rollback otherwise. Only then does the client see the response, so a 201 means durable.
 //!
-//! The whole call, database included, is bounded by `request_timeout`. Guest code yields its
-//! worker at every epoch tick and traps once the deadline has passed, so the timeout fires on
-//! time even for a guest that never returns. A failure the database caused (an outage, a
+//! The guest and its statements are bounded by `request_timeout`, the commit after it by its
+//! own timeout (see [`crate::capabilities::sql::postgres`]). Guest code yields its worker at epoch
+//! ticks and traps once the deadline has passed, so the timeout fires on time even for a guest
+//! that never returns. A failure the database caused (an outage, a
 //! deadlock) is answered 503 with `Retry-After`, whatever the component made of it.
 
 use std::convert::Infallible;
@@ -38,6 +39,8 @@ enum Failure {
     Trapped(String),
     /// It was still running at its deadline.
     TimedOut,
+    /// No instance could be had: the host runs as many as it may at once.
+    Busy(String),
     /// It returned without a valid response, or with one too large.
     BadResponse(String),
 }
@@ -69,10 +72,7 @@ pub async fn call(
             // Dropping the store cancels that statement and closes the connection.
             drop(store);
             tracing::Span::current().record("outcome", "timed out");
-            return problem::response(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the {} service did not answer within {:?}", service.name, config.request_timeout),
-            );
+            return respond(service, answer, Ok(Outcome::RolledBack), None);
         }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
@@ -80,8 +80,7 @@ pub async fn call(
             store.data().messaging.committed();
         }
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
-        let fault = store.data().sql.fault().max(finished.as_ref().err().map(FinishError::fault));
-        respond(service, answer, finished, fault)
+        respond(service, answer, finished, store.data().sql.fault())
     }
     .instrument(span.clone())
     .await;
@@ -101,9 +100,25 @@ fn respond(
     let database_failed = matches!(fault, Some(Fault::Outage | Fault::Conflict));
     match (answer, finished) {
         (Ok(response), Ok(_)) if !response.status().is_server_error() => response,
+        (Err(Failure::TimedOut), _) => problem::response(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the {} service did not answer in time; its work was rolled back", service.name),
+        ),
+        (_, Err(FinishError::OutcomeUnknown(why))) => {
+            tracing::error!(component = %service.name, error = %why, "the commit's outcome is unknown");
+            problem::response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the {} service could not confirm that its work was saved; look before retrying, or retry \
+                     with the same Idempotency-Key",
+                    service.name
+                ),
+            )
+        }
+        // The database failed the unit of work, whatever the component made of it.
+        _ if database_failed => unavailable(format!("the {} database is unavailable; try again shortly", service.name)),
         // The component declined (4xx) after a statement failed: the rollback is what it meant.
         (Ok(response), Err(FinishError::StatementFailed(_))) if response.status().is_client_error() => response,
-        _ if database_failed => unavailable(format!("the {} database is unavailable; try again shortly", service.name)),
         // A 5xx of the component's own, rolled back.
         (Ok(response), Ok(_)) => response,
         (Err(Failure::Trapped(trap)), _) => {
@@ -113,10 +128,7 @@ fn respond(
                 format!("the {} service failed while handling the request", service.name),
             )
         }
-        (Err(Failure::TimedOut), _) => problem::response(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("the {} service did not answer in time", service.name),
-        ),
+        (Err(Failure::Busy(why)), _) => unavailable(format!("the {} service {why}; try again shortly", service.name)),
         (Err(Failure::BadResponse(why)), _) => {
             tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
             problem::response(
@@ -160,7 +172,13 @@ async fn run_guest(
             (Err(err), _) | (_, Err(err)) => return Err(Failure::BadResponse(format!("cannot pass the request: {err}"))),
         }
     };
-    let proxy = code.proxy.instantiate_async(&mut *store).await.map_err(|err| trapped("instantiation failed", &err))?;
+    let proxy = code.proxy.instantiate_async(&mut *store).await.map_err(|err| {
+        if err.is::<wasmtime::PoolConcurrencyLimitError>() {
+            Failure::Busy(format!("has no free instance: {err}"))
+        } else {
+            trapped("instantiation failed", &err)
+        }
+    })?;
 
     // Set once `handle` has returned: a response not set by then never will be.
     let (returned, handle_returned) = tokio::sync::oneshot::channel::<()>();

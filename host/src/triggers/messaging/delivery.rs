@@ -15,10 +15,17 @@
 
 use std::time::{Duration, Instant};
 
+use wasmtime::{Store, Trap};
+
 use crate::bindings::message_handler::{HandleError, IncomingEvent};
 use crate::capabilities::sql::{Fault, FinishError, Value};
 use crate::engine::Runtime;
 use crate::service::Service;
+use crate::state::StoreState;
+
+/// How long the database may take to answer after a delivery ran out of time, before the wait
+/// counts as an outage.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +55,50 @@ pub enum Outcome {
 pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent, deadline: Duration) -> Outcome {
     let deadline_at = Instant::now() + deadline;
     let mut store = service.new_store(runtime, deadline_at);
+    let answer = match tokio::time::timeout_at(deadline_at.into(), handle(&mut store, service, &event)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(settled)) => {
+            let _ = store.data_mut().sql.finish(false).await;
+            return settled;
+        }
+        Err(_elapsed) => {
+            // Dropping the store cancels what runs on the server and closes its connection,
+            // which rolls back without waiting behind whatever was too slow.
+            drop(store);
+            // Whose fault the wait was: a database that does not answer now is an outage.
+            return match tokio::time::timeout(PING_TIMEOUT, service.database.ping()).await {
+                Ok(Ok(())) => Outcome::Retry(format!("the handler did not finish within {deadline:?}")),
+                Ok(Err(why)) => Outcome::Unavailable(format!("the database does not answer: {why}")),
+                Err(_) => Outcome::Unavailable(format!("the database does not answer within {PING_TIMEOUT:?}")),
+            };
+        }
+    };
+    let finished = store.data_mut().sql.finish(answer.is_ok()).await;
+    let fault = store.data().sql.fault();
+    let outcome = match (answer, finished) {
+        (Ok(()), Ok(_)) => {
+            store.data().messaging.committed();
+            Outcome::Handled
+        }
+        // The inbox row makes a second run harmless if the commit did happen.
+        (_, Err(err @ FinishError::OutcomeUnknown(_))) => Outcome::Unavailable(err.to_string()),
+        (_, Err(err)) if fault == Some(Fault::Outage) => Outcome::Unavailable(err.to_string()),
+        (_, _) if fault == Some(Fault::Outage) => Outcome::Unavailable("the database was unreachable".into()),
+        (Err(outcome), _) => outcome,
+        (Ok(()), Err(err)) => Outcome::Retry(err.to_string()),
+    };
+    tracing::debug!(?outcome, "delivery done");
+    outcome
+}
+
+/// Records the event in the inbox and runs the handler: `Ok` with the handler's answer (an
+/// `Err` outcome when it failed), or `Err` when the delivery is settled without it (a
+/// duplicate, or the inbox could not be written).
+async fn handle(
+    store: &mut Store<StoreState>,
+    service: &Service,
+    event: &IncomingEvent,
+) -> Result<Result<(), Outcome>, Outcome> {
     let inbox = store
         .data_mut()
         .sql
@@ -58,61 +109,41 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         .await;
     match inbox {
         Ok(0) => {
-            let _ = store.data_mut().sql.finish(false).await;
             tracing::debug!("duplicate delivery; acknowledged without running the handler");
-            return Outcome::Duplicate;
+            return Err(Outcome::Duplicate);
         }
         Ok(_) => {}
-        Err(err) if Fault::of(&err) != Fault::UnitOfWork => {
-            let _ = store.data_mut().sql.finish(false).await;
-            return Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}"));
-        }
-        Err(other) => {
-            // PostgreSQL refused this event's id or source (too long, a NUL byte): it will
-            // refuse it every time, so retrying cannot help.
-            let _ = store.data_mut().sql.finish(false).await;
-            tracing::error!(error = ?other, "cannot record the event in the inbox");
-            return Outcome::Reject(format!("cannot record the event in the inbox: {other:?}"));
+        Err(err) => {
+            return Err(match Fault::of(&err) {
+                Fault::Outage => Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}")),
+                Fault::Conflict => Outcome::Retry(format!("cannot record the event in the inbox: {err:?}")),
+                // PostgreSQL refused this event's id or source (too long, a NUL byte): it will
+                // refuse it every time, so retrying cannot help.
+                Fault::UnitOfWork => {
+                    tracing::error!(error = ?err, "cannot record the event in the inbox");
+                    Outcome::Reject(format!("cannot record the event in the inbox: {err:?}"))
+                }
+            });
         }
     }
-
     let code = service.code();
     let Some(subscriber) = &code.subscriber else {
-        let _ = store.data_mut().sql.finish(false).await;
-        return Outcome::Reject(format!("component `{}` does not consume events", service.name));
+        return Err(Outcome::Reject(format!("component `{}` does not consume events", service.name)));
     };
-    let handled = tokio::time::timeout_at(deadline_at.into(), async {
-        let instance = subscriber.instantiate_async(&mut store).await?;
-        instance.platform_service_message_handler().call_handle(&mut store, &event).await
-    })
-    .await;
-    let answer = match handled {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(HandleError::Retry(why)))) => Err(Outcome::Retry(why)),
-        Ok(Ok(Err(HandleError::Reject(why)))) => Err(Outcome::Reject(why)),
-        Ok(Err(trap)) => {
+    let handled = async {
+        let instance = subscriber.instantiate_async(&mut *store).await?;
+        instance.platform_service_message_handler().call_handle(&mut *store, event).await
+    };
+    Ok(match handled.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(HandleError::Retry(why))) => Err(Outcome::Retry(why)),
+        Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(why)),
+        Err(trap) if matches!(trap.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
+            Err(Outcome::Retry("the handler was still running at its deadline".into()))
+        }
+        Err(trap) => {
             tracing::error!(error = format!("{trap:#}"), "the handler trapped");
             Err(Outcome::Retry(format!("the handler trapped: {trap}")))
         }
-        Err(_elapsed) => {
-            // Dropping the store closes its connection, which rolls back without waiting
-            // behind whatever was too slow.
-            drop(store);
-            return Outcome::Retry(format!("the handler did not finish within {deadline:?}"));
-        }
-    };
-    let finished = store.data_mut().sql.finish(answer.is_ok()).await;
-    let fault = store.data().sql.fault().max(finished.as_ref().err().map(FinishError::fault));
-    let outcome = match (answer, finished) {
-        (Ok(()), Ok(_)) => {
-            store.data().messaging.committed();
-            Outcome::Handled
-        }
-        (_, Err(err)) if fault == Some(Fault::Outage) => Outcome::Unavailable(err.to_string()),
-        (_, _) if fault == Some(Fault::Outage) => Outcome::Unavailable("the database was unreachable".into()),
-        (Err(outcome), _) => outcome,
-        (Ok(()), Err(err)) => Outcome::Retry(err.to_string()),
-    };
-    tracing::debug!(?outcome, "delivery done");
-    outcome
+    })
 }
