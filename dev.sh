@@ -58,12 +58,17 @@ print_urls() {
   Orders API        $base/orders/orders
   Invoices API      $base/invoices/invoices?orderId=<id>
   Host readiness    $base/health
+  Admin API         http://localhost:9000/components  (also /readyz, /livez; see the README)
   Orders health     $base/orders/health
   Invoices health   $base/invoices/health
   RabbitMQ          http://localhost:15672  (guest / guest)
 
   Try:  curl -i -X POST $base/orders/orders -H 'content-type: application/json' \\
           -d '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
+
+  Hot swap: rebuild a component in another terminal, and the running host swaps it in:
+        cargo build --profile component --target wasm32-wasip2 -p orders
+  (or: curl -X POST http://localhost:9000/components/orders/reload)
 
 URLS
 }

@@ -8,7 +8,11 @@ source scripts/ensure.sh
 ensure_wasm_target
 ensure_postgres
 ensure_rabbitmq
-# misbehave is a test component: it panics, loops and runs hostile SQL on request.
-build_components -p orders -p invoices -p misbehave
+# Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
+build_components -p orders -p invoices -p misbehave -p bare
+# Orders built with its `marked` feature, which the hot-swap tests swap in and out. Built in a
+# target folder of its own, so the two builds never overwrite each other.
+CARGO_TARGET_DIR=target/variants build_components -p orders --features marked
+cp target/variants/wasm32-wasip2/component/orders.wasm target/wasm32-wasip2/component/orders-marked.wasm
 # Default members: the host and contracts (components build only for wasm32-wasip2).
 cargo test "$@"

@@ -17,6 +17,7 @@ use wasmtime::error::Context;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::CompileCache;
 use crate::capabilities;
 use crate::config::Limits;
 use crate::state::StoreState;
@@ -33,12 +34,14 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<StoreState>,
+    /// Compiled components kept on disk, for this engine.
+    pub cache: CompileCache,
     /// Stops the epoch thread when the runtime is dropped.
     ticking: Arc<AtomicBool>,
 }
 
 impl Runtime {
-    pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+    pub fn new(limits: &Limits, cache_dir: &std::path::Path) -> anyhow::Result<Self> {
         let memory_bytes = limits.memory_mib * 1024 * 1024;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
@@ -80,7 +83,8 @@ impl Runtime {
                 }
             })
             .context("cannot start the epoch thread")?;
-        Ok(Self { engine, linker, ticking })
+        let cache = CompileCache::new(cache_dir, &engine);
+        Ok(Self { engine, linker, cache, ticking })
     }
 }
 

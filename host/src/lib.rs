@@ -6,7 +6,11 @@
 //! # Layout
 //! - [`config`]: the manifest and its environment overrides, checked once at start.
 //! - [`engine`]: the wasmtime `Engine` and `Linker`, built once per process.
+//! - [`cache`]: compiled components kept on disk, keyed by the `.wasm`'s digest and the engine.
 //! - [`service`]: one loaded component: its compiled code (swappable), its route and its database.
+//! - [`registry`]: what the host runs, reachable from everywhere after start.
+//! - [`supervisor`]: the background tasks and the phases they stop in.
+//! - [`control`]: the admin API, hot swap, the file watcher, dead-letter replay.
 //! - [`state`]: what one `Store` holds, created per request and dropped after it.
 //! - [`capabilities`]: imports, where the guest calls the host (`sql`).
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
@@ -19,17 +23,22 @@
 //! component is swapped); database pools are per component and shared by `Arc`; a `Store`, its
 //! `ResourceTable` and its transaction live for one request.
 
-#![forbid(unsafe_code)]
+// One function may load precompiled code, which wasmtime marks unsafe: see `cache::deserialize`.
+#![deny(unsafe_code)]
 
 mod bindings;
+pub mod cache;
 pub mod capabilities;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod migrations;
 pub mod problem;
+pub mod registry;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod supervisor;
 pub mod triggers;
 
 pub use bindings::sql;

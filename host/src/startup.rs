@@ -1,10 +1,11 @@
 //! Building a host apart from running it.
 //!
 //! [`Host::build`] checks everything that can be checked before serving: it migrates each
-//! component's database, compiles each component against the world and binds the listener. Any
-//! failure stops the start with a message saying what to fix. [`Host::run_until_stopped`] then
-//! serves HTTP, keeps the broker connection, relays outboxes and consumes subscriptions until
-//! the shutdown future completes.
+//! component's database, compiles each component against the world (or loads it from the
+//! compile cache) and binds the HTTP and admin listeners. Any failure stops the start with a
+//! message saying what to fix. [`Host::run_until_stopped`] then runs every task under the
+//! [`Supervisor`] (serving HTTP and the admin API, the broker connection, relays, consumers,
+//! the file watcher) until the shutdown future completes, and stops them phase by phase.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use crate::bindings::message_handler::IncomingEvent;
 use crate::capabilities::messaging::broker::Broker;
@@ -21,21 +21,24 @@ use crate::capabilities::messaging::outbox::Relay;
 use crate::capabilities::messaging::retention::Retention;
 use crate::capabilities::sql::Database;
 use crate::capabilities::sql::postgres::PgDatabase;
-use crate::config::Config;
+use crate::config::{AdminConfig, Config};
+use crate::control;
 use crate::engine::Runtime;
 use crate::migrations;
+use crate::registry::Registry;
 use crate::service::{Code, Service};
+use crate::supervisor::{Phase, Supervisor};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::messaging::MessageTrigger;
 pub use crate::triggers::messaging::delivery::Outcome as DeliveryOutcome;
 
 pub struct Host {
-    runtime: Arc<Runtime>,
+    /// What the host runs, shared with the listeners and the control plane.
+    registry: Arc<Registry>,
     listener: TcpListener,
     http: Arc<HttpTrigger>,
-    services: Vec<Arc<Service>>,
-    /// Present when the manifest has a `[messaging]` section.
-    broker: Option<Arc<Broker>>,
+    admin: AdminConfig,
+    admin_listener: TcpListener,
     /// One per publishing component backed by PostgreSQL.
     relays: Vec<Relay>,
     /// One per component using messaging and backed by PostgreSQL.
@@ -62,9 +65,9 @@ impl Host {
             databases.insert(component.name.clone(), Arc::new(database));
         }
         let mut host = Self::build_with(config, databases).await?;
-        if let Some(broker) = &host.broker {
+        if let Some(broker) = host.registry.broker().cloned() {
             let keep = broker.config().retention;
-            for service in &host.services {
+            for service in host.registry.services() {
                 let Some(pool) = pools.remove(&service.name) else { continue };
                 if !service.outbound.topics.is_empty() {
                     let outbound = service.outbound.clone();
@@ -84,16 +87,19 @@ impl Host {
         config: Config,
         mut databases: HashMap<String, Arc<dyn Database>>,
     ) -> anyhow::Result<Self> {
-        let runtime = Arc::new(Runtime::new(&config.limits)?);
+        let runtime = Arc::new(Runtime::new(&config.limits, &config.cache.dir)?);
         let mut services = Vec::new();
         for component in &config.components {
             let database = databases
                 .remove(&component.name)
                 .with_context(|| format!("no database for component `{}`", component.name))?;
+            let wasm = tokio::fs::read(&component.wasm)
+                .await
+                .with_context(|| format!("cannot read {}", component.wasm.display()))?;
             let compiling = runtime.clone();
-            let (name, path) = (component.name.clone(), component.wasm.clone());
+            let (name, source) = (component.name.clone(), component.wasm.display().to_string());
             let subscribes = !component.subscriptions.is_empty();
-            let code = tokio::task::spawn_blocking(move || Code::compile(&compiling, &name, &path, subscribes))
+            let code = tokio::task::spawn_blocking(move || Code::load(&compiling, &name, &wasm, source, subscribes))
                 .await
                 .context("the compile task panicked")??;
             services.push(Arc::new(Service::new(component, &config.limits, code, database)));
@@ -114,13 +120,20 @@ impl Host {
                 .collect(),
             None => Vec::new(),
         };
-        let http = Arc::new(HttpTrigger::new(runtime.clone(), services.clone(), broker.clone(), config.http));
+        let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} for the admin API: is another host running? Stop it or set HOST_ADMIN_LISTEN",
+                config.admin.listen
+            )
+        })?;
+        let registry = Arc::new(Registry::new(runtime, services, broker));
+        let http = Arc::new(HttpTrigger::new(registry.clone(), config.http));
         Ok(Self {
-            runtime,
+            registry,
             listener,
             http,
-            services,
-            broker,
+            admin: config.admin,
+            admin_listener,
             relays: Vec::new(),
             retention: Vec::new(),
             consumers,
@@ -134,53 +147,61 @@ impl Host {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
-    /// The loaded components, by route.
-    pub fn services(&self) -> &[Arc<Service>] {
-        &self.services
+    /// The address the admin listener is bound to.
+    pub fn admin_addr(&self) -> SocketAddr {
+        // A bound TCP listener always has a local address.
+        self.admin_listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// What the host runs.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// Delivers `event` to `component` as the AMQP consumer would, without a broker: one unit of
     /// work with de-duplication. `None` if there is no such component.
     pub async fn deliver(&self, component: &str, event: IncomingEvent) -> Option<DeliveryOutcome> {
-        let service = self.services.iter().find(|service| service.name == component)?;
-        Some(crate::triggers::messaging::delivery::deliver(&self.runtime, service, event, self.deadline).await)
+        let service = self.registry.service(component)?;
+        Some(crate::triggers::messaging::delivery::deliver(self.registry.runtime(), service, event, self.deadline).await)
     }
 
-    /// Serves until `shutdown` completes, then stops in order: the HTTP listener and the
-    /// consumers first (each letting the work in flight finish and acknowledging it), then the
-    /// relays, then the broker connection they all used.
+    /// Serves until `shutdown` completes, then stops phase by phase (see [`Supervisor`]): the
+    /// HTTP listener and the consumers first (each letting the work in flight finish and
+    /// acknowledging it), then the relays, retention and the file watcher, then the broker
+    /// connection and the admin listener.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "serving HTTP");
-        let stopping = CancellationToken::new();
-        let signal = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            signal.cancel();
+        let supervisor = Supervisor::new();
+        let (http, listener) = (self.http.clone(), self.listener);
+        supervisor.spawn(Phase::Intake, move |stop| async move {
+            if let Err(err) = http.serve(listener, async move { stop.cancelled().await }).await {
+                tracing::error!(error = %err, "the HTTP listener failed");
+            }
         });
-        let (relays_stop, broker_stop) = (CancellationToken::new(), CancellationToken::new());
-        let mut broker = tokio::task::JoinSet::new();
-        if let Some(supervised) = &self.broker {
-            broker.spawn(supervised.clone().supervise(broker_stop.clone()));
+        for consumer in self.consumers {
+            supervisor.spawn(Phase::Intake, move |stop| consumer.run(stop));
         }
-        let mut relays = tokio::task::JoinSet::new();
         for relay in self.relays {
-            relays.spawn(relay.run(relays_stop.clone()));
+            supervisor.spawn(Phase::Background, move |stop| relay.run(stop));
         }
         for pruning in self.retention {
-            relays.spawn(pruning.run(relays_stop.clone()));
+            supervisor.spawn(Phase::Background, move |stop| pruning.run(stop));
         }
-        let mut consumers = tokio::task::JoinSet::new();
-        for consumer in self.consumers {
-            consumers.spawn(consumer.run(stopping.clone()));
+        if self.admin.watch {
+            match control::watch::watch(self.registry.clone()) {
+                Ok(watching) => supervisor.spawn(Phase::Background, watching),
+                Err(err) => tracing::warn!(error = %format!("{err:#}"), "component files are not watched; reload through the admin API"),
+            }
         }
-        let cancelled = stopping.clone();
-        let served = self.http.serve(self.listener, async move { cancelled.cancelled().await }).await;
-        stopping.cancel();
-        while consumers.join_next().await.is_some() {}
-        relays_stop.cancel();
-        while relays.join_next().await.is_some() {}
-        broker_stop.cancel();
-        while broker.join_next().await.is_some() {}
-        served
+        if let Some(broker) = self.registry.broker() {
+            supervisor.spawn(Phase::Connections, |stop| broker.clone().supervise(stop));
+        }
+        let (registry, admin_listener, token) = (self.registry.clone(), self.admin_listener, self.admin.token.clone());
+        supervisor.spawn(Phase::Connections, move |stop| control::serve(admin_listener, registry, token, stop));
+
+        shutdown.await;
+        self.registry.begin_stopping();
+        supervisor.stop().await;
+        Ok(())
     }
 }

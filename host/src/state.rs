@@ -6,6 +6,7 @@
 //! the host's log lines, tagged with the component (see [`crate::capabilities::logging`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -31,10 +32,28 @@ pub struct StoreState {
     pub messaging: MessagingCtx,
     /// The guest's turn on the CPU, handed back whenever it calls `sql` or `messaging`.
     pub turn: TurnSlot,
+    /// Counts this unit of work among its component's in flight while the store lives.
+    _in_flight: InFlight,
+}
+
+/// One unit of work counted in its component's in-flight count, for as long as it lives.
+struct InFlight(Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl StoreState {
-    pub fn new(component: &Arc<str>, sql: SqlCtx, messaging: MessagingCtx, memory_bytes: usize) -> Self {
+    pub fn new(
+        component: &Arc<str>,
+        sql: SqlCtx,
+        messaging: MessagingCtx,
+        memory_bytes: usize,
+        in_flight: Arc<AtomicU64>,
+    ) -> Self {
+        in_flight.fetch_add(1, Ordering::Relaxed);
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::new(component.clone(), Stream::Stdout))
             .stderr(GuestLog::new(component.clone(), Stream::Stderr))
@@ -51,6 +70,7 @@ impl StoreState {
             sql,
             messaging,
             turn: TurnSlot::default(),
+            _in_flight: InFlight(in_flight),
         }
     }
 }

@@ -30,9 +30,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+mod control;
 mod messaging;
 mod urls;
 
+pub use control::{AdminConfig, CacheConfig, Token};
+use control::{ManifestAdmin, ManifestCache, check_admin, check_cache};
 pub use messaging::{MessagingConfig, check_topic};
 use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_publishers};
 pub use urls::{AmqpUrl, DatabaseUrl};
@@ -44,6 +47,8 @@ pub struct Config {
     pub limits: Limits,
     /// The broker; `None` when no component publishes or subscribes.
     pub messaging: Option<MessagingConfig>,
+    pub admin: AdminConfig,
+    pub cache: CacheConfig,
     pub components: Vec<ComponentConfig>,
 }
 
@@ -139,6 +144,10 @@ struct Manifest {
     #[serde(default = "default_limits")]
     limits: Limits,
     messaging: Option<ManifestMessaging>,
+    #[serde(default)]
+    admin: ManifestAdmin,
+    #[serde(default)]
+    cache: ManifestCache,
     #[serde(default)]
     components: Vec<ManifestComponent>,
 }
@@ -252,7 +261,9 @@ impl Config {
                 component.name
             );
         }
-        Ok(Self { http, limits: manifest.limits, messaging, components })
+        let admin = check_admin(manifest.admin, env)?;
+        let cache = check_cache(manifest.cache, env)?;
+        Ok(Self { http, limits: manifest.limits, messaging, admin, cache, components })
     }
 }
 

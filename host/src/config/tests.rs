@@ -143,3 +143,26 @@ fn per_component_concurrency_has_defaults_and_refuses_zero() {
     let error = error_of(&format!("{ORDERS}max_concurrency = 0\n"));
     assert!(error.contains("max_concurrency: must be greater than 0"), "{error}");
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let error = format!("{:#}", load_with(ORDERS, [("HOST_ADMIN_LISTEN", "0.0.0.0:9000")]).expect_err("refused"));
+    assert!(error.contains("admin.listen: 0.0.0.0:9000 is reachable from other machines"), "{error}");
+    assert!(error.contains("HOST_ADMIN_TOKEN"), "{error}");
+
+    let token = "0123456789abcdef0123";
+    let config = load_with(ORDERS, [("HOST_ADMIN_LISTEN", "0.0.0.0:9000"), ("HOST_ADMIN_TOKEN", token)]).expect("with a token");
+    assert!(config.admin.token.as_ref().is_some_and(|t| t.matches(token) && !t.matches("0123456789abcdef0124")));
+    assert!(!format!("{config:?}").contains(token), "the token never prints");
+
+    let short = format!("{:#}", load_with(ORDERS, [("HOST_ADMIN_TOKEN", "short")]).expect_err("refused"));
+    assert!(short.contains("at least 16 characters"), "{short}");
+}
+
+#[test]
+fn the_compile_cache_lives_outside_the_source_tree_by_default() {
+    let config = load_with(ORDERS, [("HOME", "/home/someone")]).expect("valid manifest");
+    assert_eq!(config.cache.dir, Path::new("/home/someone/.cache/wasm-host"));
+    let config = load_with(ORDERS, [("HOST_CACHE_DIR", "/var/cache/host")]).expect("valid manifest");
+    assert_eq!(config.cache.dir, Path::new("/var/cache/host"));
+}

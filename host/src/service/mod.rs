@@ -2,20 +2,16 @@
 //!
 //! The code sits behind an `ArcSwap` so it can be replaced while requests run: a request takes
 //! the current code once, at its start, and finishes on it even if new code is swapped in.
-//! Compiling and checking new code happens before the swap, so bad code never replaces good.
+//! Compiling and checking new code happens before the swap (see [`crate::control::reload`]), so
+//! bad code never replaces good.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
 
-
-use wasmtime::error::Context;
 use arc_swap::ArcSwap;
 use wasmtime::Store;
-use wasmtime::component::Component;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::bindings::SubscriberPre;
 use crate::capabilities::messaging::{MessagingCtx, Outbound};
 use crate::capabilities::sql::{Database, SqlCtx};
 use crate::config::{ComponentConfig, Limits};
@@ -23,66 +19,17 @@ use crate::engine::Runtime;
 use crate::state::StoreState;
 
 pub mod admission;
+pub mod code;
 pub mod turns;
 
 pub use admission::{Admission, Busy};
+pub use code::{Code, Identity};
 use turns::Turns;
-
-/// Code checked against the world and ready to instantiate.
-pub struct Code {
-    /// Instantiates the component as a `wasi:http` proxy.
-    pub proxy: ProxyPre<StoreState>,
-    /// Instantiates it as an event consumer; present when it has subscriptions.
-    pub subscriber: Option<SubscriberPre<StoreState>>,
-    /// Where it was loaded from, for logs.
-    pub path: PathBuf,
-}
-
-impl Code {
-    /// Compiles `path` and checks it against what the host provides and requires. CPU-heavy:
-    /// run it off the async threads.
-    pub fn compile(runtime: &Runtime, name: &str, path: &Path, subscribes: bool) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        let component = Component::from_file(&runtime.engine, path).with_context(|| {
-            format!("{} is not a valid WebAssembly component", path.display())
-        })?;
-        let pre = runtime.linker.instantiate_pre(&component).with_context(|| {
-            format!(
-                "component `{name}` ({}) needs an import this host does not provide; build it \
-                 against the platform:service/service world in wit/",
-                path.display()
-            )
-        })?;
-        let subscriber = if subscribes {
-            Some(SubscriberPre::new(pre.clone()).with_context(|| {
-                format!(
-                    "component `{name}` ({}) has subscriptions but does not export \
-                     platform:service/message-handler",
-                    path.display()
-                )
-            })?)
-        } else {
-            None
-        };
-        let proxy = ProxyPre::new(pre).with_context(|| {
-            format!(
-                "component `{name}` ({}) does not export wasi:http/incoming-handler@0.2.x, \
-                 which a component with a route must",
-                path.display()
-            )
-        })?;
-        tracing::info!(
-            component = name,
-            path = %path.display(),
-            compile_ms = started.elapsed().as_millis() as u64,
-            "component compiled"
-        );
-        Ok(Self { proxy, subscriber, path: path.to_owned() })
-    }
-}
 
 pub struct Service {
     pub name: String,
+    /// Its manifest entry: where its `.wasm` and migrations are, for reloads.
+    pub config: ComponentConfig,
     /// The name again, shared with every store's log streams.
     log_name: Arc<str>,
     /// Path prefix it serves, such as `/orders`.
@@ -99,12 +46,29 @@ pub struct Service {
     pub admission: Admission,
     /// Shares the CPU between this component's long-running guests and everything else.
     turns: Turns,
+    /// Units of work (requests and deliveries) running now, on any version of the code.
+    in_flight: Arc<AtomicU64>,
+    /// The last load that failed, while the code before it kept serving.
+    last_failure: Mutex<Option<FailedLoad>>,
+    /// Held while a reload runs, so reloads of one component never overlap.
+    pub reloading: tokio::sync::Mutex<()>,
+}
+
+/// A load that changed nothing, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedLoad {
+    pub source: String,
+    #[serde(with = "code::rfc3339")]
+    pub at: SystemTime,
+    pub reason: String,
 }
 
 impl Service {
-    pub fn new(config: &ComponentConfig, limits: &Limits, code: Code, database: Arc<dyn Database>) -> Self {
+    pub fn new(config: &ComponentConfig, limits: &Limits, mut code: Code, database: Arc<dyn Database>) -> Self {
+        code.identity.version = 1;
         Self {
             name: config.name.clone(),
+            config: config.clone(),
             log_name: config.name.as_str().into(),
             route: config.route.clone(),
             database,
@@ -118,6 +82,9 @@ impl Service {
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
             admission: Admission::new(config.max_concurrency, config.max_queued),
             turns: Turns::new(),
+            in_flight: Arc::default(),
+            last_failure: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -126,9 +93,32 @@ impl Service {
         self.code.load_full()
     }
 
-    /// Replaces the code; requests already running finish on the old one.
-    pub fn swap(&self, code: Code) {
-        self.code.store(Arc::new(code));
+    /// Replaces the code, numbering it one past the code it replaces; requests already running
+    /// finish on the old one. Clears the last failed load.
+    pub fn swap(&self, mut code: Code) -> Arc<Code> {
+        code.identity.version = self.code.load().identity.version + 1;
+        let code = Arc::new(code);
+        self.code.store(code.clone());
+        *self.lock_failure() = None;
+        code
+    }
+
+    /// Records a load that failed and changed nothing.
+    pub fn failed_load(&self, source: String, reason: String) {
+        *self.lock_failure() = Some(FailedLoad { source, at: SystemTime::now(), reason });
+    }
+
+    pub fn last_failure(&self) -> Option<FailedLoad> {
+        self.lock_failure().clone()
+    }
+
+    fn lock_failure(&self) -> std::sync::MutexGuard<'_, Option<FailedLoad>> {
+        self.last_failure.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Units of work running now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// A fresh store for one unit of work that must end by `deadline`.
@@ -142,6 +132,7 @@ impl Service {
             SqlCtx::new(self.database.clone(), deadline),
             MessagingCtx::new(self.outbound.clone()),
             self.memory_bytes,
+            self.in_flight.clone(),
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);

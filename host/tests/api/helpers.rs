@@ -154,6 +154,13 @@ shutdown_grace_ms = 5000
 [limits]
 max_instances = 64
 
+[admin]
+listen = "127.0.0.1:0"
+watch = false
+
+[cache]
+dir = "{cache}"
+
 [messaging]
 url = "{amqp_url}"
 exchange = "{exchange}"
@@ -163,6 +170,7 @@ publishers = {{ "orders.created" = "orders", "invoices.issued" = "invoices" }}
 "#,
         exchange = broker.exchange,
         delays = RETRY_DELAYS_MS,
+        cache = compile_cache().display(),
     );
     for (name, database_url) in components {
         let (publishes, subscribes) = topics(name);
@@ -260,6 +268,11 @@ pub fn orders_manifest(broker: &TestBroker, database_url: &str) -> String {
     manifest(broker, &amqp_base(), &[("orders", database_url)])
 }
 
+/// The compile cache the tests share: entries are keyed by content, so sharing is safe.
+pub fn compile_cache() -> PathBuf {
+    workspace().join("target/test-compile-cache")
+}
+
 pub fn config(manifest: &str) -> Config {
     Config::from_toml(manifest, &workspace(), &[("UNUSED", "")]).expect("valid test manifest")
 }
@@ -267,6 +280,8 @@ pub fn config(manifest: &str) -> Config {
 /// A host serving in the background.
 pub struct TestHost {
     pub address: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<anyhow::Result<()>>>,
@@ -275,22 +290,31 @@ pub struct TestHost {
 impl TestHost {
     /// Builds (migrations included) and starts a host from `manifest`.
     pub async fn start(manifest: &str) -> Self {
+        Self::start_with(config(manifest)).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
         init_logging();
-        let host = Host::build(config(manifest)).await.expect("host builds");
+        let host = Host::build(config).await.expect("host builds");
         Self::serve(host)
     }
 
     pub fn serve(host: Host) -> Self {
-        let address = host.local_addr();
+        let (address, admin) = (host.local_addr(), host.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(host.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Self { address, client: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+        Self { address, admin, client: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// A URL of the admin API.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     /// Signals shutdown and waits until the host has stopped.
@@ -358,4 +382,46 @@ impl OrdersApp {
         let client = self.db.connect().await;
         client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0)
     }
+}
+
+/// A folder of a test's own, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("host-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `wasm` with a custom section appended: the same component, with another digest.
+pub fn with_note(wasm: &[u8], note: &str) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"note";
+    let mut payload = Vec::new();
+    leb128(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(note.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb128(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real host, the real Orders component, a real PostgreSQL database of
 //! each test's own. Run the README's test command (it builds the components first).
 
+mod control;
 mod hardening;
 mod helpers;
 mod orders_api;

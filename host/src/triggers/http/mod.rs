@@ -26,13 +26,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::capabilities::messaging::broker::Broker;
 use crate::config::HttpConfig;
-use crate::engine::Runtime;
 use crate::problem;
+use crate::registry::Registry;
 use crate::service::{Busy, Service};
 
-mod health;
+pub(crate) mod health;
 mod invoke;
 
 /// How long a client may take to send a request's headers.
@@ -42,26 +41,17 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
 pub struct HttpTrigger {
-    runtime: Arc<Runtime>,
-    /// Longest route first, so `/orders-archive` is tried before `/orders`.
-    services: Vec<Arc<Service>>,
-    /// The broker, reported by `/health` when there is one.
-    broker: Option<Arc<Broker>>,
+    /// The services to route to, their code, and the broker `/health` reports.
+    registry: Arc<Registry>,
     config: HttpConfig,
     /// One permit per open client connection.
     connections: Arc<Semaphore>,
 }
 
 impl HttpTrigger {
-    pub fn new(
-        runtime: Arc<Runtime>,
-        mut services: Vec<Arc<Service>>,
-        broker: Option<Arc<Broker>>,
-        config: HttpConfig,
-    ) -> Self {
-        services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
+    pub fn new(registry: Arc<Registry>, config: HttpConfig) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        Self { runtime, services, broker, config, connections }
+        Self { registry, config, connections }
     }
 
     /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
@@ -121,10 +111,10 @@ impl HttpTrigger {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if path == "/health" {
-            return health::check(&self.services, self.broker.as_deref()).await;
+            return health::check(self.registry.services(), self.registry.broker().map(Arc::as_ref)).await;
         }
-        let Some((service, rest)) = self.route(path) else {
-            let routes: Vec<&str> = self.services.iter().map(|s| s.route.as_str()).collect();
+        let Some((service, rest)) = self.registry.route(path) else {
+            let routes: Vec<&str> = self.registry.services().iter().map(|s| s.route.as_str()).collect();
             return problem::response(
                 StatusCode::NOT_FOUND,
                 format!("no service serves {path}; the routes here are {}", routes.join(", ")),
@@ -151,19 +141,7 @@ impl HttpTrigger {
                 return invoke::unavailable(format!("the {} service {why}; try again shortly", service.name));
             }
         };
-        invoke::call(&self.runtime, service, request, &self.config).await
-    }
-
-    /// The service whose route is a prefix of `path` (on a segment boundary), and the path it sees.
-    fn route(&self, path: &str) -> Option<(&Service, String)> {
-        self.services.iter().find_map(|service| {
-            let rest = path.strip_prefix(service.route.as_str())?;
-            match rest {
-                "" => Some((service.as_ref(), "/".to_owned())),
-                rest if rest.starts_with('/') => Some((service.as_ref(), rest.to_owned())),
-                _ => None,
-            }
-        })
+        invoke::call(self.registry.runtime(), service, request, &self.config).await
     }
 
     /// Reads the body (within the limit) and rewrites the URI to the path the component sees.

@@ -1,0 +1,125 @@
+//! Reading and replaying a subscription's dead-letter queue (`….dead`), for the admin API.
+//!
+//! Listing takes messages with `basic.get` without acknowledging them and closes the channel,
+//! which puts them all back in their places. Replaying copies each chosen message to the
+//! subscription's queue as a first attempt (publisher-confirmed, like every copy the consumer
+//! makes), then acknowledges it in the dead-letter queue: a crash in between leaves a copy in
+//! both, and the consumer's inbox makes the second one harmless. At most the messages that were
+//! there when the replay began are looked at, so one that fails again is not replayed twice.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Confirmation, Connection};
+use serde::Serialize;
+
+use crate::triggers::messaging::topology::{self, Subscription};
+
+/// Bytes of each message's data shown in a listing.
+const PREVIEW_BYTES: usize = 256;
+
+/// Header marking a message the admin API put back in its queue.
+pub const REPLAYED: &str = "x-replayed";
+
+/// One dead letter, as the admin API lists it.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    /// The CloudEvents id, when the message is one.
+    pub id: Option<String>,
+    pub topic: String,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub bytes: usize,
+    /// The first bytes of the message, as text.
+    pub preview: String,
+}
+
+/// Up to `limit` messages of `subscription`'s dead-letter queue, oldest first, left in place.
+pub async fn list(connection: &Connection, subscription: &Subscription, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    let channel = connection.create_channel().await?;
+    let mut listed = Vec::new();
+    while listed.len() < limit {
+        let Some(message) = take(&channel, subscription).await? else { break };
+        listed.push(describe(subscription, &message.delivery));
+    }
+    // Unacknowledged, every message taken goes back to the queue.
+    let _ = channel.close(200, "listed".into()).await;
+    Ok(listed)
+}
+
+/// Puts dead letters back in `subscription`'s queue as first attempts: the one whose id is
+/// `only`, or all. How many were replayed.
+pub async fn replay(connection: &Connection, subscription: &Subscription, only: Option<&str>) -> anyhow::Result<usize> {
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let waiting = channel
+        .queue_declare(
+            subscription.dead.as_str().into(),
+            QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count();
+    let mut replayed = 0;
+    for _ in 0..waiting {
+        let Some(message) = take(&channel, subscription).await? else { break };
+        let delivery = &message.delivery;
+        if only.is_some_and(|id| describe(subscription, delivery).id.as_deref() != Some(id)) {
+            continue; // not acknowledged: back in its place when the channel closes
+        }
+        send_back(&channel, subscription, delivery).await?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        replayed += 1;
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    Ok(replayed)
+}
+
+async fn take(channel: &Channel, subscription: &Subscription) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
+    channel.basic_get(subscription.dead.as_str().into(), BasicGetOptions { no_ack: false }).await
+}
+
+/// The message again, in the subscription's queue, as a first attempt.
+async fn send_back(channel: &Channel, subscription: &Subscription, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut fresh = FieldTable::default();
+    for (name, value) in headers.inner() {
+        if name.as_str() != topology::ATTEMPT && name.as_str() != topology::REASON {
+            fresh.insert(name.clone(), value.clone());
+        }
+    }
+    fresh.insert(REPLAYED.into(), AMQPValue::Boolean(true));
+    headers = fresh;
+    let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirm =
+        channel.basic_publish("".into(), subscription.queue.as_str().into(), mandatory, &delivery.data, properties).await?;
+    match confirm.await? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => anyhow::bail!("queue {} does not exist", subscription.queue),
+        other => anyhow::bail!("the broker did not take the copy: {other:?}"),
+    }
+}
+
+fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        id: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    let event: Option<Event> = serde_json::from_slice(&delivery.data).ok();
+    let header = |name: &str| delivery.properties.headers().as_ref().and_then(|headers| headers.inner().get(name).cloned());
+    let reason = header(topology::REASON).and_then(|value| match value {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        _ => None,
+    });
+    let preview = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(PREVIEW_BYTES)]).into_owned();
+    DeadLetter {
+        id: event.as_ref().and_then(|event| event.id.clone()),
+        topic: event.and_then(|event| event.kind).unwrap_or_else(|| subscription.topic.clone()),
+        reason,
+        attempts: topology::attempt_of(&delivery.properties),
+        bytes: delivery.data.len(),
+        preview,
+    }
+}

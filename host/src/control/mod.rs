@@ -1,0 +1,250 @@
+//! The control plane: the admin listener, hot swap of component code, the file watcher, and the
+//! dead-letter queues.
+//!
+//! The admin listener serves JSON on its own port (`admin.listen`, loopback by default). When
+//! `HOST_ADMIN_TOKEN` is set, every call must carry `Authorization: Bearer <token>`; the
+//! configuration refuses a non-loopback address without one. Errors are RFC 9457 problems.
+//!
+//! | call | what |
+//! | --- | --- |
+//! | `GET /livez` | the process answers (no database involved) |
+//! | `GET /readyz` | what `/health` checks; 503 while stopping |
+//! | `GET /components` | each component: route, subscriptions, the code serving (sha256, source, when, version), units of work in flight, the last failed load |
+//! | `GET /components/{name}` | one of them |
+//! | `POST /components/{name}/reload` | loads the component's `.wasm` again; answers once the new code serves |
+//! | `PUT /components/{name}/wasm` | the body is a new `.wasm`; answers once it serves |
+//! | `GET /components/{name}/dead-letters?topic=&limit=` | the subscription's dead letters, left in place |
+//! | `POST /components/{name}/dead-letters/replay?topic=&id=` | puts one (`id`) or all back in the subscription's queue |
+//!
+//! Built by [`crate::startup::Host::build`] (which binds it); runs in the last phase, so it
+//! answers readiness 503 while the rest drains.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Token;
+use crate::problem;
+use crate::registry::Registry;
+use crate::service::{FailedLoad, Identity, Service};
+use crate::triggers::messaging::topology::Subscription;
+
+pub mod dead_letters;
+pub mod reload;
+pub mod watch;
+
+use reload::{Reloaded, Source};
+
+/// Largest `.wasm` the upload call takes.
+const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// Dead letters listed when the call names no limit, and the most it may name.
+const DEFAULT_LIST: usize = 50;
+const MAX_LIST: usize = 1000;
+
+#[derive(Clone)]
+struct Admin {
+    registry: Arc<Registry>,
+    token: Option<Token>,
+}
+
+/// The admin API's router.
+pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
+    let admin = Admin { registry, token };
+    Router::new()
+        .route("/livez", get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }))
+        .route("/readyz", get(ready))
+        .route("/components", get(list))
+        .route("/components/{name}", get(one))
+        .route("/components/{name}/reload", post(reload_file))
+        .route("/components/{name}/wasm", put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .route("/components/{name}/dead-letters", get(dead_letters_list))
+        .route("/components/{name}/dead-letters/replay", post(dead_letters_replay))
+        .fallback(|| async { fail(StatusCode::NOT_FOUND, "no such admin call; see the README's admin API") })
+        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin)
+}
+
+/// Serves the admin API on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: Option<Token>, stop: CancellationToken) {
+    let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
+    tracing::info!(%address, "admin API listening");
+    let served = axum::serve(listener, router(registry, token))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(err) = served {
+        tracing::error!(error = %err, "the admin listener failed");
+    }
+}
+
+async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    let Some(token) = &admin.token else { return next.run(request).await };
+    let offered = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if offered.is_some_and(|offered| token.matches(offered)) {
+        return next.run(request).await;
+    }
+    let mut refused = fail(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <HOST_ADMIN_TOKEN>");
+    refused.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    refused
+}
+
+async fn ready(State(admin): State<Admin>) -> Response {
+    if admin.registry.is_stopping() {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
+    }
+    let broker = admin.registry.broker().map(Arc::as_ref);
+    crate::triggers::http::health::check(admin.registry.services(), broker).await.map(Body::new)
+}
+
+/// A component as the admin API shows it.
+#[derive(Serialize)]
+struct ComponentView {
+    name: String,
+    route: String,
+    wasm: String,
+    subscriptions: Vec<String>,
+    publishes: Vec<String>,
+    code: Identity,
+    in_flight: u64,
+    last_failed_load: Option<FailedLoad>,
+}
+
+fn view(service: &Service) -> ComponentView {
+    ComponentView {
+        name: service.name.clone(),
+        route: service.route.clone(),
+        wasm: service.config.wasm.display().to_string(),
+        subscriptions: service.subscriptions.clone(),
+        publishes: service.config.publishes.clone(),
+        code: service.code().identity.clone(),
+        in_flight: service.in_flight(),
+        last_failed_load: service.last_failure(),
+    }
+}
+
+async fn list(State(admin): State<Admin>) -> Response {
+    let components: Vec<ComponentView> = admin.registry.services().iter().map(|service| view(service)).collect();
+    axum::Json(serde_json::json!({ "components": components })).into_response()
+}
+
+async fn one(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+    match service(&admin, &name) {
+        Ok(service) => axum::Json(view(service)).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+async fn reload_file(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+    swap(&admin, &name, Source::File).await
+}
+
+async fn upload(State(admin): State<Admin>, Path(name): Path<String>, body: Bytes) -> Response {
+    if body.is_empty() {
+        return fail(StatusCode::BAD_REQUEST, "the body must be the component's .wasm file");
+    }
+    swap(&admin, &name, Source::Upload(body)).await
+}
+
+async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
+    let service = match service(admin, name) {
+        Ok(service) => service,
+        Err(refused) => return refused,
+    };
+    match reload::reload(admin.registry.runtime(), service, source).await {
+        Ok(Reloaded::Swapped(_)) => axum::Json(view(service)).into_response(),
+        Ok(Reloaded::Unchanged(_)) => {
+            let mut unchanged = axum::Json(view(service)).into_response();
+            unchanged.headers_mut().insert("x-unchanged", HeaderValue::from_static("this code was already serving"));
+            unchanged
+        }
+        Err(why) => fail(StatusCode::UNPROCESSABLE_ENTITY, format!("nothing changed: {why}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    topic: Option<String>,
+    limit: Option<usize>,
+    id: Option<String>,
+}
+
+async fn dead_letters_list(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
+    let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    match dead_letters::list(&connection, &subscription, limit).await {
+        Ok(letters) => axum::Json(serde_json::json!({ "queue": subscription.dead, "messages": letters })).into_response(),
+        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read {}: {err}", subscription.dead)),
+    }
+}
+
+async fn dead_letters_replay(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Response {
+    let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    match dead_letters::replay(&connection, &subscription, query.id.as_deref()).await {
+        Ok(0) if query.id.is_some() => fail(StatusCode::NOT_FOUND, format!("no dead letter with that id in {}", subscription.dead)),
+        Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
+        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err}", subscription.dead)),
+    }
+}
+
+fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Response> {
+    admin.registry.service(name).ok_or_else(|| {
+        let names: Vec<&str> = admin.registry.services().iter().map(|service| service.name.as_str()).collect();
+        fail(StatusCode::NOT_FOUND, format!("no component `{name}`; this host runs {}", names.join(", ")))
+    })
+}
+
+/// The broker connection and the subscription of `name` to `topic` (or to its one topic).
+fn subscription(admin: &Admin, name: &str, topic: Option<&str>) -> Result<(Arc<lapin::Connection>, Subscription), Response> {
+    let service = service(admin, name)?;
+    let topic = match (topic, service.subscriptions.as_slice()) {
+        (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
+        (None, [only]) => only.clone(),
+        (_, subscribed) => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("topic: name one of the topics `{name}` subscribes to: {}", subscribed.join(", ")),
+            ));
+        }
+    };
+    let Some(broker) = admin.registry.broker() else {
+        return Err(fail(StatusCode::NOT_FOUND, "this host has no broker"));
+    };
+    let Some(connection) = broker.connection() else {
+        return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "the broker is unreachable; try again shortly"));
+    };
+    let config = broker.config();
+    let publisher = config.publishers.get(&topic).map_or("", String::as_str);
+    let subscription = Subscription::new(&config.exchange, name, &topic, publisher, &config.retry_delays);
+    Ok((connection, subscription))
+}
+
+fn fail(status: StatusCode, detail: impl Into<String>) -> Response {
+    problem::response(status, detail).map(Body::new)
+}

@@ -1,0 +1,66 @@
+//! What the host runs, in one place that every part reaches after start: the engine, the
+//! services (each with its current code and that code's identity), the broker, and whether the
+//! host is stopping. The HTTP listener routes with it, the admin API shows and swaps code in it,
+//! the file watcher reloads through it.
+//!
+//! Built once by [`crate::startup::Host::build`] and shared by `Arc`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::capabilities::messaging::broker::Broker;
+use crate::engine::Runtime;
+use crate::service::Service;
+
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    /// Longest route first, so `/orders-archive` is tried before `/orders`.
+    services: Vec<Arc<Service>>,
+    /// Present when the manifest has a `[messaging]` section.
+    broker: Option<Arc<Broker>>,
+    /// Set when shutdown begins: readiness answers 503 from then on.
+    stopping: AtomicBool,
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>, mut services: Vec<Arc<Service>>, broker: Option<Arc<Broker>>) -> Self {
+        services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
+        Self { runtime, services, broker, stopping: AtomicBool::new(false) }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.iter().find(|service| service.name == name)
+    }
+
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
+    }
+
+    /// The service whose route is a prefix of `path` (on a segment boundary), and the path it sees.
+    pub fn route(&self, path: &str) -> Option<(&Arc<Service>, String)> {
+        self.services.iter().find_map(|service| {
+            let rest = path.strip_prefix(service.route.as_str())?;
+            match rest {
+                "" => Some((service, "/".to_owned())),
+                rest if rest.starts_with('/') => Some((service, rest.to_owned())),
+                _ => None,
+            }
+        })
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
