@@ -7,7 +7,11 @@
 //! with the sha256 of the rest; one that is truncated, corrupt or otherwise foreign fails that
 //! check (or wasmtime's own) and is compiled again and replaced: never trusted blindly, never
 //! fatal. Entries are written to a temporary file and renamed, so replicas sharing the folder
-//! never read half a file. The folder must be writable by the host alone.
+//! never read half a file.
+//!
+//! Loading precompiled code runs it as native code, so the folder must be writable by the host
+//! alone: it is created with mode 0700, and one that is a symlink, belongs to another user, or
+//! lets a group or others write is not used (the host compiles every time, with a warning).
 //!
 //! Built once per process, with the [`crate::engine::Runtime`].
 
@@ -20,7 +24,8 @@ use wasmtime::component::Component;
 
 /// Where compiled components of one engine are kept.
 pub struct CompileCache {
-    dir: PathBuf,
+    /// `None` when there is no folder the host may trust: every load compiles.
+    dir: Option<PathBuf>,
     /// Hex digest of the engine's compatibility hash, part of every entry's name.
     engine: String,
 }
@@ -33,22 +38,34 @@ pub struct Compiled {
 }
 
 impl CompileCache {
-    pub fn new(dir: &Path, engine: &Engine) -> Self {
+    /// A cache in `dir` (none when `dir` is `None`, or a folder only the host may write cannot
+    /// be had there).
+    pub fn new(dir: Option<&Path>, engine: &Engine) -> Self {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir: dir.to_owned(), engine: hex(&hasher.0.finalize()[..12]) }
+        let dir = dir.and_then(|dir| match private_folder(dir) {
+            Ok(()) => Some(dir.to_owned()),
+            Err(why) => {
+                tracing::warn!(folder = %dir.display(), %why, "not using the compile cache; every start compiles");
+                None
+            }
+        });
+        Self { dir, engine: hex(&hasher.0.finalize()[..12]) }
     }
 
     /// The component for `wasm` (whose sha256 is `digest`): from the cache when a sound entry
     /// is there, compiled (and stored) otherwise. CPU-heavy: run it off the async threads.
     pub fn load(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> wasmtime::Result<Compiled> {
-        let entry = self.dir.join(format!("{digest}-{}.cwasm", self.engine));
+        let Some(dir) = &self.dir else {
+            return Ok(Compiled { component: Component::new(engine, wasm)?, cached: false });
+        };
+        let entry = dir.join(format!("{digest}-{}.cwasm", self.engine));
         if let Some(component) = self.read(engine, &entry) {
             return Ok(Compiled { component, cached: true });
         }
         let precompiled = engine.precompile_component(wasm)?;
         let component = deserialize(engine, &precompiled)?;
-        if let Err(err) = self.write(&entry, &precompiled) {
+        if let Err(err) = Self::write(&entry, &precompiled) {
             tracing::warn!(entry = %entry.display(), error = %err, "cannot write to the compile cache; going on without it");
         }
         Ok(Compiled { component, cached: false })
@@ -77,16 +94,37 @@ impl CompileCache {
         }
     }
 
-    fn write(&self, entry: &Path, precompiled: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    fn write(entry: &Path, precompiled: &[u8]) -> std::io::Result<()> {
         let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
         let mut contents = Sha256::digest(precompiled).to_vec();
         contents.extend_from_slice(precompiled);
-        std::fs::write(&partial, contents)?;
-        std::fs::rename(&partial, entry).inspect_err(|_| {
+        std::fs::write(&partial, contents).and_then(|()| std::fs::rename(&partial, entry)).inspect_err(|_| {
             let _ = std::fs::remove_file(&partial);
         })
     }
+}
+
+/// Makes sure `dir` is a folder only this process's user may write: created with mode 0700 if
+/// missing; otherwise not a symlink, owned by the user, and not writable by group or others.
+fn private_folder(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| format!("cannot create it: {err}"))?;
+    let metadata = std::fs::symlink_metadata(dir).map_err(|err| format!("cannot look at it: {err}"))?;
+    if !metadata.file_type().is_dir() {
+        return Err("it is a symlink or not a folder".into());
+    }
+    if metadata.uid() != rustix::process::geteuid().as_raw() {
+        return Err(format!("it belongs to user {}, not to the host's", metadata.uid()));
+    }
+    if metadata.permissions().mode() & 0o022 != 0 {
+        return Err(format!("its group or others may write to it (mode {:o}); chmod go-w it", metadata.permissions().mode() & 0o777));
+    }
+    Ok(())
 }
 
 /// The sha256 of `bytes`, in hex: a component's identity.
@@ -131,8 +169,12 @@ mod tests {
     fn cache() -> (tempdir::Dir, CompileCache, Engine) {
         let dir = tempdir::Dir::new();
         let engine = Engine::default();
-        let cache = CompileCache::new(&dir.0, &engine);
+        let cache = CompileCache::new(Some(&dir.0), &engine);
         (dir, cache, engine)
+    }
+
+    fn entry_of(dir: &tempdir::Dir) -> PathBuf {
+        std::fs::read_dir(&dir.0).expect("dir").next().expect("an entry").expect("entry").path()
     }
 
     #[test]
@@ -148,7 +190,7 @@ mod tests {
         let (dir, cache, engine) = cache();
         let digest = digest(EMPTY_COMPONENT);
         cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles");
-        let entry = std::fs::read_dir(&dir.0).expect("dir").next().expect("an entry").expect("entry").path();
+        let entry = entry_of(&dir);
 
         let mut bytes = std::fs::read(&entry).expect("read");
         let last = bytes.len() - 1;
@@ -159,12 +201,34 @@ mod tests {
 
         std::fs::write(&entry, b"not a compiled component at all").expect("overwrite");
         assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles again").cached);
+
+        // Sound by its digest, but compiled by an engine with other settings: wasmtime refuses it.
+        let mut other = wasmtime::Config::new();
+        other.consume_fuel(true);
+        let foreign = Engine::new(&other).expect("engine").precompile_component(EMPTY_COMPONENT).expect("precompiles");
+        CompileCache::write(&entry, &foreign).expect("plant it");
+        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles again").cached);
+        assert!(cache.load(&engine, &digest, EMPTY_COMPONENT).expect("replaced").cached);
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempdir::Dir::new();
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let engine = Engine::default();
+        let cache = CompileCache::new(Some(&dir.0), &engine);
+        let digest = digest(EMPTY_COMPONENT);
+        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
+        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
+        assert_eq!(std::fs::read_dir(&dir.0).expect("dir").count(), 0, "nothing was written there");
     }
 
     #[test]
     fn an_unwritable_folder_only_means_compiling_every_time() {
         let engine = Engine::default();
-        let cache = CompileCache::new(Path::new("/proc/no-such-folder"), &engine);
+        let cache = CompileCache::new(Some(Path::new("/proc/no-such-folder")), &engine);
         let digest = digest(EMPTY_COMPONENT);
         assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
         assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
@@ -176,8 +240,10 @@ mod tests {
 
         impl Dir {
             pub fn new() -> Self {
+                use std::os::unix::fs::DirBuilderExt;
+
                 let path = std::env::temp_dir().join(format!("compile-cache-test-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&path).expect("temp dir");
+                std::fs::DirBuilder::new().mode(0o700).create(&path).expect("temp dir");
                 Self(path)
             }
         }

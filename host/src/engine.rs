@@ -41,7 +41,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(limits: &Limits, cache_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn new(limits: &Limits, cache_dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let memory_bytes = limits.memory_mib * 1024 * 1024;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)

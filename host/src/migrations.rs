@@ -18,9 +18,27 @@ const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 /// The table refinery keeps its history in.
 const HISTORY_TABLE: &str = "platform_schema_history";
 
+/// When migrations run: at start, or before new code is swapped in while the old code serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Start,
+    /// The host's own tables exist already (they were made at start), and a migration that
+    /// waits for a lock gives up after [`RELOAD_LOCK_TIMEOUT`] rather than hold up the traffic
+    /// queued behind it.
+    Reload,
+}
+
+/// How long a migration run before a swap may wait for a table lock.
+const RELOAD_LOCK_TIMEOUT: &str = "2s";
+
 /// Applies `component`'s migrations, and creates the host's outbox and inbox tables when it
 /// uses messaging; the versions applied now (empty when all were there).
 pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>> {
+    migrate_when(component, When::Start).await
+}
+
+/// [`migrate`], at `when`.
+pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Result<Vec<String>> {
     let url = &component.database.url;
     let mut client = connect(component).await?;
     role::check_least_privilege(&client, component)
@@ -33,7 +51,13 @@ pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>>
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .with_context(|| format!("cannot take the migration lock on {url}"))?;
-    let applied = migrate_locked(component, &mut client).await;
+    if when == When::Reload {
+        client
+            .batch_execute(&format!("SET lock_timeout = '{RELOAD_LOCK_TIMEOUT}'"))
+            .await
+            .with_context(|| format!("cannot set a lock timeout on {url}"))?;
+    }
+    let applied = migrate_locked(component, &mut client, when).await;
     // Also released when the connection closes below; unlocking explicitly is just tidier.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     applied
@@ -42,9 +66,10 @@ pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>>
 async fn migrate_locked(
     component: &ComponentConfig,
     client: &mut tokio_postgres::Client,
+    when: When,
 ) -> anyhow::Result<Vec<String>> {
     let url = &component.database.url;
-    if component.uses_messaging() {
+    if component.uses_messaging() && when == When::Start {
         client
             .batch_execute(outbox::SCHEMA)
             .await

@@ -39,6 +39,10 @@ pub struct Host {
     http: Arc<HttpTrigger>,
     admin: AdminConfig,
     admin_listener: TcpListener,
+    /// How long readiness answers 503 before the host stops taking work.
+    drain_delay: Duration,
+    /// How long each phase may take to stop.
+    grace: Duration,
     /// One per publishing component backed by PostgreSQL.
     relays: Vec<Relay>,
     /// One per component using messaging and backed by PostgreSQL.
@@ -87,7 +91,7 @@ impl Host {
         config: Config,
         mut databases: HashMap<String, Arc<dyn Database>>,
     ) -> anyhow::Result<Self> {
-        let runtime = Arc::new(Runtime::new(&config.limits, &config.cache.dir)?);
+        let runtime = Arc::new(Runtime::new(&config.limits, config.cache.dir.as_deref())?);
         let mut services = Vec::new();
         for component in &config.components {
             let database = databases
@@ -99,7 +103,10 @@ impl Host {
             let compiling = runtime.clone();
             let (name, source) = (component.name.clone(), component.wasm.display().to_string());
             let subscribes = !component.subscriptions.is_empty();
-            let code = tokio::task::spawn_blocking(move || Code::load(&compiling, &name, &wasm, source, subscribes))
+            let code = tokio::task::spawn_blocking(move || {
+                let digest = crate::cache::digest(&wasm);
+                Code::load(&compiling, &name, &wasm, digest, source, subscribes)
+            })
                 .await
                 .context("the compile task panicked")??;
             services.push(Arc::new(Service::new(component, &config.limits, code, database)));
@@ -127,6 +134,7 @@ impl Host {
             )
         })?;
         let registry = Arc::new(Registry::new(runtime, services, broker));
+        let (drain_delay, grace) = (config.http.drain_delay, config.http.shutdown_grace);
         let http = Arc::new(HttpTrigger::new(registry.clone(), config.http));
         Ok(Self {
             registry,
@@ -134,6 +142,8 @@ impl Host {
             http,
             admin: config.admin,
             admin_listener,
+            drain_delay,
+            grace,
             relays: Vec::new(),
             retention: Vec::new(),
             consumers,
@@ -171,7 +181,7 @@ impl Host {
     /// connection and the admin listener.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "serving HTTP");
-        let supervisor = Supervisor::new();
+        let mut supervisor = Supervisor::new();
         let (http, listener) = (self.http.clone(), self.listener);
         supervisor.spawn(Phase::Intake, move |stop| async move {
             if let Err(err) = http.serve(listener, async move { stop.cancelled().await }).await {
@@ -201,7 +211,12 @@ impl Host {
 
         shutdown.await;
         self.registry.begin_stopping();
-        supervisor.stop().await;
+        if !self.drain_delay.is_zero() {
+            // Readiness answers 503 while the host still serves, so load balancers move away first.
+            tracing::info!(delay = ?self.drain_delay, "not ready; serving on while load balancers drain");
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        supervisor.stop(self.grace).await;
         Ok(())
     }
 }

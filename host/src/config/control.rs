@@ -7,7 +7,8 @@
 //! watch = true                # reload a component when its .wasm file changes
 //!
 //! [cache]
-//! dir = "/var/cache/wasm-host" # default: $XDG_CACHE_HOME/wasm-host or ~/.cache/wasm-host
+//! dir = "/var/cache/wasm-host" # default: $XDG_CACHE_HOME/wasm-host or ~/.cache/wasm-host;
+//!                              # none (compile every start) when neither is set
 //! ```
 //!
 //! Environment: `HOST_ADMIN_LISTEN` overrides `admin.listen`, `HOST_ADMIN_TOKEN` is the bearer
@@ -16,7 +17,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -52,8 +53,9 @@ impl fmt::Debug for Token {
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// Where compiled components are kept, keyed by the digest of their `.wasm` and the engine.
-    pub dir: PathBuf,
+    /// Where compiled components are kept, keyed by the digest of their `.wasm` and the engine;
+    /// `None` when no folder is named and there is no home folder to default to.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,23 +99,21 @@ pub(super) fn check_admin(raw: ManifestAdmin, env: &impl Environment) -> anyhow:
     Ok(AdminConfig { listen, token, watch: raw.watch })
 }
 
-pub(super) fn check_cache(raw: ManifestCache, env: &impl Environment) -> anyhow::Result<CacheConfig> {
-    let dir = env.var("HOST_CACHE_DIR").map(PathBuf::from).or(raw.dir).unwrap_or_else(|| default_cache_dir(env));
-    if dir.as_os_str().is_empty() {
+pub(super) fn check_cache(raw: ManifestCache, base: &Path, env: &impl Environment) -> anyhow::Result<CacheConfig> {
+    let named = env.var("HOST_CACHE_DIR").map(PathBuf::from).or(raw.dir.map(|dir| base.join(dir)));
+    if named.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
         bail!("cache.dir: must name a folder");
     }
-    Ok(CacheConfig { dir })
+    Ok(CacheConfig { dir: named.or_else(|| default_cache_dir(env)) })
 }
 
-/// `$XDG_CACHE_HOME/wasm-host`, else `~/.cache/wasm-host`, else a folder in the temp dir: never
-/// inside the source tree.
-fn default_cache_dir(env: &impl Environment) -> PathBuf {
-    if let Some(cache) = env.var("XDG_CACHE_HOME") {
-        return PathBuf::from(cache).join("wasm-host");
-    }
-    match env.var("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("wasm-host"),
-        None => std::env::temp_dir().join("wasm-host-cache"),
+/// `$XDG_CACHE_HOME/wasm-host`, else `~/.cache/wasm-host`: never inside the source tree, and
+/// never a shared folder such as `/tmp`, where another user could plant code.
+fn default_cache_dir(env: &impl Environment) -> Option<PathBuf> {
+    match (env.var("XDG_CACHE_HOME"), env.var("HOME")) {
+        (Some(cache), _) => Some(PathBuf::from(cache).join("wasm-host")),
+        (None, Some(home)) => Some(PathBuf::from(home).join(".cache").join("wasm-host")),
+        (None, None) => None,
     }
 }
 

@@ -74,9 +74,14 @@ pub struct HttpConfig {
     /// How long one request may take, component and database together.
     #[serde(rename = "request_timeout_ms", default = "default_request_timeout", with = "millis")]
     pub request_timeout: Duration,
-    /// How long in-flight requests may take to finish after a shutdown signal.
+    /// How long in-flight requests may take to finish after a shutdown signal (and each later
+    /// stage of stopping, such as relays and the broker connection).
     #[serde(rename = "shutdown_grace_ms", default = "default_shutdown_grace", with = "millis")]
     pub shutdown_grace: Duration,
+    /// How long after a shutdown signal the host goes on serving while readiness answers 503,
+    /// so load balancers stop sending it traffic before it stops accepting. 0 by default.
+    #[serde(rename = "drain_delay_ms", default, with = "millis")]
+    pub drain_delay: Duration,
 }
 
 /// Limits that apply to every component instance.
@@ -262,7 +267,7 @@ impl Config {
             );
         }
         let admin = check_admin(manifest.admin, env)?;
-        let cache = check_cache(manifest.cache, env)?;
+        let cache = check_cache(manifest.cache, base, env)?;
         Ok(Self { http, limits: manifest.limits, messaging, admin, cache, components })
     }
 }
@@ -362,6 +367,7 @@ fn default_http() -> HttpConfig {
         queue_timeout: default_queue_timeout(),
         request_timeout: default_request_timeout(),
         shutdown_grace: default_shutdown_grace(),
+        drain_delay: Duration::ZERO,
     }
 }
 

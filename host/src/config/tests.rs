@@ -162,7 +162,9 @@ fn an_admin_listener_off_loopback_needs_a_token() {
 #[test]
 fn the_compile_cache_lives_outside_the_source_tree_by_default() {
     let config = load_with(ORDERS, [("HOME", "/home/someone")]).expect("valid manifest");
-    assert_eq!(config.cache.dir, Path::new("/home/someone/.cache/wasm-host"));
+    assert_eq!(config.cache.dir.as_deref(), Some(Path::new("/home/someone/.cache/wasm-host")));
     let config = load_with(ORDERS, [("HOST_CACHE_DIR", "/var/cache/host")]).expect("valid manifest");
-    assert_eq!(config.cache.dir, Path::new("/var/cache/host"));
+    assert_eq!(config.cache.dir.as_deref(), Some(Path::new("/var/cache/host")));
+    let config = load(ORDERS).expect("valid manifest");
+    assert_eq!(config.cache.dir, None, "no home: no cache, rather than a shared temporary folder");
 }

@@ -3,13 +3,14 @@
 //! Listing takes messages with `basic.get` without acknowledging them and closes the channel,
 //! which puts them all back in their places. Replaying copies each chosen message to the
 //! subscription's queue as a first attempt (publisher-confirmed, like every copy the consumer
-//! makes), then acknowledges it in the dead-letter queue: a crash in between leaves a copy in
-//! both, and the consumer's inbox makes the second one harmless. At most the messages that were
+//! makes, within its timeout), then acknowledges it in the dead-letter queue: a crash in between
+//! leaves a copy in both, and the consumer's inbox makes the second one harmless (as long as
+//! the inbox still remembers the event: `retention_hours`). At most the messages that were
 //! there when the replay began are looked at, so one that fails again is not replayed twice.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Confirmation, Connection};
+use lapin::{Channel, Connection};
 use serde::Serialize;
 
 use crate::triggers::messaging::topology::{self, Subscription};
@@ -60,18 +61,22 @@ pub async fn replay(connection: &Connection, subscription: &Subscription, only: 
         .await?
         .message_count();
     let mut replayed = 0;
-    for _ in 0..waiting {
-        let Some(message) = take(&channel, subscription).await? else { break };
-        let delivery = &message.delivery;
-        if only.is_some_and(|id| describe(subscription, delivery).id.as_deref() != Some(id)) {
-            continue; // not acknowledged: back in its place when the channel closes
+    let outcome = async {
+        for _ in 0..waiting {
+            let Some(message) = take(&channel, subscription).await? else { break };
+            let delivery = &message.delivery;
+            if only.is_some_and(|id| describe(subscription, delivery).id.as_deref() != Some(id)) {
+                continue; // not acknowledged: back in its place when the channel closes
+            }
+            send_back(&channel, subscription, delivery).await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            replayed += 1;
         }
-        send_back(&channel, subscription, delivery).await?;
-        delivery.ack(BasicAckOptions::default()).await?;
-        replayed += 1;
+        Ok::<_, anyhow::Error>(())
     }
+    .await;
     let _ = channel.close(200, "replayed".into()).await;
-    Ok(replayed)
+    outcome.map(|()| replayed).map_err(|err| err.context(format!("{replayed} replayed before it failed")))
 }
 
 async fn take(channel: &Channel, subscription: &Subscription) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
@@ -80,24 +85,9 @@ async fn take(channel: &Channel, subscription: &Subscription) -> lapin::Result<O
 
 /// The message again, in the subscription's queue, as a first attempt.
 async fn send_back(channel: &Channel, subscription: &Subscription, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let mut fresh = FieldTable::default();
-    for (name, value) in headers.inner() {
-        if name.as_str() != topology::ATTEMPT && name.as_str() != topology::REASON {
-            fresh.insert(name.clone(), value.clone());
-        }
-    }
-    fresh.insert(REPLAYED.into(), AMQPValue::Boolean(true));
-    headers = fresh;
-    let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-    let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirm =
-        channel.basic_publish("".into(), subscription.queue.as_str().into(), mandatory, &delivery.data, properties).await?;
-    match confirm.await? {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => anyhow::bail!("queue {} does not exist", subscription.queue),
-        other => anyhow::bail!("the broker did not take the copy: {other:?}"),
-    }
+    let replayed = [(REPLAYED, AMQPValue::Boolean(true))];
+    let stale = [topology::ATTEMPT, topology::REASON];
+    topology::send_to(channel, &subscription.queue, &delivery.data, &delivery.properties, &replayed, &stale).await
 }
 
 fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {

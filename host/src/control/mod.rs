@@ -3,7 +3,9 @@
 //!
 //! The admin listener serves JSON on its own port (`admin.listen`, loopback by default). When
 //! `HOST_ADMIN_TOKEN` is set, every call must carry `Authorization: Bearer <token>`; the
-//! configuration refuses a non-loopback address without one. Errors are RFC 9457 problems.
+//! configuration refuses a non-loopback address without one. Without a token, a call must name
+//! a loopback host and come from no web page (no `Origin`), so a browser on the machine cannot
+//! be made to call it. Errors are RFC 9457 problems.
 //!
 //! | call | what |
 //! | --- | --- |
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -35,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Token;
 use crate::problem;
 use crate::registry::Registry;
-use crate::service::{FailedLoad, Identity, Service};
+use crate::service::{Code, FailedLoad, Identity, Service};
 use crate::triggers::messaging::topology::Subscription;
 
 pub mod dead_letters;
@@ -86,7 +89,12 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: Option
 }
 
 async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    let Some(token) = &admin.token else { return next.run(request).await };
+    let Some(token) = &admin.token else {
+        return match local_caller(&request) {
+            Ok(()) => next.run(request).await,
+            Err(why) => fail(StatusCode::FORBIDDEN, why),
+        };
+    };
     let offered = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -98,6 +106,24 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
     let mut refused = fail(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <HOST_ADMIN_TOKEN>");
     refused.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     refused
+}
+
+/// Without a token, only a local program may call: the `Host` is loopback (a page served from a
+/// name that rebinds to 127.0.0.1 sends its own name) and no `Origin` is sent (browsers send one
+/// on every call a page makes that could change something).
+fn local_caller(request: &Request) -> Result<(), &'static str> {
+    if request.headers().contains_key(header::ORIGIN) {
+        return Err("the admin API takes no calls from web pages");
+    }
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    match name {
+        "localhost" | "127.0.0.1" | "[::1]" => Ok(()),
+        _ => Err("without HOST_ADMIN_TOKEN, the admin API answers only calls to localhost"),
+    }
 }
 
 async fn ready(State(admin): State<Admin>) -> Response {
@@ -122,13 +148,18 @@ struct ComponentView {
 }
 
 fn view(service: &Service) -> ComponentView {
+    view_of(service, &service.code())
+}
+
+/// `service` as it serves `code`.
+fn view_of(service: &Service, code: &Code) -> ComponentView {
     ComponentView {
         name: service.name.clone(),
         route: service.route.clone(),
         wasm: service.config.wasm.display().to_string(),
         subscriptions: service.subscriptions.clone(),
         publishes: service.config.publishes.clone(),
-        code: service.code().identity.clone(),
+        code: code.identity.clone(),
         in_flight: service.in_flight(),
         last_failed_load: service.last_failure(),
     }
@@ -159,13 +190,17 @@ async fn upload(State(admin): State<Admin>, Path(name): Path<String>, body: Byte
 
 async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
     let service = match service(admin, name) {
-        Ok(service) => service,
+        Ok(service) => service.clone(),
         Err(refused) => return refused,
     };
-    match reload::reload(admin.registry.runtime(), service, source).await {
-        Ok(Reloaded::Swapped(_)) => axum::Json(view(service)).into_response(),
-        Ok(Reloaded::Unchanged(_)) => {
-            let mut unchanged = axum::Json(view(service)).into_response();
+    // In a task of its own: a caller that hangs up does not cut a reload short.
+    let (runtime, reloading) = (admin.registry.runtime().clone(), service.clone());
+    let reloaded = tokio::spawn(async move { reload::reload(&runtime, &reloading, source).await }).await;
+    let reloaded = reloaded.unwrap_or_else(|err| Err(format!("the reload failed: {err}")));
+    match reloaded {
+        Ok(Reloaded::Swapped(code)) => axum::Json(view_of(&service, &code)).into_response(),
+        Ok(Reloaded::Unchanged(code)) => {
+            let mut unchanged = axum::Json(view_of(&service, &code)).into_response();
             unchanged.headers_mut().insert("x-unchanged", HeaderValue::from_static("this code was already serving"));
             unchanged
         }
@@ -175,17 +210,27 @@ async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeadLetterQuery {
+struct ListQuery {
     topic: Option<String>,
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayQuery {
+    topic: Option<String>,
     id: Option<String>,
 }
 
 async fn dead_letters_list(
     State(admin): State<Admin>,
     Path(name): Path<String>,
-    Query(query): Query<DeadLetterQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejected) => return fail(StatusCode::BAD_REQUEST, rejected.body_text()),
+    };
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
     let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
         Ok(found) => found,
@@ -200,8 +245,12 @@ async fn dead_letters_list(
 async fn dead_letters_replay(
     State(admin): State<Admin>,
     Path(name): Path<String>,
-    Query(query): Query<DeadLetterQuery>,
+    query: Result<Query<ReplayQuery>, QueryRejection>,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejected) => return fail(StatusCode::BAD_REQUEST, rejected.body_text()),
+    };
     let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
         Ok(found) => found,
         Err(refused) => return refused,
@@ -209,7 +258,7 @@ async fn dead_letters_replay(
     match dead_letters::replay(&connection, &subscription, query.id.as_deref()).await {
         Ok(0) if query.id.is_some() => fail(StatusCode::NOT_FOUND, format!("no dead letter with that id in {}", subscription.dead)),
         Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
-        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err}", subscription.dead)),
+        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err:#}", subscription.dead)),
     }
 }
 
@@ -226,6 +275,7 @@ fn subscription(admin: &Admin, name: &str, topic: Option<&str>) -> Result<(Arc<l
     let topic = match (topic, service.subscriptions.as_slice()) {
         (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
         (None, [only]) => only.clone(),
+        (_, []) => return Err(fail(StatusCode::NOT_FOUND, format!("`{name}` subscribes to no topic"))),
         (_, subscribed) => {
             return Err(fail(
                 StatusCode::BAD_REQUEST,

@@ -5,11 +5,15 @@
 //! 2. Compile (through the cache) and check it against the world and the component's manifest
 //!    entry, off the async threads.
 //! 3. Apply the component's migrations folder again: new files only, so migrations must be
-//!    forward, expand-style (the old code keeps serving on the new schema until the swap).
+//!    forward, expand-style (the old code keeps serving on the new schema until the swap). A
+//!    migration that waits on a lock gives up after two seconds rather than stall the traffic.
 //! 4. Swap: units of work already running finish on the old code, new ones get the new code.
 //!
-//! Any failure changes nothing: the old code keeps serving, the failure is recorded on the
-//! service (the admin list shows it) and logged once. Reloads of one component never overlap.
+//! A failure swaps nothing: the old code keeps serving, the failure is recorded on the service
+//! (the admin list shows it) and logged once. (Migrations applied before a later one failed stay
+//! applied, as at start; being expand-style, they do not disturb the old code.) Reloads of one
+//! component never overlap. The checks are of the code's shape, not its behaviour: code that
+//! links but fails every request is swapped in like any other, and swapped out the same way.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +24,12 @@ use crate::service::{Code, Service};
 
 /// Where new code comes from.
 pub enum Source {
-    /// The component's `.wasm` as configured.
+    /// The component's `.wasm` as configured, asked for by the admin API.
     File,
+    /// The same file, after the watcher saw it change. Bytes the file already held before
+    /// (a `touch`, a rebuild to the same output) change nothing, even when code uploaded since
+    /// serves: only new contents of the file replace an upload.
+    Watched,
     /// Bytes sent to the admin API.
     Upload(bytes::Bytes),
 }
@@ -36,8 +44,10 @@ pub enum Reloaded {
 /// Loads new code for `service` from `source` and swaps it in; why not, when nothing changed.
 pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -> Result<Reloaded, String> {
     let _one_at_a_time = service.reloading.lock().await;
+    let from_file = !matches!(source, Source::Upload(_));
+    let watched = matches!(source, Source::Watched);
     let (wasm, origin) = match source {
-        Source::File => {
+        Source::File | Source::Watched => {
             let path = service.config.wasm.clone();
             match tokio::fs::read(&path).await {
                 Ok(bytes) => (bytes::Bytes::from(bytes), path.display().to_string()),
@@ -46,19 +56,23 @@ pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -
         }
         Source::Upload(bytes) => (bytes, "upload".to_owned()),
     };
+    let digest = crate::cache::digest(&wasm);
     let current = service.code();
-    if crate::cache::digest(&wasm) == current.identity.sha256 {
+    let seen_in_file = watched && service.file_digest().as_deref() == Some(digest.as_str());
+    if digest == current.identity.sha256 || seen_in_file {
         return Ok(Reloaded::Unchanged(current));
     }
     let (compiling, name, subscribes, label) =
         (runtime.clone(), service.name.clone(), !service.subscriptions.is_empty(), origin.clone());
-    let compiled = tokio::task::spawn_blocking(move || Code::load(&compiling, &name, &wasm, label, subscribes)).await;
+    let hashed = digest.clone();
+    let compiled =
+        tokio::task::spawn_blocking(move || Code::load(&compiling, &name, &wasm, hashed, label, subscribes)).await;
     let code = match compiled {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => return Err(fail(service, origin, format!("{err:#}"))),
         Err(err) => return Err(fail(service, origin, format!("the compile task failed: {err}"))),
     };
-    match migrations::migrate(&service.config).await {
+    match migrations::migrate_when(&service.config, migrations::When::Reload).await {
         Ok(applied) if !applied.is_empty() => {
             tracing::info!(component = %service.name, ?applied, "migrations applied before the swap");
         }
@@ -66,6 +80,9 @@ pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -
         Err(err) => return Err(fail(service, origin, format!("{err:#}"))),
     }
     let code = service.swap(code);
+    if from_file {
+        service.set_file_digest(digest);
+    }
     tracing::info!(
         component = %service.name,
         source = %code.identity.source,

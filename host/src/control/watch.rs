@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use notify_debouncer_mini::{DebounceEventResult, DebouncedEventKind, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,8 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(Cancellation
     let (changed, mut changes) = mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
         Ok(events) => {
-            for event in events {
+            // `AnyContinuous` fires while a long write is still going on; wait for its end.
+            for event in events.into_iter().filter(|event| event.kind == DebouncedEventKind::Any) {
                 let _ = changed.send(event.path);
             }
         }
@@ -40,7 +41,8 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(Cancellation
     let folders: BTreeSet<PathBuf> = registry
         .services()
         .iter()
-        .filter_map(|service| service.config.wasm.parent().map(PathBuf::from))
+        .filter_map(|service| service.config.wasm.parent())
+        .map(|folder| if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder.to_owned() })
         .collect();
     for folder in &folders {
         debouncer
@@ -66,7 +68,7 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(Cancellation
                         continue; // removed, about to be replaced: its replacement brings an event of its own
                     }
                     // A failure is recorded on the service and logged by `reload`.
-                    let _ = reload::reload(registry.runtime(), service, Source::File).await;
+                    let _ = reload::reload(registry.runtime(), service, Source::Watched).await;
                 }
             }
         })

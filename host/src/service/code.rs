@@ -10,7 +10,6 @@ use wasmtime::error::Context;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::SubscriberPre;
-use crate::cache;
 use crate::engine::Runtime;
 use crate::state::StoreState;
 
@@ -44,15 +43,16 @@ impl Code {
     /// Compiles `wasm` and checks it against what the host provides and what the component's
     /// manifest entry requires (a route needs the HTTP export, subscriptions the handler).
     /// CPU-heavy: run it off the async threads.
+    /// `sha256` is the digest of `wasm` ([`crate::cache::digest`]).
     pub fn load(
         runtime: &Runtime,
         name: &str,
         wasm: &[u8],
+        sha256: String,
         source: String,
         subscribes: bool,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let sha256 = cache::digest(wasm);
         let compiled = runtime
             .cache
             .load(&runtime.engine, &sha256, wasm)

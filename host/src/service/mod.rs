@@ -52,6 +52,9 @@ pub struct Service {
     last_failure: Mutex<Option<FailedLoad>>,
     /// Held while a reload runs, so reloads of one component never overlap.
     pub reloading: tokio::sync::Mutex<()>,
+    /// The digest of what its `.wasm` file held when last loaded from it (see
+    /// [`crate::control::reload::Source::Watched`]).
+    file_digest: Mutex<Option<String>>,
 }
 
 /// A load that changed nothing, and why.
@@ -66,6 +69,7 @@ pub struct FailedLoad {
 impl Service {
     pub fn new(config: &ComponentConfig, limits: &Limits, mut code: Code, database: Arc<dyn Database>) -> Self {
         code.identity.version = 1;
+        let file_digest = Mutex::new(Some(code.identity.sha256.clone()));
         Self {
             name: config.name.clone(),
             config: config.clone(),
@@ -85,6 +89,7 @@ impl Service {
             in_flight: Arc::default(),
             last_failure: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            file_digest,
         }
     }
 
@@ -114,6 +119,14 @@ impl Service {
 
     fn lock_failure(&self) -> std::sync::MutexGuard<'_, Option<FailedLoad>> {
         self.last_failure.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn file_digest(&self) -> Option<String> {
+        self.file_digest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set_file_digest(&self, digest: String) {
+        *self.file_digest.lock().unwrap_or_else(PoisonError::into_inner) = Some(digest);
     }
 
     /// Units of work running now.

@@ -111,6 +111,9 @@ impl HttpTrigger {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if path == "/health" {
+            if self.registry.is_stopping() {
+                return problem::response(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
+            }
             return health::check(self.registry.services(), self.registry.broker().map(Arc::as_ref)).await;
         }
         let Some((service, rest)) = self.registry.route(path) else {

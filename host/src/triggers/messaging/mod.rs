@@ -173,7 +173,7 @@ impl MessageTrigger {
                         (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX))),
                         (topology::REASON, topology::text(&reason)),
                     ];
-                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers).await?;
+                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers, &[]).await?;
                 }
                 None => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
@@ -212,6 +212,6 @@ impl MessageTrigger {
             (topology::REASON, topology::text(reason)),
             (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt).unwrap_or(i32::MAX))),
         ];
-        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, &headers).await
+        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, &headers, &[]).await
     }
 }

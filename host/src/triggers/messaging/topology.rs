@@ -89,8 +89,8 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
 /// How long the broker may take to confirm a retry or dead-letter copy.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Publishes `body` straight to `queue` (through the default exchange) with the given headers,
-/// keeping the original properties. Succeeds only when the broker confirmed it (within
+/// Publishes `body` straight to `queue` (through the default exchange) with the given headers
+/// set and the `dropped` ones removed, keeping the original properties otherwise. Succeeds only when the broker confirmed it (within
 /// [`CONFIRM_TIMEOUT`]) and routed it to the queue, so the caller may then acknowledge the
 /// original.
 pub async fn send_to(
@@ -99,8 +99,14 @@ pub async fn send_to(
     body: &[u8],
     original: &BasicProperties,
     headers: &[(&str, AMQPValue)],
+    dropped: &[&str],
 ) -> anyhow::Result<()> {
-    let mut table = original.headers().clone().unwrap_or_default();
+    let mut table = FieldTable::default();
+    for (name, value) in original.headers().clone().unwrap_or_default().inner() {
+        if !dropped.contains(&name.as_str()) {
+            table.insert(name.clone(), value.clone());
+        }
+    }
     for (name, value) in headers {
         table.insert((*name).into(), value.clone());
     }
