@@ -26,7 +26,8 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sed -e 's|listen = "127.0.0.1:8000"|listen = "127.0.0.1:18000"\n\n[admin]\nlisten = "127.0.0.1:19000"\nwatch = false|' \
+sed -e 's|listen = "127.0.0.1:8000"|listen = "127.0.0.1:18000"|' \
+    -e 's|listen = "127.0.0.1:9000"|listen = "127.0.0.1:19000"|' -e 's|^watch = true|watch = false|' \
     -e 's|postgres://orders@localhost:5432/orders|postgres://bench_orders@localhost:5432/bench_orders|' \
     -e 's|postgres://invoices@localhost:5432/invoices|postgres://bench_invoices@localhost:5432/bench_invoices|' \
     -e 's|exchange = "platform.events"|exchange = "bench.events"|' \

@@ -72,6 +72,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
         .route("/components/{name}/dead-letters", get(dead_letters_list))
         .route("/components/{name}/dead-letters/replay", post(dead_letters_replay))
         .fallback(|| async { fail(StatusCode::NOT_FOUND, "no such admin call; see the README's admin API") })
+        .method_not_allowed_fallback(|| async { fail(StatusCode::METHOD_NOT_ALLOWED, "that method is not allowed here") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
 }
@@ -99,7 +100,9 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if offered.is_some_and(|offered| token.matches(offered)) {
         return next.run(request).await;
     }
@@ -227,9 +230,9 @@ async fn dead_letters_list(
     Path(name): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejected) => return fail(StatusCode::BAD_REQUEST, rejected.body_text()),
+    let query = match parameters(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
     let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
@@ -247,9 +250,9 @@ async fn dead_letters_replay(
     Path(name): Path<String>,
     query: Result<Query<ReplayQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejected) => return fail(StatusCode::BAD_REQUEST, rejected.body_text()),
+    let query = match parameters(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
     };
     let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
         Ok(found) => found,
@@ -260,6 +263,11 @@ async fn dead_letters_replay(
         Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
         Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err:#}", subscription.dead)),
     }
+}
+
+/// The query parameters, or a problem naming what is wrong with them.
+fn parameters<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(query)| query).map_err(|rejected| fail(StatusCode::BAD_REQUEST, rejected.body_text()))
 }
 
 fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Response> {

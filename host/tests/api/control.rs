@@ -263,6 +263,13 @@ async fn admin_calls_need_the_token_when_one_is_set() {
     }
     let response = host.client.get(host.admin_url("/components")).bearer_auth(token).send().await.expect("sent");
     assert_eq!(response.status(), 200);
+    let wrong_method = host.client.delete(host.admin_url("/components/orders")).bearer_auth(token).send().await.expect("sent");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["content-type"], "application/problem+json");
+    let bad_query =
+        host.client.get(host.admin_url("/components/orders/dead-letters?limit=lots")).bearer_auth(token).send().await.expect("sent");
+    assert_eq!(bad_query.status(), 400);
+    assert_eq!(bad_query.headers()["content-type"], "application/problem+json");
     let live = host.client.get(host.admin_url("/livez")).bearer_auth(token).send().await.expect("sent");
     assert_eq!(live.status(), 200);
     let ready = host.client.get(host.admin_url("/readyz")).bearer_auth(token).send().await.expect("sent");

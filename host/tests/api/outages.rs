@@ -38,16 +38,7 @@ fn invoice_issued(order: OrderId, invoice: InvoiceId, source: &str) -> Vec<u8> {
 async fn an_event_from_anyone_but_its_topics_publisher_is_dead_lettered_and_changes_nothing() {
     let system = System::start().await;
     system.wait_for_health("up").await;
-    // A pending order no event was published for.
-    let order: OrderId = new_id();
-    let orders = system.orders.connect().await;
-    orders
-        .execute(
-            "INSERT INTO orders (id, customer_id, amount) VALUES ($1::text::uuid, $2::text::uuid, 700)",
-            &[&order.to_string(), &CUSTOMER],
-        )
-        .await
-        .expect("order");
+    let order = system.insert_pending_order().await;
     let status = "SELECT count(*) FROM orders WHERE status = 'invoiced'";
 
     system.broker.publish(InvoiceIssued::TOPIC, &invoice_issued(order, new_id(), "mallory")).await;
@@ -71,15 +62,8 @@ async fn an_event_from_anyone_but_its_topics_publisher_is_dead_lettered_and_chan
 async fn rows_written_into_the_outbox_by_hand_go_out_only_as_the_components_own_events() {
     let system = System::start().await;
     system.wait_for_health("up").await;
-    let order: OrderId = new_id();
+    let order = system.insert_pending_order().await;
     let orders = system.orders.connect().await;
-    orders
-        .execute(
-            "INSERT INTO orders (id, customer_id, amount) VALUES ($1::text::uuid, $2::text::uuid, 700)",
-            &[&order.to_string(), &CUSTOMER],
-        )
-        .await
-        .expect("order");
     // Orders' SQL writes an `invoices.issued` event under Invoices' name straight into its own
     // outbox, bypassing `publish`; and an `orders.created` one under someone else's name.
     let forged: serde_json::Value =

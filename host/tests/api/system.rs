@@ -52,6 +52,21 @@ impl System {
         response.json().await.expect("JSON")
     }
 
+    /// A pending order written straight to Orders' table: no event was published for it.
+    pub async fn insert_pending_order(&self) -> OrderId {
+        let order: OrderId = new_id();
+        self.orders
+            .connect()
+            .await
+            .execute(
+                "INSERT INTO orders (id, customer_id, amount) VALUES ($1::text::uuid, $2::text::uuid, 700)",
+                &[&order.to_string(), &CUSTOMER],
+            )
+            .await
+            .expect("order");
+        order
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         self.host.client.get(self.host.url(path)).send().await.expect("sent").json().await.expect("JSON")
     }
@@ -73,11 +88,17 @@ impl System {
         }
     }
 
+    /// Waits until `/health` reports the broker `broker` ("up" or "down"); for "up", also until
+    /// both consumers are attached, so that events published next reach them.
     pub async fn wait_for_health(&self, broker: &str) {
         let started = Instant::now();
         loop {
             let health = self.get("/health").await;
             if health["checks"]["broker"].as_str().is_some_and(|state| state.starts_with(broker)) {
+                if broker == "up" {
+                    self.broker.wait_for_consumer("orders").await;
+                    self.broker.wait_for_consumer("invoices").await;
+                }
                 return;
             }
             assert!(started.elapsed() < Duration::from_secs(20), "broker never {broker}: {health}");
