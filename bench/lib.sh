@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What the benchmarks share: making sure what they need is here, a manifest of their own
+# (ports 18000 and 19000, databases bench_orders and bench_invoices, exchange bench.events), and
+# starting and measuring a release host. Sourced by the bench scripts, after scripts/ensure.sh.
+
+BENCH_HTTP=127.0.0.1:18000
+
+# Installs wrk, makes sure PostgreSQL and RabbitMQ run, builds the components and, unless
+# HOST_BIN names one, the release host; writes the manifest to $BENCH_WORK/host.toml.
+bench_setup() {
+  ensure_wasm_target
+  ensure_postgres
+  ensure_rabbitmq
+  command -v wrk >/dev/null || apt_install wrk
+  ensure_service_databases bench_orders bench_invoices
+  build_components -p orders -p invoices
+  if [ -z "${HOST_BIN:-}" ]; then
+    cargo build --release -p host
+    HOST_BIN=target/release/host
+  fi
+  BENCH_WORK=$(mktemp -d)
+  trap 'bench_stop_host; rm -rf "$BENCH_WORK"' EXIT
+  sed -e "s|listen = \"127.0.0.1:8000\"|listen = \"$BENCH_HTTP\"|" \
+      -e 's|listen = "127.0.0.1:9000"|listen = "127.0.0.1:19000"|' -e 's|^watch = true|watch = false|' \
+      -e 's|postgres://orders@localhost:5432/orders|postgres://bench_orders@localhost:5432/bench_orders|' \
+      -e 's|postgres://invoices@localhost:5432/invoices|postgres://bench_invoices@localhost:5432/bench_invoices|' \
+      -e 's|exchange = "platform.events"|exchange = "bench.events"|' \
+      -e "s|wasm = \"target|wasm = \"$PWD/target|" -e "s|migrations = \"components|migrations = \"$PWD/components|" \
+      host.toml >"$BENCH_WORK/host.toml"
+}
+
+# Starts the host with the compile cache in $1 (default: one in $BENCH_WORK) and waits until it
+# is ready; sets HOST_PID, and READY_MS to the milliseconds from launch to ready. (Not to be run
+# in a subshell, which would keep HOST_PID to itself.)
+bench_start_host() {
+  local cache=${1:-$BENCH_WORK/cache} started ready
+  started=$(date +%s%N)
+  HOST_CACHE_DIR=$cache RUST_LOG=warn "$HOST_BIN" --config "$BENCH_WORK/host.toml" >>"$BENCH_WORK/host.log" 2>&1 &
+  HOST_PID=$!
+  until curl -fsS -o /dev/null "http://$BENCH_HTTP/health" 2>/dev/null; do
+    kill -0 "$HOST_PID" 2>/dev/null || { tail -n 20 "$BENCH_WORK/host.log" >&2; return 1; }
+    sleep 0.005
+  done
+  ready=$(date +%s%N)
+  READY_MS=$(((ready - started) / 1000000))
+}
+
+bench_stop_host() {
+  if [ -n "${HOST_PID:-}" ] && kill -0 "$HOST_PID" 2>/dev/null; then
+    kill -TERM "$HOST_PID"
+    wait "$HOST_PID" || true
+  fi
+  HOST_PID=
+}
+
+# CPU time the host has used, in microseconds (user + system).
+bench_cpu_us() {
+  local ticks
+  ticks=$(awk '{ print $14 + $15 }' "/proc/$HOST_PID/stat")
+  echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
+# Resident memory of the host, in KiB.
+bench_rss_kb() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$HOST_PID/status"
+}
+
+# Empties the services' tables, so each run starts from the same state.
+bench_reset_data() {
+  psql_admin bench_orders -qc "TRUNCATE orders, platform_outbox, platform_inbox" 2>/dev/null || true
+  psql_admin bench_invoices -qc "TRUNCATE invoices, platform_outbox, platform_inbox" 2>/dev/null || true
+}
