@@ -37,6 +37,7 @@ order_id=$(curl -fsS -X POST "$base/orders/orders" -H 'content-type: application
 # request, and how many answers were not 2xx/3xx/404 as expected.
 run_case() { # name, concurrency, url, [lua script]
   local name=$1 connections=$2 url=$3 script=${4:-} cpu_before cpu_after out rps p50 p99 requests errors
+  bench_settle
   cpu_before=$(bench_cpu_us)
   out=$(wrk -t1 -c"$connections" -d"${SECONDS_PER_CASE}s" --latency ${script:+-s "$script"} "$url")
   cpu_after=$(bench_cpu_us)

@@ -70,3 +70,17 @@ bench_reset_data() {
   psql_admin bench_orders -qc "TRUNCATE orders, platform_outbox, platform_inbox" 2>/dev/null || true
   psql_admin bench_invoices -qc "TRUNCATE invoices, platform_outbox, platform_inbox" 2>/dev/null || true
 }
+
+# Waits (at most two minutes) until the work that earlier requests set off is done: every order
+# invoiced and no event left in either outbox, so it does not count against the next case.
+bench_settle() {
+  local i pending
+  for ((i = 0; i < 1200; i++)); do
+    pending=$(psql_admin bench_orders -tAc "SELECT (SELECT count(*) FROM orders WHERE status <> 'invoiced')
+        + (SELECT count(*) FROM platform_outbox WHERE sent_at IS NULL)")
+    pending=$((pending + $(psql_admin bench_invoices -tAc "SELECT count(*) FROM platform_outbox WHERE sent_at IS NULL")))
+    [ "$pending" -eq 0 ] && return 0
+    sleep 0.1
+  done
+  say "warning: $pending orders or events still in flight after two minutes"
+}

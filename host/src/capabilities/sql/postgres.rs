@@ -13,8 +13,9 @@
 //!   detached from the pool and closed, which rolls it back; it is never pooled mid-transaction;
 //! - `COMMIT` and `ROLLBACK` get [`END_TIMEOUT`];
 //! - a query's rows are counted as they arrive, and one past `max_result_bytes` cancels it;
-//! - a pooled connection is cleaned when it is taken again (settings reset, advisory locks
-//!   released, temporary tables dropped), so nothing of one unit of work reaches the next.
+//! - a connection is cleaned as its transaction ends, in the same round trip (settings reset,
+//!   advisory locks released, temporary tables dropped), and pooled only when that worked, so
+//!   nothing of one unit of work reaches the next.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,13 @@ const PING_WAIT: Duration = Duration::from_secs(1);
 /// Prepared statements kept per connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;
 
+/// Undoes whatever session state a unit of work could leave on its connection:
+/// `set_config(.., false)`, cursors `WITH HOLD`, session advisory locks, temporary tables,
+/// sequence state. Sent right behind `COMMIT` or `ROLLBACK`, in the same round trip. Prepared
+/// statements stay.
+const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+                             SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
 /// How far past a unit of work's deadline the server's own statement and idle timeouts are set.
 const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
 
@@ -57,11 +65,9 @@ impl PgDatabase {
         let manager = Manager::from_config(
             pg,
             NoTls,
-            // `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;
-            // SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;` before a
-            // connection is handed out again: `set_config(.., false)`, session advisory locks and
-            // temporary tables die with the unit of work that made them. Prepared statements stay.
-            ManagerConfig { recycling_method: RecyclingMethod::Clean },
+            // Connections are cleaned as their transaction ends (see `RESET_SESSION`); taking one
+            // from the pool only checks it is still open.
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
@@ -161,15 +167,22 @@ impl PgTransaction {
     /// if cancelled, `Drop` detaches it).
     async fn end(&mut self, command: &str) -> Result<(), CommitError> {
         let Some(client) = &self.client else { return Ok(()) };
-        match tokio::time::timeout(END_TIMEOUT, client.batch_execute(command)).await {
-            Ok(done) => done.map_err(|err| CommitError::Failed(query_failed(err)))?,
+        // Two requests, pipelined on the connection: one round trip, and the reset's own outcome
+        // never mistaken for the commit's.
+        let ending = futures::future::join(client.batch_execute(command), client.batch_execute(RESET_SESSION));
+        let (ended, reset) = match tokio::time::timeout(END_TIMEOUT, ending).await {
+            Ok(outcomes) => outcomes,
             Err(_elapsed) => {
                 return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
             }
-        }
-        if !self.cancel_sent {
-            // Back to the pool, outside any transaction.
-            drop(self.client.take());
+        };
+        ended.map_err(|err| CommitError::Failed(query_failed(err)))?;
+        match reset {
+            // Back to the pool, clean and outside any transaction.
+            Ok(()) if !self.cancel_sent => drop(self.client.take()),
+            // Not clean, or a cancel may still arrive: `Drop` closes it instead.
+            Ok(()) => {}
+            Err(err) => tracing::warn!(error = %err, "could not reset a connection; closing it"),
         }
         Ok(())
     }
