@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{self, OrdersApp, TempDir, TestBroker, TestDatabase, TestHost};
-use crate::system::{CUSTOMER, System, make_invoices_flaky};
+use crate::system::{CUSTOMER, System};
 
 /// A host running Orders from a `.wasm` in a folder of the test's own, watched, with a compile
 /// cache of its own.
@@ -42,7 +42,7 @@ impl Swappable {
     }
 
     async fn component(&self) -> Value {
-        admin_get(&self.app.host, "/components/orders").await
+        self.app.host.admin_get("/components/orders").await
     }
 
     /// Waits until the admin API shows the code at `version`; how long that took.
@@ -57,12 +57,6 @@ impl Swappable {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-async fn admin_get(host: &TestHost, path: &str) -> Value {
-    let response = host.client.get(host.admin_url(path)).send().await.expect("sent");
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.expect("JSON")
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -291,7 +285,7 @@ async fn without_a_token_the_admin_api_answers_only_local_programs() {
     assert_eq!(from_a_page.status(), 403);
     let rebound = host.client.get(host.admin_url("/components")).header("host", "evil.example:9000").send().await.expect("sent");
     assert_eq!(rebound.status(), 403);
-    assert_eq!(admin_get(host, "/components/orders").await["code"]["version"], 1, "nothing was reloaded");
+    assert_eq!(host.admin_get("/components/orders").await["code"]["version"], 1, "nothing was reloaded");
 }
 
 #[tokio::test]
@@ -303,7 +297,7 @@ async fn a_restart_loads_components_from_the_compile_cache() {
     let mut loads = Vec::new();
     for _ in 0..2 {
         let host = TestHost::start(&manifest).await;
-        let component = admin_get(&host, "/components/orders").await;
+        let component = host.admin_get("/components/orders").await;
         loads.push((component["code"]["from_cache"].clone(), component["code"]["load_ms"].clone()));
         host.stop().await.expect("stops");
     }
@@ -340,7 +334,7 @@ async fn a_subscriber_swapped_while_events_flow_loses_no_event_and_handles_none_
     running.store(false, Ordering::Relaxed);
     let posted = posting.await.expect("posting");
 
-    assert_eq!(admin_get(host, "/components/invoices").await["code"]["version"], 4);
+    assert_eq!(host.admin_get("/components/invoices").await["code"]["version"], 4);
     System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", posted, Duration::from_secs(30)).await;
     System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", posted, Duration::from_secs(30)).await;
     // Handled once each: one inbox record and one `invoices.issued` per order (a handler run
@@ -353,54 +347,4 @@ async fn a_subscriber_swapped_while_events_flow_loses_no_event_and_handles_none_
         assert!(crate::system::take(&system.broker.dead_letters(component)).await.is_none(), "{component}");
     }
     println!("{posted} orders posted across three swaps of invoices: {posted} invoices, one each");
-}
-
-#[tokio::test]
-async fn dead_letters_are_listed_and_replayed_once_the_cause_is_fixed() {
-    let system = System::start().await;
-    make_invoices_flaky(&system.invoices, 1_000).await;
-    system.wait_for_health("up").await;
-    for amount in [11, 12, 13] {
-        system.post_order(amount).await;
-    }
-    let host = &system.host;
-    let listed = {
-        let started = Instant::now();
-        loop {
-            let listed = admin_get(host, "/components/invoices/dead-letters").await;
-            if listed["messages"].as_array().map(Vec::len) == Some(3) {
-                break listed;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "{listed}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let first = &listed["messages"][0];
-    assert_eq!(first["topic"], "orders.created");
-    assert_eq!(first["attempts"], 3);
-    assert!(first["reason"].as_str().is_some_and(|r| r.contains("gave up after 3 attempts")), "{first}");
-    assert!(first["preview"].as_str().is_some_and(|p| p.contains("\"orderId\"")), "{first}");
-    assert_eq!(admin_get(host, "/components/invoices/dead-letters").await["messages"].as_array().map(Vec::len), Some(3), "listing leaves them");
-
-    // The cause is fixed; one is replayed by id, then the rest.
-    system.invoices.connect().await.batch_execute("DROP TRIGGER invoices_on_insert ON invoices").await.expect("fix");
-    let id = first["id"].as_str().expect("id");
-    let replay = |query: String| {
-        let url = host.admin_url(&format!("/components/invoices/dead-letters/replay{query}"));
-        let client = host.client.clone();
-        async move {
-            let response = client.post(url).send().await.expect("sent");
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.expect("JSON")["replayed"].as_u64()
-        }
-    };
-    assert_eq!(replay(format!("?id={id}")).await, Some(1));
-    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(10)).await;
-    assert_eq!(replay(String::new()).await, Some(2));
-    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 3, Duration::from_secs(10)).await;
-    System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", 3, Duration::from_secs(10)).await;
-    assert_eq!(replay(String::new()).await, Some(0), "nothing is left to replay");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(System::count(&system.invoices, "SELECT count(*) FROM invoices").await, 3, "each once");
-    assert_eq!(admin_get(host, "/components/invoices/dead-letters").await["messages"], json!([]));
 }

@@ -133,7 +133,7 @@ pub fn amqp_base() -> String {
 pub const RETRY_DELAYS_MS: [u64; 2] = [100, 200];
 
 /// What each component publishes and consumes, as the development manifest has it.
-fn topics(component: &str) -> (&'static str, &'static str) {
+pub fn topics(component: &str) -> (&'static str, &'static str) {
     match component {
         "orders" => ("orders.created", "invoices.issued"),
         "invoices" => ("invoices.issued", "orders.created"),
@@ -193,95 +193,6 @@ subscriptions = ["{subscribes}"]
     manifest
 }
 
-/// A topic exchange of a test's own; its queues and itself are deleted when dropped.
-pub struct TestBroker {
-    pub exchange: String,
-}
-
-impl TestBroker {
-    pub fn new() -> Self {
-        Self { exchange: format!("test.{}", uuid::Uuid::new_v4().simple()) }
-    }
-
-    /// The queues hosts declare for `component` on this exchange.
-    pub fn queues(&self, component: &str) -> Vec<String> {
-        let queue = format!("{}.{component}.{}", self.exchange, topics(component).1);
-        let mut queues = vec![format!("{queue}.dead")];
-        queues.extend(RETRY_DELAYS_MS.iter().map(|ms| format!("{queue}.retry.{ms}ms")));
-        queues.push(queue);
-        queues
-    }
-
-    /// Waits until `component`'s consumer is attached to its subscription's queue (so an event
-    /// published now is routed to it, not dropped as unroutable).
-    pub async fn wait_for_consumer(&self, component: &str) {
-        let queue = format!("{}.{component}.{}", self.exchange, topics(component).1);
-        let started = std::time::Instant::now();
-        loop {
-            // A failed passive declare closes its channel: a fresh one each time.
-            let channel = Self::channel().await;
-            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-            if let Ok(declared) = channel.queue_declare(queue.as_str().into(), passive, Default::default()).await
-                && declared.consumer_count() > 0
-            {
-                return;
-            }
-            assert!(started.elapsed() < std::time::Duration::from_secs(20), "no consumer on {queue}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The dead-letter queue of `component`'s subscription.
-    pub fn dead_letters(&self, component: &str) -> String {
-        format!("{}.{component}.{}.dead", self.exchange, topics(component).1)
-    }
-
-    pub async fn channel() -> lapin::Channel {
-        let connection = lapin::Connection::connect(&amqp_base(), lapin::ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|err| panic!("cannot reach RabbitMQ at {}: {err}; is it running?", amqp_base()));
-        let channel = connection.create_channel().await.expect("channel");
-        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirms");
-        channel
-    }
-
-    /// Publishes `body` as the relay would, and waits for the broker's confirmation.
-    pub async fn publish(&self, topic: &str, body: &[u8]) {
-        let channel = Self::channel().await;
-        channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                topic.into(),
-                lapin::options::BasicPublishOptions::default(),
-                body,
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirmed");
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        let exchange = self.exchange.clone();
-        let queues: Vec<String> = ["orders", "invoices"].iter().flat_map(|c| self.queues(c)).collect();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let channel = TestBroker::channel().await;
-                for queue in queues {
-                    let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
-                }
-                let _ = channel.exchange_delete(exchange.as_str().into(), Default::default()).await;
-            });
-            Ok::<_, std::io::Error>(())
-        })
-        .join();
-    }
-}
-
 /// The manifest of a host running Orders on `database_url`, with a broker of its own.
 pub fn orders_manifest(broker: &TestBroker, database_url: &str) -> String {
     manifest(broker, &amqp_base(), &[("orders", database_url)])
@@ -334,6 +245,13 @@ impl TestHost {
     /// A URL of the admin API.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// `GET` of an admin call that must answer 200, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let response = self.client.get(self.admin_url(path)).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("JSON")
     }
 
     /// Signals shutdown and waits until the host has stopped.
@@ -403,4 +321,5 @@ impl OrdersApp {
     }
 }
 
+pub use super::broker::TestBroker;
 pub use super::files::{TempDir, with_note};

@@ -1,7 +1,9 @@
 //! Integration tests: the real host, the real Orders component, a real PostgreSQL database of
 //! each test's own. Run the README's test command (it builds the components first).
 
+mod broker;
 mod control;
+mod dead_letters;
 mod files;
 mod hardening;
 mod helpers;
