@@ -22,6 +22,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    keep_backtraces_to_panics();
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let config = match Config::load(&cli.config, &ProcessEnv) {
@@ -75,6 +76,19 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
+}
+
+/// `RUST_BACKTRACE=1` asks for panic backtraces, but it also makes every `anyhow` error capture
+/// one, and the request path makes and drops errors as a matter of course (a guest's failed
+/// statement, a closed body). Unless `RUST_LIB_BACKTRACE` says otherwise, errors do not capture
+/// backtraces; panics still print theirs.
+#[allow(unsafe_code)]
+fn keep_backtraces_to_panics() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists that could read
+        // the environment at the same time.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
 }
 
 fn init_logging(json: bool) {

@@ -90,7 +90,7 @@ impl<'a> Messaging<'a> {
 }
 
 impl wit::Host for Messaging<'_> {
-    #[tracing::instrument(name = "messaging.publish", skip_all, fields(messaging.destination.name = %event.topic, messaging.message.id = %event.id))]
+    #[tracing::instrument(name = "messaging.publish", level = "debug", skip_all, fields(messaging.destination.name = %event.topic, messaging.message.id = %event.id))]
     async fn publish(&mut self, event: OutgoingEvent) -> wasmtime::Result<Result<(), PublishError>> {
         if let Err(refused) = self.check(&event) {
             return Ok(Err(refused));

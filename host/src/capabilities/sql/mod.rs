@@ -242,7 +242,7 @@ impl<'a> Sql<'a> {
 }
 
 impl wit::Host for Sql<'_> {
-    #[tracing::instrument(name = "sql.query", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
+    #[tracing::instrument(name = "sql.query", level = "debug", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
     async fn query(
         &mut self,
         statement: String,
@@ -251,7 +251,7 @@ impl wit::Host for Sql<'_> {
         Ok(self.ctx.query(&statement, params).await)
     }
 
-    #[tracing::instrument(name = "sql.execute", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
+    #[tracing::instrument(name = "sql.execute", level = "debug", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
     async fn execute(
         &mut self,
         statement: String,
