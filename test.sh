@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the components, then runs every test of the workspace against the
-# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent).
+# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent), then
+# the benchmarks' smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -16,3 +17,8 @@ CARGO_TARGET_DIR=target/variants build_components -p orders --features marked
 cp target/variants/wasm32-wasip2/component/orders.wasm target/wasm32-wasip2/component/orders-marked.wasm
 # Default members: the host and contracts (components build only for wasm32-wasip2).
 cargo test "$@"
+# The benchmarks' smoke mode, on the development host just built (skipped when arguments pick
+# some tests only).
+if [ $# -eq 0 ]; then
+  bench/smoke.sh
+fi

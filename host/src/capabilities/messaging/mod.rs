@@ -103,7 +103,8 @@ impl wit::Host for Messaging<'_> {
             event.data_schema.map_or(Value::Null, Value::Text),
             Value::Bytes(event.data),
         ];
-        match self.sql.execute(outbox::INSERT, params).await {
+        // Nothing reads the row before the commit: it goes to the server with the commit.
+        match self.sql.defer(outbox::INSERT, params).await {
             Ok(_) => {
                 self.ctx.published += 1;
                 Ok(Ok(()))

@@ -167,17 +167,29 @@ impl Relay {
 
     /// Publishes one batch of the unsent rows after `after`.
     async fn relay_batch(&mut self, channel: &Channel, after: i64) -> Result<Batch, RelayError> {
-        let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let rows = transaction
-            .query(
+        let transaction = OpenTransaction(Some(self.pool.get().await?));
+        let client = transaction.client()?;
+        // Prepared once per connection (both in one round trip), then taken from its cache.
+        let (select, update) = futures::future::try_join(
+            client.prepare_cached(
                 "SELECT seq, id, topic, content_type, data_schema, data, traceparent, created_at \
                  FROM platform_outbox WHERE sent_at IS NULL AND seq > $2 AND topic = ANY($3) \
                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&BATCH, &after, &self.topics],
-            )
-            .await?;
+            ),
+            client.prepare_cached("UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)"),
+        )
+        .await?;
+        // `BEGIN` and the select in one round trip (a select after a failed `BEGIN` fails too).
+        let (begun, rows) = futures::future::join(
+            client.batch_execute("BEGIN"),
+            client.query(&select, &[&BATCH, &after, &self.topics]),
+        )
+        .await;
+        begun?;
+        let rows = rows?;
         let Some(last) = rows.last().map(|row| row.get::<_, i64>("seq")) else {
+            client.batch_execute("COMMIT").await?;
+            transaction.close();
             return Ok(Batch { sent: 0, last: None, full: false });
         };
         let exchange = self.broker.config().exchange.as_str();
@@ -247,9 +259,40 @@ impl Relay {
                 }
             }
         }
-        transaction.execute("UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)", &[&sent]).await?;
-        transaction.commit().await?;
+        // The update and `COMMIT` in one round trip: after a failed update, `COMMIT` rolls back.
+        let (updated, committed) = futures::future::join(
+            client.execute(&update, &[&sent]),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        updated?;
+        committed?;
+        transaction.close();
         Ok(Batch { sent: sent.len(), last: Some(last), full: rows.len() as i64 == BATCH })
+    }
+}
+
+/// A pooled connection inside a transaction the relay began. Dropped before [`Self::close`]
+/// (an error, or the relay stopped midway), the connection is closed rather than pooled, which
+/// rolls the transaction back.
+struct OpenTransaction(Option<deadpool_postgres::Object>);
+
+impl OpenTransaction {
+    fn client(&self) -> Result<&deadpool_postgres::Object, RelayError> {
+        self.0.as_ref().ok_or_else(|| RelayError::Database("the transaction has ended".into()))
+    }
+
+    /// The transaction ended: the connection goes back to the pool.
+    fn close(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 

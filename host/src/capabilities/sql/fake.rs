@@ -85,6 +85,12 @@ impl Transaction for FakeDatabase {
         answer.map(|rows| rows.rows.len() as u64)
     }
 
+    /// Runs the statement at once (this fake has no round trips to save), recorded as an
+    /// `Execute`.
+    async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
+        self.execute(statement, params).await.map(drop)
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), CommitError> {
         self.record(Call::Commit);
         Ok(())

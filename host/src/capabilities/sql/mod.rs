@@ -35,6 +35,10 @@ pub trait Database: Send + Sync + 'static {
 pub trait Transaction: Send {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error>;
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
+    /// Runs a statement whose only outcome that matters is whether it worked, as late as it
+    /// may: with the commit, in the same round trip. Its failure is the commit's. An error
+    /// here means it could not even be queued.
+    async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error>;
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     async fn rollback(self: Box<Self>);
 }
@@ -132,6 +136,17 @@ impl SqlCtx {
         refuse_outside_unit_of_work(statement)?;
         let result = match self.transaction().await {
             Ok(transaction) => transaction.execute(statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.note(result)
+    }
+
+    /// Runs a host statement (never a guest's: it is not checked) that nothing reads before the
+    /// commit, such as an outbox insert, in the commit's round trip. Its failure fails the
+    /// commit, which then rolls back.
+    pub async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.defer(statement, params).await,
             Err(err) => Err(err),
         };
         self.note(result)

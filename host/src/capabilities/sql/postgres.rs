@@ -4,6 +4,13 @@
 //! A transaction holds one pooled connection from its first statement to its end. Statements are
 //! prepared once per connection (deadpool's statement cache) and always run with parameters.
 //!
+//! Round trips: `BEGIN` goes out with the unit of work's first statement, and statements whose
+//! result nobody reads before the commit (outbox inserts, [`Transaction::defer`]) go out with
+//! `COMMIT` and the session reset. A unit of work that inserts a row and publishes an event
+//! takes two round trips. Pipelining cannot weaken the transaction: PostgreSQL runs the requests
+//! of a connection in the order they were sent, a statement after a failed `BEGIN` batch finds
+//! the transaction aborted, and `COMMIT` after a failed statement rolls back.
+//!
 //! Bounds, so that no guest can make the server or the host outlive its unit of work:
 //! - the unit of work's deadline reaches the server: `BEGIN` sets `statement_timeout` and
 //!   `idle_in_transaction_session_timeout` to the time left, in the same round trip (a backstop:
@@ -20,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -50,6 +57,13 @@ const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
 
 /// How long `COMMIT` or `ROLLBACK` may take before the connection is given up.
 const END_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deferred statements held back at most; more are sent at once, in one round trip, so a unit of
+/// work that publishes thousands of events does not build one enormous pipeline.
+const MAX_DEFERRED: usize = 64;
+
+/// A request to the server, sent when first polled.
+type Request<'a> = futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>;
 
 pub struct PgDatabase {
     pool: Pool,
@@ -92,24 +106,15 @@ impl PgDatabase {
 #[async_trait]
 impl Database for PgDatabase {
     async fn begin(&self, deadline: Instant) -> Result<Box<dyn Transaction>, Error> {
-        // Owned by the transaction before BEGIN is sent: if this future is dropped midway, the
-        // transaction's drop detaches the connection instead of pooling it mid-transaction.
-        let transaction = PgTransaction {
+        // Owned by the transaction before BEGIN is sent: if it is dropped midway, its drop
+        // detaches the connection instead of pooling it mid-transaction.
+        Ok(Box::new(PgTransaction {
             client: Some(self.connection().await?),
+            begin: Some(deadline),
+            deferred: Vec::new(),
             max_result_bytes: self.max_result_bytes,
             cancel_sent: false,
-        };
-        // A little past the deadline: the host ends the unit of work at the deadline and cancels
-        // what is running; the server's own timeouts are the backstop should that cancel be lost.
-        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN).as_millis();
-        // READ COMMITTED is stated, not assumed from the server's default: `ON CONFLICT` waits
-        // and the lookups after it rely on each statement seeing what committed before it.
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = {left}; \
-             SET LOCAL idle_in_transaction_session_timeout = {left}"
-        );
-        transaction.client()?.batch_execute(&begin).await.map_err(query_failed)?;
-        Ok(Box::new(transaction))
+        }))
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -126,6 +131,11 @@ impl Database for PgDatabase {
 struct PgTransaction {
     /// `None` once the transaction has ended.
     client: Option<Object>,
+    /// The unit of work's deadline while `BEGIN` has not been sent: it goes with the next
+    /// request.
+    begin: Option<Instant>,
+    /// Statements to send with the commit (see [`Transaction::defer`]).
+    deferred: Vec<(String, Vec<Value>)>,
     max_result_bytes: usize,
     /// A cancel request was sent for this connection: it may still arrive and cancel whatever
     /// runs then, so the connection is closed at the end rather than pooled.
@@ -137,46 +147,75 @@ impl PgTransaction {
         self.client.as_ref().ok_or_else(|| Error::Unavailable("the transaction has ended".into()))
     }
 
-    /// Prepares `statement` and converts `params` to the types it expects.
-    async fn prepare(
-        &self,
-        statement: &str,
-        params: &[Value],
-    ) -> Result<(tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>), Error> {
-        let client = self.client()?;
-        let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
-        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-            // A component that builds SQL text dynamically must not grow the cache forever.
-            client.statement_cache.clear();
-        }
-        let expected = prepared.params();
-        if expected.len() != params.len() {
-            return Err(Error::WrongParameterCount(expected.len() as u32));
-        }
-        let converted = params
-            .iter()
-            .zip(expected)
-            .enumerate()
-            .map(|(index, (value, ty))| convert::to_sql(index, value, ty))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((prepared, converted))
+    /// The `BEGIN` batch, when it has not been sent yet.
+    fn take_begin(&mut self) -> Option<String> {
+        let deadline = self.begin.take()?;
+        // A little past the deadline: the host ends the unit of work at the deadline and cancels
+        // what is running; the server's own timeouts are the backstop should that cancel be lost.
+        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN).as_millis();
+        // READ COMMITTED is stated, not assumed from the server's default: `ON CONFLICT` waits
+        // and the lookups after it rely on each statement seeing what committed before it.
+        Some(format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = {left}; \
+             SET LOCAL idle_in_transaction_session_timeout = {left}"
+        ))
     }
 
-    /// Ends the transaction with `COMMIT` or `ROLLBACK`, returning the connection to the pool
-    /// only when that worked and no cancel request may still be on its way to it (otherwise, or
-    /// if cancelled, `Drop` detaches it).
-    async fn end(&mut self, command: &str) -> Result<(), CommitError> {
+    /// Prepares the deferred statements (from the connection's cache, usually) and returns the
+    /// requests that run them, with `BEGIN` first if it is still due; nothing is sent yet.
+    async fn due_requests<'a>(
+        client: &'a Object,
+        begin: Option<String>,
+        deferred: Vec<(String, Vec<Value>)>,
+    ) -> Result<Vec<Request<'a>>, Error> {
+        let mut requests: Vec<Request<'a>> = Vec::with_capacity(deferred.len() + 3);
+        if let Some(begin) = begin {
+            requests.push(Box::pin(async move { client.batch_execute(&begin).await }));
+        }
+        for (statement, params) in deferred {
+            let (prepared, params) = prepare(client, &statement, &params).await?;
+            requests.push(Box::pin(async move { client.execute(&prepared, &refs(&params)).await.map(drop) }));
+        }
+        Ok(requests)
+    }
+
+    /// Sends `BEGIN` if it is still due and the deferred statements, in one round trip.
+    async fn flush(&mut self) -> Result<(), Error> {
+        let (begin, deferred) = (self.take_begin(), std::mem::take(&mut self.deferred));
+        let client = self.client()?;
+        let requests = Self::due_requests(client, begin, deferred).await?;
+        pipeline(requests).await.into_iter().collect::<Result<(), _>>().map_err(query_failed)
+    }
+
+    /// Ends the transaction with `COMMIT` (after the deferred statements) or `ROLLBACK`, returning
+    /// the connection to the pool only when that worked and no cancel request may still be on
+    /// its way to it (otherwise, or if cancelled, `Drop` detaches it).
+    async fn end(&mut self, commit: bool) -> Result<(), CommitError> {
+        let (begin, deferred) = (self.take_begin(), std::mem::take(&mut self.deferred));
         let Some(client) = &self.client else { return Ok(()) };
-        // Two requests, pipelined on the connection: one round trip, and the reset's own outcome
-        // never mistaken for the commit's.
-        let ending = futures::future::join(client.batch_execute(command), client.batch_execute(RESET_SESSION));
-        let (ended, reset) = match tokio::time::timeout(END_TIMEOUT, ending).await {
-            Ok(outcomes) => outcomes,
-            Err(_elapsed) => {
-                return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
-            }
+        if begin.is_some() && (!commit || deferred.is_empty()) {
+            // Nothing was sent: the connection is as clean as it was taken.
+            drop(self.client.take());
+            return Ok(());
+        }
+        let command = if commit { "COMMIT" } else { "ROLLBACK" };
+        let mut requests = if commit {
+            Self::due_requests(client, begin, deferred).await.map_err(CommitError::Failed)?
+        } else {
+            Vec::new()
         };
-        ended.map_err(|err| CommitError::Failed(query_failed(err)))?;
+        // The reset is its own request, so its outcome is never mistaken for the commit's.
+        requests.push(Box::pin(client.batch_execute(command)));
+        requests.push(Box::pin(client.batch_execute(RESET_SESSION)));
+        let Ok(mut outcomes) = tokio::time::timeout(END_TIMEOUT, pipeline(requests)).await else {
+            return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
+        };
+        let reset = outcomes.pop().unwrap_or(Ok(()));
+        // A deferred statement that failed aborted the transaction, and the `COMMIT` after it
+        // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
+        for outcome in outcomes.drain(..) {
+            outcome.map_err(|err| CommitError::Failed(query_failed(err)))?;
+        }
         match reset {
             // Back to the pool, clean and outside any transaction.
             Ok(()) if !self.cancel_sent => drop(self.client.take()),
@@ -188,56 +227,142 @@ impl PgTransaction {
     }
 }
 
+/// Prepares `statement` on `client` and converts `params` to the types it expects.
+async fn prepare(
+    client: &Object,
+    statement: &str,
+    params: &[Value],
+) -> Result<(tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>), Error> {
+    let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        // A component that builds SQL text dynamically must not grow the cache forever.
+        client.statement_cache.clear();
+    }
+    let expected = prepared.params();
+    if expected.len() != params.len() {
+        return Err(Error::WrongParameterCount(expected.len() as u32));
+    }
+    let converted = params
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .map(|(index, (value, ty))| convert::to_sql(index, value, ty))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((prepared, converted))
+}
+
+/// Runs `requests` on one connection in one round trip, and returns their outcomes in order.
+/// tokio-postgres sends a request when its future is first polled, and `join` polls its first
+/// future before its second, so nesting the joins from the left sends them in order.
+async fn pipeline(requests: Vec<Request<'_>>) -> Vec<Result<(), tokio_postgres::Error>> {
+    let mut all: futures::future::BoxFuture<'_, Vec<_>> = Box::pin(futures::future::ready(Vec::new()));
+    for request in requests {
+        all = Box::pin(futures::future::join(all, request).map(|(mut done, outcome)| {
+            done.push(outcome);
+            done
+        }));
+    }
+    all.await
+}
+
 #[async_trait]
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
-        let (prepared, params) = self.prepare(statement, &params).await?;
-        let Some(client) = &self.client else { return Err(Error::Unavailable("the transaction has ended".into())) };
-        let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
-        futures::pin_mut!(stream);
-        let (mut rows, mut bytes) = (Vec::new(), 0usize);
-        while let Some(row) = stream.try_next().await.map_err(query_failed)? {
-            let values = convert::row(prepared.columns(), &row)?;
-            bytes += values.iter().map(convert::size).sum::<usize>();
-            if bytes > self.max_result_bytes {
-                // Stop the server producing the rest; the unit of work is aborted either way.
-                cancel_on_server(client);
-                self.cancel_sent = true;
-                return Err(Error::Database(DatabaseError {
-                    code: "54000".into(),
-                    message: format!(
-                        "the result is over {} bytes; select fewer rows or columns (LIMIT, paging)",
-                        self.max_result_bytes
-                    ),
-                    constraint: None,
-                    column: None,
-                    detail: None,
-                }));
-            }
-            rows.push(values);
-        }
-        Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
+        let begin = self.take_begin();
+        let max_result_bytes = self.max_result_bytes;
+        let client = self.client()?;
+        let mut cancelled = false;
+        let rows = fetch(client, statement, &params, max_result_bytes, &mut cancelled);
+        let result = after_begin(client, begin, rows).await;
+        self.cancel_sent |= cancelled;
+        result
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        let (prepared, params) = self.prepare(statement, &params).await?;
-        self.client()?.execute(&prepared, &refs(&params)).await.map_err(query_failed)
+        let begin = self.take_begin();
+        let client = self.client()?;
+        let executed = async {
+            let (prepared, params) = prepare(client, statement, &params).await?;
+            client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
+        };
+        after_begin(client, begin, executed).await
+    }
+
+    async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
+        self.deferred.push((statement.to_owned(), params));
+        if self.deferred.len() >= MAX_DEFERRED {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), CommitError> {
-        self.end("COMMIT").await
+        self.end(true).await
     }
 
     async fn rollback(mut self: Box<Self>) {
-        if let Err(err) = self.end("ROLLBACK").await {
+        if let Err(err) = self.end(false).await {
             tracing::warn!(error = ?err, "rollback failed; the connection was closed instead");
         }
     }
 }
 
+/// Runs `statement` after `begin`, when that is still due, in the same round trip.
+async fn after_begin<T>(
+    client: &Object,
+    begin: Option<String>,
+    statement: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(begin) = begin else { return statement.await };
+    let (begun, result) = futures::future::join(client.batch_execute(&begin), statement).await;
+    // Had `BEGIN` failed, the statement failed too (the connection is gone) or found no
+    // transaction to run in: `BEGIN`'s error is the one that says why.
+    begun.map_err(query_failed)?;
+    result
+}
+
+/// Runs a query and collects its rows, cancelling it on the server once they pass
+/// `max_result_bytes` (and saying so in `cancelled`).
+async fn fetch(
+    client: &Object,
+    statement: &str,
+    params: &[Value],
+    max_result_bytes: usize,
+    cancelled: &mut bool,
+) -> Result<RowSet, Error> {
+    let (prepared, params) = prepare(client, statement, params).await?;
+    let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
+    futures::pin_mut!(stream);
+    let (mut rows, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = stream.try_next().await.map_err(query_failed)? {
+        let values = convert::row(prepared.columns(), &row)?;
+        bytes += values.iter().map(convert::size).sum::<usize>();
+        if bytes > max_result_bytes {
+            // Stop the server producing the rest; the unit of work is aborted either way.
+            cancel_on_server(client);
+            *cancelled = true;
+            return Err(Error::Database(DatabaseError {
+                code: "54000".into(),
+                message: format!(
+                    "the result is over {max_result_bytes} bytes; select fewer rows or columns (LIMIT, paging)"
+                ),
+                constraint: None,
+                column: None,
+                detail: None,
+            }));
+        }
+        rows.push(values);
+    }
+    Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
+}
+
 impl Drop for PgTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
+            if self.begin.is_some() {
+                // Nothing was ever sent on it: it goes back to the pool as it came.
+                return;
+            }
             if !self.cancel_sent {
                 cancel_on_server(&client);
             }
