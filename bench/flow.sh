@@ -123,5 +123,5 @@ printf '| host CPU per fully invoiced order | %s µs |\n' "$cpu_per_order"
 printf '| pgbench of the three units of work, %s clients a database: orders db / invoices db (orders/s) | %s / %s |\n' \
   "$PG_CLIENTS" "$orders_tps" "$invoices_tps"
 awk -v a="$burst_rate" -v b="$ceiling" 'BEGIN { printf "| fully invoiced orders/s / pgbench ceiling | %.2f |\n", (b > 0 ? a / b : 0) }'
-printf '| paced load: requests/s (target %s, half the burst) over %s orders | %s |\n' "$target" "$latency_n" "$paced_rate"
+printf '| paced load at half the burst: requests/s aimed at / reached, over orders | %s / %s / %s |\n' "$target" "$paced_rate" "$latency_n"
 printf '| order → invoice at the paced load: p50 / p99 | %s / %s ms |\n' "$p50" "$p99"

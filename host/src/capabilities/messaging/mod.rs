@@ -74,6 +74,11 @@ impl<'a> Messaging<'a> {
         if event.id.trim().is_empty() || event.id.len() > 200 {
             return Err(PublishError::Invalid("id must be 1 to 200 characters".into()));
         }
+        // PostgreSQL text cannot hold NUL; refused here, since the row is only written at commit.
+        let texts = [("id", Some(&event.id)), ("content-type", Some(&event.content_type)), ("data-schema", event.data_schema.as_ref())];
+        if let Some((field, _)) = texts.iter().find(|(_, text)| text.is_some_and(|text| text.contains('\0'))) {
+            return Err(PublishError::Invalid(format!("{field} contains a NUL character")));
+        }
         if !cloudevent::is_json(&event.content_type) {
             return Err(PublishError::Invalid(format!(
                 "content-type {:?}: only application/json data is carried",
@@ -127,4 +132,42 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> Messaging<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasMessaging>(linker, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::sql::fake::{Call, FakeDatabase};
+    use crate::capabilities::sql::RowSet;
+
+    fn event(id: &str, data_schema: Option<&str>) -> OutgoingEvent {
+        OutgoingEvent {
+            id: id.into(),
+            topic: "orders.created".into(),
+            content_type: "application/json".into(),
+            data_schema: data_schema.map(str::to_owned),
+            data: b"{}".to_vec(),
+        }
+    }
+
+    async fn publish(event: OutgoingEvent) -> (Result<(), PublishError>, Vec<Call>) {
+        let database = FakeDatabase::new(|_, _| Ok(RowSet { columns: vec![], rows: vec![vec![]] }));
+        let outbound = Outbound { source: "orders".into(), topics: ["orders.created".to_owned()].into(), ..Outbound::default() };
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut ctx, mut sql) = (MessagingCtx::new(Arc::new(outbound)), SqlCtx::new(Arc::new(database.clone()), far));
+        let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event).await.expect("no trap");
+        (published, database.calls())
+    }
+
+    #[tokio::test]
+    async fn text_with_a_nul_character_is_refused_at_publish_not_left_to_fail_the_commit() {
+        for event in [event("a\0b", None), event("order-1", Some("urn:x\0"))] {
+            let (published, calls) = publish(event).await;
+            assert!(matches!(published, Err(PublishError::Invalid(ref why)) if why.contains("NUL")), "{published:?}");
+            assert!(calls.is_empty(), "{calls:?}");
+        }
+        let (published, calls) = publish(event("order-1", Some("urn:orders:created:v1"))).await;
+        assert!(published.is_ok(), "{published:?}");
+        assert_eq!(calls.len(), 2, "begin and the outbox insert: {calls:?}");
+    }
 }

@@ -24,13 +24,17 @@ pub type Answer = dyn Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync;
 pub struct FakeDatabase {
     answer: Arc<Answer>,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// The statement queued ahead of the next one, then its outcome (per transaction: `begin`
+    /// hands out a copy with these empty).
+    ahead: Option<(String, Vec<Value>)>,
+    ahead_outcome: Option<Result<u64, Error>>,
     /// When set, `begin` fails as if the database were down.
     down: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeDatabase {
     pub fn new(answer: impl Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync + 'static) -> Self {
-        Self { answer: Arc::new(answer), calls: Arc::default(), down: Arc::default() }
+        Self { answer: Arc::new(answer), calls: Arc::default(), ahead: None, ahead_outcome: None, down: Arc::default() }
     }
 
     /// Every call so far, in order.
@@ -51,6 +55,15 @@ impl FakeDatabase {
     fn record(&self, call: Call) {
         self.lock_calls().push(call);
     }
+
+    /// Runs the statement queued ahead, if any, recorded as an `Execute`.
+    fn run_ahead(&mut self) {
+        if let Some((statement, params)) = self.ahead.take() {
+            let answer = (self.answer)(&statement, &params);
+            self.record(Call::Execute(statement, params));
+            self.ahead_outcome = Some(answer.map(|rows| rows.rows.len() as u64));
+        }
+    }
 }
 
 #[async_trait]
@@ -60,7 +73,7 @@ impl Database for FakeDatabase {
             return Err(Error::Unavailable(reason));
         }
         self.record(Call::Begin);
-        Ok(Box::new(self.clone()))
+        Ok(Box::new(Self { ahead: None, ahead_outcome: None, ..self.clone() }))
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -74,12 +87,14 @@ impl Database for FakeDatabase {
 #[async_trait]
 impl Transaction for FakeDatabase {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+        self.run_ahead();
         let answer = (self.answer)(statement, &params);
         self.record(Call::Query(statement.to_owned(), params));
         answer
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
+        self.run_ahead();
         let answer = (self.answer)(statement, &params);
         self.record(Call::Execute(statement.to_owned(), params));
         answer.map(|rows| rows.rows.len() as u64)
@@ -89,6 +104,14 @@ impl Transaction for FakeDatabase {
     /// `Execute`.
     async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
         self.execute(statement, params).await.map(drop)
+    }
+
+    fn ahead(&mut self, statement: &str, params: Vec<Value>) {
+        self.ahead = Some((statement.to_owned(), params));
+    }
+
+    fn ahead_outcome(&mut self) -> Option<Result<u64, Error>> {
+        self.ahead_outcome.take()
     }
 
     async fn commit(self: Box<Self>) -> Result<(), CommitError> {

@@ -39,6 +39,12 @@ pub trait Transaction: Send {
     /// may: with the commit, in the same round trip. Its failure is the commit's. An error
     /// here means it could not even be queued.
     async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error>;
+    /// Queues a statement to run just ahead of the next `query` or `execute`, in its round trip;
+    /// its outcome is then had from [`Transaction::ahead_outcome`].
+    fn ahead(&mut self, statement: &str, params: Vec<Value>);
+    /// The outcome of the statement [`Transaction::ahead`] queued, once it was sent: rows
+    /// changed, or its error.
+    fn ahead_outcome(&mut self) -> Option<Result<u64, Error>>;
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     async fn rollback(self: Box<Self>);
 }
@@ -86,6 +92,17 @@ impl Fault {
     }
 }
 
+/// What a unit of work's guard found (see [`SqlCtx::guard`]).
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// It changed a row: the unit of work goes on.
+    Passed,
+    /// It changed no row: the work was done before, and this unit of work is rolled back.
+    NoRow,
+    /// It failed, and the unit of work with it.
+    Failed(Error),
+}
+
 /// Why a unit of work that should have committed did not.
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
@@ -109,11 +126,29 @@ pub struct SqlCtx {
     /// The gravest [`Fault`] a statement of this unit of work met, if any: when it is an
     /// outage, the unit of work's failure is the database's, not the component's.
     fault: Option<Fault>,
+    /// The guard statement, until it is sent.
+    guard: Option<(String, Vec<Value>)>,
+    /// What the guard found, once sent.
+    guarded: Option<Guard>,
 }
 
 impl SqlCtx {
     pub fn new(database: Arc<dyn Database>, deadline: Instant) -> Self {
-        Self { database, deadline, transaction: None, aborted: None, fault: None }
+        Self { database, deadline, transaction: None, aborted: None, fault: None, guard: None, guarded: None }
+    }
+
+    /// Makes the unit of work depend on a host statement that must change a row (a delivery's
+    /// inbox insert): it goes ahead of the first statement, in the same round trip, or alone
+    /// before the commit when there is none. When it changes no row or fails, the statement
+    /// that went with it answers an error instead of its own result, every later one is
+    /// refused unsent, and the unit of work rolls back; [`SqlCtx::guarded`] says which.
+    pub fn guard(&mut self, statement: &str, params: Vec<Value>) {
+        self.guard = Some((statement.to_owned(), params));
+    }
+
+    /// What the guard found, once it was sent.
+    pub fn guarded(&self) -> Option<&Guard> {
+        self.guarded.as_ref()
     }
 
     /// The gravest fault a statement of this unit of work met.
@@ -124,21 +159,84 @@ impl SqlCtx {
     /// Runs a statement that returns rows, in this unit of work's transaction.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
         refuse_outside_unit_of_work(statement)?;
-        let result = match self.transaction().await {
+        self.refuse_after_guard()?;
+        let result = match self.transaction_with_guard().await {
             Ok(transaction) => transaction.query(statement, params).await,
             Err(err) => Err(err),
         };
+        let result = self.settle_guard(result);
         self.note(result)
     }
 
     /// Runs a statement and returns the rows it changed, in this unit of work's transaction.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
         refuse_outside_unit_of_work(statement)?;
-        let result = match self.transaction().await {
+        self.refuse_after_guard()?;
+        let result = match self.transaction_with_guard().await {
             Ok(transaction) => transaction.execute(statement, params).await,
             Err(err) => Err(err),
         };
+        let result = self.settle_guard(result);
         self.note(result)
+    }
+
+    /// The transaction, with the guard queued ahead of the next statement if it is still due.
+    async fn transaction_with_guard(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
+        let guard = self.guard.take();
+        let transaction = self.transaction().await?;
+        if let Some((statement, params)) = guard {
+            transaction.ahead(&statement, params);
+        }
+        Ok(transaction)
+    }
+
+    /// Records what the guard found, if it went with this statement, and puts its verdict in
+    /// place of the statement's result when it did not pass.
+    fn settle_guard<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        let Some(outcome) = self.transaction.as_mut().and_then(|transaction| transaction.ahead_outcome()) else {
+            return result;
+        };
+        let guarded = match outcome {
+            Ok(0) => Guard::NoRow,
+            Ok(_) => Guard::Passed,
+            Err(err) => Guard::Failed(err),
+        };
+        self.guarded = Some(guarded);
+        self.refuse_after_guard().and(result)
+    }
+
+    /// Refuses a statement once the guard did not pass.
+    fn refuse_after_guard(&mut self) -> Result<(), Error> {
+        match &self.guarded {
+            None | Some(Guard::Passed) => Ok(()),
+            Some(Guard::NoRow) => {
+                let reason = "this work was done before; nothing of this unit of work is kept";
+                self.aborted.get_or_insert_with(|| reason.to_owned());
+                Err(Error::Refused(reason.into()))
+            }
+            Some(Guard::Failed(err)) => {
+                let err = err.clone();
+                self.fault = self.fault.max(Some(Fault::of(&err)));
+                self.aborted.get_or_insert_with(|| describe(&err));
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends the guard by itself, when the unit of work is about to commit without having run a
+    /// statement it could go with.
+    async fn send_guard_alone(&mut self) {
+        let Some((statement, params)) = self.guard.take() else { return };
+        let result = match self.transaction().await {
+            Ok(transaction) => transaction.execute(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.guarded = Some(match result {
+            Ok(0) => Guard::NoRow,
+            Ok(_) => Guard::Passed,
+            Err(err) => Guard::Failed(err),
+        });
+        let _ = self.refuse_after_guard();
     }
 
     /// Runs a host statement (never a guest's: it is not checked) that nothing reads before the
@@ -155,6 +253,9 @@ impl SqlCtx {
     /// Ends the unit of work: commits when the handler `succeeded` and no statement failed,
     /// rolls back otherwise. A failed commit's fault joins [`SqlCtx::fault`].
     pub async fn finish(&mut self, succeeded: bool) -> Result<Outcome, FinishError> {
+        if succeeded {
+            self.send_guard_alone().await;
+        }
         let failed = |reason: &String| Err(FinishError::StatementFailed(reason.clone()));
         match (self.transaction.take(), &self.aborted, succeeded) {
             (None, None, _) => Ok(Outcome::NoStatements),

@@ -32,7 +32,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value, convert};
+use super::{CommitError, Database, DatabaseError, Error, ParameterError, RowSet, Transaction, Value, convert};
 use crate::config::DatabaseConfig;
 
 /// How long a request waits for a free connection, or for a new one to be made.
@@ -64,6 +64,10 @@ const MAX_DEFERRED: usize = 64;
 
 /// A request to the server, sent when first polled.
 type Request<'a> = futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>;
+
+/// A statement prepared and its parameters converted and encoded once already, so that sending
+/// it later cannot fail before it reaches the server.
+type Ready = (tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>);
 
 pub struct PgDatabase {
     pool: Pool,
@@ -112,6 +116,8 @@ impl Database for PgDatabase {
             client: Some(self.connection().await?),
             begin: Some(deadline),
             deferred: Vec::new(),
+            ahead: None,
+            ahead_outcome: None,
             max_result_bytes: self.max_result_bytes,
             cancel_sent: false,
         }))
@@ -135,7 +141,11 @@ struct PgTransaction {
     /// request.
     begin: Option<Instant>,
     /// Statements to send with the commit (see [`Transaction::defer`]).
-    deferred: Vec<(String, Vec<Value>)>,
+    deferred: Vec<Ready>,
+    /// A statement to send just ahead of the next one (see [`Transaction::ahead`]), and then
+    /// its outcome.
+    ahead: Option<(String, Vec<Value>)>,
+    ahead_outcome: Option<Result<u64, Error>>,
     max_result_bytes: usize,
     /// A cancel request was sent for this connection: it may still arrive and cancel whatever
     /// runs then, so the connection is closed at the end rather than pooled.
@@ -161,29 +171,24 @@ impl PgTransaction {
         ))
     }
 
-    /// Prepares the deferred statements (from the connection's cache, usually) and returns the
-    /// requests that run them, with `BEGIN` first if it is still due; nothing is sent yet.
-    async fn due_requests<'a>(
-        client: &'a Object,
-        begin: Option<String>,
-        deferred: Vec<(String, Vec<Value>)>,
-    ) -> Result<Vec<Request<'a>>, Error> {
+    /// The requests that send `BEGIN`, when it is still due, and the deferred statements; nothing
+    /// is sent until they are polled.
+    fn due_requests<'a>(client: &'a Object, begin: Option<String>, deferred: Vec<Ready>) -> Vec<Request<'a>> {
         let mut requests: Vec<Request<'a>> = Vec::with_capacity(deferred.len() + 3);
         if let Some(begin) = begin {
             requests.push(Box::pin(async move { client.batch_execute(&begin).await }));
         }
-        for (statement, params) in deferred {
-            let (prepared, params) = prepare(client, &statement, &params).await?;
+        for (prepared, params) in deferred {
             requests.push(Box::pin(async move { client.execute(&prepared, &refs(&params)).await.map(drop) }));
         }
-        Ok(requests)
+        requests
     }
 
     /// Sends `BEGIN` if it is still due and the deferred statements, in one round trip.
     async fn flush(&mut self) -> Result<(), Error> {
         let (begin, deferred) = (self.take_begin(), std::mem::take(&mut self.deferred));
         let client = self.client()?;
-        let requests = Self::due_requests(client, begin, deferred).await?;
+        let requests = Self::due_requests(client, begin, deferred);
         pipeline(requests).await.into_iter().collect::<Result<(), _>>().map_err(query_failed)
     }
 
@@ -199,11 +204,7 @@ impl PgTransaction {
             return Ok(());
         }
         let command = if commit { "COMMIT" } else { "ROLLBACK" };
-        let mut requests = if commit {
-            Self::due_requests(client, begin, deferred).await.map_err(CommitError::Failed)?
-        } else {
-            Vec::new()
-        };
+        let mut requests = if commit { Self::due_requests(client, begin, deferred) } else { Vec::new() };
         // The reset is its own request, so its outcome is never mistaken for the commit's.
         requests.push(Box::pin(client.batch_execute(command)));
         requests.push(Box::pin(client.batch_execute(RESET_SESSION)));
@@ -211,11 +212,13 @@ impl PgTransaction {
             return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
         };
         let reset = outcomes.pop().unwrap_or(Ok(()));
-        // A deferred statement that failed aborted the transaction, and the `COMMIT` after it
+        // A statement that failed on the server aborted the transaction, and the `COMMIT` after it
         // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
-        for outcome in outcomes.drain(..) {
-            outcome.map_err(|err| CommitError::Failed(query_failed(err)))?;
-        }
+        // (A connection that broke is `unavailable`, as for `COMMIT` alone.)
+        let ended = match outcomes.into_iter().find_map(Result::err) {
+            None => Ok(()),
+            Some(err) => Err(CommitError::Failed(query_failed(err))),
+        };
         match reset {
             // Back to the pool, clean and outside any transaction.
             Ok(()) if !self.cancel_sent => drop(self.client.take()),
@@ -223,16 +226,12 @@ impl PgTransaction {
             Ok(()) => {}
             Err(err) => tracing::warn!(error = %err, "could not reset a connection; closing it"),
         }
-        Ok(())
+        ended
     }
 }
 
 /// Prepares `statement` on `client` and converts `params` to the types it expects.
-async fn prepare(
-    client: &Object,
-    statement: &str,
-    params: &[Value],
-) -> Result<(tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>), Error> {
+async fn prepare(client: &Object, statement: &str, params: &[Value]) -> Result<Ready, Error> {
     let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         // A component that builds SQL text dynamically must not grow the cache forever.
@@ -249,6 +248,19 @@ async fn prepare(
         .map(|(index, (value, ty))| convert::to_sql(index, value, ty))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((prepared, converted))
+}
+
+/// Encodes each parameter once, as sending them will, so that a value the wire format refuses
+/// is the statement's error now rather than a request that never reaches the server later.
+fn check_encoding((prepared, params): &Ready) -> Result<(), Error> {
+    let mut scratch = bytes::BytesMut::new();
+    for (index, (param, ty)) in params.iter().zip(prepared.params()).enumerate() {
+        scratch.clear();
+        param.to_sql_checked(ty, &mut scratch).map_err(|err| {
+            Error::BadParameter(ParameterError { index: index as u32, message: err.to_string() })
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs `requests` on one connection in one round trip, and returns their outcomes in order.
@@ -268,28 +280,39 @@ async fn pipeline(requests: Vec<Request<'_>>) -> Vec<Result<(), tokio_postgres::
 #[async_trait]
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
-        let begin = self.take_begin();
+        let (begin, ahead) = (self.take_begin(), self.ahead.take());
         let max_result_bytes = self.max_result_bytes;
         let client = self.client()?;
         let mut cancelled = false;
         let rows = fetch(client, statement, &params, max_result_bytes, &mut cancelled);
-        let result = after_begin(client, begin, rows).await;
+        let (ahead, result) = in_order(client, begin, ahead, rows).await;
         self.cancel_sent |= cancelled;
+        self.ahead_outcome = self.ahead_outcome.take().or(ahead);
         result
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        let begin = self.take_begin();
+        let (begin, ahead) = (self.take_begin(), self.ahead.take());
         let client = self.client()?;
-        let executed = async {
-            let (prepared, params) = prepare(client, statement, &params).await?;
-            client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
-        };
-        after_begin(client, begin, executed).await
+        let (ahead, result) = in_order(client, begin, ahead, run(client, statement, &params)).await;
+        self.ahead_outcome = self.ahead_outcome.take().or(ahead);
+        result
+    }
+
+    fn ahead(&mut self, statement: &str, params: Vec<Value>) {
+        self.ahead = Some((statement.to_owned(), params));
+    }
+
+    fn ahead_outcome(&mut self) -> Option<Result<u64, Error>> {
+        self.ahead_outcome.take()
     }
 
     async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
-        self.deferred.push((statement.to_owned(), params));
+        // Prepared (from the connection's cache, usually), converted and encoded now, within the
+        // unit of work's deadline: what is left for the commit cannot fail before it is sent.
+        let ready = prepare(self.client()?, statement, &params).await?;
+        check_encoding(&ready)?;
+        self.deferred.push(ready);
         if self.deferred.len() >= MAX_DEFERRED {
             self.flush().await?;
         }
@@ -307,18 +330,40 @@ impl Transaction for PgTransaction {
     }
 }
 
-/// Runs `statement` after `begin`, when that is still due, in the same round trip.
-async fn after_begin<T>(
+/// Sends `BEGIN` (when still due), then the statement queued ahead (if any), then `statement`,
+/// in one round trip; returns the outcome of the one ahead and `statement`'s.
+async fn in_order<T>(
     client: &Object,
     begin: Option<String>,
+    ahead: Option<(String, Vec<Value>)>,
     statement: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    let Some(begin) = begin else { return statement.await };
-    let (begun, result) = futures::future::join(client.batch_execute(&begin), statement).await;
-    // Had `BEGIN` failed, the statement failed too (the connection is gone) or found no
-    // transaction to run in: `BEGIN`'s error is the one that says why.
-    begun.map_err(query_failed)?;
-    result
+) -> (Option<Result<u64, Error>>, Result<T, Error>) {
+    let begun = async {
+        match &begin {
+            Some(begin) => client.batch_execute(begin).await.map_err(query_failed),
+            None => Ok(()),
+        }
+    };
+    let before = async {
+        match &ahead {
+            Some((statement, params)) => Some(run(client, statement, params).await),
+            None => None,
+        }
+    };
+    // `join` polls its first future first: the requests go out in the order written here.
+    let ((begun, ahead), result) = futures::future::join(futures::future::join(begun, before), statement).await;
+    match begun {
+        // Had `BEGIN` failed, the statements failed too (the connection is gone) or found no
+        // transaction to run in: `BEGIN`'s error is the one that says why.
+        Err(err) => (ahead.map(|_| Err(err.clone())), Err(err)),
+        Ok(()) => (ahead, result),
+    }
+}
+
+/// Prepares and runs a statement that returns no rows; the rows it changed.
+async fn run(client: &Object, statement: &str, params: &[Value]) -> Result<u64, Error> {
+    let (prepared, params) = prepare(client, statement, params).await?;
+    client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
 }
 
 /// Runs a query and collects its rows, cancelling it on the server once they pass

@@ -145,3 +145,53 @@ async fn the_gravest_fault_of_a_unit_of_work_is_kept() {
     let _ = ctx.query("SELECT 2", vec![]).await;
     assert_eq!(ctx.fault(), Some(Fault::Outage));
 }
+
+const GUARD: &str = "INSERT INTO platform_inbox VALUES ($1)";
+
+/// A context whose database changes `guard_rows` rows for the guard and one for anything else.
+fn guarded(guard_rows: usize) -> (SqlCtx, FakeDatabase) {
+    let database = FakeDatabase::new(move |statement, _| {
+        let rows = if statement == GUARD { guard_rows } else { 1 };
+        Ok(RowSet { columns: vec![], rows: vec![vec![]; rows] })
+    });
+    let mut ctx = SqlCtx::new(Arc::new(database.clone()), far_deadline());
+    ctx.guard(GUARD, vec![Value::Text("event-1".into())]);
+    (ctx, database)
+}
+
+#[tokio::test]
+async fn a_guard_that_passes_goes_ahead_of_the_first_statement_and_lets_the_work_commit() {
+    let (mut ctx, database) = guarded(1);
+    assert_eq!(ctx.execute("UPDATE orders SET status = 'x'", vec![]).await.ok(), Some(1));
+    assert!(matches!(ctx.guarded(), Some(Guard::Passed)));
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
+    assert_eq!(names(&database.calls()), ["begin", "execute", "execute", "commit"]);
+    assert!(matches!(&database.calls()[1], Call::Execute(statement, _) if statement == GUARD));
+}
+
+#[tokio::test]
+async fn a_guard_that_changes_no_row_refuses_the_work_and_rolls_it_back() {
+    let (mut ctx, database) = guarded(0);
+    assert!(matches!(ctx.execute("UPDATE orders SET status = 'x'", vec![]).await, Err(Error::Refused(_))));
+    // Later statements are refused without reaching the database.
+    assert!(matches!(ctx.query("SELECT 1", vec![]).await, Err(Error::Refused(_))));
+    assert!(matches!(ctx.guarded(), Some(Guard::NoRow)));
+    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
+    assert_eq!(names(&database.calls()), ["begin", "execute", "execute", "rollback"]);
+}
+
+#[tokio::test]
+async fn a_guard_is_sent_alone_before_a_commit_without_statements_and_not_at_all_before_a_rollback() {
+    let (mut ctx, database) = guarded(1);
+    assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
+    assert_eq!(names(&database.calls()), ["begin", "execute", "commit"]);
+
+    let (mut ctx, database) = guarded(0);
+    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
+    assert!(matches!(ctx.guarded(), Some(Guard::NoRow)));
+    assert_eq!(names(&database.calls()), ["begin", "execute", "rollback"]);
+
+    let (mut ctx, database) = guarded(1);
+    assert!(matches!(ctx.finish(false).await, Ok(Outcome::NoStatements)));
+    assert!(database.calls().is_empty());
+}

@@ -1,12 +1,16 @@
 //! One delivered event as one unit of work: de-duplicate, run the handler, commit or roll back.
 //!
 //! 1. A fresh store and instance, as for an HTTP request.
-//! 2. `INSERT INTO platform_inbox ... ON CONFLICT DO NOTHING` on the event's (source, id), in
-//!    the unit of work's transaction. No row inserted means it was handled before: the handler
-//!    does not run again. A competing consumer handling the same event at the same moment waits
-//!    on that row until the first commits, then finds it.
-//! 3. `message-handler.handle`, bounded by the store's deadline.
-//! 4. Commit on `ok`, roll back otherwise; the caller acknowledges only after this returns.
+//! 2. `message-handler.handle`, bounded by the store's deadline. Its unit of work is guarded by
+//!    `INSERT INTO platform_inbox ... ON CONFLICT DO NOTHING` on the event's (source, id), sent
+//!    ahead of the handler's first statement in the same round trip (see [`SqlCtx::guard`]).
+//!    No row inserted means it was handled before: the handler's statement gets an error
+//!    instead of its result, the handler cannot write anything more, and the unit of work rolls
+//!    back. A competing consumer handling the same event at the same moment waits on that row
+//!    until the first commits, then finds it.
+//! 3. Commit on `ok`, roll back otherwise; the caller acknowledges only after this returns.
+//!
+//! [`SqlCtx::guard`]: crate::capabilities::sql::SqlCtx::guard
 //!
 //! A failure the database caused ([`Fault::Outage`]: a restart, a lost connection, no free
 //! connection) is [`Outcome::Unavailable`] wherever it struck (the inbox insert, a statement,
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::message_handler::{HandleError, IncomingEvent};
-use crate::capabilities::sql::{Fault, FinishError, Value};
+use crate::capabilities::sql::{self, Fault, FinishError, Guard, Value};
 use crate::engine::Runtime;
 use crate::service::Service;
 use crate::state::StoreState;
@@ -75,9 +79,28 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
     };
     let finished = store.data_mut().sql.finish(answer.is_ok()).await;
     let fault = store.data().sql.fault();
-    let outcome = match (answer, finished) {
+    let outcome = match (store.data().sql.guarded(), answer, finished) {
+        (Some(Guard::NoRow), _, _) => {
+            tracing::debug!("duplicate delivery; its unit of work was rolled back");
+            Outcome::Duplicate
+        }
+        (Some(Guard::Failed(err)), _, _) => inbox_failed(err),
+        (_, answer, finished) => outcome_of(store.data(), answer, finished, fault),
+    };
+    tracing::debug!(?outcome, "delivery done");
+    outcome
+}
+
+/// The outcome of a unit of work its guard let through.
+fn outcome_of(
+    state: &StoreState,
+    answer: Result<(), Outcome>,
+    finished: Result<sql::Outcome, FinishError>,
+    fault: Option<Fault>,
+) -> Outcome {
+    match (answer, finished) {
         (Ok(()), Ok(_)) => {
-            store.data().messaging.committed();
+            state.messaging.committed();
             Outcome::Handled
         }
         // The inbox row makes a second run harmless if the commit did happen.
@@ -86,46 +109,34 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         (_, _) if fault == Some(Fault::Outage) => Outcome::Unavailable("the database was unreachable".into()),
         (Err(outcome), _) => outcome,
         (Ok(()), Err(err)) => Outcome::Retry(err.to_string()),
-    };
-    tracing::debug!(?outcome, "delivery done");
-    outcome
+    }
 }
 
-/// Records the event in the inbox and runs the handler: `Ok` with the handler's answer (an
-/// `Err` outcome when it failed), or `Err` when the delivery is settled without it (a
-/// duplicate, or the inbox could not be written).
+/// The outcome of a delivery whose inbox insert failed.
+fn inbox_failed(err: &sql::Error) -> Outcome {
+    match Fault::of(err) {
+        Fault::Outage => Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}")),
+        Fault::Conflict => Outcome::Retry(format!("cannot record the event in the inbox: {err:?}")),
+        // PostgreSQL refused this event's id or source (too long, a NUL byte): it will refuse
+        // it every time, so retrying cannot help.
+        Fault::UnitOfWork => {
+            tracing::error!(error = ?err, "cannot record the event in the inbox");
+            Outcome::Reject(format!("cannot record the event in the inbox: {err:?}"))
+        }
+    }
+}
+
+/// Runs the handler, its unit of work guarded by the event's inbox row: `Ok` with the handler's
+/// answer (an `Err` outcome when it failed), or `Err` when the delivery is settled without it.
 async fn handle(
     store: &mut Store<StoreState>,
     service: &Service,
     event: &IncomingEvent,
 ) -> Result<Result<(), Outcome>, Outcome> {
-    let inbox = store
-        .data_mut()
-        .sql
-        .execute(
-            "INSERT INTO platform_inbox (source, event_id, topic) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            vec![Value::Text(event.source.clone()), Value::Text(event.id.clone()), Value::Text(event.topic.clone())],
-        )
-        .await;
-    match inbox {
-        Ok(0) => {
-            tracing::debug!("duplicate delivery; acknowledged without running the handler");
-            return Err(Outcome::Duplicate);
-        }
-        Ok(_) => {}
-        Err(err) => {
-            return Err(match Fault::of(&err) {
-                Fault::Outage => Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}")),
-                Fault::Conflict => Outcome::Retry(format!("cannot record the event in the inbox: {err:?}")),
-                // PostgreSQL refused this event's id or source (too long, a NUL byte): it will
-                // refuse it every time, so retrying cannot help.
-                Fault::UnitOfWork => {
-                    tracing::error!(error = ?err, "cannot record the event in the inbox");
-                    Outcome::Reject(format!("cannot record the event in the inbox: {err:?}"))
-                }
-            });
-        }
-    }
+    store.data_mut().sql.guard(
+        "INSERT INTO platform_inbox (source, event_id, topic) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        vec![Value::Text(event.source.clone()), Value::Text(event.id.clone()), Value::Text(event.topic.clone())],
+    );
     let code = service.code();
     let Some(subscriber) = &code.subscriber else {
         return Err(Outcome::Reject(format!("component `{}` does not consume events", service.name)));
