@@ -283,3 +283,18 @@ async fn an_order_invoiced_by_another_invoice_rejects_the_event() {
 
     assert!(matches!(outcome, Some(DeliveryOutcome::Reject(ref why)) if why.contains("already invoiced")), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn a_duplicate_whose_handler_fails_before_any_statement_is_still_a_duplicate() {
+    // The inbox insert changes no row; the event's data is not what the handler reads, so it
+    // fails before its first statement: the guard, sent alone, still finds the duplicate.
+    let database = FakeDatabase::new(|_, _| rows(vec![]));
+    let host = host("orders", "orders.created", "invoices.issued", database.clone()).await;
+    let mut event = invoice_issued(ORDER);
+    event.data = b"{}".to_vec();
+
+    let outcome = host.deliver("orders", event).await;
+
+    assert_eq!(outcome, Some(DeliveryOutcome::Duplicate));
+    assert_eq!(names(&database.calls()), ["begin", "INSERT INTO platform_inbox", "rollback"]);
+}

@@ -182,6 +182,8 @@ impl SqlCtx {
 
     /// The transaction, with the guard queued ahead of the next statement if it is still due.
     async fn transaction_with_guard(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
+        // Taken only once there is a transaction: a failed `BEGIN` leaves it queued.
+        self.transaction().await?;
         let guard = self.guard.take();
         let transaction = self.transaction().await?;
         if let Some((statement, params)) = guard {
@@ -223,9 +225,9 @@ impl SqlCtx {
         }
     }
 
-    /// Sends the guard by itself, when the unit of work is about to commit without having run a
-    /// statement it could go with.
-    async fn send_guard_alone(&mut self) {
+    /// Sends the guard by itself if it is still due (no statement went with it), so that
+    /// [`SqlCtx::guarded`] has its verdict; `finish` does so before committing in any case.
+    pub async fn send_guard_alone(&mut self) {
         let Some((statement, params)) = self.guard.take() else { return };
         let result = match self.transaction().await {
             Ok(transaction) => transaction.execute(&statement, params).await,
@@ -243,6 +245,7 @@ impl SqlCtx {
     /// commit, such as an outbox insert, in the commit's round trip. Its failure fails the
     /// commit, which then rolls back.
     pub async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
+        self.refuse_after_guard()?;
         let result = match self.transaction().await {
             Ok(transaction) => transaction.defer(statement, params).await,
             Err(err) => Err(err),

@@ -171,6 +171,35 @@ impl PgTransaction {
         ))
     }
 
+    /// Prepares the statement queued ahead, if any, and `statement`, before anything of either is
+    /// sent: a prepared statement's execution goes out at once, an unprepared one's only once its
+    /// `Parse` is answered, so only prepared statements keep the order they are sent in. When
+    /// the one ahead cannot be prepared or encoded, that is its outcome and nothing is sent;
+    /// when `statement` cannot, the one ahead stays queued.
+    async fn prepare_in_order(&mut self, statement: &str, params: &[Value]) -> Result<(Option<Ready>, Ready), Error> {
+        let ahead = self.ahead.take();
+        let client = self.client()?;
+        let before = async {
+            let (statement, params) = ahead.as_ref()?;
+            Some(prepare(client, statement, params).await.and_then(|ready| check_encoding(&ready).map(|()| ready)))
+        };
+        let (before, ready) = futures::future::join(before, prepare(client, statement, params)).await;
+        let before = match before.transpose() {
+            Ok(before) => before,
+            Err(err) => {
+                self.ahead_outcome = Some(Err(err.clone()));
+                return Err(err);
+            }
+        };
+        match ready {
+            Ok(ready) => Ok((before, ready)),
+            Err(err) => {
+                self.ahead = ahead;
+                Err(err)
+            }
+        }
+    }
+
     /// The requests that send `BEGIN`, when it is still due, and the deferred statements; nothing
     /// is sent until they are polled.
     fn due_requests<'a>(client: &'a Object, begin: Option<String>, deferred: Vec<Ready>) -> Vec<Request<'a>> {
@@ -280,11 +309,12 @@ async fn pipeline(requests: Vec<Request<'_>>) -> Vec<Result<(), tokio_postgres::
 #[async_trait]
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
-        let (begin, ahead) = (self.take_begin(), self.ahead.take());
+        let (ahead, ready) = self.prepare_in_order(statement, &params).await?;
+        let begin = self.take_begin();
         let max_result_bytes = self.max_result_bytes;
         let client = self.client()?;
         let mut cancelled = false;
-        let rows = fetch(client, statement, &params, max_result_bytes, &mut cancelled);
+        let rows = fetch(client, ready, max_result_bytes, &mut cancelled);
         let (ahead, result) = in_order(client, begin, ahead, rows).await;
         self.cancel_sent |= cancelled;
         self.ahead_outcome = self.ahead_outcome.take().or(ahead);
@@ -292,9 +322,10 @@ impl Transaction for PgTransaction {
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        let (begin, ahead) = (self.take_begin(), self.ahead.take());
+        let (ahead, ready) = self.prepare_in_order(statement, &params).await?;
+        let begin = self.take_begin();
         let client = self.client()?;
-        let (ahead, result) = in_order(client, begin, ahead, run(client, statement, &params)).await;
+        let (ahead, result) = in_order(client, begin, ahead, run(client, ready)).await;
         self.ahead_outcome = self.ahead_outcome.take().or(ahead);
         result
     }
@@ -331,11 +362,12 @@ impl Transaction for PgTransaction {
 }
 
 /// Sends `BEGIN` (when still due), then the statement queued ahead (if any), then `statement`,
-/// in one round trip; returns the outcome of the one ahead and `statement`'s.
+/// in one round trip; returns the outcome of the one ahead and `statement`'s. Both are prepared
+/// already, so each is sent when first polled, in the order written here.
 async fn in_order<T>(
     client: &Object,
     begin: Option<String>,
-    ahead: Option<(String, Vec<Value>)>,
+    ahead: Option<Ready>,
     statement: impl Future<Output = Result<T, Error>>,
 ) -> (Option<Result<u64, Error>>, Result<T, Error>) {
     let begun = async {
@@ -345,8 +377,8 @@ async fn in_order<T>(
         }
     };
     let before = async {
-        match &ahead {
-            Some((statement, params)) => Some(run(client, statement, params).await),
+        match ahead {
+            Some(ready) => Some(run(client, ready).await),
             None => None,
         }
     };
@@ -360,9 +392,8 @@ async fn in_order<T>(
     }
 }
 
-/// Prepares and runs a statement that returns no rows; the rows it changed.
-async fn run(client: &Object, statement: &str, params: &[Value]) -> Result<u64, Error> {
-    let (prepared, params) = prepare(client, statement, params).await?;
+/// Runs a prepared statement that returns no rows; the rows it changed.
+async fn run(client: &Object, (prepared, params): Ready) -> Result<u64, Error> {
     client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
 }
 
@@ -370,12 +401,10 @@ async fn run(client: &Object, statement: &str, params: &[Value]) -> Result<u64, 
 /// `max_result_bytes` (and saying so in `cancelled`).
 async fn fetch(
     client: &Object,
-    statement: &str,
-    params: &[Value],
+    (prepared, params): Ready,
     max_result_bytes: usize,
     cancelled: &mut bool,
 ) -> Result<RowSet, Error> {
-    let (prepared, params) = prepare(client, statement, params).await?;
     let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
     futures::pin_mut!(stream);
     let (mut rows, mut bytes) = (Vec::new(), 0usize);

@@ -173,8 +173,10 @@ async fn a_guard_that_passes_goes_ahead_of_the_first_statement_and_lets_the_work
 async fn a_guard_that_changes_no_row_refuses_the_work_and_rolls_it_back() {
     let (mut ctx, database) = guarded(0);
     assert!(matches!(ctx.execute("UPDATE orders SET status = 'x'", vec![]).await, Err(Error::Refused(_))));
-    // Later statements are refused without reaching the database.
+    // Later statements, and statements deferred to the commit, are refused without reaching
+    // the database.
     assert!(matches!(ctx.query("SELECT 1", vec![]).await, Err(Error::Refused(_))));
+    assert!(matches!(ctx.defer("INSERT INTO platform_outbox VALUES (1)", vec![]).await, Err(Error::Refused(_))));
     assert!(matches!(ctx.guarded(), Some(Guard::NoRow)));
     assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
     assert_eq!(names(&database.calls()), ["begin", "execute", "execute", "rollback"]);

@@ -114,6 +114,11 @@ fn outcome_of(
 
 /// The outcome of a delivery whose inbox insert failed.
 fn inbox_failed(err: &sql::Error) -> Outcome {
+    // Waiting on another consumer's uncommitted row for the same event, until a timeout or a
+    // lock limit: the other may yet roll back, so this is for later, not for the dead letters.
+    if matches!(err, sql::Error::Database(db) if db.code == "57014" || db.code == "55P03") {
+        return Outcome::Retry(format!("cannot record the event in the inbox yet: {err:?}"));
+    }
     match Fault::of(err) {
         Fault::Outage => Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}")),
         Fault::Conflict => Outcome::Retry(format!("cannot record the event in the inbox: {err:?}")),
@@ -145,7 +150,11 @@ async fn handle(
         let instance = subscriber.instantiate_async(&mut *store).await?;
         instance.platform_service_message_handler().call_handle(&mut *store, event).await
     };
-    Ok(match handled.await {
+    let handled = handled.await;
+    // The guard's verdict, within the deadline, whatever the handler made of its work: a
+    // duplicate is acknowledged even when its handler failed before any statement.
+    store.data_mut().sql.send_guard_alone().await;
+    Ok(match handled {
         Ok(Ok(())) => Ok(()),
         Ok(Err(HandleError::Retry(why))) => Err(Outcome::Retry(why)),
         Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(why)),
