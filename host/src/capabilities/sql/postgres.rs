@@ -27,13 +27,15 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::{FutureExt, TryStreamExt};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
 
-use super::{CommitError, Database, DatabaseError, Error, ParameterError, RowSet, Transaction, Value, convert};
+use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value};
 use crate::config::DatabaseConfig;
+
+mod statements;
+
+use statements::{Ready, Request, check_encoding, fetch, in_order, pipeline, prepare, refs, run};
 
 /// How long a request waits for a free connection, or for a new one to be made.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
@@ -61,13 +63,6 @@ const END_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deferred statements held back at most; more are sent at once, in one round trip, so a unit of
 /// work that publishes thousands of events does not build one enormous pipeline.
 const MAX_DEFERRED: usize = 64;
-
-/// A request to the server, sent when first polled.
-type Request<'a> = futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>;
-
-/// A statement prepared and its parameters converted and encoded once already, so that sending
-/// it later cannot fail before it reaches the server.
-type Ready = (tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>);
 
 pub struct PgDatabase {
     pool: Pool,
@@ -259,53 +254,6 @@ impl PgTransaction {
     }
 }
 
-/// Prepares `statement` on `client` and converts `params` to the types it expects.
-async fn prepare(client: &Object, statement: &str, params: &[Value]) -> Result<Ready, Error> {
-    let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        // A component that builds SQL text dynamically must not grow the cache forever.
-        client.statement_cache.clear();
-    }
-    let expected = prepared.params();
-    if expected.len() != params.len() {
-        return Err(Error::WrongParameterCount(expected.len() as u32));
-    }
-    let converted = params
-        .iter()
-        .zip(expected)
-        .enumerate()
-        .map(|(index, (value, ty))| convert::to_sql(index, value, ty))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((prepared, converted))
-}
-
-/// Encodes each parameter once, as sending them will, so that a value the wire format refuses
-/// is the statement's error now rather than a request that never reaches the server later.
-fn check_encoding((prepared, params): &Ready) -> Result<(), Error> {
-    let mut scratch = bytes::BytesMut::new();
-    for (index, (param, ty)) in params.iter().zip(prepared.params()).enumerate() {
-        scratch.clear();
-        param.to_sql_checked(ty, &mut scratch).map_err(|err| {
-            Error::BadParameter(ParameterError { index: index as u32, message: err.to_string() })
-        })?;
-    }
-    Ok(())
-}
-
-/// Runs `requests` on one connection in one round trip, and returns their outcomes in order.
-/// tokio-postgres sends a request when its future is first polled, and `join` polls its first
-/// future before its second, so nesting the joins from the left sends them in order.
-async fn pipeline(requests: Vec<Request<'_>>) -> Vec<Result<(), tokio_postgres::Error>> {
-    let mut all: futures::future::BoxFuture<'_, Vec<_>> = Box::pin(futures::future::ready(Vec::new()));
-    for request in requests {
-        all = Box::pin(futures::future::join(all, request).map(|(mut done, outcome)| {
-            done.push(outcome);
-            done
-        }));
-    }
-    all.await
-}
-
 #[async_trait]
 impl Transaction for PgTransaction {
     async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
@@ -361,75 +309,6 @@ impl Transaction for PgTransaction {
     }
 }
 
-/// Sends `BEGIN` (when still due), then the statement queued ahead (if any), then `statement`,
-/// in one round trip; returns the outcome of the one ahead and `statement`'s. Both are prepared
-/// already, so each is sent when first polled, in the order written here.
-async fn in_order<T>(
-    client: &Object,
-    begin: Option<String>,
-    ahead: Option<Ready>,
-    statement: impl Future<Output = Result<T, Error>>,
-) -> (Option<Result<u64, Error>>, Result<T, Error>) {
-    let begun = async {
-        match &begin {
-            Some(begin) => client.batch_execute(begin).await.map_err(query_failed),
-            None => Ok(()),
-        }
-    };
-    let before = async {
-        match ahead {
-            Some(ready) => Some(run(client, ready).await),
-            None => None,
-        }
-    };
-    // `join` polls its first future first: the requests go out in the order written here.
-    let ((begun, ahead), result) = futures::future::join(futures::future::join(begun, before), statement).await;
-    match begun {
-        // Had `BEGIN` failed, the statements failed too (the connection is gone) or found no
-        // transaction to run in: `BEGIN`'s error is the one that says why.
-        Err(err) => (ahead.map(|_| Err(err.clone())), Err(err)),
-        Ok(()) => (ahead, result),
-    }
-}
-
-/// Runs a prepared statement that returns no rows; the rows it changed.
-async fn run(client: &Object, (prepared, params): Ready) -> Result<u64, Error> {
-    client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
-}
-
-/// Runs a query and collects its rows, cancelling it on the server once they pass
-/// `max_result_bytes` (and saying so in `cancelled`).
-async fn fetch(
-    client: &Object,
-    (prepared, params): Ready,
-    max_result_bytes: usize,
-    cancelled: &mut bool,
-) -> Result<RowSet, Error> {
-    let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
-    futures::pin_mut!(stream);
-    let (mut rows, mut bytes) = (Vec::new(), 0usize);
-    while let Some(row) = stream.try_next().await.map_err(query_failed)? {
-        let values = convert::row(prepared.columns(), &row)?;
-        bytes += values.iter().map(convert::size).sum::<usize>();
-        if bytes > max_result_bytes {
-            // Stop the server producing the rest; the unit of work is aborted either way.
-            cancel_on_server(client);
-            *cancelled = true;
-            return Err(Error::Database(DatabaseError {
-                code: "54000".into(),
-                message: format!(
-                    "the result is over {max_result_bytes} bytes; select fewer rows or columns (LIMIT, paging)"
-                ),
-                constraint: None,
-                column: None,
-                detail: None,
-            }));
-        }
-        rows.push(values);
-    }
-    Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
-}
-
 impl Drop for PgTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
@@ -459,10 +338,6 @@ fn cancel_on_server(client: &tokio_postgres::Client) {
             }
         });
     }
-}
-
-fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
 /// The one place a tokio-postgres error becomes the WIT `error`. A server that is unreachable,
