@@ -1,6 +1,6 @@
 //! The one `bindgen!` of the host: Rust types and traits for the `platform:service` WIT package
-//! in `wit/` (the `subscriber` world: the `sql` and `messaging` imports and the
-//! `message-handler` export). `wasi:*` interfaces, HTTP included, come from `wasmtime-wasi` and
+//! in `wit/` (the `subscriber` world: the `sql`, `messaging` and `http-route` imports and
+//! the `message-handler` export). `wasi:*` interfaces, HTTP included, come from `wasmtime-wasi` and
 //! `wasmtime-wasi-http`, which generate their own.
 //!
 //! Every import is async (it awaits PostgreSQL or the broker) and trappable: a guest mistake
@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
 
 pub use exports::platform::service::message_handler;
 
-pub use platform::service::{messaging, sql};
+pub use platform::service::{http_route, messaging, sql};

@@ -15,6 +15,7 @@
 //! - [`capabilities`]: imports, where the guest calls the host (`sql`).
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
+//! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP), Prometheus metrics.
 //! - [`problem`]: RFC 9457 problem responses the host itself sends.
 //! - [`startup`]: `Host::build` binds and loads everything; `run_until_stopped` serves.
 //!
@@ -39,6 +40,7 @@ pub mod service;
 pub mod startup;
 pub mod state;
 pub mod supervisor;
+pub mod telemetry;
 pub mod triggers;
 
 pub use bindings::sql;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use host::Host;
 use host::config::{Config, ProcessEnv};
-use tracing_subscriber::EnvFilter;
+use host::telemetry;
 
 /// Runs WebAssembly service components: HTTP, PostgreSQL and messaging for each.
 #[derive(Debug, Parser)]
@@ -16,7 +16,9 @@ struct Cli {
     /// The manifest naming the components to load.
     #[arg(long, short, env = "HOST_CONFIG", default_value = "host.toml")]
     config: PathBuf,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text: one object per line with `timestamp`, `level`,
+    /// `target`, the event's fields (a guest's lines carry `component`, `trace_id` and
+    /// `span_id`) and the current `span`.
     #[arg(long, env = "HOST_LOG_JSON")]
     log_json: bool,
 }
@@ -24,14 +26,6 @@ struct Cli {
 fn main() -> ExitCode {
     keep_backtraces_to_panics();
     let cli = Cli::parse();
-    init_logging(cli.log_json);
-    let config = match Config::load(&cli.config, &ProcessEnv) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -39,13 +33,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        // The OTLP exporter runs on the runtime, so telemetry starts inside it.
+        let telemetry = match telemetry::init(cli.log_json) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let config = match Config::load(&cli.config, &ProcessEnv) {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let served = serve(config).await;
+        telemetry.shutdown().await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -88,16 +101,5 @@ fn keep_backtraces_to_panics() {
         // SAFETY: called first thing in `main`, before any other thread exists that could read
         // the environment at the same time.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime_cranelift=warn,cranelift=warn,tokio_postgres=warn,refinery_core=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

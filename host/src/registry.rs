@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::capabilities::messaging::broker::Broker;
 use crate::engine::Runtime;
 use crate::service::Service;
+use crate::telemetry::metrics::Metrics;
 
 pub struct Registry {
     runtime: Arc<Runtime>,
@@ -20,12 +21,23 @@ pub struct Registry {
     broker: Option<Arc<Broker>>,
     /// Set when shutdown begins: readiness answers 503 from then on.
     stopping: AtomicBool,
+    /// The host's metrics, which the admin listener serves.
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>, mut services: Vec<Arc<Service>>, broker: Option<Arc<Broker>>) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        mut services: Vec<Arc<Service>>,
+        broker: Option<Arc<Broker>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
-        Self { runtime, services, broker, stopping: AtomicBool::new(false) }
+        Self { runtime, services, broker, stopping: AtomicBool::new(false), metrics }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {

@@ -28,6 +28,7 @@ use crate::migrations;
 use crate::registry::Registry;
 use crate::service::{Code, Service};
 use crate::supervisor::{Phase, Supervisor};
+use crate::telemetry::metrics::Metrics;
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::messaging::MessageTrigger;
 pub use crate::triggers::messaging::delivery::Outcome as DeliveryOutcome;
@@ -75,7 +76,8 @@ impl Host {
                 let Some(pool) = pools.remove(&service.name) else { continue };
                 if !service.outbound.topics.is_empty() {
                     let outbound = service.outbound.clone();
-                    host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound));
+                    let metrics = service.metrics.clone();
+                    host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound, metrics));
                 }
                 if !service.outbound.topics.is_empty() || !service.subscriptions.is_empty() {
                     host.retention.push(Retention::new(service.name.clone(), pool, keep));
@@ -92,6 +94,7 @@ impl Host {
         mut databases: HashMap<String, Arc<dyn Database>>,
     ) -> anyhow::Result<Self> {
         let runtime = Arc::new(Runtime::new(&config.limits, config.cache.dir.as_deref())?);
+        let metrics = Arc::new(Metrics::new());
         let mut services = Vec::new();
         for component in &config.components {
             let database = databases
@@ -109,7 +112,7 @@ impl Host {
             })
                 .await
                 .context("the compile task panicked")??;
-            services.push(Arc::new(Service::new(component, &config.limits, code, database)));
+            services.push(Arc::new(Service::new(component, &config.limits, code, database, &metrics)));
         }
         let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
             format!(
@@ -133,7 +136,7 @@ impl Host {
                 config.admin.listen
             )
         })?;
-        let registry = Arc::new(Registry::new(runtime, services, broker));
+        let registry = Arc::new(Registry::new(runtime, services, broker, metrics));
         let (drain_delay, grace) = (config.http.drain_delay, config.http.shutdown_grace);
         let http = Arc::new(HttpTrigger::new(registry.clone(), config.http));
         Ok(Self {

@@ -15,8 +15,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::logging::{GuestLog, Stream};
 use crate::capabilities::messaging::MessagingCtx;
+use crate::capabilities::route::RouteCtx;
 use crate::capabilities::sql::SqlCtx;
 use crate::service::turns::TurnSlot;
+use crate::telemetry::metrics::ComponentMetrics;
 
 pub struct StoreState {
     wasi: WasiCtx,
@@ -30,6 +32,10 @@ pub struct StoreState {
     pub sql: SqlCtx,
     /// What this unit of work published (into the same transaction).
     pub messaging: MessagingCtx,
+    /// The route the component named for the HTTP request it serves.
+    pub route: RouteCtx,
+    /// The component's metrics, for its statements.
+    pub metrics: ComponentMetrics,
     /// The guest's turn on the CPU, handed back whenever it calls `sql` or `messaging`.
     pub turn: TurnSlot,
     /// Counts this unit of work among its component's in flight while the store lives.
@@ -50,6 +56,8 @@ impl StoreState {
         component: &Arc<str>,
         sql: SqlCtx,
         messaging: MessagingCtx,
+        route: RouteCtx,
+        metrics: ComponentMetrics,
         memory_bytes: usize,
         in_flight: Arc<AtomicU64>,
     ) -> Self {
@@ -69,6 +77,8 @@ impl StoreState {
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
             sql,
             messaging,
+            route,
+            metrics,
             turn: TurnSlot::default(),
             _in_flight: InFlight(in_flight),
         }

@@ -1,7 +1,9 @@
 //! What every service component shares, so each one holds only its own logic.
 //!
-//! - [`bindings`]: the `platform:service/subscriber` world (imports `sql` and `messaging`,
-//!   exports `message-handler`); a component names its handler with [`export!`].
+//! - [`bindings`]: the `platform:service/subscriber` world (imports `sql`, `messaging` and
+//!   `http-route`, exports `message-handler`); a component names its handler with [`export!`].
+//! - [`router`]: the route table that dispatches requests and names the matched route to the
+//!   host, for its spans and metrics.
 //! - [`reply`]: JSON and RFC 9457 problem responses, and the prefix the host serves it under.
 //! - [`events`]: publishing typed events from `contracts` and reading delivered ones.
 //! - [`page`]: one page of a keyset-paginated list.
@@ -12,6 +14,7 @@ pub mod events;
 pub mod page;
 pub mod query;
 pub mod reply;
+pub mod router;
 pub mod rows;
 
 /// Generated bindings; their glue code is the only `unsafe` here.

@@ -6,6 +6,7 @@
 //! | request | what it does |
 //! | --- | --- |
 //! | `GET /ok` | answers 200 at once: the baseline |
+//! | `GET /log` | writes a line to stdout and one to stderr, then answers 200 |
 //! | `GET /panic` | panics (a trap, since components build with `panic = "abort"`) |
 //! | `GET /unreachable` | executes `unreachable` |
 //! | `GET /loop` | spins forever without calling the host |
@@ -49,6 +50,11 @@ fn dispatch(request: &Request) -> Response {
     let query = request.query();
     match path {
         "/ok" => text(200, "ok"),
+        "/log" => {
+            println!("a line on stdout");
+            eprintln!("a line on stderr");
+            text(200, "logged")
+        }
         "/panic" => panic!("asked to panic"),
         "/unreachable" => core::arch::wasm32::unreachable(),
         "/loop" => spin(),

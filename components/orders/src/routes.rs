@@ -1,21 +1,19 @@
-//! Method and path to handler. The host strips the route prefix, so paths here start at the
-//! service's own root: `/orders`, `/orders/{id}`, `/health`.
+//! The route table: method and path template to handler. The host strips the route prefix, so
+//! paths here start at the service's own root. The table also names each request's route to
+//! the host for its spans and metrics (see `service_guest::router`).
 
-use service_guest::reply;
+use service_guest::router::{self, Route};
 use spin_sdk::http::{Method, Request, Response};
 
 use crate::api;
 
+const ROUTES: &[Route] = &[
+    Route { method: Method::Get, path: "/health", handler: |_, _| api::health() },
+    Route { method: Method::Get, path: "/orders", handler: |request, _| api::list(request) },
+    Route { method: Method::Post, path: "/orders", handler: |request, _| api::create(request) },
+    Route { method: Method::Get, path: "/orders/{id}", handler: |_, params| api::get(params.first().copied().unwrap_or_default()) },
+];
+
 pub fn dispatch(request: &Request) -> Response {
-    let method = request.method();
-    match (reply::segments(request).as_slice(), method) {
-        (["health"], Method::Get) => api::health(),
-        (["orders"], Method::Post) => api::create(request),
-        (["orders"], Method::Get) => api::list(request),
-        (["orders", id], Method::Get) => api::get(id),
-        (["health"], _) => reply::method_not_allowed(method, "GET"),
-        (["orders"], _) => reply::method_not_allowed(method, "GET, POST"),
-        (["orders", _], _) => reply::method_not_allowed(method, "GET"),
-        _ => reply::not_found(request),
-    }
+    router::dispatch(ROUTES, request)
 }

@@ -1,6 +1,7 @@
 //! Guest logs: what a component writes to stdout or stderr becomes `tracing` events of the host,
-//! one per line, carrying the component's name, inside the span of the request or delivery
-//! being handled (writes happen during the guest's call, on its task). Stderr lines are
+//! one per line, carrying the component's name (and, when spans are exported, the trace and
+//! span ids), inside the span of the request or delivery being handled (writes happen during
+//! the guest's call, on its task), so they also land in the trace as span events. Stderr lines are
 //! warnings, stdout lines information.
 //!
 //! Created per store by [`crate::state::StoreState::new`]; a partial last line is logged when
@@ -86,9 +87,12 @@ impl Lines {
             return;
         }
         let component = &*self.log.component;
+        // The ids of the request's or delivery's trace, when spans are exported.
+        let (trace_id, span_id) = crate::telemetry::propagation::current_ids().unzip();
+        let (trace_id, span_id) = (trace_id.as_deref(), span_id.as_deref());
         match self.log.stream {
-            Stream::Stderr => tracing::warn!(target: "component", component, "{text}"),
-            Stream::Stdout => tracing::info!(target: "component", component, "{text}"),
+            Stream::Stderr => tracing::warn!(target: "component", component, trace_id, span_id, "{text}"),
+            Stream::Stdout => tracing::info!(target: "component", component, trace_id, span_id, "{text}"),
         }
     }
 }

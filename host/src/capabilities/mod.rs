@@ -11,6 +11,7 @@ use crate::state::StoreState;
 pub mod http;
 pub mod logging;
 pub mod messaging;
+pub mod route;
 pub mod sql;
 
 /// Adds every platform capability to `linker`.
@@ -18,7 +19,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
     // A call that may wait (on the database, on a lock) hands back the guest's CPU turn first.
     sql::add_to_linker(linker, |state| {
         state.turn.release();
-        sql::Sql::new(&mut state.sql)
+        sql::Sql::new(&mut state.sql, &state.metrics)
     })
     .context("cannot link platform:service/sql")?;
     messaging::add_to_linker(linker, |state| {
@@ -26,5 +27,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
         messaging::Messaging::new(&mut state.messaging, &mut state.sql)
     })
     .context("cannot link platform:service/messaging")?;
+    route::add_to_linker(linker, |state| route::Route::new(&mut state.route))
+        .context("cannot link platform:service/http-route")?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | `GET /livez` | the process answers (no database involved) |
 //! | `GET /readyz` | what `/health` checks; 503 while stopping |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text); see [`crate::telemetry::metrics`] |
 //! | `GET /components` | each component: route, subscriptions, the code serving (sha256, source, when, version), units of work in flight, the last failed load |
 //! | `GET /components/{name}` | one of them |
 //! | `POST /components/{name}/reload` | loads the component's `.wasm` again; answers once the new code serves |
@@ -39,6 +40,8 @@ use crate::config::Token;
 use crate::problem;
 use crate::registry::Registry;
 use crate::service::{Code, FailedLoad, Identity, Service};
+use crate::telemetry;
+use crate::telemetry::metrics::Snapshot;
 use crate::triggers::messaging::topology::Subscription;
 
 pub mod dead_letters;
@@ -65,6 +68,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
     Router::new()
         .route("/livez", get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/components", get(list))
         .route("/components/{name}", get(one))
         .route("/components/{name}/reload", post(reload_file))
@@ -75,6 +79,15 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
         .method_not_allowed_fallback(|| async { fail(StatusCode::METHOD_NOT_ALLOWED, "that method is not allowed here") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
+}
+
+/// Every metric, with the state gauges read now (the databases' within a bound).
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let registry = &admin.registry;
+    let services = futures::future::join_all(registry.services().iter().map(|service| service.snapshot())).await;
+    let broker_connected = registry.broker().map(|broker| broker.connection().is_some());
+    let text = registry.metrics().encode(&Snapshot { services, broker_connected });
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(telemetry::metrics::CONTENT_TYPE))], text).into_response()
 }
 
 /// Serves the admin API on `listener` until `stop`.

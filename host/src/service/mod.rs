@@ -13,10 +13,12 @@ use arc_swap::ArcSwap;
 use wasmtime::Store;
 
 use crate::capabilities::messaging::{MessagingCtx, Outbound};
+use crate::capabilities::route::{RouteCtx, Routes};
 use crate::capabilities::sql::{Database, SqlCtx};
 use crate::config::{ComponentConfig, Limits};
 use crate::engine::Runtime;
 use crate::state::StoreState;
+use crate::telemetry::metrics::{ComponentMetrics, Metrics, ServiceSnapshot};
 
 pub mod admission;
 pub mod code;
@@ -39,6 +41,10 @@ pub struct Service {
     pub outbound: Arc<Outbound>,
     /// Topics delivered to it.
     pub subscriptions: Vec<String>,
+    /// The routes it named, for span names and metric labels.
+    routes: Arc<Routes>,
+    /// Its metrics, labelled with its name.
+    pub metrics: ComponentMetrics,
     code: ArcSwap<Code>,
     /// Linear memory one instance may use.
     memory_bytes: usize,
@@ -67,7 +73,13 @@ pub struct FailedLoad {
 }
 
 impl Service {
-    pub fn new(config: &ComponentConfig, limits: &Limits, mut code: Code, database: Arc<dyn Database>) -> Self {
+    pub fn new(
+        config: &ComponentConfig,
+        limits: &Limits,
+        mut code: Code,
+        database: Arc<dyn Database>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         code.identity.version = 1;
         let file_digest = Mutex::new(Some(code.identity.sha256.clone()));
         Self {
@@ -82,6 +94,8 @@ impl Service {
                 wakeup: tokio::sync::Notify::new(),
             }),
             subscriptions: config.subscriptions.clone(),
+            routes: Arc::new(Routes::new(&config.name, &config.route)),
+            metrics: metrics.component(&config.name),
             code: ArcSwap::from_pointee(code),
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
             admission: Admission::new(config.max_concurrency, config.max_queued),
@@ -105,12 +119,14 @@ impl Service {
         let code = Arc::new(code);
         self.code.store(code.clone());
         *self.lock_failure() = None;
+        self.metrics.swapped();
         code
     }
 
     /// Records a load that failed and changed nothing.
     pub fn failed_load(&self, source: String, reason: String) {
         *self.lock_failure() = Some(FailedLoad { source, at: SystemTime::now(), reason });
+        self.metrics.load_failed();
     }
 
     pub fn last_failure(&self) -> Option<FailedLoad> {
@@ -134,6 +150,18 @@ impl Service {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Its state, for a metrics scrape: instances, pool connections, and (when it uses
+    /// messaging) its outbox backlog and inbox size, read from its database now.
+    pub async fn snapshot(&self) -> ServiceSnapshot {
+        let uses_messaging = !self.outbound.topics.is_empty() || !self.subscriptions.is_empty();
+        ServiceSnapshot {
+            component: self.metrics.name().clone(),
+            instances: self.in_flight(),
+            connections: self.database.connections(),
+            messaging: if uses_messaging { self.database.messaging_sample().await } else { None },
+        }
+    }
+
     /// A fresh store for one unit of work that must end by `deadline`.
     ///
     /// At every epoch tick the guest yields its worker thread and waits for a turn (see
@@ -143,7 +171,9 @@ impl Service {
         let state = StoreState::new(
             &self.log_name,
             SqlCtx::new(self.database.clone(), deadline),
-            MessagingCtx::new(self.outbound.clone()),
+            MessagingCtx::new(self.outbound.clone(), self.metrics.clone()),
+            RouteCtx::new(self.routes.clone()),
+            self.metrics.clone(),
             self.memory_bytes,
             self.in_flight.clone(),
         );

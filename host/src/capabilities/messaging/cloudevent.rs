@@ -78,8 +78,9 @@ pub fn encode(event: &Outgoing<'_>) -> Result<Vec<u8>, serde_json::Error> {
     })
 }
 
-/// Reads a delivered message body into what the component's handler receives.
-pub fn decode(body: &[u8], attempt: u32) -> Result<IncomingEvent, String> {
+/// Reads a delivered message body into what the component's handler receives, and the
+/// publisher's `traceparent`.
+pub fn decode(body: &[u8], attempt: u32) -> Result<(IncomingEvent, Option<String>), String> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|err| format!("not a CloudEvents JSON envelope: {err}"))?;
     if envelope.specversion != "1.0" {
@@ -90,7 +91,7 @@ pub fn decode(body: &[u8], attempt: u32) -> Result<IncomingEvent, String> {
     }
     let time = DateTime::parse_from_rfc3339(&envelope.time)
         .map_err(|err| format!("time {:?} is not RFC 3339: {err}", envelope.time))?;
-    Ok(IncomingEvent {
+    let event = IncomingEvent {
         id: envelope.id,
         topic: envelope.kind,
         source: envelope.source,
@@ -99,7 +100,8 @@ pub fn decode(body: &[u8], attempt: u32) -> Result<IncomingEvent, String> {
         data_schema: envelope.dataschema,
         data: envelope.data.get().as_bytes().to_vec(),
         attempt,
-    })
+    };
+    Ok((event, envelope.traceparent))
 }
 
 #[cfg(test)]
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn an_encoded_event_decodes_to_the_same_fields() {
         let body = encode(&sample(br#"{"orderId":"x","amount":5}"#)).expect("encodes");
-        let event = decode(&body, 2).expect("decodes");
+        let (event, _) = decode(&body, 2).expect("decodes");
         assert_eq!(event.id, "e-1");
         assert_eq!(event.topic, "orders.created");
         assert_eq!(event.source, "orders");

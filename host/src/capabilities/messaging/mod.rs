@@ -16,6 +16,8 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::messaging::{self as wit, OutgoingEvent, PublishError};
 use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
+use crate::telemetry::metrics::ComponentMetrics;
+use crate::telemetry::propagation;
 
 pub mod broker;
 pub mod cloudevent;
@@ -38,19 +40,25 @@ pub struct Outbound {
 /// The messaging side of one unit of work.
 pub struct MessagingCtx {
     outbound: Arc<Outbound>,
-    published: usize,
+    /// The topic of each event published, in order.
+    published: Vec<String>,
+    metrics: ComponentMetrics,
 }
 
 impl MessagingCtx {
-    pub fn new(outbound: Arc<Outbound>) -> Self {
-        Self { outbound, published: 0 }
+    pub fn new(outbound: Arc<Outbound>, metrics: ComponentMetrics) -> Self {
+        Self { outbound, published: Vec::new(), metrics }
     }
 
-    /// Call once the unit of work committed: wakes the relay if anything was published.
+    /// Call once the unit of work committed: counts what it published and wakes the relay.
     pub fn committed(&self) {
-        if self.published > 0 {
-            self.outbound.wakeup.notify_one();
+        if self.published.is_empty() {
+            return;
         }
+        for topic in &self.published {
+            self.metrics.published(topic, 1);
+        }
+        self.outbound.wakeup.notify_one();
     }
 }
 
@@ -95,11 +103,27 @@ impl<'a> Messaging<'a> {
 }
 
 impl wit::Host for Messaging<'_> {
-    #[tracing::instrument(name = "messaging.publish", level = "debug", skip_all, fields(messaging.destination.name = %event.topic, messaging.message.id = %event.id))]
+    /// The outbox write's span is the parent of the relay's publish: its context is stored with
+    /// the row.
+    #[tracing::instrument(
+        name = "messaging.create",
+        skip_all,
+        fields(
+            otel.name = %format_args!("create {}", event.topic),
+            otel.kind = "producer",
+            component = %self.ctx.outbound.source,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "create",
+            messaging.destination.name = %event.topic,
+            messaging.message.id = %event.id,
+        )
+    )]
     async fn publish(&mut self, event: OutgoingEvent) -> wasmtime::Result<Result<(), PublishError>> {
         if let Err(refused) = self.check(&event) {
             return Ok(Err(refused));
         }
+        let topic = event.topic.clone();
+        let traceparent = propagation::traceparent_of(&tracing::Span::current());
         let params = vec![
             Value::Text(event.id),
             Value::Text(event.topic),
@@ -107,11 +131,12 @@ impl wit::Host for Messaging<'_> {
             Value::Text(event.content_type),
             event.data_schema.map_or(Value::Null, Value::Text),
             Value::Bytes(event.data),
+            traceparent.map_or(Value::Null, Value::Text),
         ];
         // Nothing reads the row before the commit: it goes to the server with the commit.
         match self.sql.defer(outbox::INSERT, params).await {
             Ok(_) => {
-                self.ctx.published += 1;
+                self.ctx.published.push(topic);
                 Ok(Ok(()))
             }
             Err(SqlError::Unavailable(why)) => Ok(Err(PublishError::Unavailable(why))),
@@ -154,7 +179,7 @@ mod tests {
         let database = FakeDatabase::new(|_, _| Ok(RowSet { columns: vec![], rows: vec![vec![]] }));
         let outbound = Outbound { source: "orders".into(), topics: ["orders.created".to_owned()].into(), ..Outbound::default() };
         let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let (mut ctx, mut sql) = (MessagingCtx::new(Arc::new(outbound)), SqlCtx::new(Arc::new(database.clone()), far));
+        let (mut ctx, mut sql) = (MessagingCtx::new(Arc::new(outbound), Arc::new(crate::telemetry::metrics::Metrics::new()).component("test")), SqlCtx::new(Arc::new(database.clone()), far));
         let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event).await.expect("no trap");
         (published, database.calls())
     }

@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
 use super::{Outbound, cloudevent};
+use crate::telemetry::metrics::{ComponentMetrics, MessagingSample};
+use crate::telemetry::propagation;
 
 /// Tables the host keeps in every database of a component that uses messaging. Created at start,
 /// under the same advisory lock as the component's migrations.
@@ -61,9 +63,39 @@ CREATE TABLE IF NOT EXISTS platform_inbox (
 );
 ";
 
-/// The statement `publish` runs in the unit of work.
-pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data) \
-                          VALUES ($1, $2, $3, $4, $5, $6)";
+/// The statement `publish` runs in the unit of work; `traceparent` is the context of the span
+/// that wrote the event, which the relay's publish continues.
+pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data, traceparent) \
+                          VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// How long a metrics scrape waits for the messaging tables' state.
+const SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The outbox backlog, the age of its oldest row and the inbox's size (the statistics
+/// collector's live row count, so no scan), in one round trip; `None` if the database does not
+/// answer within [`SAMPLE_TIMEOUT`].
+pub async fn sample(pool: &Pool) -> Option<MessagingSample> {
+    let sampling = async {
+        let client = pool.get().await.ok()?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM platform_outbox WHERE sent_at IS NULL), \
+                        COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox \
+                                  WHERE sent_at IS NULL ORDER BY seq LIMIT 1), 0), \
+                        COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
+                                  WHERE relid = 'platform_inbox'::regclass), 0)",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some(MessagingSample {
+            outbox_backlog: row.get(0),
+            outbox_oldest_age_seconds: row.get::<_, f64>(1).max(0.0),
+            inbox_rows: row.get(2),
+        })
+    };
+    tokio::time::timeout(SAMPLE_TIMEOUT, sampling).await.ok().flatten()
+}
 
 /// Rows published per transaction.
 const BATCH: i64 = 100;
@@ -80,6 +112,8 @@ pub struct Relay {
     unrouted: HashSet<String>,
     /// The topics the component may publish: rows of any other topic are never relayed.
     topics: Vec<String>,
+    /// The component's metrics: events relayed.
+    metrics: ComponentMetrics,
 }
 
 /// Why a batch stopped.
@@ -106,9 +140,15 @@ impl From<deadpool_postgres::PoolError> for RelayError {
 }
 
 impl Relay {
-    pub fn new(component: String, pool: Pool, broker: Arc<Broker>, outbound: Arc<Outbound>) -> Self {
+    pub fn new(
+        component: String,
+        pool: Pool,
+        broker: Arc<Broker>,
+        outbound: Arc<Outbound>,
+        metrics: ComponentMetrics,
+    ) -> Self {
         let topics = outbound.topics.iter().cloned().collect();
-        Self { component, pool, broker, outbound, unrouted: HashSet::new(), topics }
+        Self { component, pool, broker, outbound, unrouted: HashSet::new(), topics, metrics }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -199,6 +239,10 @@ impl Relay {
             let topic: &str = row.get("topic");
             let id: &str = row.get("id");
             let created_at: DateTime<Utc> = row.get("created_at");
+            let span = publish_span(&self.component, topic, id, row.get("traceparent"));
+            // The consumer's span continues this one; with no exporter, the writer's context
+            // passes through unchanged.
+            let traceparent = propagation::traceparent_of(&span).or_else(|| row.get("traceparent"));
             let event = cloudevent::Outgoing {
                 id,
                 topic,
@@ -206,7 +250,7 @@ impl Relay {
                 time: created_at,
                 content_type: row.get("content_type"),
                 data_schema: row.get("data_schema"),
-                traceparent: row.get("traceparent"),
+                traceparent: traceparent.as_deref(),
                 data: row.get("data"),
             };
             let body = match cloudevent::encode(&event) {
@@ -223,7 +267,8 @@ impl Relay {
                 .with_app_id(self.component.as_str().into())
                 .with_content_type(cloudevent::CONTENT_TYPE.into())
                 .with_timestamp(created_at.timestamp().max(0) as u64)
-                .with_delivery_mode(2);
+                .with_delivery_mode(2)
+                .with_headers(trace_headers(traceparent.as_deref()));
             let confirm = channel
                 .basic_publish(
                     exchange.into(),
@@ -233,16 +278,20 @@ impl Relay {
                     properties,
                 )
                 .await?;
-            pending.push((seq, topic.to_owned(), confirm));
+            pending.push((seq, topic.to_owned(), confirm, span));
         }
         let mut sent = Vec::with_capacity(pending.len());
-        for (seq, topic, confirm) in pending {
+        for (seq, topic, confirm, span) in pending {
             let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
                 .await
                 .map_err(|_| RelayError::Unconfirmed)??;
+            if !matches!(confirmation, Confirmation::Ack(None) | Confirmation::NotRequested) {
+                span.record("otel.status_code", "error");
+            }
             match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {
                     self.unrouted.remove(&topic);
+                    self.metrics.relayed(&topic);
                     sent.push(seq);
                 }
                 Confirmation::Ack(Some(_returned)) => {
@@ -270,6 +319,35 @@ impl Relay {
         transaction.close();
         Ok(Batch { sent: sent.len(), last: Some(last), full: rows.len() as i64 == BATCH })
     }
+}
+
+/// The producer span of one event's publish: a child of the span that wrote the event (its
+/// outbox row's `traceparent`), attributed to the host rather than to the component. It ends
+/// when the broker confirms.
+fn publish_span(component: &str, topic: &str, id: &str, written_in: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "relay.publish",
+        otel.name = %format_args!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        messaging.message.id = %id,
+        outbox.component = %component,
+    );
+    // Fails only without an OpenTelemetry layer, when there is no context to continue.
+    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, propagation::from_traceparent(written_in));
+    span
+}
+
+/// AMQP headers carrying `traceparent`, when there is one.
+fn trace_headers(traceparent: Option<&str>) -> lapin::types::FieldTable {
+    let mut headers = lapin::types::FieldTable::default();
+    if let Some(traceparent) = traceparent {
+        headers.insert("traceparent".into(), lapin::types::AMQPValue::LongString(traceparent.into()));
+    }
+    headers
 }
 
 /// A pooled connection inside a transaction the relay began. Dropped before [`Self::close`]

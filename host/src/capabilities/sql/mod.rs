@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 use wasmtime::component::{HasData, Linker};
 
 pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
 use crate::bindings::sql::{self as wit};
+use crate::telemetry::metrics::{ComponentMetrics, MessagingSample, operation_of};
 
 pub mod convert;
 pub mod fake;
@@ -28,6 +30,17 @@ pub trait Database: Send + Sync + 'static {
 
     /// Checks that the database answers now; the reason when it does not.
     async fn ping(&self) -> Result<(), String>;
+
+    /// Pooled connections in use, idle, and the most the pool opens; `None` without a pool.
+    fn connections(&self) -> Option<(usize, usize, usize)> {
+        None
+    }
+
+    /// The state of the host's messaging tables (outbox backlog, inbox size), for metrics;
+    /// `None` where there are none, or the database did not answer.
+    async fn messaging_sample(&self) -> Option<MessagingSample> {
+        None
+    }
 }
 
 /// One open transaction. Dropping it without `commit` rolls it back.
@@ -324,7 +337,7 @@ fn refuse_outside_unit_of_work(statement: &str) -> Result<(), Error> {
 }
 
 /// The words of a statement, skipping leading `--` and `/* */` comments.
-fn statement_words(statement: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn statement_words(statement: &str) -> impl Iterator<Item = &str> {
     let mut rest = statement.trim_start();
     loop {
         if let Some(comment) = rest.strip_prefix("--") {
@@ -352,31 +365,78 @@ fn describe(err: &Error) -> String {
 /// The view of a store's [`SqlCtx`] that the generated bindings call into.
 pub struct Sql<'a> {
     ctx: &'a mut SqlCtx,
+    metrics: &'a ComponentMetrics,
 }
 
 impl<'a> Sql<'a> {
-    pub fn new(ctx: &'a mut SqlCtx) -> Self {
-        Self { ctx }
+    pub fn new(ctx: &'a mut SqlCtx, metrics: &'a ComponentMetrics) -> Self {
+        Self { ctx, metrics }
+    }
+
+    /// A client span for one statement, named after its operation (`SELECT`), with the
+    /// statement's text (its parameters are never recorded).
+    fn span(&self, statement: &str, operation: &'static str) -> tracing::Span {
+        tracing::debug_span!(
+            "sql",
+            otel.name = operation,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            component = %self.metrics.name().0,
+            db.system.name = "postgresql",
+            db.operation.name = operation,
+            db.query.text = %statement,
+            db.response.returned_rows = tracing::field::Empty,
+            db.response.affected_rows = tracing::field::Empty,
+            db.response.status_code = tracing::field::Empty,
+        )
+    }
+}
+
+/// Marks a statement's span as failed, with PostgreSQL's SQLSTATE when there is one.
+fn record_failure(span: &tracing::Span, err: &Error) {
+    span.record("otel.status_code", "error");
+    if let Error::Database(db) = err {
+        span.record("db.response.status_code", db.code.as_str());
     }
 }
 
 impl wit::Host for Sql<'_> {
-    #[tracing::instrument(name = "sql.query", level = "debug", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
     async fn query(
         &mut self,
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        Ok(self.ctx.query(&statement, params).await)
+        let operation = operation_of(&statement);
+        let span = self.span(&statement, operation);
+        let started = Instant::now();
+        let result = self.ctx.query(&statement, params).instrument(span.clone()).await;
+        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(rows) => {
+                span.record("db.response.returned_rows", rows.rows.len() as u64);
+            }
+            Err(err) => record_failure(&span, err),
+        }
+        Ok(result)
     }
 
-    #[tracing::instrument(name = "sql.execute", level = "debug", skip_all, fields(db.system = "postgresql", db.query.text = %statement))]
     async fn execute(
         &mut self,
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.ctx.execute(&statement, params).await)
+        let operation = operation_of(&statement);
+        let span = self.span(&statement, operation);
+        let started = Instant::now();
+        let result = self.ctx.execute(&statement, params).instrument(span.clone()).await;
+        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(changed) => {
+                span.record("db.response.affected_rows", *changed);
+            }
+            Err(err) => record_failure(&span, err),
+        }
+        Ok(result)
     }
 }
 

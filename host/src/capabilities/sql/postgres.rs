@@ -32,6 +32,7 @@ use tokio_postgres::NoTls;
 
 use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value};
 use crate::config::DatabaseConfig;
+use crate::telemetry::metrics::MessagingSample;
 
 mod statements;
 
@@ -126,6 +127,15 @@ impl Database for PgDatabase {
             Err(err) => return Err(pool_failed(err)),
         };
         client.simple_query("SELECT 1").await.map(drop).map_err(|err| err.to_string())
+    }
+
+    fn connections(&self) -> Option<(usize, usize, usize)> {
+        let status = self.pool.status();
+        Some((status.size.saturating_sub(status.available), status.available, status.max_size))
+    }
+
+    async fn messaging_sample(&self) -> Option<MessagingSample> {
+        crate::capabilities::messaging::outbox::sample(&self.pool).await
     }
 }
 

@@ -39,7 +39,8 @@ fn names(calls: &[Call]) -> Vec<&'static str> {
 async fn run(answer: fn() -> Result<RowSet, Error>, succeeded: bool) -> (Result<Outcome, FinishError>, Vec<Call>) {
     let database = FakeDatabase::new(move |_, _| answer());
     let mut ctx = SqlCtx::new(Arc::new(database.clone()), far_deadline());
-    let mut sql = Sql::new(&mut ctx);
+    let metrics = test_metrics();
+    let mut sql = Sql::new(&mut ctx, &metrics);
     let _ = wit::Host::query(&mut sql, "SELECT 1".into(), vec![]).await.expect("no trap");
     let outcome = ctx.finish(succeeded).await;
     (outcome, database.calls())
@@ -105,7 +106,7 @@ async fn a_database_that_is_down_reports_unavailable_to_the_guest() {
     let database = FakeDatabase::new(|_, _| one_row());
     database.go_down("connection refused");
     let mut ctx = SqlCtx::new(Arc::new(database.clone()), far_deadline());
-    let answer = wit::Host::execute(&mut Sql::new(&mut ctx), "DELETE FROM t".into(), vec![]).await.expect("no trap");
+    let answer = wit::Host::execute(&mut Sql::new(&mut ctx, &test_metrics()), "DELETE FROM t".into(), vec![]).await.expect("no trap");
     assert!(matches!(answer, Err(Error::Unavailable(ref why)) if why == "connection refused"), "{answer:?}");
     assert_eq!(ctx.fault(), Some(Fault::Outage));
     // A handler that ignores the error and answers success is not believed: nothing was saved.
@@ -196,4 +197,8 @@ async fn a_guard_is_sent_alone_before_a_commit_without_statements_and_not_at_all
     let (mut ctx, database) = guarded(1);
     assert!(matches!(ctx.finish(false).await, Ok(Outcome::NoStatements)));
     assert!(database.calls().is_empty());
+}
+
+fn test_metrics() -> crate::telemetry::metrics::ComponentMetrics {
+    Arc::new(crate::telemetry::metrics::Metrics::new()).component("test")
 }

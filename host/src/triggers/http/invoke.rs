@@ -14,6 +14,7 @@
 //! deadlock) is answered 503 with `Retry-After`, whatever the component made of it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,12 +46,13 @@ enum Failure {
     BadResponse(String),
 }
 
+/// Runs the request as one unit of work: the response, and the route the component named.
 pub async fn call(
     runtime: &Runtime,
     service: &Service,
     request: Request<Full<Bytes>>,
     config: &HttpConfig,
-) -> Response<Full<Bytes>> {
+) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
     let span = tracing::info_span!(
         "component.call",
         component = %service.name,
@@ -60,33 +62,49 @@ pub async fn call(
         outcome = tracing::field::Empty,
     );
     let started = Instant::now();
-    let response = async {
+    let (response, route) = async {
         let deadline = started + config.request_timeout;
         let mut store = service.new_store(runtime, deadline);
+        store.data_mut().route.serving(request.uri().path());
         let answer = match tokio::time::timeout_at(deadline.into(), run_guest(&mut store, service, request, config)).await {
             Ok(answer) => answer,
             Err(_elapsed) => Err(Failure::TimedOut),
         };
+        let route = store.data().route.matched().cloned();
+        if matches!(answer, Err(Failure::TimedOut | Failure::Trapped(_))) {
+            service.metrics.trap("http");
+        }
         if matches!(answer, Err(Failure::TimedOut)) {
             // No orderly rollback: it would wait behind the statement that is too slow.
             // Dropping the store cancels that statement and closes the connection.
             drop(store);
             tracing::Span::current().record("outcome", "timed out");
-            return respond(service, answer, Ok(Outcome::RolledBack), None);
+            service.metrics.unit_of_work("http", "rolled_back");
+            return (respond(service, answer, Ok(Outcome::RolledBack), None), route);
         }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
         if matches!(finished, Ok(Outcome::Committed)) {
             store.data().messaging.committed();
         }
+        service.metrics.unit_of_work("http", unit_of_work_label(&finished));
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
-        respond(service, answer, finished, store.data().sql.fault())
+        (respond(service, answer, finished, store.data().sql.fault()), route)
     }
     .instrument(span.clone())
     .await;
     span.record("http.response.status_code", response.status().as_u16());
     tracing::debug!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "request done");
-    response
+    (response, route)
+}
+
+/// How a unit of work ended, as the `outcome` label of `units_of_work_total`.
+pub fn unit_of_work_label(finished: &Result<Outcome, FinishError>) -> &'static str {
+    match finished {
+        Ok(Outcome::Committed) => "committed",
+        Ok(Outcome::NoStatements) => "empty",
+        Ok(Outcome::RolledBack) | Err(_) => "rolled_back",
+    }
 }
 
 /// The response the client gets, from what the guest answered, how the unit of work ended, and

@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -25,14 +26,19 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::HttpConfig;
 use crate::problem;
 use crate::registry::Registry;
 use crate::service::{Busy, Service};
+use crate::telemetry::{metrics, propagation};
 
 pub(crate) mod health;
 mod invoke;
+
+pub use invoke::unit_of_work_label;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -116,21 +122,55 @@ impl HttpTrigger {
             }
             return health::check(self.registry.services(), self.registry.broker().map(Arc::as_ref)).await;
         }
+        let method = request.method().clone();
+        let span = server_span(&request);
+        let started = Instant::now();
+        let (response, served) = self.serve_routed(request).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+        if let Some((service, route)) = served {
+            if let Some(route) = &route {
+                span.record("http.route", &**route);
+                propagation::rename(&span, format!("{} {route}", metrics::method_label(&method)));
+            }
+            service.metrics.request(route.as_ref(), &method, status, started.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    /// Routes the request to its service and calls it: the response, and which service and route
+    /// served it (`None` when no service's prefix matched).
+    async fn serve_routed(
+        &self,
+        request: Request<Incoming>,
+    ) -> (Response<Full<Bytes>>, Option<(Arc<Service>, Option<Arc<str>>)>) {
+        let path = request.uri().path();
         let Some((service, rest)) = self.registry.route(path) else {
             let routes: Vec<&str> = self.registry.services().iter().map(|s| s.route.as_str()).collect();
-            return problem::response(
-                StatusCode::NOT_FOUND,
-                format!("no service serves {path}; the routes here are {}", routes.join(", ")),
-            );
+            let detail = format!("no service serves {path}; the routes here are {}", routes.join(", "));
+            return (problem::response(StatusCode::NOT_FOUND, detail), None);
         };
+        let service = service.clone();
+        tracing::Span::current().record("component", service.name.as_str());
+        let (response, route) = self.call(&service, request, &rest).await;
+        (response, Some((service, route)))
+    }
+
+    /// Reads the request, waits for admission, and calls the component: its response, and the
+    /// route it named.
+    async fn call(&self, service: &Service, request: Request<Incoming>, rest: &str) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
         // The body is read before taking a permit, within the request timeout, so slow
         // clients cannot hold every permit.
-        let reading = self.read_request(request, service, &rest);
+        let reading = self.read_request(request, service, rest);
         let request = match tokio::time::timeout(self.config.request_timeout, reading).await {
             Ok(Ok(request)) => request,
-            Ok(Err(refused)) => return refused,
+            Ok(Err(refused)) => return (refused, None),
             Err(_) => {
-                return problem::response(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+                let timeout = problem::response(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+                return (timeout, None);
             }
         };
         let _permit = match service.admission.admit(self.config.queue_timeout).await {
@@ -141,7 +181,7 @@ impl HttpTrigger {
                     Busy::Waited(waited) => format!("had no free turn within {waited:?}"),
                 };
                 tracing::debug!(component = %service.name, "request refused: the service {why}");
-                return invoke::unavailable(format!("the {} service {why}; try again shortly", service.name));
+                return (invoke::unavailable(format!("the {} service {why}; try again shortly", service.name)), None);
             }
         };
         invoke::call(self.registry.runtime(), service, request, &self.config).await
@@ -192,4 +232,25 @@ impl HttpTrigger {
         parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
     }
+}
+
+/// The server span of one request, continuing the client's trace context when it sent one.
+/// Named after the method until the component names its route (OpenTelemetry's convention);
+/// never after the path, which may hold ids.
+fn server_span(request: &Request<Incoming>) -> tracing::Span {
+    let method = metrics::method_label(request.method());
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        component = tracing::field::Empty,
+        http.request.method = method,
+        url.path = %request.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    // Fails only without an OpenTelemetry layer, when there is no context to continue.
+    let _ = span.set_parent(propagation::from_http(request.headers()));
+    span
 }

@@ -26,6 +26,7 @@ use crate::capabilities::sql::{self, Fault, FinishError, Guard, Value};
 use crate::engine::Runtime;
 use crate::service::Service;
 use crate::state::StoreState;
+use crate::triggers::http::unit_of_work_label;
 
 /// How long the database may take to answer after a delivery ran out of time, before the wait
 /// counts as an outage.
@@ -62,13 +63,16 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
     let answer = match tokio::time::timeout_at(deadline_at.into(), handle(&mut store, service, &event)).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(settled)) => {
-            let _ = store.data_mut().sql.finish(false).await;
+            let finished = store.data_mut().sql.finish(false).await;
+            service.metrics.unit_of_work("message", unit_of_work_label(&finished));
             return settled;
         }
         Err(_elapsed) => {
             // Dropping the store cancels what runs on the server and closes its connection,
             // which rolls back without waiting behind whatever was too slow.
             drop(store);
+            service.metrics.trap("message");
+            service.metrics.unit_of_work("message", "rolled_back");
             // Whose fault the wait was: a database that does not answer now is an outage.
             return match tokio::time::timeout(PING_TIMEOUT, service.database.ping()).await {
                 Ok(Ok(())) => Outcome::Retry(format!("the handler did not finish within {deadline:?}")),
@@ -78,6 +82,7 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         }
     };
     let finished = store.data_mut().sql.finish(answer.is_ok()).await;
+    service.metrics.unit_of_work("message", unit_of_work_label(&finished));
     let fault = store.data().sql.fault();
     let outcome = match (store.data().sql.guarded(), answer, finished) {
         (Some(Guard::NoRow), _, _) => {
@@ -159,9 +164,11 @@ async fn handle(
         Ok(Err(HandleError::Retry(why))) => Err(Outcome::Retry(why)),
         Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(why)),
         Err(trap) if matches!(trap.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
+            service.metrics.trap("message");
             Err(Outcome::Retry("the handler was still running at its deadline".into()))
         }
         Err(trap) => {
+            service.metrics.trap("message");
             tracing::error!(error = format!("{trap:#}"), "the handler trapped");
             Err(Outcome::Retry(format!("the handler trapped: {trap}")))
         }

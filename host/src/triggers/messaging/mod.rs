@@ -31,11 +31,14 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::messaging::cloudevent;
 use crate::engine::Runtime;
 use crate::service::Service;
+use crate::telemetry::propagation;
 
 pub mod delivery;
 pub mod topology;
@@ -148,24 +151,86 @@ impl MessageTrigger {
         }
     }
 
-    /// Handles one delivery and acknowledges it as the outcome requires.
+    /// Handles one delivery and acknowledges it as the outcome requires, in a consumer span
+    /// that continues the publisher's trace.
     async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
-        let outcome = match cloudevent::decode(&delivery.data, attempt) {
-            Ok(event) if event.source != subscription.publisher => Outcome::Reject(format!(
-                "forged event: its source {:?} is not {:?}, the publisher of {}",
-                event.source, subscription.publisher, subscription.topic
-            )),
-            Ok(event) if event.topic != subscription.topic => Outcome::Reject(format!(
-                "forged event: its type {:?} is not the topic {} it was routed on",
-                event.topic, subscription.topic
-            )),
-            Ok(event) => delivery::deliver(&self.runtime, &self.service, event, self.deadline).await,
-            Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
-        };
+        let decoded = cloudevent::decode(&delivery.data, attempt);
+        let traceparent = decoded.as_ref().ok().and_then(|(_, traceparent)| traceparent.as_deref());
+        let span = self.consumer_span(subscription, &delivery, traceparent, attempt);
+        let (settled, outcome) = async {
+            let outcome = match decoded {
+                Ok((event, _)) if event.source != subscription.publisher => Outcome::Reject(format!(
+                    "forged event: its source {:?} is not {:?}, the publisher of {}",
+                    event.source, subscription.publisher, subscription.topic
+                )),
+                Ok((event, _)) if event.topic != subscription.topic => Outcome::Reject(format!(
+                    "forged event: its type {:?} is not the topic {} it was routed on",
+                    event.topic, subscription.topic
+                )),
+                Ok((event, _)) => {
+                    tracing::Span::current().record("messaging.message.id", event.id.as_str());
+                    delivery::deliver(&self.runtime, &self.service, event, self.deadline).await
+                }
+                Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
+            };
+            self.act_on(channel, subscription, &delivery, attempt, outcome).await
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", outcome);
+        if matches!(outcome, "dead_lettered") || settled.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        if settled.is_ok() {
+            self.service.metrics.delivery(&subscription.topic, outcome);
+        }
+        settled
+    }
+
+    /// The span of one delivery: a consumer span whose parent is the relay's publish (from the
+    /// message's `traceparent` header, else the event's attribute).
+    fn consumer_span(
+        &self,
+        subscription: &Subscription,
+        delivery: &Delivery,
+        traceparent: Option<&str>,
+        attempt: u32,
+    ) -> tracing::Span {
+        let span = tracing::info_span!(
+            "message.process",
+            otel.name = %format_args!("process {}", subscription.topic),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            component = %self.service.name,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %subscription.topic,
+            messaging.consumer.group.name = %subscription.queue,
+            messaging.message.id = tracing::field::Empty,
+            attempt,
+            outcome = tracing::field::Empty,
+        );
+        let parent = propagation::from_amqp(delivery.properties.headers().as_ref(), traceparent);
+        // Fails only without an OpenTelemetry layer, when there is no context to continue.
+        let _ = span.set_parent(parent);
+        span
+    }
+
+    /// Acknowledges, retries, dead-letters or requeues the delivery as `outcome` says; what was
+    /// done, as the `outcome` label of `messaging_deliveries_total`.
+    async fn act_on(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        delivery: &Delivery,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> (anyhow::Result<()>, &'static str) {
         let component = &self.service.name;
-        match outcome {
-            Outcome::Handled | Outcome::Duplicate => {}
+        let done = match outcome {
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
             Outcome::Retry(reason) => match subscription.retry_queue(attempt) {
                 Some(retry) => {
                     tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
@@ -173,25 +238,34 @@ impl MessageTrigger {
                         (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX))),
                         (topology::REASON, topology::text(&reason)),
                     ];
-                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers, &[]).await?;
+                    let sent = topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers, &[]).await;
+                    if let Err(err) = sent {
+                        return (Err(err), "retried");
+                    }
+                    "retried"
                 }
                 None => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    self.dead_letter(channel, subscription, &delivery, attempt, &reason).await?;
+                    if let Err(err) = self.dead_letter(channel, subscription, delivery, attempt, &reason).await {
+                        return (Err(err), "dead_lettered");
+                    }
+                    "dead_lettered"
                 }
             },
             Outcome::Reject(reason) => {
-                self.dead_letter(channel, subscription, &delivery, attempt, &reason).await?;
+                if let Err(err) = self.dead_letter(channel, subscription, delivery, attempt, &reason).await {
+                    return (Err(err), "dead_lettered");
+                }
+                "dead_lettered"
             }
             Outcome::Unavailable(reason) => {
                 tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
                 tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-                delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await?;
-                return Ok(());
+                let requeued = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+                return (requeued.map(drop).map_err(Into::into), "requeued");
             }
-        }
-        delivery.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        };
+        (delivery.ack(BasicAckOptions::default()).await.map(drop).map_err(Into::into), done)
     }
 
     async fn dead_letter(

@@ -1,0 +1,437 @@
+//! The host's Prometheus metrics, served by the admin listener at `/metrics` (OpenMetrics text).
+//!
+//! Names and units follow OpenTelemetry's semantic conventions as Prometheus spells them
+//! (`http.server.request.duration` in seconds becomes `http_server_request_duration_seconds`).
+//! Every label has a bounded set of values: component names come from the manifest, routes
+//! from the component's own route table (see [`crate::capabilities::route`]), topics from the
+//! manifest, SQL operations from a fixed list, status codes as classes.
+//!
+//! One [`Metrics`] per host, built with it; each service keeps a [`ComponentMetrics`] of
+//! handles already labelled with its name. Counters and histograms are updated where things
+//! happen; gauges of state (instances running, pool connections, the broker connection, the
+//! outbox backlog) are read when `/metrics` is scraped ([`Metrics::encode`]).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of what [`Metrics::encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bucket bounds in seconds: OpenTelemetry's advice for HTTP durations, with finer ones below
+/// 5 ms, where most of a service's requests and statements fall.
+const SECONDS_BUCKETS: [f64; 17] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// A label value shared rather than copied: a component's name, a topic, a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Self {
+        Self(name.into())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ComponentLabel {
+    component: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub component: Name,
+    /// The route template, such as `/orders/orders/{id}`; empty when no route matched.
+    pub http_route: Name,
+    pub http_request_method: &'static str,
+    /// `2xx`, `4xx`, `5xx`...
+    pub http_response_status_class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UnitOfWorkLabels {
+    component: Name,
+    /// `http` or `message`.
+    trigger: &'static str,
+    /// `committed`, `rolled_back`, or `empty` (no statement ran).
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    component: Name,
+    db_operation_name: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TopicLabels {
+    component: Name,
+    topic: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeliveryLabels {
+    component: Name,
+    topic: Name,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TrapLabels {
+    component: Name,
+    trigger: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionLabels {
+    component: Name,
+    state: &'static str,
+}
+
+/// Every metric of one host.
+pub struct Metrics {
+    registry: Registry,
+    requests: Seconds<RequestLabels>,
+    units_of_work: Family<UnitOfWorkLabels, Counter>,
+    statements: Seconds<OperationLabels>,
+    published: Family<TopicLabels, Counter>,
+    relayed: Family<TopicLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    traps: Family<TrapLabels, Counter>,
+    swaps: Family<ComponentLabel, Counter>,
+    failed_loads: Family<ComponentLabel, Counter>,
+    instances: Family<ComponentLabel, Gauge>,
+    connections: Family<ConnectionLabels, Gauge>,
+    connections_max: Family<ComponentLabel, Gauge>,
+    outbox_backlog: Family<ComponentLabel, Gauge>,
+    outbox_age: Family<ComponentLabel, F64Gauge>,
+    inbox: Family<ComponentLabel, Gauge>,
+    broker_connected: Gauge,
+    spans_exported: Counter,
+    spans_dropped: Counter,
+    span_exports_failed: Counter,
+}
+
+/// What the scrape reads from the host's state: one per service, plus the broker.
+pub struct Snapshot {
+    pub services: Vec<ServiceSnapshot>,
+    /// `None` when the host has no broker.
+    pub broker_connected: Option<bool>,
+}
+
+pub struct ServiceSnapshot {
+    pub component: Name,
+    pub instances: u64,
+    /// In use, idle, most: `None` without a pool.
+    pub connections: Option<(usize, usize, usize)>,
+    /// Unsent outbox rows, age of the oldest in seconds, inbox rows; `None` when the component
+    /// uses no messaging or its database did not answer in time.
+    pub messaging: Option<MessagingSample>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessagingSample {
+    pub outbox_backlog: i64,
+    pub outbox_oldest_age_seconds: f64,
+    pub inbox_rows: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Seconds::<RequestLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP requests served by components, from the first byte read to the response, unit of work included",
+            Unit::Seconds,
+            requests.clone(),
+        );
+        let units_of_work = Family::default();
+        registry.register("units_of_work", "Units of work ended, by how", units_of_work.clone());
+        let statements = Seconds::<OperationLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "db_client_operation_duration",
+            "Duration of components' SQL statements, by operation",
+            Unit::Seconds,
+            statements.clone(),
+        );
+        let published = Family::default();
+        registry.register(
+            "messaging_events_published",
+            "Events written to the outbox by units of work that committed",
+            published.clone(),
+        );
+        let relayed = Family::default();
+        registry.register("messaging_events_relayed", "Outbox events the broker confirmed", relayed.clone());
+        let deliveries = Family::default();
+        registry.register(
+            "messaging_deliveries",
+            "Deliveries settled, by outcome: handled, duplicate, retried, dead_lettered, requeued (database away)",
+            deliveries.clone(),
+        );
+        let traps = Family::default();
+        registry.register("wasm_traps", "Calls into a component that trapped or ran out of time", traps.clone());
+        let swaps = Family::default();
+        registry.register("component_swaps", "New code swapped in while running", swaps.clone());
+        let failed_loads = Family::default();
+        registry.register("component_load_failures", "Loads of new code that failed and changed nothing", failed_loads.clone());
+        let instances = Family::default();
+        registry.register("wasm_instances_running", "Units of work running now (one instance each)", instances.clone());
+        let connections = Family::default();
+        registry.register("db_client_connection_count", "Pooled database connections, by state", connections.clone());
+        let connections_max = Family::default();
+        registry.register("db_client_connection_max", "Most connections the pool opens", connections_max.clone());
+        let outbox_backlog = Family::default();
+        registry.register("outbox_backlog_events", "Committed events not yet confirmed by the broker", outbox_backlog.clone());
+        let outbox_age = Family::default();
+        registry.register_with_unit(
+            "outbox_oldest_unsent_age",
+            "Age of the oldest event not yet confirmed by the broker; 0 when none waits",
+            Unit::Seconds,
+            outbox_age.clone(),
+        );
+        let inbox = Family::default();
+        registry.register("inbox_events", "Events recorded as handled (the inbox), estimated", inbox.clone());
+        let broker_connected = Gauge::default();
+        registry.register("messaging_broker_connected", "1 while the host is connected to the broker", broker_connected.clone());
+        let spans_exported = Counter::default();
+        registry.register("otel_spans_exported", "Spans the OTLP collector accepted", spans_exported.clone());
+        let spans_dropped = Counter::default();
+        registry.register(
+            "otel_spans_dropped",
+            "Spans dropped because the export queue was full or the export failed",
+            spans_dropped.clone(),
+        );
+        let span_exports_failed = Counter::default();
+        registry.register("otel_span_exports_failed", "Span exports that failed or timed out", span_exports_failed.clone());
+        Self {
+            registry,
+            requests,
+            units_of_work,
+            statements,
+            published,
+            relayed,
+            deliveries,
+            traps,
+            swaps,
+            failed_loads,
+            instances,
+            connections,
+            connections_max,
+            outbox_backlog,
+            outbox_age,
+            inbox,
+            broker_connected,
+            spans_exported,
+            spans_dropped,
+            span_exports_failed,
+        }
+    }
+
+    /// The handles of one component.
+    pub fn component(self: &Arc<Self>, name: &str) -> ComponentMetrics {
+        ComponentMetrics { name: Name::from(name), metrics: self.clone() }
+    }
+
+    /// Writes every metric, with the state gauges set from `snapshot`.
+    pub fn encode(&self, snapshot: &Snapshot) -> String {
+        for service in &snapshot.services {
+            let component = ComponentLabel { component: service.component.clone() };
+            self.instances.get_or_create(&component).set(service.instances as i64);
+            if let Some((used, idle, max)) = service.connections {
+                for (state, count) in [("used", used), ("idle", idle)] {
+                    let labels = ConnectionLabels { component: service.component.clone(), state };
+                    self.connections.get_or_create(&labels).set(count as i64);
+                }
+                self.connections_max.get_or_create(&component).set(max as i64);
+            }
+            if let Some(sample) = service.messaging {
+                self.outbox_backlog.get_or_create(&component).set(sample.outbox_backlog);
+                self.outbox_age.get_or_create(&component).set(sample.outbox_oldest_age_seconds);
+                self.inbox.get_or_create(&component).set(sample.inbox_rows);
+            }
+        }
+        if let Some(connected) = snapshot.broker_connected {
+            self.broker_connected.set(i64::from(connected));
+        }
+        let export = super::export::STATS.snapshot();
+        set_counter(&self.spans_exported, export.exported);
+        set_counter(&self.spans_dropped, export.dropped);
+        set_counter(&self.span_exports_failed, export.failed);
+        let mut text = String::new();
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Brings a counter that mirrors a process-wide count up to it.
+fn set_counter(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
+/// One component's metrics.
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    name: Name,
+    metrics: Arc<Metrics>,
+}
+
+impl ComponentMetrics {
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    pub fn request(&self, route: Option<&Arc<str>>, method: &http::Method, status: u16, seconds: f64) {
+        let labels = RequestLabels {
+            component: self.name.clone(),
+            http_route: Name(route.cloned().unwrap_or_else(|| "".into())),
+            http_request_method: method_label(method),
+            http_response_status_class: status_class(status),
+        };
+        self.metrics.requests.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A unit of work ended: `committed`, `rolled_back` or `empty`.
+    pub fn unit_of_work(&self, trigger: &'static str, outcome: &'static str) {
+        let labels = UnitOfWorkLabels { component: self.name.clone(), trigger, outcome };
+        self.metrics.units_of_work.get_or_create(&labels).inc();
+    }
+
+    pub fn statement(&self, operation: &'static str, seconds: f64) {
+        let labels = OperationLabels { component: self.name.clone(), db_operation_name: operation };
+        self.metrics.statements.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn published(&self, topic: &str, events: u64) {
+        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
+        self.metrics.published.get_or_create(&labels).inc_by(events);
+    }
+
+    pub fn relayed(&self, topic: &str) {
+        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
+        self.metrics.relayed.get_or_create(&labels).inc();
+    }
+
+    /// A delivery settled: `handled`, `duplicate`, `retried`, `dead_lettered` or `requeued`.
+    pub fn delivery(&self, topic: &str, outcome: &'static str) {
+        let labels = DeliveryLabels { component: self.name.clone(), topic: topic.into(), outcome };
+        self.metrics.deliveries.get_or_create(&labels).inc();
+    }
+
+    pub fn trap(&self, trigger: &'static str) {
+        let labels = TrapLabels { component: self.name.clone(), trigger };
+        self.metrics.traps.get_or_create(&labels).inc();
+    }
+
+    pub fn swapped(&self) {
+        self.metrics.swaps.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+    }
+
+    pub fn load_failed(&self) {
+        self.metrics.failed_loads.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+    }
+}
+
+/// The method as a label: the standard ones, or `_OTHER` (as OpenTelemetry says), so a client
+/// cannot make up label values.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The statement's operation, for span names and metric labels: its first keyword when it is a
+/// common one, `OTHER` otherwise.
+pub fn operation_of(statement: &str) -> &'static str {
+    const KNOWN: [&str; 11] =
+        ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP", "TRUNCATE"];
+    let first = crate::capabilities::sql::statement_words(statement).next().unwrap_or_default();
+    KNOWN.into_iter().find(|known| known.eq_ignore_ascii_case(first)).unwrap_or("OTHER")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statements_operation_is_its_first_keyword_after_comments() {
+        assert_eq!(operation_of("  -- find it\n select 1"), "SELECT");
+        assert_eq!(operation_of("/* x */ INSERT INTO t VALUES (1)"), "INSERT");
+        assert_eq!(operation_of("vacuum"), "OTHER");
+        assert_eq!(operation_of(""), "OTHER");
+    }
+
+    #[test]
+    fn an_unknown_method_is_one_label_value_whatever_it_is_called() {
+        let made_up = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&made_up), "_OTHER");
+    }
+
+    #[test]
+    fn the_exposition_names_metrics_with_their_units_and_ends_with_eof() {
+        let metrics = Arc::new(Metrics::new());
+        let orders = metrics.component("orders");
+        orders.request(Some(&Arc::from("/orders/orders/{id}")), &http::Method::GET, 200, 0.002);
+        orders.unit_of_work("http", "committed");
+        let text = metrics.encode(&Snapshot { services: Vec::new(), broker_connected: Some(true) });
+        assert!(
+            text.contains(
+                "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
+                 http_request_method=\"GET\",http_response_status_class=\"2xx\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"} 1"), "{text}");
+        assert!(text.contains("messaging_broker_connected 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,348 @@
+//! Traces and metrics of the real host process: one trace from the client's request to the
+//! invoice and back across the outbox and the broker, exported over OTLP to a real receiver;
+//! a collector that is away or never answers; and what `/metrics` shows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{self, TcpProxy, TestBroker, TestDatabase};
+use crate::otlp::{self, Receiver, Received, Silent};
+use crate::process::HostProcess;
+use crate::system::CUSTOMER;
+
+/// OTLP span kinds.
+const SERVER: i32 = 2;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+struct Traced {
+    host: HostProcess,
+    orders: Arc<TestDatabase>,
+    broker: TestBroker,
+    _invoices: Arc<TestDatabase>,
+}
+
+/// Orders and Invoices in one host process, on `amqp_url`, exporting to `endpoint`.
+async fn start(amqp: impl FnOnce(&TestBroker) -> String, otel: &[(&str, String)]) -> Traced {
+    let orders = Arc::new(TestDatabase::create().await);
+    let invoices = Arc::new(TestDatabase::create().await);
+    let broker = TestBroker::new();
+    let manifest = helpers::manifest(&broker, &amqp(&broker), &[("orders", &orders.url()), ("invoices", &invoices.url())]);
+    let host = HostProcess::start(&manifest, otel).await;
+    Traced { host, orders, broker, _invoices: invoices }
+}
+
+fn exporting_to(endpoint: String) -> Vec<(&'static str, String)> {
+    vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]
+}
+
+/// A client's trace context: a fresh trace id, and the client's own span id.
+fn client_context() -> (String, String, String) {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    (trace_id, span_id, traceparent)
+}
+
+impl Traced {
+    async fn post_order(&self, traceparent: &str) -> String {
+        let response = self
+            .host
+            .client
+            .post(self.host.url("/orders/orders"))
+            .header("traceparent", traceparent)
+            .json(&json!({ "customerId": CUSTOMER, "amount": 4200 }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 201);
+        let order: serde_json::Value = response.json().await.expect("JSON");
+        order["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn wait_until_invoiced(&self, id: &str) {
+        let statement = format!("SELECT count(*) FROM orders WHERE id = '{id}' AND status = 'invoiced'");
+        crate::system::System::wait_for_count(&self.orders, &statement, 1, Duration::from_secs(30)).await;
+    }
+}
+
+fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
+    let found: Vec<&Received> = spans.iter().filter(|span| span.name == name).collect();
+    assert_eq!(found.len(), 1, "one span named {name:?} expected:\n{}", otlp::tree(spans));
+    found[0]
+}
+
+fn children<'a>(spans: &'a [Received], parent: &Received) -> Vec<&'a Received> {
+    spans.iter().filter(|span| span.parent_span_id == parent.span_id).collect()
+}
+
+/// Whether `span` descends from `ancestor`.
+fn descends(spans: &[Received], span: &Received, ancestor: &Received) -> bool {
+    let mut parent = span.parent_span_id.clone();
+    while let Some(up) = spans.iter().find(|candidate| candidate.span_id == parent) {
+        if up.span_id == ancestor.span_id {
+            return true;
+        }
+        parent = up.parent_span_id.clone();
+    }
+    false
+}
+
+/// Whether the trace has reached the end of the flow: Orders' handling of the invoice, with
+/// its statements.
+fn complete(spans: &[Received]) -> bool {
+    let processed = spans.iter().find(|span| span.name == "process invoices.issued");
+    processed.is_some_and(|process| spans.iter().any(|span| span.name == "UPDATE" && descends(spans, span, process)))
+}
+
+/// Checks the whole flow is one trace: the client's request → Orders → the relay → the broker →
+/// Invoices → the relay → Orders marking the order invoiced.
+fn assert_one_connected_trace(spans: &[Received], client_span: &str) {
+    let tree = otlp::tree(spans);
+    let server = one(spans, "POST /orders/orders");
+    assert_eq!(server.parent_span_id, client_span, "the request continues the client's trace:\n{tree}");
+    assert_eq!((server.service.as_str(), server.kind), ("orders", SERVER), "{tree}");
+    assert_eq!(server.attribute("http.route"), Some("/orders/orders"), "{tree}");
+    assert_eq!(server.attribute("http.response.status_code"), Some("201"), "{tree}");
+
+    let created = one(spans, "create orders.created");
+    assert!(descends(spans, created, server), "the outbox write is part of the request:\n{tree}");
+    let insert = spans.iter().find(|span| span.name == "INSERT" && span.service == "orders" && descends(spans, span, server));
+    let insert = insert.unwrap_or_else(|| panic!("the order's INSERT is in the request:\n{tree}"));
+    assert_eq!(insert.attribute("db.system.name"), Some("postgresql"));
+    assert!(insert.attribute("db.query.text").is_some_and(|text| text.contains("$1")), "statements, never values:\n{tree}");
+
+    // More than one publish when the first found no queue bound yet (the broker had just come
+    // back before the consumer): each is a child of the write.
+    let relay_orders: Vec<&Received> = spans.iter().filter(|span| span.name == "publish orders.created").collect();
+    assert!(!relay_orders.is_empty(), "{tree}");
+    for publish in &relay_orders {
+        assert_eq!(publish.parent_span_id, created.span_id, "the relay continues the writer's context:\n{tree}");
+        assert_eq!((publish.service.as_str(), publish.kind), ("host", PRODUCER), "{tree}");
+    }
+    let process_orders = one(spans, "process orders.created");
+    assert!(
+        relay_orders.iter().any(|publish| process_orders.parent_span_id == publish.span_id),
+        "the delivery's parent is the relay's publish:\n{tree}"
+    );
+    assert_eq!((process_orders.service.as_str(), process_orders.kind), ("invoices", CONSUMER), "{tree}");
+    assert!(
+        spans.iter().any(|span| span.service == "invoices" && span.name == "INSERT" && descends(spans, span, process_orders)),
+        "the invoice's INSERT is in the delivery:\n{tree}"
+    );
+
+    let issued = one(spans, "create invoices.issued");
+    assert!(descends(spans, issued, process_orders), "{tree}");
+    let relay_invoices = one(spans, "publish invoices.issued");
+    assert_eq!(relay_invoices.parent_span_id, issued.span_id, "{tree}");
+    let process_invoices = one(spans, "process invoices.issued");
+    assert_eq!(process_invoices.parent_span_id, relay_invoices.span_id, "{tree}");
+    assert_eq!(process_invoices.service, "orders", "{tree}");
+    assert!(!children(spans, process_invoices).is_empty(), "{tree}");
+}
+
+#[tokio::test]
+async fn one_order_is_one_trace_from_the_clients_request_to_the_invoice_and_back() {
+    let receiver = Receiver::start().await;
+    let traced = start(|_| helpers::amqp_base(), &exporting_to(receiver.endpoint())).await;
+    traced.host.wait_until_broker_up().await;
+    traced.broker.wait_for_consumer("invoices").await;
+    traced.broker.wait_for_consumer("orders").await;
+    let (trace_id, client_span, traceparent) = client_context();
+
+    let id = traced.post_order(&traceparent).await;
+    traced.wait_until_invoiced(&id).await;
+
+    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), complete).await;
+    println!("the trace of one order:\n{}", otlp::tree(&spans));
+    assert_one_connected_trace(&spans, &client_span);
+    let services: std::collections::BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+    assert_eq!(services, ["host", "invoices", "orders"].into(), "{}", otlp::tree(&spans));
+
+    let status = traced.host.stop().await;
+    assert!(status.success(), "the host stops cleanly: {status}");
+}
+
+#[tokio::test]
+async fn a_guests_log_lines_carry_its_trace_and_become_events_of_its_span() {
+    let receiver = Receiver::start().await;
+    let db = TestDatabase::create().await;
+    let broker = TestBroker::new();
+    let manifest = format!(
+        "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n",
+        helpers::manifest(&broker, &helpers::amqp_base(), &[]),
+        helpers::component_wasm("misbehave").display(),
+        db.url(),
+    );
+    let host = HostProcess::start(&manifest, &exporting_to(receiver.endpoint())).await;
+    let (trace_id, _, traceparent) = client_context();
+
+    let response = host.client.get(host.url("/misbehave/log")).header("traceparent", traceparent).send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+
+    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), |spans| spans.iter().any(|s| s.name == "component.call")).await;
+    let call = one(&spans, "component.call");
+    assert!(call.events.iter().any(|event| event == "a line on stdout"), "{call:?}");
+    assert!(call.events.iter().any(|event| event == "a line on stderr"), "{call:?}");
+    let lines: Vec<serde_json::Value> = host.log().into_iter().filter(|line| line["target"] == "component").collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["component"], "misbehave", "{line}");
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["span_id"], call.span_id.as_str(), "the span the guest was running in: {line}");
+        assert!(line["timestamp"].is_string() && line["level"].is_string(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn with_the_broker_away_the_event_waits_in_the_outbox_and_its_trace_still_connects() {
+    let receiver = Receiver::start().await;
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    proxy.set_up(false);
+    let traced = start(|_| proxy.amqp_url(), &exporting_to(receiver.endpoint())).await;
+    let (trace_id, client_span, traceparent) = client_context();
+
+    let id = traced.post_order(&traceparent).await;
+    let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 1.0).await;
+    assert_eq!(metric(&metrics, "messaging_broker_connected"), Some(0.0), "{metrics}");
+    assert!(
+        metric(&metrics, "outbox_oldest_unsent_age_seconds{component=\"orders\"}").is_some_and(|age| age >= 0.0),
+        "{metrics}"
+    );
+
+    proxy.set_up(true);
+    traced.wait_until_invoiced(&id).await;
+    let spans = receiver.wait_for(&trace_id, Duration::from_secs(30), complete).await;
+    assert_one_connected_trace(&spans, &client_span);
+    let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 0.0).await;
+    assert_eq!(metric(&metrics, "messaging_broker_connected"), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_costs_requests_nothing_and_is_logged_once() {
+    let silent = Silent::start().await;
+    let mut otel = exporting_to(format!("http://{}", silent.address));
+    otel.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "300".into()));
+    otel.push(("OTEL_BSP_EXPORT_TIMEOUT", "500".into()));
+    otel.push(("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()));
+    let traced = start(|_| helpers::amqp_base(), &otel).await;
+
+    let started = Instant::now();
+    for _ in 0..40 {
+        traced.post_order(&client_context().2).await;
+    }
+    let posting = started.elapsed();
+    // Well above any export timeout: a request never waited on the collector.
+    assert!(posting < Duration::from_secs(20), "40 orders took {posting:?}");
+    let metrics = wait_for_metric_above(&traced.host, "otel_spans_dropped_total", 0.0).await;
+    assert!(metric(&metrics, "otel_span_exports_failed_total").is_some_and(|failed| failed >= 1.0), "{metrics}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let complaints =
+        traced.host.log().iter().filter(|line| line["message"].as_str().is_some_and(|m| m.contains("cannot export spans"))).count();
+    assert_eq!(complaints, 1, "the export problem is logged once, not per span or batch");
+}
+
+#[tokio::test]
+async fn an_unreachable_collector_is_logged_once_and_the_host_stops_promptly() {
+    // A port nothing listens on.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
+    let traced = start(|_| helpers::amqp_base(), &exporting_to(format!("http://{unused}"))).await;
+    for _ in 0..10 {
+        traced.post_order(&client_context().2).await;
+    }
+    wait_for_metric_above(&traced.host, "otel_span_exports_failed_total", 0.0).await;
+    let complaints =
+        traced.host.log().iter().filter(|line| line["message"].as_str().is_some_and(|m| m.contains("cannot export spans"))).count();
+    assert_eq!(complaints, 1);
+    let stopping = Instant::now();
+    assert!(traced.host.stop().await.success());
+    assert!(stopping.elapsed() < Duration::from_secs(15), "shutdown's flush is bounded: {:?}", stopping.elapsed());
+}
+
+/// The value of the sample named exactly `series` (name and labels as exposed), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+async fn wait_for_metric(host: &HostProcess, series: &str, value: f64) -> String {
+    let started = Instant::now();
+    loop {
+        let text = host.metrics().await;
+        if metric(&text, series) == Some(value) {
+            return text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{series} never became {value}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_metric_above(host: &HostProcess, series: &str, floor: f64) -> String {
+    let started = Instant::now();
+    loop {
+        let text = host.metrics().await;
+        if metric(&text, series).is_some_and(|value| value > floor) {
+            return text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{series} never rose above {floor}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
+    let system = crate::system::System::start().await;
+    crate::system::make_invoices_flaky(&system.invoices, 1).await;
+    system.wait_for_health("up").await;
+
+    let order = system.post_order(300).await;
+    let id = order["id"].as_str().expect("id");
+    let invoiced = format!("SELECT count(*) FROM orders WHERE id = '{id}' AND status = 'invoiced'");
+    crate::system::System::wait_for_count(&system.orders, &invoiced, 1, Duration::from_secs(20)).await;
+    system.broker.publish("orders.created", b"{ not an event").await;
+    crate::system::wait_for_dead_letter(&system.broker.dead_letters("invoices")).await;
+    let missing = system.host.client.get(system.host.url(&format!("/orders/orders/{}", uuid::Uuid::new_v4()))).send().await;
+    assert_eq!(missing.expect("sent").status(), 404);
+
+    let started = Instant::now();
+    let text = loop {
+        let text = system.host.client.get(system.host.admin_url("/metrics")).send().await.expect("sent").text().await.expect("text");
+        if metric(&text, "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"dead_lettered\"}") == Some(1.0) {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let expect = |series: &str, value: f64| assert_eq!(metric(&text, series), Some(value), "{series}:\n{text}");
+    expect(
+        "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders\",\
+         http_request_method=\"POST\",http_response_status_class=\"2xx\"}",
+        1.0,
+    );
+    expect(
+        "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
+         http_request_method=\"GET\",http_response_status_class=\"4xx\"}",
+        1.0,
+    );
+    expect("units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"}", 2.0);
+    expect("units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"rolled_back\"}", 1.0);
+    expect("units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"committed\"}", 1.0);
+    expect("messaging_events_published_total{component=\"orders\",topic=\"orders.created\"}", 1.0);
+    expect("messaging_events_relayed_total{component=\"orders\",topic=\"orders.created\"}", 1.0);
+    expect("messaging_events_relayed_total{component=\"invoices\",topic=\"invoices.issued\"}", 1.0);
+    expect("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"retried\"}", 1.0);
+    expect("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"handled\"}", 1.0);
+    expect("messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",outcome=\"handled\"}", 1.0);
+    expect("messaging_broker_connected", 1.0);
+    expect("outbox_backlog_events{component=\"orders\"}", 0.0);
+    expect("wasm_instances_running{component=\"orders\"}", 0.0);
+    expect("db_client_connection_max{component=\"orders\"}", 8.0);
+    assert!(metric(&text, "db_client_connection_count{component=\"orders\",state=\"idle\"}").is_some(), "{text}");
+    assert!(
+        metric(&text, "db_client_operation_duration_seconds_count{component=\"orders\",db_operation_name=\"INSERT\"}")
+            .is_some_and(|count| count >= 1.0),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}
