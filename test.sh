@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the components, then runs every test of the workspace against the
-# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent), then
-# the benchmarks' smoke mode.
+# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent) and
+# Prometheus (installed from Debian when absent), then the benchmarks' smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -9,6 +9,7 @@ source scripts/ensure.sh
 ensure_wasm_target
 ensure_postgres
 ensure_rabbitmq
+ensure_prometheus
 # Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
 build_components -p orders -p invoices -p misbehave -p bare
 # Orders built with its `marked` feature, which the hot-swap tests swap in and out. Built in a

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Functions that make sure what the project needs is on this machine, installing or starting it
-# when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost.
+# when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost, Prometheus's tools.
 # Sourced by ./dev.sh and ./test.sh; Debian packages are installed with apt-get (as root).
 
 say() { printf '%s\n' "$*" >&2; }
@@ -56,6 +56,13 @@ ensure_rabbitmq() {
   say "starting RabbitMQ"
   as_root rabbitmq-server -detached || true
   wait_for_port 5672 RabbitMQ 90
+}
+
+# promtool and prometheus, with which the tests check the dashboard's queries and the alert
+# rules against a real host. Installing the package starts no server here (the tests run their own).
+ensure_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  apt_install --no-install-recommends prometheus
 }
 
 # The management UI on :15672, for looking at queues and dead letters.

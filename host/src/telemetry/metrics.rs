@@ -117,6 +117,7 @@ pub struct Metrics {
     published: Family<TopicLabels, Counter>,
     relayed: Family<TopicLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
+    lag: Seconds<TopicLabels>,
     traps: Family<TrapLabels, Counter>,
     swaps: Family<ComponentLabel, Counter>,
     failed_loads: Family<ComponentLabel, Counter>,
@@ -195,6 +196,13 @@ impl Metrics {
             "Deliveries settled, by outcome: handled, duplicate, retried, dead_lettered, requeued (database away)",
             deliveries.clone(),
         );
+        let lag = Seconds::<TopicLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "messaging_event_lag",
+            "Time from an event's commit in its publisher's outbox to the commit of its handling here",
+            Unit::Seconds,
+            lag.clone(),
+        );
         let traps = Family::default();
         registry.register("wasm_traps", "Calls into a component that trapped or ran out of time", traps.clone());
         let swaps = Family::default();
@@ -238,6 +246,7 @@ impl Metrics {
             published,
             relayed,
             deliveries,
+            lag,
             traps,
             swaps,
             failed_loads,
@@ -346,6 +355,12 @@ impl ComponentMetrics {
     pub fn delivery(&self, topic: &str, outcome: &'static str) {
         let labels = DeliveryLabels { component: self.name.clone(), topic: topic.into(), outcome };
         self.metrics.deliveries.get_or_create(&labels).inc();
+    }
+
+    /// An event was handled `seconds` after its publisher committed it.
+    pub fn event_lag(&self, topic: &str, seconds: f64) {
+        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
+        self.metrics.lag.get_or_create(&labels).observe(seconds.max(0.0));
     }
 
     pub fn trap(&self, trigger: &'static str) {

@@ -3,6 +3,7 @@
 
 mod broker;
 mod control;
+mod dashboards;
 mod dead_letters;
 mod files;
 mod hardening;

@@ -170,7 +170,13 @@ impl MessageTrigger {
                 )),
                 Ok((event, _)) => {
                     tracing::Span::current().record("messaging.message.id", event.id.as_str());
-                    delivery::deliver(&self.runtime, &self.service, event, self.deadline).await
+                    let written = event.time;
+                    let outcome = delivery::deliver(&self.runtime, &self.service, event, self.deadline).await;
+                    if outcome == Outcome::Handled {
+                        let now = chrono::Utc::now().timestamp_micros();
+                        self.service.metrics.event_lag(&subscription.topic, (now - written) as f64 / 1e6);
+                    }
+                    outcome
                 }
                 Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
             };
