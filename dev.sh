@@ -59,6 +59,7 @@ print_urls() {
   Invoices API      $base/invoices/invoices?orderId=<id>
   Host readiness    $base/health
   Admin API         http://localhost:9000/components  (also /readyz, /livez; see the README)
+  Metrics           http://localhost:9000/metrics  (Prometheus; dashboard in observability/)
   Orders health     $base/orders/health
   Invoices health   $base/invoices/health
   RabbitMQ          http://localhost:15672  (guest / guest)
@@ -69,6 +70,9 @@ print_urls() {
   Hot swap: rebuild a component in another terminal, and the running host swaps it in:
         cargo build --profile component --target wasm32-wasip2 -p orders
   (or: curl -X POST http://localhost:9000/components/orders/reload)
+
+  Traces: run with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 set and a collector (Jaeger
+  takes OTLP on 4318) gets one trace per order, from the request to the invoice and back.
 
 URLS
 }

@@ -13,6 +13,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 bench/http.sh 1 | tee "$out/http.md"
 bench/flow.sh 1 | tee "$out/flow.md"
+bench/otel.sh 1 1 | tee "$out/otel.md"
 bench/start-to-ready.sh 1 | tee "$out/start.md"
 
 # A figure is the cell after the row's name; fails unless it is a positive number.
@@ -29,6 +30,9 @@ positive "pgbench of POST's unit of work" "$(figure "$out/http.md" "pgbench of P
 positive "fully invoiced orders/s" "$(figure "$out/flow.md" "fully invoiced orders/s (first")"
 positive "order → invoice p50" "$(figure "$out/flow.md" "order → invoice" | cut -d' ' -f1)"
 positive "pgbench ceiling" "$(figure "$out/flow.md" "pgbench of the three" | cut -d' ' -f1)"
+for collector in "none (no exporter)" "answers at once" "accepts, never answers" "unreachable"; do
+  positive "POST /orders requests/s, collector $collector" "$(figure "$out/otel.md" "| $collector |" 4)"
+done
 positive "start to ready, cold" "$(figure "$out/start.md" "cold compile cache")"
 left=$(figure "$out/flow.md" "burst at" | awk -F' / ' '{ print $2 }')
 [ "$left" = 0 ] || { echo "bench smoke: $left orders of the burst were never invoiced" >&2; exit 1; }

@@ -17,8 +17,9 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// A line longer than this is logged in pieces rather than buffered without bound.
-const MAX_LINE: usize = 8 * 1024;
+/// A line longer than this is logged in pieces rather than buffered without bound (each piece is
+/// also an event of the span, which waits in the export queue while the collector is slow).
+const MAX_LINE: usize = 2 * 1024;
 
 /// Which of the guest's streams a log is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::http_route as wit;
 
 /// Distinct routes one component may name.
-pub const MAX_ROUTES: usize = 64;
+pub const MAX_ROUTES: usize = 32;
 
 /// Longest template taken, in bytes.
 const MAX_TEMPLATE: usize = 256;

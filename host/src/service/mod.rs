@@ -158,7 +158,7 @@ impl Service {
             component: self.metrics.name().clone(),
             instances: self.in_flight(),
             connections: self.database.connections(),
-            messaging: if uses_messaging { self.database.messaging_sample().await } else { None },
+            messaging: if uses_messaging { self.database.messaging_sample(&self.config.publishes).await } else { None },
         }
     }
 

@@ -143,7 +143,8 @@ pub fn pipeline<E: SpanExporter>(exporter: E, config: BatchConfig, host: Resourc
 }
 
 impl<E: SpanExporter> Export<E> {
-    /// Exports until `stop`, then exports what is queued (within `flush_within`) and returns.
+    /// Exports until `stop`, then exports what is queued (within `flush_within`, whatever the
+    /// collector does) and returns.
     pub async fn run(mut self, stop: CancellationToken, flush_within: Duration) {
         let mut batch = Vec::with_capacity(self.config.max_export_batch_size);
         loop {
@@ -165,7 +166,15 @@ impl<E: SpanExporter> Export<E> {
                     () = stop.cancelled() => break,
                 }
             }
-            self.export(std::mem::take(&mut batch)).await;
+            let count = batch.len() as u64;
+            // An export in flight is given up on stop, so shutdown waits at most `flush_within`
+            // however long the collector takes.
+            tokio::select! {
+                () = self.export(std::mem::take(&mut batch)) => {}
+                () = stop.cancelled() => {
+                    STATS.dropped.fetch_add(count, Ordering::Relaxed);
+                }
+            }
             if stop.is_cancelled() {
                 break;
             }

@@ -11,16 +11,18 @@
 //! happen; gauges of state (instances running, pool connections, the broker connection, the
 //! outbox backlog) are read when `/metrics` is scraped ([`Metrics::encode`]).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+pub use super::labels::{Name, method_label, operation_of};
+use super::labels::status_class;
 
 /// The content type of what [`Metrics::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,22 +38,6 @@ fn seconds_histogram() -> Histogram {
 
 type Seconds<L> = Family<L, Histogram, fn() -> Histogram>;
 type F64Gauge = Gauge<f64, AtomicU64>;
-
-/// A label value shared rather than copied: a component's name, a topic, a route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Name(pub Arc<str>);
-
-impl EncodeLabelValue for Name {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Name {
-    fn from(name: &str) -> Self {
-        Self(name.into())
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ComponentLabel {
@@ -73,7 +59,8 @@ struct UnitOfWorkLabels {
     component: Name,
     /// `http` or `message`.
     trigger: &'static str,
-    /// `committed`, `rolled_back`, or `empty` (no statement ran).
+    /// `committed`, `rolled_back`, `empty` (no statement ran), or `duplicate` (a delivery of an
+    /// event handled before: rolled back, as it must be).
     outcome: &'static str,
 }
 
@@ -146,7 +133,7 @@ pub struct ServiceSnapshot {
     /// In use, idle, most: `None` without a pool.
     pub connections: Option<(usize, usize, usize)>,
     /// Unsent outbox rows, age of the oldest in seconds, inbox rows; `None` when the component
-    /// uses no messaging or its database did not answer in time.
+    /// uses no messaging or its database did not answer in time (the series are then left out).
     pub messaging: Option<MessagingSample>,
 }
 
@@ -199,7 +186,7 @@ impl Metrics {
         let lag = Seconds::<TopicLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "messaging_event_lag",
-            "Time from an event's commit in its publisher's outbox to the commit of its handling here",
+            "Time from the start of the unit of work that published an event to the commit of its handling here",
             Unit::Seconds,
             lag.clone(),
         );
@@ -280,10 +267,18 @@ impl Metrics {
                 }
                 self.connections_max.get_or_create(&component).set(max as i64);
             }
-            if let Some(sample) = service.messaging {
-                self.outbox_backlog.get_or_create(&component).set(sample.outbox_backlog);
-                self.outbox_age.get_or_create(&component).set(sample.outbox_oldest_age_seconds);
-                self.inbox.get_or_create(&component).set(sample.inbox_rows);
+            match service.messaging {
+                Some(sample) => {
+                    self.outbox_backlog.get_or_create(&component).set(sample.outbox_backlog);
+                    self.outbox_age.get_or_create(&component).set(sample.outbox_oldest_age_seconds);
+                    self.inbox.get_or_create(&component).set(sample.inbox_rows);
+                }
+                // Not read this time (the database did not answer): no value rather than a stale one.
+                None => {
+                    self.outbox_backlog.remove(&component);
+                    self.outbox_age.remove(&component);
+                    self.inbox.remove(&component);
+                }
             }
         }
         if let Some(connected) = snapshot.broker_connected {
@@ -330,7 +325,7 @@ impl ComponentMetrics {
         self.metrics.requests.get_or_create(&labels).observe(seconds);
     }
 
-    /// A unit of work ended: `committed`, `rolled_back` or `empty`.
+    /// A unit of work ended: `committed`, `rolled_back`, `empty` or `duplicate`.
     pub fn unit_of_work(&self, trigger: &'static str, outcome: &'static str) {
         let labels = UnitOfWorkLabels { component: self.name.clone(), trigger, outcome };
         self.metrics.units_of_work.get_or_create(&labels).inc();
@@ -377,59 +372,9 @@ impl ComponentMetrics {
     }
 }
 
-/// The method as a label: the standard ones, or `_OTHER` (as OpenTelemetry says), so a client
-/// cannot make up label values.
-pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "_OTHER",
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// The statement's operation, for span names and metric labels: its first keyword when it is a
-/// common one, `OTHER` otherwise.
-pub fn operation_of(statement: &str) -> &'static str {
-    const KNOWN: [&str; 11] =
-        ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP", "TRUNCATE"];
-    let first = crate::capabilities::sql::statement_words(statement).next().unwrap_or_default();
-    KNOWN.into_iter().find(|known| known.eq_ignore_ascii_case(first)).unwrap_or("OTHER")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_statements_operation_is_its_first_keyword_after_comments() {
-        assert_eq!(operation_of("  -- find it\n select 1"), "SELECT");
-        assert_eq!(operation_of("/* x */ INSERT INTO t VALUES (1)"), "INSERT");
-        assert_eq!(operation_of("vacuum"), "OTHER");
-        assert_eq!(operation_of(""), "OTHER");
-    }
-
-    #[test]
-    fn an_unknown_method_is_one_label_value_whatever_it_is_called() {
-        let made_up = http::Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(method_label(&made_up), "_OTHER");
-    }
 
     #[test]
     fn the_exposition_names_metrics_with_their_units_and_ends_with_eof() {

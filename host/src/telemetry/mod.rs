@@ -30,12 +30,16 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
 pub mod export;
+pub mod labels;
 pub mod metrics;
 pub mod propagation;
 
 /// What `RUST_LOG` is when unset.
 const DEFAULT_LOG_FILTER: &str =
     "info,wasmtime_cranelift=warn,cranelift=warn,tokio_postgres=warn,refinery_core=error,opentelemetry_sdk=warn";
+
+/// Events kept per span (a guest's log lines among them); later ones are dropped.
+const MAX_EVENTS_PER_SPAN: u32 = 16;
 
 /// How long shutdown waits for queued spans to reach the collector.
 const FLUSH_WITHIN: Duration = Duration::from_secs(5);
@@ -110,7 +114,13 @@ pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
     .context("cannot set up the OTLP span exporter")?;
     let host = host_resource(&env);
     let (queue, export) = export::pipeline(exporter, batch, host.clone());
-    let provider = SdkTracerProvider::builder().with_span_processor(queue).with_resource(host).build();
+    // A span's size is bounded too (statement text and log lines are cut short where they are
+    // recorded), so the queue is bounded in bytes, not only in spans.
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(queue)
+        .with_resource(host)
+        .with_max_events_per_span(MAX_EVENTS_PER_SPAN)
+        .build();
     let tracer = provider.tracer("host");
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)

@@ -45,6 +45,17 @@ pub fn from_traceparent(traceparent: Option<&str>) -> Context {
     from_amqp(None, traceparent)
 }
 
+/// `traceparent` in its canonical form if it is a valid one, `None` otherwise: for a value read
+/// back from a table the component's own SQL can write.
+pub fn valid_traceparent(traceparent: Option<&str>) -> Option<String> {
+    let context = from_traceparent(traceparent);
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8())
+    })
+}
+
 /// `traceparent` (and `tracestate` when there is one) of `span`; empty when it has no context.
 pub fn headers_of(span: &tracing::Span) -> HashMap<String, String> {
     let context = span.context();
@@ -117,5 +128,13 @@ mod tests {
         let context = from_amqp(None, Some(other));
         assert_eq!(context.span().span_context().trace_id().to_string(), "11111111111111111111111111111111");
         assert!(!from_traceparent(Some("00-not-a-trace")).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn only_a_valid_traceparent_passes_through() {
+        assert_eq!(valid_traceparent(Some(PARENT)).as_deref(), Some(PARENT));
+        assert_eq!(valid_traceparent(Some(&"x".repeat(100_000))), None);
+        assert_eq!(valid_traceparent(Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01")), None);
+        assert_eq!(valid_traceparent(None), None);
     }
 }

@@ -1,6 +1,7 @@
-//! A real OTLP/HTTP trace receiver for tests: `POST /v1/traces` with a protobuf
-//! `ExportTraceServiceRequest`, decoded with the OpenTelemetry protocol's own types and kept in
-//! memory; or, for the failure tests, a collector that accepts connections and never answers.
+//! A real OTLP trace receiver for tests, over HTTP (`POST /v1/traces` with a protobuf
+//! `ExportTraceServiceRequest`) or gRPC (the protocol's generated tonic service), decoded with
+//! the OpenTelemetry protocol's own types and kept in memory; or, for the failure tests, a
+//! collector that accepts connections and never answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
@@ -68,6 +70,19 @@ impl Receiver {
         Self { address, spans, serving }
     }
 
+    /// A receiver of OTLP over gRPC.
+    pub async fn start_grpc() -> Self {
+        let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let service = TraceServiceServer::new(Grpc(spans.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let serving = tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+        });
+        Self { address, spans, serving }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
     }
@@ -95,6 +110,19 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.serving.abort();
+    }
+}
+
+struct Grpc(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().expect("not poisoned").extend(flatten(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 

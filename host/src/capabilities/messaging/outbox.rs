@@ -71,30 +71,39 @@ pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, conten
 /// How long a metrics scrape waits for the messaging tables' state.
 const SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The outbox backlog, the age of its oldest row and the inbox's size (the statistics
-/// collector's live row count, so no scan), in one round trip; `None` if the database does not
-/// answer within [`SAMPLE_TIMEOUT`].
-pub async fn sample(pool: &Pool) -> Option<MessagingSample> {
-    let sampling = async {
-        let client = pool.get().await.ok()?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM platform_outbox WHERE sent_at IS NULL), \
-                        COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox \
-                                  WHERE sent_at IS NULL ORDER BY seq LIMIT 1), 0), \
-                        COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
-                                  WHERE relid = 'platform_inbox'::regclass), 0)",
-                &[],
-            )
-            .await
-            .ok()?;
-        Some(MessagingSample {
-            outbox_backlog: row.get(0),
-            outbox_oldest_age_seconds: row.get::<_, f64>(1).max(0.0),
-            inbox_rows: row.get(2),
-        })
+/// Unsent rows counted at most, so a scrape never counts a huge backlog row by row.
+const SAMPLE_MAX_BACKLOG: i64 = 100_000;
+
+/// The outbox backlog of `topics` (what the relay sends; capped at [`SAMPLE_MAX_BACKLOG`]),
+/// the age of its oldest row, and the inbox's size (the statistics collector's live row count,
+/// so no scan), in one round trip; `None` if the database does not answer within
+/// [`SAMPLE_TIMEOUT`]. A query still running then is not left on a pooled connection: the
+/// connection is closed.
+pub async fn sample(pool: &Pool, topics: &[String]) -> Option<MessagingSample> {
+    let client = tokio::time::timeout(SAMPLE_TIMEOUT, pool.get()).await.ok()?.ok()?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
+    let query = client.query_one(
+        "SELECT (SELECT count(*) FROM (SELECT FROM platform_outbox \
+                  WHERE sent_at IS NULL AND topic = ANY($1) LIMIT $2) AS backlog), \
+                COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox \
+                          WHERE sent_at IS NULL AND topic = ANY($1) ORDER BY seq LIMIT 1), 0), \
+                COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
+                          WHERE relid = 'platform_inbox'::regclass), 0)",
+        &params,
+    );
+    let row = match tokio::time::timeout(SAMPLE_TIMEOUT, query).await {
+        Ok(Ok(row)) => row,
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(client));
+            return None;
+        }
     };
-    tokio::time::timeout(SAMPLE_TIMEOUT, sampling).await.ok().flatten()
+    Some(MessagingSample {
+        outbox_backlog: row.get(0),
+        outbox_oldest_age_seconds: row.get::<_, f64>(1).max(0.0),
+        inbox_rows: row.get(2),
+    })
 }
 
 /// Rows published per transaction.
@@ -241,8 +250,9 @@ impl Relay {
             let created_at: DateTime<Utc> = row.get("created_at");
             let span = publish_span(&self.component, topic, id, row.get("traceparent"));
             // The consumer's span continues this one; with no exporter, the writer's context
-            // passes through unchanged.
-            let traceparent = propagation::traceparent_of(&span).or_else(|| row.get("traceparent"));
+            // passes through, if it is a valid one (the component's SQL can write the column).
+            let traceparent =
+                propagation::traceparent_of(&span).or_else(|| propagation::valid_traceparent(row.get("traceparent")));
             let event = cloudevent::Outgoing {
                 id,
                 topic,
@@ -278,21 +288,20 @@ impl Relay {
                     properties,
                 )
                 .await?;
-            pending.push((seq, topic.to_owned(), confirm, span));
+            pending.push((seq, topic.to_owned(), confirm, Publishing { span, confirmed: false }));
         }
         let mut sent = Vec::with_capacity(pending.len());
-        for (seq, topic, confirm, span) in pending {
+        let mut sent_topics = Vec::with_capacity(pending.len());
+        for (seq, topic, confirm, mut publishing) in pending {
             let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
                 .await
                 .map_err(|_| RelayError::Unconfirmed)??;
-            if !matches!(confirmation, Confirmation::Ack(None) | Confirmation::NotRequested) {
-                span.record("otel.status_code", "error");
-            }
             match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {
+                    publishing.succeeded();
                     self.unrouted.remove(&topic);
-                    self.metrics.relayed(&topic);
                     sent.push(seq);
+                    sent_topics.push(topic);
                 }
                 Confirmation::Ack(Some(_returned)) => {
                     if self.unrouted.insert(topic.clone()) {
@@ -317,6 +326,9 @@ impl Relay {
         updated?;
         committed?;
         transaction.close();
+        for topic in &sent_topics {
+            self.metrics.relayed(topic);
+        }
         Ok(Batch { sent: sent.len(), last: Some(last), full: rows.len() as i64 == BATCH })
     }
 }
@@ -339,6 +351,27 @@ fn publish_span(component: &str, topic: &str, id: &str, written_in: Option<&str>
     // Fails only without an OpenTelemetry layer, when there is no context to continue.
     let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, propagation::from_traceparent(written_in));
     span
+}
+
+/// A publish's span until the broker confirms it: one that ends otherwise (refused, unrouted,
+/// or abandoned with its batch) is marked failed.
+struct Publishing {
+    span: tracing::Span,
+    confirmed: bool,
+}
+
+impl Publishing {
+    fn succeeded(&mut self) {
+        self.confirmed = true;
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        if !self.confirmed {
+            self.span.record("otel.status_code", "error");
+        }
+    }
 }
 
 /// AMQP headers carrying `traceparent`, when there is one.

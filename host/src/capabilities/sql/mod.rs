@@ -4,23 +4,24 @@
 //!   once at start) or [`fake::FakeDatabase`] in component tests.
 //! - [`SqlCtx`] is created per store. It opens the transaction on the first statement and the
 //!   trigger ends it with [`SqlCtx::finish`] once the handler has answered.
-//! - [`Sql`] is the view the generated `Host` trait is implemented on.
+//! - [`Sql`] is the view the generated `Host` trait is implemented on ([`view`]), with a client
+//!   span and a duration per statement.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use tracing::Instrument;
-use wasmtime::component::{HasData, Linker};
 
 pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
-use crate::bindings::sql::{self as wit};
-use crate::telemetry::metrics::{ComponentMetrics, MessagingSample, operation_of};
+use crate::telemetry::metrics::MessagingSample;
 
 pub mod convert;
 pub mod fake;
 pub mod postgres;
 pub mod role;
+mod view;
+
+pub use view::{Sql, add_to_linker};
 
 /// A component's database.
 #[async_trait]
@@ -36,9 +37,9 @@ pub trait Database: Send + Sync + 'static {
         None
     }
 
-    /// The state of the host's messaging tables (outbox backlog, inbox size), for metrics;
-    /// `None` where there are none, or the database did not answer.
-    async fn messaging_sample(&self) -> Option<MessagingSample> {
+    /// The state of the host's messaging tables (the backlog of `topics` in the outbox, the
+    /// inbox's size), for metrics; `None` where there are none, or the database did not answer.
+    async fn messaging_sample(&self, _topics: &[String]) -> Option<MessagingSample> {
         None
     }
 }
@@ -360,98 +361,6 @@ fn describe(err: &Error) -> String {
         Error::Unavailable(why) => format!("database unavailable: {why}"),
         Error::Refused(why) => format!("refused: {why}"),
     }
-}
-
-/// The view of a store's [`SqlCtx`] that the generated bindings call into.
-pub struct Sql<'a> {
-    ctx: &'a mut SqlCtx,
-    metrics: &'a ComponentMetrics,
-}
-
-impl<'a> Sql<'a> {
-    pub fn new(ctx: &'a mut SqlCtx, metrics: &'a ComponentMetrics) -> Self {
-        Self { ctx, metrics }
-    }
-
-    /// A client span for one statement, named after its operation (`SELECT`), with the
-    /// statement's text (its parameters are never recorded).
-    fn span(&self, statement: &str, operation: &'static str) -> tracing::Span {
-        tracing::debug_span!(
-            "sql",
-            otel.name = operation,
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            component = %self.metrics.name().0,
-            db.system.name = "postgresql",
-            db.operation.name = operation,
-            db.query.text = %statement,
-            db.response.returned_rows = tracing::field::Empty,
-            db.response.affected_rows = tracing::field::Empty,
-            db.response.status_code = tracing::field::Empty,
-        )
-    }
-}
-
-/// Marks a statement's span as failed, with PostgreSQL's SQLSTATE when there is one.
-fn record_failure(span: &tracing::Span, err: &Error) {
-    span.record("otel.status_code", "error");
-    if let Error::Database(db) = err {
-        span.record("db.response.status_code", db.code.as_str());
-    }
-}
-
-impl wit::Host for Sql<'_> {
-    async fn query(
-        &mut self,
-        statement: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let operation = operation_of(&statement);
-        let span = self.span(&statement, operation);
-        let started = Instant::now();
-        let result = self.ctx.query(&statement, params).instrument(span.clone()).await;
-        self.metrics.statement(operation, started.elapsed().as_secs_f64());
-        match &result {
-            Ok(rows) => {
-                span.record("db.response.returned_rows", rows.rows.len() as u64);
-            }
-            Err(err) => record_failure(&span, err),
-        }
-        Ok(result)
-    }
-
-    async fn execute(
-        &mut self,
-        statement: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
-        let operation = operation_of(&statement);
-        let span = self.span(&statement, operation);
-        let started = Instant::now();
-        let result = self.ctx.execute(&statement, params).instrument(span.clone()).await;
-        self.metrics.statement(operation, started.elapsed().as_secs_f64());
-        match &result {
-            Ok(changed) => {
-                span.record("db.response.affected_rows", *changed);
-            }
-            Err(err) => record_failure(&span, err),
-        }
-        Ok(result)
-    }
-}
-
-struct HasSql;
-
-impl HasData for HasSql {
-    type Data<'a> = Sql<'a>;
-}
-
-/// Adds `platform:service/sql` to `linker`; `view` finds a store's [`SqlCtx`].
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> Sql<'_>,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSql>(linker, view)
 }
 
 #[cfg(test)]

@@ -134,8 +134,8 @@ impl Database for PgDatabase {
         Some((status.size.saturating_sub(status.available), status.available, status.max_size))
     }
 
-    async fn messaging_sample(&self) -> Option<MessagingSample> {
-        crate::capabilities::messaging::outbox::sample(&self.pool).await
+    async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
+        crate::capabilities::messaging::outbox::sample(&self.pool, topics).await
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::fake::{Call, FakeDatabase};
 use super::*;
+use crate::bindings::sql as wit;
 
 fn one_row() -> Result<RowSet, Error> {
     Ok(RowSet { columns: vec!["n".into()], rows: vec![vec![Value::Int32(1)]] })

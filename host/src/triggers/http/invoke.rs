@@ -30,6 +30,7 @@ use crate::engine::Runtime;
 use crate::problem;
 use crate::service::Service;
 use crate::state::StoreState;
+use crate::telemetry::metrics::ComponentMetrics;
 
 /// What the client is told to wait before retrying after a 503.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -62,6 +63,7 @@ pub async fn call(
         outcome = tracing::field::Empty,
     );
     let started = Instant::now();
+    let mut unit = UnitOfWork { metrics: &service.metrics, counted: false };
     let (response, route) = async {
         let deadline = started + config.request_timeout;
         let mut store = service.new_store(runtime, deadline);
@@ -79,7 +81,7 @@ pub async fn call(
             // Dropping the store cancels that statement and closes the connection.
             drop(store);
             tracing::Span::current().record("outcome", "timed out");
-            service.metrics.unit_of_work("http", "rolled_back");
+            unit.count("rolled_back");
             return (respond(service, answer, Ok(Outcome::RolledBack), None), route);
         }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
@@ -87,7 +89,7 @@ pub async fn call(
         if matches!(finished, Ok(Outcome::Committed)) {
             store.data().messaging.committed();
         }
-        service.metrics.unit_of_work("http", unit_of_work_label(&finished));
+        unit.count(unit_of_work_label(&finished));
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
         (respond(service, answer, finished, store.data().sql.fault()), route)
     }
@@ -96,6 +98,28 @@ pub async fn call(
     span.record("http.response.status_code", response.status().as_u16());
     tracing::debug!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "request done");
     (response, route)
+}
+
+/// Counts the request's unit of work once: as it ended, or, when the call is dropped first (the
+/// client went away; dropping the store rolls the work back), as rolled back.
+struct UnitOfWork<'a> {
+    metrics: &'a ComponentMetrics,
+    counted: bool,
+}
+
+impl UnitOfWork<'_> {
+    fn count(&mut self, outcome: &'static str) {
+        self.metrics.unit_of_work("http", outcome);
+        self.counted = true;
+    }
+}
+
+impl Drop for UnitOfWork<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.metrics.unit_of_work("http", "rolled_back");
+        }
+    }
 }
 
 /// How a unit of work ended, as the `outcome` label of `units_of_work_total`.

@@ -82,7 +82,11 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         }
     };
     let finished = store.data_mut().sql.finish(answer.is_ok()).await;
-    service.metrics.unit_of_work("message", unit_of_work_label(&finished));
+    let label = match store.data().sql.guarded() {
+        Some(Guard::NoRow) => "duplicate",
+        _ => unit_of_work_label(&finished),
+    };
+    service.metrics.unit_of_work("message", label);
     let fault = store.data().sql.fault();
     let outcome = match (store.data().sql.guarded(), answer, finished) {
         (Some(Guard::NoRow), _, _) => {

@@ -1,0 +1,132 @@
+//! The view of a store's [`SqlCtx`] that the generated `platform:service/sql` bindings call
+//! into: each statement runs in the unit of work under a client span named after its
+//! operation, and its duration is counted in the component's metrics.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+use wasmtime::component::{HasData, Linker};
+
+use super::{Error, RowSet, SqlCtx, Value};
+use crate::bindings::sql::{self as wit};
+use crate::telemetry::metrics::{ComponentMetrics, operation_of};
+
+/// Longest statement text recorded on a span, in bytes: the guest writes the statement, and a
+/// span waits in the export queue while the collector is slow.
+const MAX_QUERY_TEXT: usize = 2048;
+
+/// `text`, cut at a character boundary to at most `max` bytes.
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The view of a store's [`SqlCtx`] that the generated bindings call into.
+pub struct Sql<'a> {
+    ctx: &'a mut SqlCtx,
+    metrics: &'a ComponentMetrics,
+}
+
+impl<'a> Sql<'a> {
+    pub fn new(ctx: &'a mut SqlCtx, metrics: &'a ComponentMetrics) -> Self {
+        Self { ctx, metrics }
+    }
+
+    /// A client span for one statement, named after its operation (`SELECT`), with the
+    /// statement's text (its parameters are never recorded).
+    fn span(&self, statement: &str, operation: &'static str) -> tracing::Span {
+        tracing::debug_span!(
+            "sql",
+            otel.name = operation,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            component = %self.metrics.name().0,
+            db.system.name = "postgresql",
+            db.operation.name = operation,
+            db.query.text = %truncated(statement, MAX_QUERY_TEXT),
+            db.response.returned_rows = tracing::field::Empty,
+            db.response.affected_rows = tracing::field::Empty,
+            db.response.status_code = tracing::field::Empty,
+        )
+    }
+}
+
+/// Marks a statement's span as failed, with PostgreSQL's SQLSTATE when there is one.
+fn record_failure(span: &tracing::Span, err: &Error) {
+    span.record("otel.status_code", "error");
+    if let Error::Database(db) = err {
+        span.record("db.response.status_code", db.code.as_str());
+    }
+}
+
+impl wit::Host for Sql<'_> {
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        let operation = operation_of(&statement);
+        let span = self.span(&statement, operation);
+        let started = Instant::now();
+        let result = self.ctx.query(&statement, params).instrument(span.clone()).await;
+        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(rows) => {
+                span.record("db.response.returned_rows", rows.rows.len() as u64);
+            }
+            Err(err) => record_failure(&span, err),
+        }
+        Ok(result)
+    }
+
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let operation = operation_of(&statement);
+        let span = self.span(&statement, operation);
+        let started = Instant::now();
+        let result = self.ctx.execute(&statement, params).instrument(span.clone()).await;
+        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(changed) => {
+                span.record("db.response.affected_rows", *changed);
+            }
+            Err(err) => record_failure(&span, err),
+        }
+        Ok(result)
+    }
+}
+
+struct HasSql;
+
+impl HasData for HasSql {
+    type Data<'a> = Sql<'a>;
+}
+
+/// Adds `platform:service/sql` to `linker`; `view` finds a store's [`SqlCtx`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Sql<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSql>(linker, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated;
+
+    #[test]
+    fn statement_text_is_cut_at_a_character_boundary() {
+        assert_eq!(truncated("SELECT 1", 2048), "SELECT 1");
+        assert_eq!(truncated("SELECT 'é'", 9), "SELECT '");
+        assert_eq!(truncated(&"x".repeat(10_000), 2048).len(), 2048);
+    }
+}

@@ -1,0 +1,78 @@
+//! Label values, each from a bounded set: names shared rather than copied, HTTP methods and
+//! status classes, SQL operations. Used by the metrics and by span names.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+/// A label value shared rather than copied: a component's name, a topic, a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Self {
+        Self(name.into())
+    }
+}
+
+/// The method as a label: the standard ones, or `_OTHER` (as OpenTelemetry says), so a client
+/// cannot make up label values.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The statement's operation, for span names and metric labels: its first keyword when it is a
+/// common one, `OTHER` otherwise.
+pub fn operation_of(statement: &str) -> &'static str {
+    const KNOWN: [&str; 11] =
+        ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP", "TRUNCATE"];
+    let first = crate::capabilities::sql::statement_words(statement).next().unwrap_or_default();
+    KNOWN.into_iter().find(|known| known.eq_ignore_ascii_case(first)).unwrap_or("OTHER")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statements_operation_is_its_first_keyword_after_comments() {
+        assert_eq!(operation_of("  -- find it\n select 1"), "SELECT");
+        assert_eq!(operation_of("/* x */ INSERT INTO t VALUES (1)"), "INSERT");
+        assert_eq!(operation_of("vacuum"), "OTHER");
+        assert_eq!(operation_of(""), "OTHER");
+    }
+
+    #[test]
+    fn an_unknown_method_is_one_label_value_whatever_it_is_called() {
+        let made_up = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&made_up), "_OTHER");
+    }
+}
