@@ -25,11 +25,7 @@ bench_start_host
 idle_rss=$(bench_rss_kb)
 base="http://$BENCH_HTTP"
 
-cat >"$BENCH_WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
-LUA
+bench_post_script
 order_id=$(curl -fsS -X POST "$base/orders/orders" -H 'content-type: application/json' \
   -d '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":1}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
 

@@ -45,6 +45,15 @@ bench_start_host() {
   READY_MS=$(((ready - started) / 1000000))
 }
 
+# Writes $BENCH_WORK/post.lua: wrk posts one order per request.
+bench_post_script() {
+  cat >"$BENCH_WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.body = '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
+LUA
+}
+
 bench_stop_host() {
   if [ -n "${HOST_PID:-}" ] && kill -0 "$HOST_PID" 2>/dev/null; then
     kill -TERM "$HOST_PID"

@@ -21,11 +21,7 @@ CONNECTIONS=16
 bench_setup
 base="http://$BENCH_HTTP"
 
-cat >"$BENCH_WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
-LUA
+bench_post_script
 
 # The collectors: one that answers every export 200 at once, one that never answers.
 cat >"$BENCH_WORK/collectors.py" <<'PY'

@@ -348,8 +348,10 @@ fn publish_span(component: &str, topic: &str, id: &str, written_in: Option<&str>
         messaging.message.id = %id,
         outbox.component = %component,
     );
-    // Fails only without an OpenTelemetry layer, when there is no context to continue.
-    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, propagation::from_traceparent(written_in));
+    // Only for a span something records; fails without an OpenTelemetry layer.
+    if !span.is_disabled() {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, propagation::from_traceparent(written_in));
+    }
     span
 }
 

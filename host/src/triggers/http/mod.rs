@@ -250,7 +250,9 @@ fn server_span(request: &Request<Incoming>) -> tracing::Span {
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    // Fails only without an OpenTelemetry layer, when there is no context to continue.
-    let _ = span.set_parent(propagation::from_http(request.headers()));
+    // Only for a span something records; fails without an OpenTelemetry layer.
+    if !span.is_disabled() {
+        let _ = span.set_parent(propagation::from_http(request.headers()));
+    }
     span
 }

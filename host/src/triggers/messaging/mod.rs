@@ -217,9 +217,10 @@ impl MessageTrigger {
             attempt,
             outcome = tracing::field::Empty,
         );
-        let parent = propagation::from_amqp(delivery.properties.headers().as_ref(), traceparent);
-        // Fails only without an OpenTelemetry layer, when there is no context to continue.
-        let _ = span.set_parent(parent);
+        // Only for a span something records; fails without an OpenTelemetry layer.
+        if !span.is_disabled() {
+            let _ = span.set_parent(propagation::from_amqp(delivery.properties.headers().as_ref(), traceparent));
+        }
         span
     }
 
