@@ -147,6 +147,8 @@ impl<E: SpanExporter> Export<E> {
     /// collector does) and returns.
     pub async fn run(mut self, stop: CancellationToken, flush_within: Duration) {
         let mut batch = Vec::with_capacity(self.config.max_export_batch_size);
+        // Set when the stop comes: everything after it must be over by then.
+        let mut flush_deadline: Option<tokio::time::Instant> = None;
         loop {
             // Wait for a first span, then for the batch to fill or the delay to pass.
             tokio::select! {
@@ -166,17 +168,23 @@ impl<E: SpanExporter> Export<E> {
                     () = stop.cancelled() => break,
                 }
             }
-            let count = batch.len() as u64;
-            // An export in flight is given up on stop, so shutdown waits at most `flush_within`
-            // however long the collector takes.
-            tokio::select! {
-                () = self.export(std::mem::take(&mut batch)) => {}
-                () = stop.cancelled() => {
-                    STATS.dropped.fetch_add(count, Ordering::Relaxed);
-                }
-            }
             if stop.is_cancelled() {
+                // What was collected goes out with the flush below.
                 break;
+            }
+            let count = batch.len() as u64;
+            let export = self.export(std::mem::take(&mut batch));
+            tokio::pin!(export);
+            tokio::select! {
+                () = &mut export => {}
+                () = stop.cancelled() => {
+                    // The export in flight gets the flush's time, no more.
+                    let deadline = flush_deadline.get_or_insert_with(|| tokio::time::Instant::now() + flush_within);
+                    if tokio::time::timeout_at(*deadline, &mut export).await.is_err() {
+                        STATS.dropped.fetch_add(count, Ordering::Relaxed);
+                    }
+                    break;
+                }
             }
         }
         let flushing = async {
@@ -189,7 +197,8 @@ impl<E: SpanExporter> Export<E> {
                 self.export(std::mem::take(&mut batch)).await;
             }
         };
-        if tokio::time::timeout(flush_within, flushing).await.is_err() {
+        let deadline = flush_deadline.unwrap_or_else(|| tokio::time::Instant::now() + flush_within);
+        if tokio::time::timeout_at(deadline, flushing).await.is_err() {
             tracing::warn!(within = ?flush_within, "spans still queued at shutdown were not all exported");
         }
         let _ = self.exporter.shutdown();

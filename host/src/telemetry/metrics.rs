@@ -118,6 +118,8 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_dropped: Counter,
     span_exports_failed: Counter,
+    /// Held while a scrape sets the state gauges and encodes.
+    scraping: std::sync::Mutex<()>,
 }
 
 /// What the scrape reads from the host's state: one per service, plus the broker.
@@ -247,6 +249,7 @@ impl Metrics {
             spans_exported,
             spans_dropped,
             span_exports_failed,
+            scraping: std::sync::Mutex::new(()),
         }
     }
 
@@ -257,6 +260,9 @@ impl Metrics {
 
     /// Writes every metric, with the state gauges set from `snapshot`.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
+        // One scrape at a time sets the state gauges and writes them out, so two scrapers at
+        // once (a Prometheus pair) each see their own snapshot.
+        let _scrape = self.scraping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for service in &snapshot.services {
             let component = ComponentLabel { component: service.component.clone() };
             self.instances.get_or_create(&component).set(service.instances as i64);

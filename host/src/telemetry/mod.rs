@@ -157,6 +157,19 @@ fn host_resource(var: &impl Fn(&str) -> Option<String>) -> Resource {
     if named { resource.build() } else { resource.with_service_name(HOST_SERVICE_NAME).build() }
 }
 
+/// `text`, cut at a character boundary to at most `max` bytes: for guest- and client-made text
+/// recorded on spans, which wait in the export queue while the collector is slow.
+pub fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Telemetry {
     /// Exports the spans still queued (within a few seconds) and stops exporting.
     pub async fn shutdown(self) {
@@ -174,6 +187,13 @@ mod tests {
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+    }
+
+    #[test]
+    fn text_is_cut_at_a_character_boundary() {
+        assert_eq!(truncated("SELECT 1", 2048), "SELECT 1");
+        assert_eq!(truncated("SELECT 'é'", 9), "SELECT '");
+        assert_eq!(truncated(&"x".repeat(10_000), 2048).len(), 2048);
     }
 
     #[test]

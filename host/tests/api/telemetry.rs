@@ -287,6 +287,27 @@ async fn a_collector_that_never_answers_drops_spans_counts_them_and_is_logged_on
 }
 
 #[tokio::test]
+async fn spans_still_queued_at_shutdown_reach_the_collector() {
+    let receiver = Receiver::start().await;
+    let otel = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        // No batch is due before the host stops.
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+    ];
+    let traced = start(|_| helpers::amqp_base(), &otel).await;
+    let (trace_id, client_span, traceparent) = client_context();
+
+    traced.post_order(&traceparent).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.trace(&trace_id).is_empty(), "nothing was due yet");
+    assert!(traced.host.stop().await.success());
+
+    let spans = receiver.trace(&trace_id);
+    let server = spans.iter().find(|span| span.name == "POST /orders/orders");
+    assert!(server.is_some_and(|server| server.parent_span_id == client_span), "flushed on shutdown:\n{}", otlp::tree(&spans));
+}
+
+#[tokio::test]
 async fn the_host_stops_promptly_while_an_export_hangs() {
     let silent = Silent::start().await;
     let mut otel = exporting_to(format!("http://{}", silent.address));

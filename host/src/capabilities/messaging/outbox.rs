@@ -77,10 +77,11 @@ const SAMPLE_MAX_BACKLOG: i64 = 100_000;
 /// The outbox backlog of `topics` (what the relay sends; capped at [`SAMPLE_MAX_BACKLOG`]),
 /// the age of its oldest row, and the inbox's size (the statistics collector's live row count,
 /// so no scan), in one round trip; `None` if the database does not answer within
-/// [`SAMPLE_TIMEOUT`]. A query still running then is not left on a pooled connection: the
-/// connection is closed.
+/// [`SAMPLE_TIMEOUT`]. A query still running then is cancelled on the server and its
+/// connection closed, not pooled.
 pub async fn sample(pool: &Pool, topics: &[String]) -> Option<MessagingSample> {
-    let client = tokio::time::timeout(SAMPLE_TIMEOUT, pool.get()).await.ok()?.ok()?;
+    let deadline = tokio::time::Instant::now() + SAMPLE_TIMEOUT;
+    let client = tokio::time::timeout_at(deadline, pool.get()).await.ok()?.ok()?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
     let query = client.query_one(
         "SELECT (SELECT count(*) FROM (SELECT FROM platform_outbox \
@@ -91,10 +92,11 @@ pub async fn sample(pool: &Pool, topics: &[String]) -> Option<MessagingSample> {
                           WHERE relid = 'platform_inbox'::regclass), 0)",
         &params,
     );
-    let row = match tokio::time::timeout(SAMPLE_TIMEOUT, query).await {
+    let row = match tokio::time::timeout_at(deadline, query).await {
         Ok(Ok(row)) => row,
         Ok(Err(_)) => return None,
         Err(_) => {
+            crate::capabilities::sql::postgres::cancel_on_server(&client);
             drop(deadpool_postgres::Object::take(client));
             return None;
         }
@@ -248,11 +250,11 @@ impl Relay {
             let topic: &str = row.get("topic");
             let id: &str = row.get("id");
             let created_at: DateTime<Utc> = row.get("created_at");
-            let span = publish_span(&self.component, topic, id, row.get("traceparent"));
+            let publishing = Publishing { span: publish_span(&self.component, topic, id, row.get("traceparent")), confirmed: false };
             // The consumer's span continues this one; with no exporter, the writer's context
             // passes through, if it is a valid one (the component's SQL can write the column).
-            let traceparent =
-                propagation::traceparent_of(&span).or_else(|| propagation::valid_traceparent(row.get("traceparent")));
+            let traceparent = propagation::traceparent_of(&publishing.span)
+                .or_else(|| propagation::valid_traceparent(row.get("traceparent")));
             let event = cloudevent::Outgoing {
                 id,
                 topic,
@@ -288,7 +290,7 @@ impl Relay {
                     properties,
                 )
                 .await?;
-            pending.push((seq, topic.to_owned(), confirm, Publishing { span, confirmed: false }));
+            pending.push((seq, topic.to_owned(), confirm, publishing));
         }
         let mut sent = Vec::with_capacity(pending.len());
         let mut sent_topics = Vec::with_capacity(pending.len());

@@ -339,7 +339,7 @@ impl Drop for PgTransaction {
 
 /// Asks the server to cancel whatever `client`'s connection is running, in the background (a
 /// cancel request is a connection of its own).
-fn cancel_on_server(client: &tokio_postgres::Client) {
+pub(crate) fn cancel_on_server(client: &tokio_postgres::Client) {
     let token = client.cancel_token();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {

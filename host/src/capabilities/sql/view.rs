@@ -10,22 +10,11 @@ use wasmtime::component::{HasData, Linker};
 use super::{Error, RowSet, SqlCtx, Value};
 use crate::bindings::sql::{self as wit};
 use crate::telemetry::metrics::{ComponentMetrics, operation_of};
+use crate::telemetry::truncated;
 
 /// Longest statement text recorded on a span, in bytes: the guest writes the statement, and a
 /// span waits in the export queue while the collector is slow.
 const MAX_QUERY_TEXT: usize = 2048;
-
-/// `text`, cut at a character boundary to at most `max` bytes.
-fn truncated(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// The view of a store's [`SqlCtx`] that the generated bindings call into.
 pub struct Sql<'a> {
@@ -117,16 +106,4 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> Sql<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSql>(linker, view)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncated;
-
-    #[test]
-    fn statement_text_is_cut_at_a_character_boundary() {
-        assert_eq!(truncated("SELECT 1", 2048), "SELECT 1");
-        assert_eq!(truncated("SELECT 'é'", 9), "SELECT '");
-        assert_eq!(truncated(&"x".repeat(10_000), 2048).len(), 2048);
-    }
 }

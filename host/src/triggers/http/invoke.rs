@@ -58,7 +58,7 @@ pub async fn call(
         "component.call",
         component = %service.name,
         http.request.method = %request.method(),
-        url.path = %request.uri().path(),
+        url.path = crate::telemetry::truncated(request.uri().path(), 2048),
         http.response.status_code = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );

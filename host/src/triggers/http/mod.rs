@@ -246,7 +246,7 @@ fn server_span(request: &Request<Incoming>) -> tracing::Span {
         otel.status_code = tracing::field::Empty,
         component = tracing::field::Empty,
         http.request.method = method,
-        url.path = %request.uri().path(),
+        url.path = crate::telemetry::truncated(request.uri().path(), 2048),
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );

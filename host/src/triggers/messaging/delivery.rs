@@ -28,6 +28,15 @@ use crate::service::Service;
 use crate::state::StoreState;
 use crate::triggers::http::unit_of_work_label;
 
+/// Longest reason a handler may give, in bytes: it travels in the retry and dead-letter copies'
+/// headers, in log lines and on spans.
+const MAX_REASON: usize = 1024;
+
+/// The handler's reason, cut to [`MAX_REASON`].
+fn reason(why: &str) -> String {
+    crate::telemetry::truncated(why, MAX_REASON).to_owned()
+}
+
 /// How long the database may take to answer after a delivery ran out of time, before the wait
 /// counts as an outage.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -165,8 +174,8 @@ async fn handle(
     store.data_mut().sql.send_guard_alone().await;
     Ok(match handled {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(HandleError::Retry(why))) => Err(Outcome::Retry(why)),
-        Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(why)),
+        Ok(Err(HandleError::Retry(why))) => Err(Outcome::Retry(reason(&why))),
+        Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(reason(&why))),
         Err(trap) if matches!(trap.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
             service.metrics.trap("message");
             Err(Outcome::Retry("the handler was still running at its deadline".into()))
