@@ -32,19 +32,12 @@ order_id=$(curl -fsS -X POST "$base/orders/orders" -H 'content-type: application
 # Runs wrk for one case and prints a table row: requests/s, p50 and p99 latency, host CPU per
 # request, and how many answers were not 2xx/3xx/404 as expected.
 run_case() { # name, concurrency, url, [lua script]
-  local name=$1 connections=$2 url=$3 script=${4:-} cpu_before cpu_after out rps p50 p99 requests errors
+  local name=$1 connections=$2 url=$3 script=${4:-}
   bench_settle
-  cpu_before=$(bench_cpu_us)
-  out=$(wrk -t1 -c"$connections" -d"${SECONDS_PER_CASE}s" --latency ${script:+-s "$script"} "$url")
-  cpu_after=$(bench_cpu_us)
-  rps=$(awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$out")
-  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
-  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-  errors=$(awk '/Non-2xx or 3xx/ { print $NF }' <<<"$out")
-  CASE_CPU_US=$(((cpu_after - cpu_before) / (requests > 0 ? requests : 1)))
-  CASE_RPS=$rps
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$connections" "$rps" "$p50" "$p99" "$CASE_CPU_US" "${errors:-0}"
+  bench_wrk -c"$connections" -d"${SECONDS_PER_CASE}s" ${script:+-s "$script"} "$url"
+  CASE_CPU_US=$WRK_CPU_US
+  CASE_RPS=$WRK_RPS
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$connections" "$WRK_RPS" "$WRK_P50" "$WRK_P99" "$CASE_CPU_US" "$WRK_ERRORS"
 }
 
 printf '| case | connections | requests/s | p50 | p99 | host CPU µs/request | non-2xx/3xx |\n'

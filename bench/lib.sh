@@ -69,6 +69,23 @@ bench_cpu_us() {
   echo $((ticks * 1000000 / $(getconf CLK_TCK)))
 }
 
+# Runs `wrk -t1 --latency` with the given arguments, measuring the host's CPU meanwhile; sets
+# WRK_RPS, WRK_P50, WRK_P99, WRK_ERRORS (answers not 2xx/3xx) and WRK_CPU_US (host CPU µs per
+# request).
+bench_wrk() {
+  local cpu_before cpu_after out requests
+  cpu_before=$(bench_cpu_us)
+  out=$(wrk -t1 --latency "$@")
+  cpu_after=$(bench_cpu_us)
+  WRK_RPS=$(awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$out")
+  WRK_P50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+  WRK_P99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+  WRK_ERRORS=$(awk '/Non-2xx or 3xx/ { print $NF }' <<<"$out")
+  WRK_ERRORS=${WRK_ERRORS:-0}
+  WRK_CPU_US=$(((cpu_after - cpu_before) / (requests > 0 ? requests : 1)))
+}
+
 # Resident memory of the host, in KiB.
 bench_rss_kb() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$HOST_PID/status"

@@ -62,24 +62,16 @@ counter() {
 }
 
 run_case() { # name, endpoint ("" for no exporter)
-  local name=$1 endpoint=$2 cpu_before cpu_after out rps p50 p99 requests errors
+  local name=$1 endpoint=$2
   bench_reset_data
   if [ -n "$endpoint" ]; then
     OTEL_EXPORTER_OTLP_ENDPOINT=$endpoint OTEL_BSP_SCHEDULE_DELAY=1000 bench_start_host
   else
     bench_start_host
   fi
-  cpu_before=$(bench_cpu_us)
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_CASE}s" --latency -s "$BENCH_WORK/post.lua" "$base/orders/orders")
-  cpu_after=$(bench_cpu_us)
-  rps=$(awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$out")
-  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
-  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-  errors=$(awk '/Non-2xx or 3xx/ { print $NF }' <<<"$out")
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$ROUND" "$rps" "$p50" "$p99" \
-    "$(((cpu_after - cpu_before) / (requests > 0 ? requests : 1)))" \
-    "$(counter otel_spans_exported_total) / $(counter otel_spans_dropped_total)" "${errors:-0}"
+  bench_wrk -c"$CONNECTIONS" -d"${SECONDS_PER_CASE}s" -s "$BENCH_WORK/post.lua" "$base/orders/orders"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$ROUND" "$WRK_RPS" "$WRK_P50" "$WRK_P99" "$WRK_CPU_US" \
+    "$(counter otel_spans_exported_total) / $(counter otel_spans_dropped_total)" "$WRK_ERRORS"
   bench_settle
   bench_stop_host
 }
