@@ -33,6 +33,7 @@ pub mod export;
 pub mod labels;
 pub mod metrics;
 pub mod propagation;
+pub mod snapshot;
 
 /// What `RUST_LOG` is when unset.
 const DEFAULT_LOG_FILTER: &str =

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::helpers::{self, TcpProxy, TestBroker, TestDatabase};
-use crate::otlp::{self, Receiver, Received, Silent};
+use crate::otlp::{self, Receiver, Received};
 use crate::process::HostProcess;
 use crate::system::CUSTOMER;
 
@@ -17,15 +17,15 @@ const SERVER: i32 = 2;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
-struct Traced {
-    host: HostProcess,
+pub(crate) struct Traced {
+    pub host: HostProcess,
     orders: Arc<TestDatabase>,
     broker: TestBroker,
     invoices: Arc<TestDatabase>,
 }
 
 /// Orders and Invoices in one host process, on `amqp_url`, exporting to `endpoint`.
-async fn start(amqp: impl FnOnce(&TestBroker) -> String, otel: &[(&str, String)]) -> Traced {
+pub(crate) async fn start(amqp: impl FnOnce(&TestBroker) -> String, otel: &[(&str, String)]) -> Traced {
     let orders = Arc::new(TestDatabase::create().await);
     let invoices = Arc::new(TestDatabase::create().await);
     let broker = TestBroker::new();
@@ -34,12 +34,12 @@ async fn start(amqp: impl FnOnce(&TestBroker) -> String, otel: &[(&str, String)]
     Traced { host, orders, broker, invoices }
 }
 
-fn exporting_to(endpoint: String) -> Vec<(&'static str, String)> {
+pub(crate) fn exporting_to(endpoint: String) -> Vec<(&'static str, String)> {
     vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]
 }
 
 /// A client's trace context: a fresh trace id, and the client's own span id.
-fn client_context() -> (String, String, String) {
+pub(crate) fn client_context() -> (String, String, String) {
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
     let traceparent = format!("00-{trace_id}-{span_id}-01");
@@ -47,7 +47,7 @@ fn client_context() -> (String, String, String) {
 }
 
 impl Traced {
-    async fn post_order(&self, traceparent: &str) -> String {
+    pub(crate) async fn post_order(&self, traceparent: &str) -> String {
         let response = self
             .host
             .client
@@ -68,7 +68,7 @@ impl Traced {
     }
 }
 
-fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
+pub(crate) fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
     let found: Vec<&Received> = spans.iter().filter(|span| span.name == name).collect();
     assert_eq!(found.len(), 1, "one span named {name:?} expected:\n{}", otlp::tree(spans));
     found[0]
@@ -291,82 +291,6 @@ async fn with_the_broker_away_the_event_waits_in_the_outbox_and_its_trace_still_
     assert_eq!(metric(&metrics, "messaging_broker_connected"), Some(1.0), "{metrics}");
 }
 
-#[tokio::test]
-async fn a_collector_that_never_answers_drops_spans_counts_them_and_is_logged_once() {
-    let silent = Silent::start().await;
-    let mut otel = exporting_to(format!("http://{}", silent.address));
-    otel.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "300".into()));
-    otel.push(("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()));
-    let traced = start(|_| helpers::amqp_base(), &otel).await;
-
-    // Every request is answered (its latency is bench/otel.sh's to measure).
-    for _ in 0..40 {
-        traced.post_order(&client_context().2).await;
-    }
-    let metrics = wait_for_metric_above(&traced.host, "otel_span_exports_failed_total", 1.0).await;
-    assert!(metric(&metrics, "otel_spans_dropped_total").is_some_and(|dropped| dropped > 0.0), "{metrics}");
-    assert_eq!(metric(&metrics, "otel_spans_exported_total"), Some(0.0), "{metrics}");
-    let complaints = complaints(&traced.host);
-    assert_eq!(complaints, 1, "the export problem is logged once, not per span or batch");
-}
-
-#[tokio::test]
-async fn spans_still_queued_at_shutdown_reach_the_collector() {
-    let receiver = Receiver::start().await;
-    let otel = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        // No batch is due before the host stops.
-        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
-    ];
-    let traced = start(|_| helpers::amqp_base(), &otel).await;
-    let (trace_id, client_span, traceparent) = client_context();
-
-    traced.post_order(&traceparent).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(receiver.trace(&trace_id).is_empty(), "nothing was due yet");
-    assert!(traced.host.stop().await.success());
-
-    let spans = receiver.trace(&trace_id);
-    let server = spans.iter().find(|span| span.name == "POST /orders/orders");
-    assert!(server.is_some_and(|server| server.parent_span_id == client_span), "flushed on shutdown:\n{}", otlp::tree(&spans));
-}
-
-#[tokio::test]
-async fn the_host_stops_promptly_while_an_export_hangs() {
-    let silent = Silent::start().await;
-    let mut otel = exporting_to(format!("http://{}", silent.address));
-    otel.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "120000".into()));
-    otel.push(("OTEL_BSP_EXPORT_TIMEOUT", "120000".into()));
-    let traced = start(|_| helpers::amqp_base(), &otel).await;
-    for _ in 0..5 {
-        traced.post_order(&client_context().2).await;
-    }
-    // An export is under way by now (one every 100 ms), and will never be answered.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stopping = Instant::now();
-    assert!(traced.host.stop().await.success());
-    // The flush gives up after 5 s; the rest of shutdown takes well under a second here.
-    assert!(stopping.elapsed() < Duration::from_secs(20), "shutdown waited on the collector: {:?}", stopping.elapsed());
-}
-
-#[tokio::test]
-async fn an_unreachable_collector_is_logged_once() {
-    // A port nothing listens on.
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
-    let traced = start(|_| helpers::amqp_base(), &exporting_to(format!("http://{unused}"))).await;
-    for _ in 0..10 {
-        traced.post_order(&client_context().2).await;
-    }
-    wait_for_metric_above(&traced.host, "otel_span_exports_failed_total", 1.0).await;
-    assert_eq!(complaints(&traced.host), 1);
-    assert!(traced.host.stop().await.success());
-}
-
-/// How many times the host logged that it cannot export.
-fn complaints(host: &HostProcess) -> usize {
-    host.log().iter().filter(|line| line["message"].as_str().is_some_and(|m| m.contains("cannot export spans"))).count()
-}
-
 /// The value of the sample named exactly `series` (name and labels as exposed), if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
@@ -384,7 +308,7 @@ async fn wait_for_metric(host: &HostProcess, series: &str, value: f64) -> String
     }
 }
 
-async fn wait_for_metric_above(host: &HostProcess, series: &str, floor: f64) -> String {
+pub(crate) async fn wait_for_metric_above(host: &HostProcess, series: &str, floor: f64) -> String {
     let started = Instant::now();
     loop {
         let text = host.metrics().await;

@@ -23,6 +23,7 @@ pub mod broker;
 pub mod cloudevent;
 pub mod outbox;
 pub mod retention;
+pub mod sample;
 
 /// Largest `data` accepted by `publish`, in bytes.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
 use super::{Outbound, cloudevent};
-use crate::telemetry::metrics::{ComponentMetrics, MessagingSample};
+use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::propagation;
 
 /// Tables the host keeps in every database of a component that uses messaging. Created at start,
@@ -67,46 +67,6 @@ CREATE TABLE IF NOT EXISTS platform_inbox (
 /// that wrote the event, which the relay's publish continues.
 pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data, traceparent) \
                           VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-/// How long a metrics scrape waits for the messaging tables' state.
-const SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Unsent rows counted at most, so a scrape never counts a huge backlog row by row.
-const SAMPLE_MAX_BACKLOG: i64 = 100_000;
-
-/// The outbox backlog of `topics` (what the relay sends; capped at [`SAMPLE_MAX_BACKLOG`]),
-/// the age of its oldest row, and the inbox's size (the statistics collector's live row count,
-/// so no scan), in one round trip; `None` if the database does not answer within
-/// [`SAMPLE_TIMEOUT`]. A query still running then is cancelled on the server and its
-/// connection closed, not pooled.
-pub async fn sample(pool: &Pool, topics: &[String]) -> Option<MessagingSample> {
-    let deadline = tokio::time::Instant::now() + SAMPLE_TIMEOUT;
-    let client = tokio::time::timeout_at(deadline, pool.get()).await.ok()?.ok()?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
-    let query = client.query_one(
-        "SELECT (SELECT count(*) FROM (SELECT FROM platform_outbox \
-                  WHERE sent_at IS NULL AND topic = ANY($1) LIMIT $2) AS backlog), \
-                COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox \
-                          WHERE sent_at IS NULL AND topic = ANY($1) ORDER BY seq LIMIT 1), 0), \
-                COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
-                          WHERE relid = 'platform_inbox'::regclass), 0)",
-        &params,
-    );
-    let row = match tokio::time::timeout_at(deadline, query).await {
-        Ok(Ok(row)) => row,
-        Ok(Err(_)) => return None,
-        Err(_) => {
-            crate::capabilities::sql::postgres::cancel_on_server(&client);
-            drop(deadpool_postgres::Object::take(client));
-            return None;
-        }
-    };
-    Some(MessagingSample {
-        outbox_backlog: row.get(0),
-        outbox_oldest_age_seconds: row.get::<_, f64>(1).max(0.0),
-        inbox_rows: row.get(2),
-    })
-}
 
 /// Rows published per transaction.
 const BATCH: i64 = 100;

@@ -135,7 +135,7 @@ impl Database for PgDatabase {
     }
 
     async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
-        crate::capabilities::messaging::outbox::sample(&self.pool, topics).await
+        crate::capabilities::messaging::sample::sample(&self.pool, topics).await
     }
 }
 
