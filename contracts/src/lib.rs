@@ -10,6 +10,7 @@
 //! - [`ids`]: `OrderId`, `CustomerId`, `InvoiceId`, `EventId` (UUIDs).
 //! - [`money`]: `Amount`, a positive whole number of minor currency units.
 //! - [`problem`]: RFC 9457 problem details, the shape of every error response.
+//! - `openapi` (feature `openapi`): the OpenAPI schemas of these types, for API documents.
 //! - [`time`]: `Timestamp`, microseconds since the Unix epoch, shown as RFC 3339.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,8 @@
 pub mod events;
 pub mod ids;
 pub mod money;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod problem;
 pub mod time;
 

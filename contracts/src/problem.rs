@@ -7,18 +7,25 @@ use serde::{Deserialize, Serialize};
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
+    /// `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The status's standard reason phrase.
     pub title: String,
+    /// The HTTP status, repeated.
     pub status: u16,
+    /// What went wrong, for a person.
     pub detail: String,
+    /// Each input at fault, when the request was refused for its input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 
 /// One input at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// The field, parameter or header name: `amount`, `limit`, `Idempotency-Key`.
     pub field: String,
@@ -29,6 +36,7 @@ pub struct FieldError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Location {
     Body,

@@ -5,12 +5,15 @@
 //! - [`router`]: the route table that dispatches requests and names the matched route to the
 //!   host, for its spans and metrics.
 //! - [`reply`]: JSON and RFC 9457 problem responses, and the prefix the host serves it under.
+//! - [`openapi`]: the `GET /openapi.json` answer: a component's document plus what every
+//!   component shares (host errors, the server it is reached through).
 //! - [`events`]: publishing typed events from `contracts` and reading delivered ones.
 //! - [`page`]: one page of a keyset-paginated list.
 //! - [`query`]: list parameters, `limit` and `cursor`.
 //! - [`rows`]: reading typed values out of `sql` rows.
 
 pub mod events;
+pub mod openapi;
 pub mod page;
 pub mod query;
 pub mod reply;
@@ -33,4 +36,5 @@ pub use bindings::exports::platform::service::message_handler::{
     Guest as MessageHandler, HandleError, IncomingEvent,
 };
 pub use bindings::export;
+pub use utoipa;
 pub use bindings::platform::service::{messaging, sql};

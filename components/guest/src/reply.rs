@@ -4,6 +4,18 @@ use contracts::Problem;
 use serde::Serialize;
 use spin_sdk::http::{Method, Request, Response};
 
+/// The body of a component's `GET /health` when its database answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `up`.
+    #[schema(example = "up")]
+    pub status: &'static str,
+}
+
+impl Health {
+    pub const UP: Self = Self { status: "up" };
+}
+
 pub fn json(status: u16, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => Response::builder()

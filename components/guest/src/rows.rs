@@ -48,6 +48,11 @@ pub fn text(value: Value, column: &str) -> Result<String, BadColumn> {
     }
 }
 
+/// A text column parsed into a value of its own type (a status enum).
+pub fn parsed<T: std::str::FromStr>(value: Value, column: &str) -> Result<T, BadColumn> {
+    text(value, column)?.parse().map_err(|_| BadColumn(column.into()))
+}
+
 pub fn timestamp(value: Value, column: &str) -> Result<Timestamp, BadColumn> {
     match value {
         Value::Timestamp(micros) => Timestamp::from_unix_micros(micros).map_err(|_| BadColumn(column.into())),

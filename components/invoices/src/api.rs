@@ -5,23 +5,39 @@
 //!   `nextCursor`.
 //! - `GET /health` → 200 when the database answers, 503 otherwise.
 
+//!
+//! Each handler's `#[utoipa::path]` documents it for `GET /openapi.json` (see [`crate::docs`]).
+
 use contracts::{CustomerId, InvoiceId, Location, OrderId, ParseIdError, Problem};
-use serde_json::json;
 use service_guest::query::Query;
-use service_guest::reply;
+use service_guest::reply::{self, Health};
 use spin_sdk::http::{Request, Response};
 
 use crate::store::{self, Filter, Invoice, StoreError};
 
 /// A page of `GET /invoices`.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Page {
+#[schema(as = InvoicePage)]
+pub struct Page {
+    /// Newest first.
     items: Vec<Invoice>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     next_cursor: Option<InvoiceId>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/invoices/{id}",
+    tag = "invoices",
+    summary = "Get an invoice",
+    params(("id" = InvoiceId, Path, description = "The invoice's id.")),
+    responses(
+        (status = 200, description = "The invoice.", body = Invoice),
+        (status = 400, description = "`id` is not a UUID.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "There is no such invoice.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub fn get(id: &str) -> Response {
     let id: InvoiceId = match id.parse() {
         Ok(id) => id,
@@ -34,6 +50,18 @@ pub fn get(id: &str) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/invoices",
+    tag = "invoices",
+    summary = "List invoices",
+    description = "Newest first, paged with `nextCursor`. `orderId` finds the one invoice of an order. A page is a snapshot, not a change feed.",
+    params(Filter),
+    responses(
+        (status = 200, description = "One page of invoices.", body = Page),
+        (status = 400, description = "A parameter is malformed, unknown or repeated; `errors` names it.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub fn list(request: &Request) -> Response {
     let filter = match parse_filter(request.query()) {
         Ok(filter) => filter,
@@ -55,9 +83,16 @@ fn parse_filter(query: &str) -> Result<Filter, Problem> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Whether the service and its database answer",
+    responses((status = 200, description = "The database answers.", body = Health)),
+)]
 pub fn health() -> Response {
     match store::ping() {
-        Ok(()) => reply::json(200, &json!({ "status": "up" })),
+        Ok(()) => reply::json(200, &Health::UP),
         Err(err) => failed(err),
     }
 }

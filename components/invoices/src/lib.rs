@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`routes`]: method and path to handler.
 //! - [`api`]: `GET /invoices/{id}`, `GET /invoices`, `GET /health`.
+//! - [`docs`]: the OpenAPI document, `GET /openapi.json`.
 //! - [`events`]: the `message-handler` export: `orders.created` → invoice.
 //! - [`store`]: the SQL, and rows back into [`store::Invoice`].
 
 mod api;
+mod docs;
 mod events;
 mod routes;
 mod store;

@@ -5,10 +5,11 @@
 use service_guest::router::{self, Route};
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::api;
+use crate::{api, docs};
 
 const ROUTES: &[Route] = &[
     Route { method: Method::Get, path: "/health", handler: |_, _| api::health() },
+    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| docs::serve(request) },
     Route { method: Method::Get, path: "/invoices", handler: |request, _| api::list(request) },
     Route { method: Method::Get, path: "/invoices/{id}", handler: |_, params| api::get(params.first().copied().unwrap_or_default()) },
 ];

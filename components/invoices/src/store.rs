@@ -9,24 +9,50 @@ use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
 /// An invoice as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Invoice {
     pub id: InvoiceId,
     pub order_id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Amount,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub issued_at: Timestamp,
 }
 
-/// `GET /invoices` filters and paging.
-#[derive(Debug, Clone)]
+/// An invoice is `issued` when it is made; no other status exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvoiceStatus {
+    Issued,
+}
+
+impl std::str::FromStr for InvoiceStatus {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "issued" => Ok(Self::Issued),
+            _ => Err("must be issued"),
+        }
+    }
+}
+
+/// `GET /invoices` filters and paging. No other query parameters are accepted, and none twice.
+#[derive(Debug, Clone, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct Filter {
+    /// Only the invoice of this order.
+    #[param(nullable = false)]
     pub order_id: Option<OrderId>,
+    /// Only this customer's invoices.
+    #[param(nullable = false)]
     pub customer_id: Option<CustomerId>,
+    /// Invoices per page.
+    #[param(required = false, minimum = 1, maximum = 100, default = 20)]
     pub limit: u32,
-    /// The last id of the previous page; this page holds older invoices.
+    /// `nextCursor` of the previous page: this page holds older invoices.
+    #[param(nullable = false)]
     pub cursor: Option<InvoiceId>,
 }
 
@@ -85,7 +111,7 @@ impl Invoice {
             order_id: rows::id(order_id, "order_id")?,
             customer_id: rows::id(customer_id, "customer_id")?,
             amount: rows::amount(amount, "amount")?,
-            status: rows::text(status, "status")?,
+            status: rows::parsed(status, "status")?,
             issued_at: rows::timestamp(issued_at, "issued_at")?,
         })
     }

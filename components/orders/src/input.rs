@@ -6,16 +6,22 @@ use serde_json::{Map, Value};
 use service_guest::query::Query;
 use spin_sdk::http::Request;
 
+use crate::store::OrderStatus;
+
 /// Largest `POST /orders` body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Longest `Idempotency-Key` accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// A valid `POST /orders` body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A valid `POST /orders` body. The derive documents it (`serde` attributes included); parsing
+/// is [`NewOrder::from_json`], which names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrder {
+    /// Who orders.
     pub customer_id: CustomerId,
+    /// What the order costs, in minor units.
     pub amount: Amount,
 }
 
@@ -68,9 +74,16 @@ impl NewOrder {
             Value::Number(number) => match (number.as_i64(), number.as_u64()) {
                 (Some(units), _) => Amount::new(units).map_err(|err| body_error("amount", err))?,
                 (None, Some(_)) => return Err(body_error("amount", contracts::AmountError::TooLarge)),
-                (None, None) => {
-                    return Err(body_error("amount", "must be a whole number of minor units (cents)"));
-                }
+                // JSON has one number type: `250.0` is the integer 250 (as JSON Schema says),
+                // `250.5` is not a whole number of cents.
+                (None, None) => match number.as_f64().filter(|units| units.fract() == 0.0) {
+                    Some(units) if units.abs() <= Amount::MAX.minor_units() as f64 => {
+                        Amount::new(units as i64).map_err(|err| body_error("amount", err))?
+                    }
+                    Some(units) if units > 0.0 => return Err(body_error("amount", contracts::AmountError::TooLarge)),
+                    Some(_) => return Err(body_error("amount", contracts::AmountError::NotPositive)),
+                    None => return Err(body_error("amount", "must be a whole number of minor units (cents)")),
+                },
             },
             _ => return Err(body_error("amount", "must be a number")),
         };
@@ -97,13 +110,21 @@ pub fn order_id(segment: &str) -> Result<OrderId, Problem> {
     segment.parse().map_err(|err: ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
 }
 
-/// `GET /orders` query parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `GET /orders` query parameters. No others are accepted, and none twice.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ListQuery {
+    /// Only this customer's orders.
+    #[param(nullable = false)]
     pub customer_id: Option<CustomerId>,
-    pub status: Option<String>,
+    /// Only orders in this status.
+    #[param(nullable = false)]
+    pub status: Option<OrderStatus>,
+    /// Orders per page.
+    #[param(required = false, minimum = 1, maximum = 100, default = 20)]
     pub limit: u32,
-    /// The last id of the previous page; this page holds older orders.
+    /// `nextCursor` of the previous page: this page holds older orders.
+    #[param(nullable = false)]
     pub cursor: Option<OrderId>,
 }
 
@@ -112,10 +133,7 @@ impl ListQuery {
         let query = Query::parse(query, &["customerId", "status"])?;
         Ok(Self {
             customer_id: query.get("customerId", str::parse::<CustomerId>)?,
-            status: query.get("status", |status| match status {
-                "pending" | "invoiced" => Ok(status.to_owned()),
-                _ => Err("must be pending or invoiced"),
-            })?,
+            status: query.get("status", |status| status.parse::<OrderStatus>())?,
             limit: query.limit()?,
             cursor: query.cursor()?,
         })

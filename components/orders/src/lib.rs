@@ -12,9 +12,11 @@
 //! - [`api`]: the HTTP handlers: create, get, list, health.
 //! - [`input`]: parsing requests into domain values; every refusal names the field.
 //! - [`store`]: the SQL, and rows back into [`store::Order`].
+//! - [`docs`]: the OpenAPI document, `GET /openapi.json`.
 //! - [`events`]: the `message-handler` export.
 
 mod api;
+mod docs;
 mod events;
 mod input;
 mod routes;

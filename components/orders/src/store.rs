@@ -11,16 +11,45 @@ use service_guest::sql::{self, Value};
 use crate::input::{ListQuery, NewOrder};
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Amount,
-    /// `pending`, then `invoiced` once Invoices has issued its invoice.
-    pub status: String,
+    pub status: OrderStatus,
     pub created_at: Timestamp,
+    /// The order's invoice, once issued.
     pub invoice_id: Option<InvoiceId>,
+}
+
+/// `pending`, then `invoiced` once Invoices has issued the order's invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Invoiced,
+}
+
+impl OrderStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Invoiced => "invoiced",
+        }
+    }
+}
+
+impl std::str::FromStr for OrderStatus {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "pending" => Ok(Self::Pending),
+            "invoiced" => Ok(Self::Invoiced),
+            _ => Err("must be pending or invoiced"),
+        }
+    }
 }
 
 /// What creating an order with an idempotency key found.
@@ -70,7 +99,7 @@ pub fn get(id: OrderId) -> Result<Option<Order>, StoreError> {
 pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreError> {
     Page::new(&format!("SELECT {COLUMNS} FROM orders"))
         .filter("customer_id", query.customer_id.map(|id| Value::Uuid(id.to_string())))
-        .filter("status", query.status.clone().map(Value::Text))
+        .filter("status", query.status.map(|status| Value::Text(status.as_str().to_owned())))
         .fetch(query.cursor, query.limit, Order::from_row, |order| order.id)
 }
 
@@ -115,7 +144,7 @@ impl Order {
             id: rows::id(id, "id")?,
             customer_id: rows::id(customer_id, "customer_id")?,
             amount: rows::amount(amount, "amount")?,
-            status: rows::text(status, "status")?,
+            status: rows::parsed(status, "status")?,
             created_at: rows::timestamp(created_at, "created_at")?,
             invoice_id: rows::optional_id(invoice_id, "invoice_id")?,
         })
