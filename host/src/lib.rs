@@ -16,6 +16,7 @@
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
 //! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP), Prometheus metrics.
+//! - [`probe`]: `host probe`, the readiness check containers run.
 //! - [`problem`]: RFC 9457 problem responses the host itself sends.
 //! - [`startup`]: `Host::build` binds and loads everything; `run_until_stopped` serves.
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod migrations;
+pub mod probe;
 pub mod problem;
 pub mod registry;
 pub mod service;

@@ -1,10 +1,15 @@
 //! The `host` command: loads the components of a manifest and serves them until SIGINT or
 //! SIGTERM. On bad configuration it prints one line saying what to fix and exits with status 2.
+//!
+//! `host probe` asks a host on this machine whether it is ready (`GET /health` on loopback, at
+//! the port the same configuration listens on) and exits 0 if so: a container health check that
+//! needs no shell and no HTTP client in the image.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use host::Host;
 use host::config::{Config, ProcessEnv};
 use host::telemetry;
@@ -21,6 +26,24 @@ struct Cli {
     /// `span_id`) and the current `span`.
     #[arg(long, env = "HOST_LOG_JSON")]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the manifest's components (what `host` alone does).
+    Serve,
+    /// Exits 0 when the host serving this configuration on this machine is ready (its
+    /// `GET /health` answers 200), 1 otherwise: for container health checks.
+    Probe {
+        /// Ask this URL instead of `/health` at the configured port on loopback.
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer, in seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,6 +56,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Probe { url, timeout }) = &cli.command {
+        return runtime.block_on(probe(&cli.config, url.as_deref(), Duration::from_secs(*timeout)));
+    }
     runtime.block_on(async {
         // The OTLP exporter runs on the runtime, so telemetry starts inside it.
         let telemetry = match telemetry::init(cli.log_json) {
@@ -59,6 +85,35 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `host probe`: 0 when `/health` answers 200 in time.
+async fn probe(config: &std::path::Path, url: Option<&str>, timeout: Duration) -> ExitCode {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => match Config::load(config, &ProcessEnv) {
+            Ok(config) => format!("http://127.0.0.1:{}/health", config.http.listen.port()),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match tokio::time::timeout(timeout, host::probe::status_of(&url)).await {
+        Ok(Ok(200)) => ExitCode::SUCCESS,
+        Ok(Ok(status)) => {
+            eprintln!("not ready: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(err)) => {
+            eprintln!("not ready: {url}: {err:#}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("not ready: {url} did not answer within {timeout:?}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DatabaseUrl, Environment, Limits, check_positive, check_topic};
 
@@ -47,10 +47,10 @@ pub struct DatabaseConfig {
     pub max_result_bytes: usize,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ManifestComponent {
-    name: String,
+    pub(super) name: String,
     wasm: PathBuf,
     route: String,
     database_url: Option<String>,

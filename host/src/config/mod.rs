@@ -18,9 +18,12 @@
 //! url = "amqp://guest:guest@localhost:5672/%2f"
 //! ```
 //!
-//! Environment overrides: `HOST_LISTEN` for `http.listen`, `AMQP_URL` for `messaging.url`, and
-//! `<NAME>_DATABASE_URL` (the component name upper-cased, `-` as `_`) for a component's
-//! `database_url`, so that a secret never has to be written into the manifest.
+//! Every setting can also come from the environment, over the file: `HOST_<SECTION>__<KEY>`
+//! (`HOST_HTTP__LISTEN`), and `HOST_COMPONENTS__<NAME>__<KEY>` for a component's, matched by
+//! name (see [`layers`]). Shorter names for the common ones: `HOST_LISTEN` for `http.listen`,
+//! `AMQP_URL` for `messaging.url`, and `<NAME>_DATABASE_URL` (the component name upper-cased,
+//! `-` as `_`) for a component's `database_url`, so that a secret never has to be written into
+//! the manifest.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use serde::Deserialize;
 
 mod component;
 mod control;
+mod layers;
 mod messaging;
 mod urls;
 
@@ -82,6 +86,12 @@ pub struct HttpConfig {
     /// stage of stopping, such as relays and the broker connection).
     #[serde(rename = "shutdown_grace_ms", default = "default_shutdown_grace", with = "millis")]
     pub shutdown_grace: Duration,
+    /// Whether a gateway's `X-Forwarded-Prefix` is passed on to components instead of the
+    /// route, so the links and API documents they send back carry the path the client used
+    /// (`/api/orders/...` when the gateway strips `/api`). Only behind a gateway that sets the
+    /// header itself; off, the component is told its route.
+    #[serde(default)]
+    pub trust_forwarded_prefix: bool,
     /// How long after a shutdown signal the host goes on serving while readiness answers 503,
     /// so load balancers stop sending it traffic before it stops accepting. 0 by default.
     #[serde(rename = "drain_delay_ms", default, with = "millis")]
@@ -124,6 +134,8 @@ struct Manifest {
 /// Environment variables the configuration reads; a map in tests, the process's in `main`.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
+    /// Every variable, for the `HOST_<SECTION>__<KEY>` settings.
+    fn vars(&self) -> Vec<(String, String)>;
 }
 
 /// The process environment.
@@ -134,11 +146,22 @@ impl Environment for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|value| !value.is_empty())
     }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(_, value)| !value.is_empty())
+            .collect()
+    }
 }
 
 impl<const N: usize> Environment for [(&str, &str); N] {
     fn var(&self, name: &str) -> Option<String> {
         self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
     }
 }
 
@@ -152,13 +175,17 @@ impl Config {
             .with_context(|| format!("bad manifest {}", path.display()))
     }
 
-    /// Parses a manifest whose relative paths are relative to `base`.
+    /// Parses a manifest whose relative paths are relative to `base`, with the environment's
+    /// settings over it.
     pub fn from_toml(text: &str, base: &Path, env: &impl Environment) -> anyhow::Result<Self> {
-        let manifest: Manifest = toml::from_str(text).map_err(|err| {
+        let file: toml::Table = toml::from_str(text).map_err(|err| {
             // toml's message spans several lines with a source excerpt; keep its first line and
             // the key it names.
             anyhow::anyhow!("{}", err.message().trim())
         })?;
+        let settings = layers::EnvSettings::read(env)?;
+        let mut manifest: Manifest = settings.over(file).extract().map_err(|err| layers::explain(err, ""))?;
+        manifest.components = settings.apply_to(manifest.components)?;
         let mut http = manifest.http;
         if let Some(listen) = env.var("HOST_LISTEN") {
             http.listen = listen.parse().with_context(|| {
@@ -230,6 +257,7 @@ fn default_http() -> HttpConfig {
         queue_timeout: default_queue_timeout(),
         request_timeout: default_request_timeout(),
         shutdown_grace: default_shutdown_grace(),
+        trust_forwarded_prefix: false,
         drain_delay: Duration::ZERO,
     }
 }

@@ -168,3 +168,90 @@ fn the_compile_cache_lives_outside_the_source_tree_by_default() {
     let config = load(ORDERS).expect("valid manifest");
     assert_eq!(config.cache.dir, None, "no home: no cache, rather than a shared temporary folder");
 }
+
+#[test]
+fn every_setting_can_come_from_the_environment_over_the_file() {
+    let config = load_with(
+        ORDERS,
+        [
+            ("HOST_HTTP__LISTEN", "0.0.0.0:8080"),
+            ("HOST_HTTP__TRUST_FORWARDED_PREFIX", "true"),
+            ("HOST_HTTP__REQUEST_TIMEOUT_MS", "2500"),
+            ("HOST_LIMITS__MEMORY_MIB", "32"),
+            ("HOST_COMPONENTS__ORDERS__ROUTE", "/shop"),
+            ("HOST_COMPONENTS__ORDERS__MAX_CONCURRENCY", "8"),
+            ("HOST_CONFIG", "not a setting: no double underscore"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(config.http.listen.to_string(), "0.0.0.0:8080");
+    assert!(config.http.trust_forwarded_prefix);
+    assert_eq!(config.http.request_timeout, Duration::from_millis(2500));
+    assert_eq!(config.limits.memory_mib, 32);
+    let orders = &config.components[0];
+    assert_eq!((orders.route.as_str(), orders.max_concurrency), ("/shop", 8));
+    assert_eq!(orders.database.url.database_name(), "orders", "the file's other settings stay");
+}
+
+#[test]
+fn a_component_can_be_named_by_the_environment_alone() {
+    let config = load_with(
+        "",
+        [
+            ("HOST_COMPONENTS__BILLING_RUNS__WASM", "Cargo.toml"),
+            ("HOST_COMPONENTS__BILLING_RUNS__ROUTE", "/billing"),
+            ("HOST_COMPONENTS__BILLING_RUNS__DATABASE_URL", "postgres://billing@db/billing"),
+        ],
+    )
+    .expect("valid");
+    let billing = &config.components[0];
+    assert_eq!((billing.name.as_str(), billing.route.as_str()), ("billing-runs", "/billing"));
+    assert_eq!(billing.max_queued, 256, "defaults apply as in the file");
+}
+
+#[test]
+fn a_bad_value_from_the_environment_is_named_by_its_variable() {
+    let error = |env: [(&str, &str); 1]| format!("{:#}", load_with(ORDERS, env).expect_err("refused"));
+    let bad = error([("HOST_HTTP__MAX_BODY_BYTES", "lots")]);
+    assert!(bad.starts_with("HOST_HTTP__MAX_BODY_BYTES: "), "{bad}");
+    let bad = error([("HOST_COMPONENTS__ORDERS__MAX_QUEUED", "-1")]);
+    assert!(bad.starts_with("HOST_COMPONENTS__ORDERS__MAX_QUEUED: "), "{bad}");
+    let bad = error([("HOST_HTTP__LISTN", "0.0.0.0:80")]);
+    assert!(bad.starts_with("HOST_HTTP__LISTN: unknown field: found `listn`"), "{bad}");
+    let bad = error([("HOST_COMPONENTS__ORDERS", "x")]);
+    assert!(bad.contains("HOST_COMPONENTS__<NAME>__<SETTING>"), "{bad}");
+    let missing = format!("{:#}", load_with("", [("HOST_COMPONENTS__BILLING__ROUTE", "/billing")]).expect_err("refused"));
+    assert!(missing.contains("HOST_COMPONENTS__BILLING") && missing.contains("wasm"), "{missing}");
+}
+
+/// The manifests the image holds load as compose configures them: the image's paths replaced
+/// by the environment with this checkout's, as a container could.
+#[test]
+fn the_container_manifests_load_with_their_containers_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for name in ["orders", "invoices"] {
+        let text = std::fs::read_to_string(root.join(format!("deploy/manifests/{name}.toml"))).expect("manifest");
+        let upper = name.to_ascii_uppercase();
+        let (wasm, migrations, url) = (
+            format!("HOST_COMPONENTS__{upper}__WASM"),
+            format!("HOST_COMPONENTS__{upper}__MIGRATIONS"),
+            format!("{upper}_DATABASE_URL"),
+        );
+        let migrations_dir = root.join(format!("components/{name}/migrations")).display().to_string();
+        let database = format!("postgres://{name}:{name}-dev@postgres:5432/{name}");
+        let env = [
+            (wasm.as_str(), "Cargo.toml"),
+            (migrations.as_str(), migrations_dir.as_str()),
+            (url.as_str(), database.as_str()),
+            ("HOST_ADMIN_TOKEN", "compose-local-admin-token-not-a-secret"),
+            ("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f"),
+        ];
+        let config = load_with(&text, env).unwrap_or_else(|err| panic!("{name}: {err:#}"));
+        assert_eq!(config.http.listen.to_string(), "0.0.0.0:8000", "{name}");
+        assert!(config.http.trust_forwarded_prefix, "{name}: behind Kong");
+        assert_eq!(config.admin.listen.to_string(), "0.0.0.0:9000", "{name}");
+        assert_eq!(config.components.len(), 1, "{name}: one component a container");
+        assert_eq!(config.components[0].route, format!("/{name}"));
+        assert!(config.messaging.is_some(), "{name}");
+    }
+}

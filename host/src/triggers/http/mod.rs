@@ -3,8 +3,11 @@
 //! `POST /orders/orders` goes to the component whose route is `/orders`, which sees
 //! `POST /orders` (the prefix is stripped, as Kong's `strip_path` does). The host itself answers
 //! `GET /health` (ready only when every component's database answers) and a problem 404 for a
-//! path no component serves. The component learns its prefix from `X-Forwarded-Prefix`. Request bodies are read up to `max_body_bytes` before the
-//! component runs, so an oversized body costs no instance.
+//! path no component serves. The component learns its prefix from `X-Forwarded-Prefix`: its
+//! route, or the gateway's header when `trust_forwarded_prefix` is on. `<route>/docs` is the
+//! host's Swagger UI page for the component's `<route>/openapi.json` (see [`docs`]). Request
+//! bodies are read up to `max_body_bytes` before the component runs, so an oversized body costs
+//! no instance.
 //!
 //! At most `max_connections` client connections are served at once (more wait in the listen
 //! backlog). Each component admits at most its `max_concurrency` requests at once and queues a
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -35,6 +38,7 @@ use crate::registry::Registry;
 use crate::service::{Busy, Service};
 use crate::telemetry::{metrics, propagation};
 
+mod docs;
 pub(crate) mod health;
 mod invoke;
 
@@ -155,8 +159,26 @@ impl HttpTrigger {
         };
         let service = service.clone();
         tracing::Span::current().record("component", service.name.as_str());
+        if docs::is_docs(&rest) {
+            let response = self.docs(&service, &request, &rest).await;
+            return (response, Some((service, Some(Arc::from(docs::PATH)))));
+        }
         let (response, route) = self.call(&service, request, &rest).await;
         (response, Some((service, route)))
+    }
+
+    /// The docs page at `path`, when the component has a document.
+    async fn docs(&self, service: &Service, request: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+        let prefix = match self.forwarded_prefix(request.headers(), service) {
+            Ok(prefix) => prefix,
+            Err(refused) => return refused,
+        };
+        let (answer, _) = self.admitted(service, docs::document_request(prefix)).await;
+        match docs::Document::of(answer) {
+            docs::Document::Served => docs::serve(request.method(), path, &service.name),
+            docs::Document::Absent => docs::none(&service.name),
+            docs::Document::Unknown(answer) => answer,
+        }
     }
 
     /// Reads the request, waits for admission, and calls the component: its response, and the
@@ -173,6 +195,11 @@ impl HttpTrigger {
                 return (timeout, None);
             }
         };
+        self.admitted(service, request).await
+    }
+
+    /// Waits for admission and calls the component: its response, and the route it named.
+    async fn admitted(&self, service: &Service, request: Request<Full<Bytes>>) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
         let _permit = match service.admission.admit(self.config.queue_timeout).await {
             Ok(permit) => permit,
             Err(busy) => {
@@ -225,13 +252,32 @@ impl HttpTrigger {
         })?;
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
-        // The prefix the component's paths live under, for links it sends back (`Location`).
-        // Set here, never taken from the client.
-        let prefix = HeaderValue::from_str(&service.route)
-            .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+        let prefix = self.forwarded_prefix(&parts.headers, service)?;
         parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
     }
+
+    /// The prefix the component's paths live under, for links it sends back (`Location`, its
+    /// API document's server): its route, or, when the host trusts the gateway in front of it,
+    /// the gateway's `X-Forwarded-Prefix` if that is a plain path. Never the client's otherwise.
+    fn forwarded_prefix(&self, headers: &HeaderMap, service: &Service) -> Result<HeaderValue, Response<Full<Bytes>>> {
+        if self.config.trust_forwarded_prefix
+            && let Some(prefix) = headers.get(FORWARDED_PREFIX).filter(|prefix| is_plain_prefix(prefix.as_bytes()))
+        {
+            return Ok(prefix.clone());
+        }
+        HeaderValue::from_str(&service.route)
+            .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+    }
+}
+
+/// A path prefix of letters, digits and `/-_.`, starting with `/`: nothing that could break out
+/// of a link or a header.
+fn is_plain_prefix(prefix: &[u8]) -> bool {
+    prefix.first() == Some(&b'/')
+        && prefix.len() <= 256
+        && !prefix.windows(2).any(|pair| pair == b"//")
+        && prefix.iter().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(b))
 }
 
 /// The server span of one request, continuing the client's trace context when it sent one.

@@ -1,0 +1,140 @@
+//! Swagger UI for every component at `<route>/docs`, pointing at the component's own
+//! `<route>/openapi.json`. The assets are built into the host binary (no download, no network
+//! at run time) and shared by all components; a component carries only its document.
+//!
+//! A component that does not answer `GET /openapi.json` with a JSON document has no docs page:
+//! `<route>/docs` is a 404 for it. Links are relative (`docs/` → `../openapi.json`), so the
+//! page works under whatever prefix a gateway serves it.
+
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use utoipa_swagger_ui::Config;
+
+use crate::problem;
+
+/// Where, under a component's route, the host serves its docs page.
+pub const PATH: &str = "/docs";
+
+/// The component path the page loads its document from.
+pub const DOCUMENT: &str = "/openapi.json";
+
+static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
+    // Relative to the page at `<route>/docs/`.
+    Arc::new(Config::from("../openapi.json").try_it_out_enabled(true).display_request_duration(true))
+});
+
+/// Whether `path` (under a component's route) is the docs page or one of its assets.
+pub fn is_docs(path: &str) -> bool {
+    path == PATH || path.strip_prefix(PATH).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The request that asks a component for its document, to learn whether it has one.
+pub fn document_request(prefix: HeaderValue) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = http::Uri::from_static(DOCUMENT);
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    headers.insert(super::FORWARDED_PREFIX, prefix);
+    request
+}
+
+/// What the component's answer to [`document_request`] says of its document.
+pub enum Document {
+    /// It has one: the page can be served.
+    Served,
+    /// It has none: no page.
+    Absent,
+    /// It could not say (busy, failing): its answer is the page's answer.
+    Unknown(Response<Full<Bytes>>),
+}
+
+impl Document {
+    pub fn of(answer: Response<Full<Bytes>>) -> Self {
+        let json = answer
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        match answer.status() {
+            StatusCode::OK if json => Self::Served,
+            status if status.is_success() || status.is_client_error() => Self::Absent,
+            _ => Self::Unknown(answer),
+        }
+    }
+}
+
+/// The page or asset at `path` (under the component's route), for a component that has a
+/// document.
+pub fn serve(method: &Method, path: &str, component: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut refused = problem::response(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here; allowed: GET, HEAD"));
+        refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
+    }
+    let Some(file) = path.strip_prefix(PATH).and_then(|rest| rest.strip_prefix('/')) else {
+        // `<route>/docs` → `<route>/docs/`, relative so that a gateway's prefix stays.
+        let mut moved = Response::new(Full::new(Bytes::new()));
+        *moved.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        moved.headers_mut().insert(header::LOCATION, HeaderValue::from_static("docs/"));
+        return moved;
+    };
+    match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
+        Ok(Some(asset)) => {
+            let mut response = Response::new(Full::new(Bytes::from(asset.bytes.into_owned())));
+            if let Ok(content_type) = HeaderValue::from_str(&asset.content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            }
+            // The assets change only with the host binary; the initializer carries the config.
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Ok(None) => problem::response(StatusCode::NOT_FOUND, format!("the {component} docs page has no {file}")),
+        Err(err) => problem::response(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot serve the docs page: {err}")),
+    }
+}
+
+/// The answer for a component without a document.
+pub fn none(component: &str) -> Response<Full<Bytes>> {
+    problem::response(
+        StatusCode::NOT_FOUND,
+        format!("the {component} component serves no {DOCUMENT}, so it has no docs page"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[test]
+    fn the_docs_paths_are_the_page_and_its_assets_only() {
+        assert!(is_docs("/docs"));
+        assert!(is_docs("/docs/"));
+        assert!(is_docs("/docs/swagger-ui.css"));
+        assert!(!is_docs("/docsx"));
+        assert!(!is_docs("/orders/docs"));
+    }
+
+    #[tokio::test]
+    async fn the_page_redirects_to_its_folder_and_points_at_the_components_document() {
+        let moved = serve(&Method::GET, "/docs", "orders");
+        assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(moved.headers()[header::LOCATION], "docs/");
+        let page = serve(&Method::GET, "/docs/", "orders");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers()[header::CONTENT_TYPE].to_str().expect("text").starts_with("text/html"));
+        let initializer = serve(&Method::GET, "/docs/swagger-initializer.js", "orders");
+        let body = initializer.into_body().collect().await.expect("body").to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("../openapi.json"), "{body}");
+        assert_eq!(serve(&Method::GET, "/docs/nothing.js", "orders").status(), StatusCode::NOT_FOUND);
+        assert_eq!(serve(&Method::POST, "/docs/", "orders").status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}
