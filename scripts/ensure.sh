@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Functions that make sure what the project needs is on this machine, installing or starting it
-# when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost, Prometheus's tools.
+# when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost, Prometheus's tools,
+# the deployment checkers (decK, docker-compose) and the Python test tools.
 # Sourced by ./dev.sh and ./test.sh; Debian packages are installed with apt-get (as root).
 
 say() { printf '%s\n' "$*" >&2; }
@@ -113,4 +114,41 @@ psql_admin() { # database, psql arguments...
 
 build_components() {
   cargo build --profile component --target wasm32-wasip2 "$@"
+}
+
+# decK (Kong's declarative-configuration tool) and docker-compose, from Debian, with which
+# deploy/tests checks kong/kong.yml and compose.yaml offline: neither needs a Kong or a Docker
+# engine for that.
+ensure_deploy_tools() {
+  local missing=()
+  command -v deck >/dev/null || missing+=(deck)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  [ ${#missing[@]} -eq 0 ] || apt_install --no-install-recommends "${missing[@]}"
+}
+
+# The Python tools of the offline tests (PyYAML, dockerfile-parse, hadolint, the OpenAPI
+# validators), pinned in scripts/requirements-test.txt, in a virtual environment of Debian's
+# python3 at target/tools/venv. Made again only when the requirements file changes; run them as
+# target/tools/venv/bin/python (or .../bin/hadolint, .../bin/schemathesis).
+ensure_python_tools() {
+  local root venv requirements stamp digest
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  venv=$root/target/tools/venv
+  requirements=$root/scripts/requirements-test.txt
+  stamp=$venv/requirements.sha256
+  digest=$(sha256sum "$requirements" | cut -d ' ' -f 1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
+    return 0
+  fi
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || apt_install --no-install-recommends python3-venv
+  say "installing the Python test tools (scripts/requirements-test.txt) into target/tools/venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$digest" >"$stamp"
+}
+
+# Debian's Chromium, with which the docs-page test renders Swagger UI headless.
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install --no-install-recommends chromium
 }

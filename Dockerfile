@@ -1,0 +1,48 @@
+# The one host image: the release `host` binary, both components, their migrations and the
+# container manifests. Which component a container runs is configuration: HOST_CONFIG names a
+# manifest (/app/manifests/orders.toml or invoices.toml), and HOST_<SECTION>__<KEY> variables
+# override any of its settings. Secrets (database URLs, AMQP_URL, HOST_ADMIN_TOKEN) come from
+# the environment. Build: docker build -t wasm-platform/host .
+
+# Rust, the wasm32-wasip2 target and cargo-chef, which caches the dependencies in a layer of
+# their own: a change to the project's code rebuilds only the project's crates.
+FROM rust:1.95-bookworm AS chef
+RUN rustup target add wasm32-wasip2 \
+    && cargo install cargo-chef --locked --version 0.1.77
+WORKDIR /src
+
+# The recipe: the workspace's manifests and lock file, which alone decide the dependencies.
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --locked --release -p host --recipe-path recipe.json \
+    && cargo chef cook --locked --profile component --target wasm32-wasip2 \
+        -p orders -p invoices --recipe-path recipe.json
+COPY Cargo.toml Cargo.lock ./
+COPY wit wit
+COPY contracts contracts
+COPY components components
+COPY host host
+RUN cargo build --locked --release -p host \
+    && cargo build --locked --profile component --target wasm32-wasip2 -p orders -p invoices
+
+# What runs: glibc and libgcc, no shell, no compiler; the distroless `nonroot` user (uid 65532,
+# numeric so that a platform can see it is not root).
+FROM gcr.io/distroless/cc-debian12:nonroot
+WORKDIR /app
+COPY --from=builder /src/target/release/host /app/host
+COPY --from=builder /src/target/wasm32-wasip2/component/orders.wasm \
+    /src/target/wasm32-wasip2/component/invoices.wasm /app/components/
+COPY components/orders/migrations /app/migrations/orders
+COPY components/invoices/migrations /app/migrations/invoices
+COPY deploy/manifests /app/manifests
+USER 65532:65532
+# HTTP (through the gateway) and the admin API (metrics, hot swap; needs HOST_ADMIN_TOKEN).
+EXPOSE 8000 9000
+# `host probe` asks this container's own /health, on the port of the manifest's http.listen.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["/app/host", "probe"]
+ENTRYPOINT ["/app/host"]
