@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: builds the components, then runs every test of the workspace against the
-# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent) and
-# Prometheus (installed from Debian when absent), then the benchmarks' smoke mode.
+# PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent), with
+# Prometheus, Chromium, decK and docker-compose from Debian and the Python test tools
+# (schemathesis, the OpenAPI validator, hadolint) in target/tools/venv, each installed when
+# absent; then the deployment files' offline tests and the benchmarks' smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -10,8 +12,17 @@ ensure_wasm_target
 ensure_postgres
 ensure_rabbitmq
 ensure_prometheus
+ensure_chromium
+ensure_deploy_tools
+ensure_python_tools
+# Dockerfile, compose.yaml and kong/kong.yml: linted, parsed, validated and cross-checked with
+# the manifests, offline (no Docker engine or Kong needed).
+if [ $# -eq 0 ]; then
+  target/tools/venv/bin/python -m unittest discover -s deploy/tests
+fi
 # Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
-build_components -p orders -p invoices -p misbehave -p bare
+# The template service is built to show it still builds and serves as the README says.
+build_components -p orders -p invoices -p misbehave -p bare -p template
 # Orders built with its `marked` feature, which the hot-swap tests swap in and out. Built in a
 # target folder of its own, so the two builds never overwrite each other.
 CARGO_TARGET_DIR=target/variants build_components -p orders --features marked

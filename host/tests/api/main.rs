@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod orders_api;
 mod orders_consistency;
+mod openapi;
 mod otlp;
 mod messaging;
 mod outages;
