@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Runs the whole system locally on http://localhost:8000.
+# Runs the whole system locally, every API and docs page on http://localhost:8000.
 #
-#   ./dev.sh            run it (native mode: no Docker engine is needed)
-#   ./dev.sh --native   run it natively even where a Docker engine answers
-#   ./dev.sh down       stop a ./dev.sh started elsewhere (another terminal, the background)
+#   ./dev.sh                  with a Docker engine: the compose stack (Kong, PostgreSQL,
+#                             RabbitMQ, Jaeger, one host container per service), in the
+#                             background; without one: native mode
+#   ./dev.sh --observability  the same, with Prometheus and Grafana (compose profile)
+#   ./dev.sh --native         native mode even where a Docker engine answers: the host in the
+#                             foreground on :8000, PostgreSQL and RabbitMQ on this machine
+#   ./dev.sh down             stops what ./dev.sh started, either way
 #
 # Native mode builds the components and the host, makes sure PostgreSQL and RabbitMQ are up
 # (starting or installing them), creates each service's database and its own role (no
 # superuser: the host refuses one), and runs the host in the foreground until
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
-# the port.
+# the port. Compose mode builds the components here too (when cargo is present): compose
+# mounts them into the host containers, so a rebuilt component is swapped in while they run.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -19,6 +24,8 @@ PIDFILE=$STATE/host.pid
 LISTEN=${HOST_LISTEN:-127.0.0.1:8000}
 PORT=${LISTEN##*:}
 COMPONENTS=(orders invoices)
+# The host image compose builds (compose.yaml, service `orders`).
+HOST_IMAGE=wasm-platform/host:local
 DATABASES=(orders invoices)
 
 running_pid() {
@@ -49,32 +56,61 @@ stop_host() {
   rm -f "$PIDFILE"
 }
 
-print_urls() {
-  local base="http://localhost:$PORT"
+print_urls() { # mode: native or compose
+  local base="http://localhost:$PORT" mode=$1
+  if [ "$mode" = native ]; then
+    printf '\n  The system is up (native mode). Ctrl-C stops it.\n'
+  else
+    printf '\n  The system is up (compose). ./dev.sh down stops it; docker compose logs -f follows it.\n'
+  fi
   cat <<URLS
 
-  The system is up. Ctrl-C stops it.
-
+  Gateway           $base  ($( [ "$mode" = native ] && echo "the host itself: no Kong in native mode" || echo "Kong"))
   Orders API        $base/orders/orders
+  Orders docs       $base/orders/docs  (Swagger UI; document at /orders/openapi.json)
   Invoices API      $base/invoices/invoices?orderId=<id>
+  Invoices docs     $base/invoices/docs
+  RabbitMQ          http://localhost:15672  (guest / guest)
+URLS
+  if [ "$mode" = native ]; then
+    cat <<URLS
   Host readiness    $base/health
   Admin API         http://localhost:9000/components  (also /readyz, /livez; see the README)
   Metrics           http://localhost:9000/metrics  (Prometheus; dashboard in observability/)
-  Orders health     $base/orders/health
-  Invoices health   $base/invoices/health
-  RabbitMQ          http://localhost:15672  (guest / guest)
+
+  Need Docker (./dev.sh with a Docker engine): Kong's plugins and Manager UI (:8002) and admin
+  API (:8001), Jaeger (:16686), Prometheus (:9090) and Grafana (:3000).
+URLS
+  else
+    cat <<URLS
+  Kong Manager      http://localhost:8002  (admin API on :8001)
+  Jaeger            http://localhost:16686  (one trace per order, gateway to invoice)
+URLS
+    if [ "$OBSERVABILITY" = 1 ]; then
+      cat <<URLS
+  Grafana           http://localhost:3000  (dashboard: Platform)
+  Prometheus        http://localhost:9090
+URLS
+    else
+      echo "  Grafana and Prometheus: ./dev.sh --observability"
+    fi
+  fi
+  cat <<URLS
 
   Try:  curl -i -X POST $base/orders/orders -H 'content-type: application/json' \\
           -d '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
 
   Hot swap: rebuild a component in another terminal, and the running host swaps it in:
         cargo build --profile component --target wasm32-wasip2 -p orders
-  (or: curl -X POST http://localhost:9000/components/orders/reload)
 
+URLS
+  if [ "$mode" = native ]; then
+    cat <<URLS
   Traces: run with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 set and a collector (Jaeger
   takes OTLP on 4318) gets one trace per order, from the request to the invoice and back.
 
 URLS
+  fi
 }
 
 run_native() {
@@ -107,7 +143,7 @@ run_native() {
   for ((i = 0; i < 240; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
-      print_urls
+      print_urls native
       break
     fi
     sleep 0.25
@@ -120,20 +156,70 @@ run_native() {
   exit "$status"
 }
 
-docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; }
 
-case "${1:-}" in
-  down) stop_host ;;
-  --native) run_native ;;
-  "")
-    if docker_engine && [ -f compose.yaml ]; then
-      exec docker compose up --build
+compose() {
+  local profiles=()
+  [ "$OBSERVABILITY" = 1 ] && profiles=(--profile observability)
+  docker compose "${profiles[@]}" "$@"
+}
+
+run_compose() {
+  # The host containers run the .wasm files of this folder (compose mounts it), so that a
+  # rebuilt component is swapped in. Without cargo, they are taken out of the image once.
+  local built=target/wasm32-wasip2/component
+  if command -v cargo >/dev/null; then
+    ensure_wasm_target
+    build_components -p orders -p invoices
+  elif ! [ -f "$built/orders.wasm" ] || ! [ -f "$built/invoices.wasm" ]; then
+    say "no cargo here: taking the components out of the host image"
+    compose build orders
+    local container
+    container=$(docker create "$HOST_IMAGE")
+    mkdir -p "$built"
+    docker cp "$container:/app/components/." "$built/"
+    docker rm "$container" >/dev/null
+  fi
+  if port_open "$PORT" && ! compose ps --status running --services 2>/dev/null | grep -qx kong; then
+    say "error: port $PORT is taken by another program (a native ./dev.sh? ./dev.sh down stops it)"
+    exit 1
+  fi
+  say "building and starting the compose stack (first build: several minutes)"
+  compose up --detach --build --wait
+  print_urls compose
+}
+
+stop_all() {
+  stop_host
+  if docker_engine && [ -n "$(docker compose ps --all --quiet 2>/dev/null)" ]; then
+    say "stopping the compose stack"
+    docker compose --profile observability down
+  fi
+}
+
+OBSERVABILITY=0
+MODE=auto
+for arg in "$@"; do
+  case "$arg" in
+    down) MODE=down ;;
+    --native) MODE=native ;;
+    --observability) OBSERVABILITY=1 ;;
+    *)
+      say "usage: ./dev.sh [--native] [--observability] | ./dev.sh down"
+      exit 2
+      ;;
+  esac
+done
+
+case "$MODE" in
+  down) stop_all ;;
+  native) run_native ;;
+  auto)
+    if docker_engine; then
+      run_compose
     else
+      say "no Docker engine answers: running natively (Kong, Jaeger and Grafana need Docker)"
       run_native
     fi
-    ;;
-  *)
-    say "usage: ./dev.sh [--native | down]"
-    exit 2
     ;;
 esac
