@@ -16,6 +16,7 @@ mod otlp;
 mod messaging;
 mod outages;
 mod platform;
+mod probe;
 mod process;
 mod system;
 mod tcp_proxy;

@@ -1,0 +1,45 @@
+//! `host probe`, the containers' health check, against the `host` binary serving: 0 when the
+//! host of the same configuration answers `/health` with 200, 1 when it does not answer, 2 for
+//! a configuration it cannot read.
+
+use tokio::process::Command;
+
+use crate::helpers::{self, TempDir, TestBroker, TestDatabase};
+use crate::process::HostProcess;
+
+async fn probe(manifest: &std::path::Path, env: &[(&str, String)]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("--config")
+        .arg(manifest)
+        .arg("probe")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .output()
+        .await
+        .expect("probe runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn probe_answers_whether_the_host_of_its_configuration_is_ready() {
+    let db = TestDatabase::create().await;
+    let broker = TestBroker::new();
+    let manifest = helpers::orders_manifest(&broker, &db.url());
+    let host = HostProcess::start(&manifest, &[]).await;
+    let dir = TempDir::new();
+    let path = dir.0.join("host.toml");
+    std::fs::write(&path, &manifest).expect("written");
+    // The manifest listens on port 0; the container's would name its port, as this does.
+    let listen = [("HOST_HTTP__LISTEN", host.address.to_string())];
+
+    assert_eq!(probe(&path, &listen).await, (0, String::new()));
+
+    let stopped = host.address;
+    host.stop().await;
+    let (status, said) = probe(&path, &listen).await;
+    assert_eq!(status, 1, "{said}");
+    assert!(said.contains(&format!("http://127.0.0.1:{}/health", stopped.port())) && said.contains("not ready"), "{said}");
+
+    let (status, said) = probe(&dir.0.join("missing.toml"), &[]).await;
+    assert_eq!(status, 2, "{said}");
+    assert!(said.contains("cannot read the manifest"), "{said}");
+}
