@@ -158,11 +158,7 @@ run_native() {
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; }
 
-compose() {
-  local profiles=()
-  [ "$OBSERVABILITY" = 1 ] && profiles=(--profile observability)
-  docker compose "${profiles[@]}" "$@"
-}
+compose() { docker compose "${PROFILES[@]}" "$@"; }
 
 run_compose() {
   # The host containers run the .wasm files of this folder (compose mounts it), so that a
@@ -170,7 +166,9 @@ run_compose() {
   local built=target/wasm32-wasip2/component
   if command -v cargo >/dev/null; then
     ensure_wasm_target
-    build_components -p orders -p invoices
+    local args=()
+    for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done
+    build_components "${args[@]}"
   elif ! [ -f "$built/orders.wasm" ] || ! [ -f "$built/invoices.wasm" ]; then
     say "no cargo here: taking the components out of the host image"
     compose build orders
@@ -180,12 +178,23 @@ run_compose() {
     docker cp "$container:/app/components/." "$built/"
     docker rm "$container" >/dev/null
   fi
-  if port_open "$PORT" && ! compose ps --status running --services 2>/dev/null | grep -qx kong; then
-    say "error: port $PORT is taken by another program (a native ./dev.sh? ./dev.sh down stops it)"
-    exit 1
+  # The ports the stack publishes must be free, unless it is the stack that holds them.
+  if [ -z "$(compose ps --status running --quiet 2>/dev/null)" ]; then
+    local ports=("$PORT" 8001 8002 15672 4317 4318 16686 9001 9002) port
+    [ "$OBSERVABILITY" = 1 ] && ports+=(9090 3000)
+    for port in "${ports[@]}"; do
+      if port_open "$port"; then
+        say "error: port $port is taken by another program (a native ./dev.sh, or this machine's"
+        say "RabbitMQ or Prometheus?); ./dev.sh down stops a native host"
+        exit 1
+      fi
+    done
   fi
   say "building and starting the compose stack (first build: several minutes)"
-  compose up --detach --build --wait
+  if ! timeout 1800 docker compose "${PROFILES[@]}" up --detach --build --wait; then
+    say "error: the stack did not come up healthy; see docker compose ps and docker compose logs"
+    exit 1
+  fi
   print_urls compose
 }
 
@@ -210,6 +219,9 @@ for arg in "$@"; do
       ;;
   esac
 done
+
+PROFILES=()
+[ "$OBSERVABILITY" = 1 ] && PROFILES=(--profile observability)
 
 case "$MODE" in
   down) stop_all ;;

@@ -87,15 +87,16 @@ fn main() -> ExitCode {
     })
 }
 
-/// `host probe`: 0 when `/health` answers 200 in time.
+/// `host probe`: 0 when `/health` answers 200 in time, 1 otherwise (a container health check
+/// knows no other codes).
 async fn probe(config: &std::path::Path, url: Option<&str>, timeout: Duration) -> ExitCode {
     let url = match url {
         Some(url) => url.to_owned(),
         None => match Config::load(config, &ProcessEnv) {
-            Ok(config) => format!("http://127.0.0.1:{}/health", config.http.listen.port()),
+            Ok(config) => host::probe::health_url(config.http.listen),
             Err(err) => {
                 eprintln!("error: {err:#}");
-                return ExitCode::from(2);
+                return ExitCode::FAILURE;
             }
         },
     };

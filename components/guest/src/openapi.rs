@@ -10,8 +10,14 @@
 //! - every operation may answer 500 (the component failed or trapped), 503 with `Retry-After`
 //!   (its database is away, or it is at its limit of requests) and 504 (it ran out of time):
 //!   the host answers these for any component, as `application/problem+json`;
-//! - every operation that takes a body may answer 413: the host refuses bodies over its limit
-//!   before the component runs.
+//! - every operation that takes a body may answer 413 and 408: the host refuses bodies over its
+//!   limit, or that do not arrive in time, before the component runs.
+//!
+//! The document must describe exactly the routes the component serves: [`serve`] compares it
+//! with the route table and answers 500, naming the difference, when they disagree, so a route
+//! added without its `#[utoipa::path]` (or the reverse) fails every test that reads the document.
+
+use std::collections::BTreeSet;
 
 use contracts::Problem;
 use spin_sdk::http::{Request, Response};
@@ -21,12 +27,27 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder, Serv
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::reply;
+use crate::router::Route;
 
 /// The media type of every error response.
 pub const PROBLEM: &str = contracts::problem::CONTENT_TYPE;
 
-/// `GET /openapi.json`: `document` with the shared responses and the request's server.
-pub fn serve(mut document: OpenApi, request: &Request) -> Response {
+/// Where the document itself is served; not an operation of the API.
+pub const PATH: &str = "/openapi.json";
+
+/// `GET /openapi.json`: `document` with the shared responses and the request's server, once it
+/// is checked against `routes`.
+pub fn serve(mut document: OpenApi, routes: &[Route], request: &Request) -> Response {
+    let served: BTreeSet<String> =
+        routes.iter().filter(|route| route.path != PATH).map(|route| format!("{} {}", route.method, route.path)).collect();
+    let documented = operations(&document);
+    if served != documented {
+        let undocumented: Vec<&String> = served.difference(&documented).collect();
+        let unserved: Vec<&String> = documented.difference(&served).collect();
+        let detail = format!("the API document and the route table disagree: undocumented {undocumented:?}, documented but not served {unserved:?}");
+        eprintln!("{detail}");
+        return reply::problem(&Problem::new(500, detail));
+    }
     let prefix = reply::prefix(request);
     document.servers = Some(vec![Server::new(if prefix.is_empty() { "/" } else { prefix })]);
     add_shared_responses(&mut document);
@@ -50,6 +71,7 @@ pub fn add_shared_responses(document: &mut OpenApi) {
             ];
             if operation.request_body.is_some() {
                 shared.push(("413", "The body is over the size limit."));
+                shared.push(("408", "The body did not arrive in time."));
             }
             for (status, description) in shared {
                 let response = operation.responses.responses.entry(status.to_owned());
@@ -62,6 +84,20 @@ pub fn add_shared_responses(document: &mut OpenApi) {
             }
         }
     }
+}
+
+/// The document's operations, as `GET /orders/{id}`.
+fn operations(document: &OpenApi) -> BTreeSet<String> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in &document.paths.paths {
+        let methods = [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("PATCH", &item.patch), ("DELETE", &item.delete)];
+        for (method, operation) in methods {
+            if operation.is_some() {
+                operations.insert(format!("{method} {path}"));
+            }
+        }
+    }
+    operations
 }
 
 /// A response whose body is a problem, for the `responses(...)` of a handler's path.

@@ -3,6 +3,7 @@
 //! describes what the code does; the host serves Swagger UI for it at `<route>/docs`.
 
 use service_guest::openapi;
+use service_guest::router::Route;
 use spin_sdk::http::{Request, Response};
 use utoipa::OpenApi;
 
@@ -22,6 +23,7 @@ use crate::api;
 )]
 struct Document;
 
-pub fn serve(request: &Request) -> Response {
-    openapi::serve(Document::openapi(), request)
+/// The document, checked against `routes`, the table that serves.
+pub fn serve(routes: &[Route], request: &Request) -> Response {
+    openapi::serve(Document::openapi(), routes, request)
 }

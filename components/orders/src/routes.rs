@@ -9,7 +9,7 @@ use crate::{api, docs};
 
 const ROUTES: &[Route] = &[
     Route { method: Method::Get, path: "/health", handler: |_, _| api::health() },
-    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| docs::serve(request) },
+    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| docs::serve(ROUTES, request) },
     Route { method: Method::Get, path: "/orders", handler: |request, _| api::list(request) },
     Route { method: Method::Post, path: "/orders", handler: |request, _| api::create(request) },
     Route { method: Method::Get, path: "/orders/{id}", handler: |_, params| api::get(params.first().copied().unwrap_or_default()) },

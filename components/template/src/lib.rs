@@ -32,11 +32,14 @@ mod export {
     }
 }
 
+/// The service's name, in what it logs.
+const SERVICE: &str = "template";
+
 /// Method and path template to handler; paths start at the service's own root (the host strips
 /// its route).
 const ROUTES: &[Route] = &[
     Route { method: Method::Get, path: "/health", handler: |_, _| health() },
-    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| openapi::serve(Document::openapi(), request) },
+    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| openapi::serve(Document::openapi(), ROUTES, request) },
     Route { method: Method::Post, path: "/notes", handler: |request, _| create(request) },
     Route { method: Method::Get, path: "/notes/{id}", handler: |_, params| get(params.first().copied().unwrap_or_default()) },
 ];
@@ -95,8 +98,8 @@ fn create(request: &Request) -> Response {
             response.set_header("location", format!("{}/notes/{}", reply::prefix(request), note.id));
             response
         }
-        Ok(None) => reply::failed("template", StoreError::Failed("the insert returned no row".into())),
-        Err(err) => reply::failed("template", err),
+        Ok(None) => reply::failed(SERVICE, StoreError::Failed("the insert returned no row".into())),
+        Err(err) => reply::failed(SERVICE, err),
     }
 }
 
@@ -118,7 +121,7 @@ fn get(id: &str) -> Response {
     match found.map_err(StoreError::from).and_then(|rows| first_note(rows.rows)) {
         Ok(Some(note)) => reply::json(200, &note),
         Ok(None) => reply::problem(&Problem::new(404, format!("no note {id}"))),
-        Err(err) => reply::failed("template", err),
+        Err(err) => reply::failed(SERVICE, err),
     }
 }
 
@@ -126,7 +129,7 @@ fn get(id: &str) -> Response {
 fn health() -> Response {
     match sql::query("SELECT 1", &[]) {
         Ok(_) => reply::json(200, &Health::UP),
-        Err(err) => reply::failed("template", err.into()),
+        Err(err) => reply::failed(SERVICE, err.into()),
     }
 }
 

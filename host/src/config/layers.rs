@@ -13,6 +13,7 @@
 
 use figment::providers::Serialized;
 use figment::value::{Dict, Map, Value};
+use figment::error::{Actual, Kind};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use super::Environment;
@@ -49,7 +50,7 @@ impl EnvSettings {
                 let [_, component, key] = keys.as_slice() else {
                     anyhow::bail!("{name}: a component's setting is named HOST_COMPONENTS__<NAME>__<SETTING>");
                 };
-                let component = settings.components.entry(component.to_ascii_uppercase()).or_default();
+                let component = settings.components.entry(spelling(component)).or_default();
                 component.insert(key.clone(), value);
             } else {
                 insert(&mut settings.sections, &keys, value);
@@ -66,10 +67,10 @@ impl EnvSettings {
     /// `components` with these settings applied by name; a name the list lacks is added.
     pub(super) fn apply_to(&self, mut components: Vec<ManifestComponent>) -> anyhow::Result<Vec<ManifestComponent>> {
         for (spelled, settings) in &self.components {
-            let position = components.iter().position(|c| c.name.to_ascii_uppercase().replace('-', "_") == *spelled);
+            let position = components.iter().position(|c| spelling(&c.name) == spelling(spelled));
             let base = match position {
                 Some(index) => Figment::from(Serialized::defaults(&components[index])),
-                None => Figment::from(Serialized::default("name", spelled.to_ascii_lowercase().replace('_', "-"))),
+                None => Figment::from(Serialized::default("name", spelling(spelled).to_ascii_lowercase().replace('_', "-"))),
             };
             let component: ManifestComponent = base
                 .merge(Component { name: spelled.clone(), settings: settings.clone() })
@@ -85,7 +86,8 @@ impl EnvSettings {
 }
 
 /// One line naming the setting at fault: the variable when the value came from the
-/// environment, the manifest key otherwise.
+/// environment, the manifest key otherwise. The value itself is described, never shown: it may
+/// be a secret given to the wrong setting.
 pub(super) fn explain(err: figment::Error, otherwise: &str) -> anyhow::Error {
     let from_env = err.metadata.as_ref().is_some_and(|metadata| metadata.name == ENVIRONMENT);
     let at = if err.path.is_empty() {
@@ -95,8 +97,25 @@ pub(super) fn explain(err: figment::Error, otherwise: &str) -> anyhow::Error {
     } else {
         err.path.join(".")
     };
-    let kind = err.kind.to_string();
+    let kind = match &err.kind {
+        Kind::InvalidType(actual, expected) => format!("invalid type: found {}, expected {expected}", shape(actual)),
+        Kind::InvalidValue(actual, expected) => format!("invalid value: found {}, expected {expected}", shape(actual)),
+        other => other.to_string(),
+    };
     if at.is_empty() { anyhow::anyhow!("{kind}") } else { anyhow::anyhow!("{at}: {kind}") }
+}
+
+/// What kind of value was found, without the value.
+fn shape(actual: &Actual) -> &'static str {
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number with a fraction",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another kind",
+    }
 }
 
 const ENVIRONMENT: &str = "environment";
@@ -129,6 +148,12 @@ impl Provider for Component {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.settings.clone()))
     }
+}
+
+/// A component name as variables spell it: upper-case, `-` as `_` (`billing-runs`, and the
+/// `BILLING-RUNS` some platforms allow, are `BILLING_RUNS`).
+fn spelling(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
 }
 
 /// `HOST_HTTP__LISTEN` for `http.listen`; `HOST_COMPONENTS__ORDERS__WASM` for a component's.

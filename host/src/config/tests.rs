@@ -180,6 +180,7 @@ fn every_setting_can_come_from_the_environment_over_the_file() {
             ("HOST_LIMITS__MEMORY_MIB", "32"),
             ("HOST_COMPONENTS__ORDERS__ROUTE", "/shop"),
             ("HOST_COMPONENTS__ORDERS__MAX_CONCURRENCY", "8"),
+            ("HOST_COMPONENTS__orders__MAX_QUEUED", "9"),
             ("HOST_CONFIG", "not a setting: no double underscore"),
         ],
     )
@@ -189,7 +190,8 @@ fn every_setting_can_come_from_the_environment_over_the_file() {
     assert_eq!(config.http.request_timeout, Duration::from_millis(2500));
     assert_eq!(config.limits.memory_mib, 32);
     let orders = &config.components[0];
-    assert_eq!((orders.route.as_str(), orders.max_concurrency), ("/shop", 8));
+    assert_eq!((orders.route.as_str(), orders.max_concurrency, orders.max_queued), ("/shop", 8, 9));
+    assert_eq!(config.components.len(), 1, "a name in any case is the same component");
     assert_eq!(orders.database.url.database_name(), "orders", "the file's other settings stay");
 }
 
@@ -213,7 +215,9 @@ fn a_component_can_be_named_by_the_environment_alone() {
 fn a_bad_value_from_the_environment_is_named_by_its_variable() {
     let error = |env: [(&str, &str); 1]| format!("{:#}", load_with(ORDERS, env).expect_err("refused"));
     let bad = error([("HOST_HTTP__MAX_BODY_BYTES", "lots")]);
-    assert!(bad.starts_with("HOST_HTTP__MAX_BODY_BYTES: "), "{bad}");
+    assert_eq!(bad, "HOST_HTTP__MAX_BODY_BYTES: invalid type: found a string, expected usize");
+    let secret = error([("HOST_COMPONENTS__ORDERS__PUBLISHES", "postgres://app:hunter2@db/orders")]);
+    assert!(secret.starts_with("HOST_COMPONENTS__ORDERS__PUBLISHES: ") && !secret.contains("hunter2"), "{secret}");
     let bad = error([("HOST_COMPONENTS__ORDERS__MAX_QUEUED", "-1")]);
     assert!(bad.starts_with("HOST_COMPONENTS__ORDERS__MAX_QUEUED: "), "{bad}");
     let bad = error([("HOST_HTTP__LISTN", "0.0.0.0:80")]);

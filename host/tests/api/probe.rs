@@ -1,6 +1,6 @@
 //! `host probe`, the containers' health check, against the `host` binary serving: 0 when the
-//! host of the same configuration answers `/health` with 200, 1 when it does not answer, 2 for
-//! a configuration it cannot read.
+//! host of the same configuration answers `/health` with 200, 1 when it does not, or when the
+//! configuration cannot be read.
 
 use tokio::process::Command;
 
@@ -40,6 +40,6 @@ async fn probe_answers_whether_the_host_of_its_configuration_is_ready() {
     assert!(said.contains(&format!("http://127.0.0.1:{}/health", stopped.port())) && said.contains("not ready"), "{said}");
 
     let (status, said) = probe(&dir.0.join("missing.toml"), &[]).await;
-    assert_eq!(status, 2, "{said}");
+    assert_eq!(status, 1, "{said}");
     assert!(said.contains("cannot read the manifest"), "{said}");
 }

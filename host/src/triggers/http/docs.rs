@@ -3,9 +3,13 @@
 //! at run time) and shared by all components; a component carries only its document.
 //!
 //! A component that does not answer `GET /openapi.json` with a JSON document has no docs page:
-//! `<route>/docs` is a 404 for it. Links are relative (`docs/` → `../openapi.json`), so the
-//! page works under whatever prefix a gateway serves it.
+//! `<route>/docs` is a 404 for it. Only the page and its initializer ask the component; the
+//! static assets (script, styles, icons) are served without running it. Links are relative
+//! (`docs/` → `../openapi.json`), so the page works under whatever prefix a gateway serves it.
+//! Swagger UI's online validator badge is off: it would send the document's URL to a third
+//! party from every visitor's browser.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
@@ -23,7 +27,12 @@ pub const DOCUMENT: &str = "/openapi.json";
 
 static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     // Relative to the page at `<route>/docs/`.
-    Arc::new(Config::from("../openapi.json").try_it_out_enabled(true).display_request_duration(true))
+    Arc::new(
+        Config::from("../openapi.json")
+            .try_it_out_enabled(true)
+            .display_request_duration(true)
+            .validator_url("none"),
+    )
 });
 
 /// Whether `path` (under a component's route) is the docs page or one of its assets.
@@ -69,15 +78,30 @@ impl Document {
     }
 }
 
-/// The page or asset at `path` (under the component's route), for a component that has a
-/// document.
-pub fn serve(method: &Method, path: &str, component: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut refused = problem::response(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here; allowed: GET, HEAD"));
-        refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return refused;
+/// A 405 for any method but `GET` and `HEAD`, before anything else is done.
+pub fn refuse(method: &Method) -> Option<Response<Full<Bytes>>> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
     }
-    let Some(file) = path.strip_prefix(PATH).and_then(|rest| rest.strip_prefix('/')) else {
+    let mut refused = problem::response(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here; allowed: GET, HEAD"));
+    refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(refused)
+}
+
+/// Whether serving `path` depends on the component having a document: the page and its
+/// initializer do; the assets they load are the same for every component.
+pub fn needs_document(path: &str) -> bool {
+    matches!(file_of(path), None | Some("" | "index.html" | "swagger-initializer.js"))
+}
+
+/// The file `path` names in the page's folder; `None` for the bare `<route>/docs`.
+fn file_of(path: &str) -> Option<&str> {
+    path.strip_prefix(PATH).and_then(|rest| rest.strip_prefix('/'))
+}
+
+/// The page or asset at `path` (under the component's route).
+pub fn serve(path: &str, component: &str) -> Response<Full<Bytes>> {
+    let Some(file) = file_of(path) else {
         // `<route>/docs` → `<route>/docs/`, relative so that a gateway's prefix stays.
         let mut moved = Response::new(Full::new(Bytes::new()));
         *moved.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -86,7 +110,11 @@ pub fn serve(method: &Method, path: &str, component: &str) -> Response<Full<Byte
     };
     match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
         Ok(Some(asset)) => {
-            let mut response = Response::new(Full::new(Bytes::from(asset.bytes.into_owned())));
+            let bytes = match asset.bytes {
+                Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                Cow::Owned(bytes) => Bytes::from(bytes),
+            };
+            let mut response = Response::new(Full::new(bytes));
             if let Ok(content_type) = HeaderValue::from_str(&asset.content_type) {
                 response.headers_mut().insert(header::CONTENT_TYPE, content_type);
             }
@@ -122,19 +150,32 @@ mod tests {
         assert!(!is_docs("/orders/docs"));
     }
 
+    #[test]
+    fn only_the_page_and_its_initializer_need_the_components_document() {
+        for path in ["/docs", "/docs/", "/docs/index.html", "/docs/swagger-initializer.js"] {
+            assert!(needs_document(path), "{path}");
+        }
+        for path in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/favicon-32x32.png"] {
+            assert!(!needs_document(path), "{path}");
+        }
+        assert!(refuse(&Method::HEAD).is_none());
+        assert_eq!(refuse(&Method::POST).map(|r| r.status()), Some(StatusCode::METHOD_NOT_ALLOWED));
+    }
+
     #[tokio::test]
     async fn the_page_redirects_to_its_folder_and_points_at_the_components_document() {
-        let moved = serve(&Method::GET, "/docs", "orders");
+        let moved = serve("/docs", "orders");
         assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(moved.headers()[header::LOCATION], "docs/");
-        let page = serve(&Method::GET, "/docs/", "orders");
+        let page = serve("/docs/", "orders");
         assert_eq!(page.status(), StatusCode::OK);
         assert!(page.headers()[header::CONTENT_TYPE].to_str().expect("text").starts_with("text/html"));
-        let initializer = serve(&Method::GET, "/docs/swagger-initializer.js", "orders");
+        let initializer = serve("/docs/swagger-initializer.js", "orders");
         let body = initializer.into_body().collect().await.expect("body").to_bytes();
         let body = String::from_utf8_lossy(&body);
-        assert!(body.contains("../openapi.json"), "{body}");
-        assert_eq!(serve(&Method::GET, "/docs/nothing.js", "orders").status(), StatusCode::NOT_FOUND);
-        assert_eq!(serve(&Method::POST, "/docs/", "orders").status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("\"url\": \"../openapi.json\""), "{body}");
+        // No call from the visitor's browser to Swagger's online validator.
+        assert!(body.contains("\"validatorUrl\": \"none\""), "{body}");
+        assert_eq!(serve("/docs/nothing.js", "orders").status(), StatusCode::NOT_FOUND);
     }
 }

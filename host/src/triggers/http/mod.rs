@@ -169,16 +169,22 @@ impl HttpTrigger {
 
     /// The docs page at `path`, when the component has a document.
     async fn docs(&self, service: &Service, request: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
-        let prefix = match self.forwarded_prefix(request.headers(), service) {
-            Ok(prefix) => prefix,
-            Err(refused) => return refused,
-        };
-        let (answer, _) = self.admitted(service, docs::document_request(prefix)).await;
-        match docs::Document::of(answer) {
-            docs::Document::Served => docs::serve(request.method(), path, &service.name),
-            docs::Document::Absent => docs::none(&service.name),
-            docs::Document::Unknown(answer) => answer,
+        if let Some(refused) = docs::refuse(request.method()) {
+            return refused;
         }
+        if docs::needs_document(path) {
+            let prefix = match self.forwarded_prefix(request.headers(), service) {
+                Ok(prefix) => prefix,
+                Err(refused) => return refused,
+            };
+            let (answer, _) = self.admitted(service, docs::document_request(prefix)).await;
+            match docs::Document::of(answer) {
+                docs::Document::Served => {}
+                docs::Document::Absent => return docs::none(&service.name),
+                docs::Document::Unknown(answer) => return answer,
+            }
+        }
+        docs::serve(path, &service.name)
     }
 
     /// Reads the request, waits for admission, and calls the component: its response, and the

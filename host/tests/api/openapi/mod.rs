@@ -219,3 +219,50 @@ migrations = "{migrations}"
     assert_eq!(host.client.get(host.url("/template/docs/")).send().await.expect("sent").status(), 200);
     host.stop().await.expect("stops");
 }
+
+/// The docs page asks the component whether it has a document; a component too busy to answer
+/// gets its own answer passed on (503, retry later), not a 404 saying it has no docs. The page's
+/// static assets need no answer from it.
+#[tokio::test]
+async fn a_component_too_busy_to_say_has_its_docs_page_answer_503_not_404() {
+    let db = TestDatabase::create().await;
+    let manifest = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+watch = false
+[cache]
+dir = "{cache}"
+[[components]]
+name = "misbehave"
+wasm = "{wasm}"
+route = "/misbehave"
+database_url = "{url}"
+max_concurrency = 1
+max_queued = 0
+"#,
+        cache = helpers::compile_cache().display(),
+        wasm = helpers::component_wasm("misbehave").display(),
+        url = db.url(),
+    );
+    let host = TestHost::start(&manifest).await;
+    let slow = tokio::spawn(host.client.get(host.url("/misbehave/slow-sql?seconds=3")).send());
+    let started = std::time::Instant::now();
+    while host.admin_get("/components/misbehave").await["in_flight"] != 1 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the slow request never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let busy = host.client.get(host.url("/misbehave/docs/")).send().await.expect("sent");
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    let asset = host.client.get(host.url("/misbehave/docs/swagger-ui.css")).send().await.expect("sent");
+    assert_eq!(asset.status(), 200, "an asset costs the component nothing");
+
+    assert_eq!(slow.await.expect("joined").expect("sent").status(), 200);
+    let page = host.client.get(host.url("/misbehave/docs/")).send().await.expect("sent");
+    assert_eq!(page.status(), 404, "free again, it says it has no document");
+    host.stop().await.expect("stops");
+}
