@@ -24,7 +24,9 @@ struct Cli {
     /// Log as JSON lines instead of text: one object per line with `timestamp`, `level`,
     /// `target`, the event's fields (a guest's lines carry `component`, `trace_id` and
     /// `span_id`) and the current `span`.
-    #[arg(long, env = "HOST_LOG_JSON")]
+    /// From the environment, `HOST_LOG_JSON=1` (or `true`, `yes`, `on`) turns it on; `0`,
+    /// `false`, `no`, `off` or empty leave it off.
+    #[arg(long, env = "HOST_LOG_JSON", value_parser = clap::builder::FalseyValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Option<Command>,

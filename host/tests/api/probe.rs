@@ -43,3 +43,20 @@ async fn probe_answers_whether_the_host_of_its_configuration_is_ready() {
     assert_eq!(status, 1, "{said}");
     assert!(said.contains("cannot read the manifest"), "{said}");
 }
+
+/// `HOST_LOG_JSON=1`, as the README writes it, is accepted: the host goes on to read its
+/// manifest (and says that one is missing) rather than refuse the variable.
+#[tokio::test]
+async fn the_log_switch_takes_the_values_the_readme_gives() {
+    for value in ["1", "true", "0", ""] {
+        let output = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["--config", "/nonexistent/host.toml"])
+            .env("HOST_LOG_JSON", value)
+            .output()
+            .await
+            .expect("runs");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "HOST_LOG_JSON={value:?}: {said}");
+        assert!(said.contains("cannot read the manifest"), "HOST_LOG_JSON={value:?}: {said}");
+    }
+}
