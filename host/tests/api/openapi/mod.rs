@@ -61,6 +61,18 @@ impl Documented {
     }
 }
 
+/// The manifest of a host running only the component `name` at `/<name>` on `db`, its entry
+/// ending with `extra` settings; no broker.
+fn alone(name: &str, db: &TestDatabase, extra: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nwatch = false\n[cache]\ndir = \"{cache}\"\n\
+         [[components]]\nname = \"{name}\"\nwasm = \"{wasm}\"\nroute = \"/{name}\"\ndatabase_url = \"{url}\"\n{extra}\n",
+        cache = helpers::compile_cache().display(),
+        wasm = helpers::component_wasm(name).display(),
+        url = db.url(),
+    )
+}
+
 /// A tool `./test.sh` installs into `target/tools/venv`.
 pub fn python_tool(name: &str) -> Command {
     let path: PathBuf = helpers::workspace().join("target/tools/venv/bin").join(name);
@@ -170,27 +182,8 @@ async fn a_component_without_a_document_has_no_docs_page() {
 #[tokio::test]
 async fn the_template_service_serves_its_resource_its_document_and_its_docs_page() {
     let db = TestDatabase::create().await;
-    let manifest = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-watch = false
-[cache]
-dir = "{cache}"
-[[components]]
-name = "template"
-wasm = "{wasm}"
-route = "/template"
-database_url = "{url}"
-migrations = "{migrations}"
-"#,
-        cache = helpers::compile_cache().display(),
-        wasm = helpers::component_wasm("template").display(),
-        url = db.url(),
-        migrations = helpers::workspace().join("components/template/migrations").display(),
-    );
+    let migrations = helpers::workspace().join("components/template/migrations");
+    let manifest = alone("template", &db, &format!("migrations = \"{}\"", migrations.display()));
     let host = TestHost::start(&manifest).await;
     let document: Value = host.client.get(host.url("/template/openapi.json")).send().await.expect("sent").json().await.expect("JSON");
     let mut contract = contract::Contract::new(document);
@@ -226,27 +219,7 @@ migrations = "{migrations}"
 #[tokio::test]
 async fn a_component_too_busy_to_say_has_its_docs_page_answer_503_not_404() {
     let db = TestDatabase::create().await;
-    let manifest = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-watch = false
-[cache]
-dir = "{cache}"
-[[components]]
-name = "misbehave"
-wasm = "{wasm}"
-route = "/misbehave"
-database_url = "{url}"
-max_concurrency = 1
-max_queued = 0
-"#,
-        cache = helpers::compile_cache().display(),
-        wasm = helpers::component_wasm("misbehave").display(),
-        url = db.url(),
-    );
+    let manifest = alone("misbehave", &db, "max_concurrency = 1\nmax_queued = 0");
     let host = TestHost::start(&manifest).await;
     let slow = tokio::spawn(host.client.get(host.url("/misbehave/slow-sql?seconds=3")).send());
     let started = std::time::Instant::now();
