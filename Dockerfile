@@ -39,6 +39,9 @@ COPY --from=builder /src/target/wasm32-wasip2/component/orders.wasm \
 COPY components/orders/migrations /app/migrations/orders
 COPY components/invoices/migrations /app/migrations/invoices
 COPY deploy/manifests /app/manifests
+# Amazon RDS's CA bundle, which signs no certificate the system trusts: a database URL names it
+# with sslrootcert for sslmode=verify-full (see infra/). Fetched when the image is built.
+ADD --chmod=0444 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /app/certs/rds-global-bundle.pem
 USER 65532:65532
 # HTTP (through the gateway) and the admin API (metrics, hot swap; needs HOST_ADMIN_TOKEN).
 EXPOSE 8000 9000

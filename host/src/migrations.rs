@@ -6,11 +6,10 @@
 //! migration that was changed after it was applied stops the host (refinery's checksum check).
 
 use anyhow::Context;
-use tokio_postgres::NoTls;
 
 use crate::capabilities::messaging::outbox;
 use crate::capabilities::sql::role;
-use crate::config::ComponentConfig;
+use crate::config::{ComponentConfig, postgres_tls};
 
 /// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
@@ -91,7 +90,7 @@ async fn migrate_locked(
 /// Connects to the component's database, explaining the usual reasons it fails.
 async fn connect(component: &ComponentConfig) -> anyhow::Result<tokio_postgres::Client> {
     let url = &component.database.url;
-    let (client, connection) = match url.pg_config().connect(NoTls).await {
+    let (client, connection) = match url.pg_config().connect(url.tls().connector().clone()).await {
         Ok(connected) => connected,
         Err(err) => {
             let hint = match err.as_db_error().map(|db| db.code().code()) {
@@ -99,10 +98,17 @@ async fn connect(component: &ComponentConfig) -> anyhow::Result<tokio_postgres::
                     "the database does not exist; create it with `createdb {}`",
                     url.database_name()
                 ),
+                Some("28000") => format!(
+                    "the server's pg_hba.conf has no rule for this connection (it may accept TLS \
+                     only: sslmode is {})",
+                    url.tls().mode()
+                ),
                 Some(_) => "check the user and password in the URL".to_owned(),
-                None => "is PostgreSQL running? Start it (on Debian: `pg_ctlcluster 15 main start`) \
-                         or point the URL elsewhere"
-                    .to_owned(),
+                None => postgres_tls::explain(&err, url.tls().mode()).unwrap_or_else(|| {
+                    "is PostgreSQL running? Start it (on Debian: `pg_ctlcluster 15 main start`) \
+                     or point the URL elsewhere"
+                        .to_owned()
+                }),
             };
             anyhow::bail!(
                 "cannot reach PostgreSQL at {url} for component `{}`: {err}; {hint}",

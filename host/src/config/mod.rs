@@ -37,6 +37,7 @@ mod component;
 mod control;
 mod layers;
 mod messaging;
+pub mod postgres_tls;
 mod urls;
 
 pub use component::{ComponentConfig, DatabaseConfig};

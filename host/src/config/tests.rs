@@ -55,6 +55,32 @@ fn the_environment_overrides_the_listen_address_and_database_url() {
 }
 
 #[test]
+fn tls_settings_are_read_from_the_urls_and_a_bad_one_names_its_variable() {
+    let url = "postgres://app:secret@db.internal:5432/orders?sslmode=verify-full&sslrootcert=system";
+    let config = load_with(ORDERS, [("ORDERS_DATABASE_URL", url)]).expect("verify-full with the system's roots");
+    let database = &config.components[0].database.url;
+    assert_eq!(database.tls().mode(), postgres_tls::SslMode::VerifyFull);
+    assert_eq!(database.to_string(), "postgres://app:***@db.internal:5432/orders?sslmode=verify-full");
+
+    let missing = "postgres://app@db/orders?sslmode=verify-full&sslrootcert=/nonexistent/rds-bundle.pem";
+    let error = format!("{:#}", load_with(ORDERS, [("ORDERS_DATABASE_URL", missing)]).expect_err("no such CA file"));
+    assert!(error.contains("ORDERS_DATABASE_URL") && error.contains("/nonexistent/rds-bundle.pem"), "{error}");
+    let error = format!("{:#}", load_with(ORDERS, [("ORDERS_DATABASE_URL", "postgres://db/orders?sslmode=on")]).expect_err("bad mode"));
+    assert!(error.contains("sslmode=on is not one of"), "{error}");
+
+    let messaging = format!("{ORDERS}\n[messaging]\nexchange = \"platform.events\"\n");
+    let plain_with_ca = "amqp://guest:guest@mq:5672/%2f?cacertfile=/etc/ssl/certs/ca-certificates.crt";
+    let error = format!("{:#}", load_with(&messaging, [("AMQP_URL", plain_with_ca)]).expect_err("CA on plain AMQP"));
+    assert!(error.contains("AMQP_URL") && error.contains("amqps://"), "{error}");
+    let error = format!("{:#}", load_with(&messaging, [("AMQP_URL", "amqps://u:p@mq:5671/%2f?cacertfile=/nonexistent.pem")]).expect_err("no CA file"));
+    assert!(error.contains("/nonexistent.pem"), "{error}");
+    let config = load_with(&messaging, [("AMQP_URL", "amqps://u:p@b-1.mq.eu-west-1.amazonaws.com:5671/%2f")]).expect("amqps");
+    let url = &config.messaging.expect("messaging").url;
+    assert!(url.extra_ca().is_none());
+    assert_eq!(url.to_string(), "amqps://u:***@b-1.mq.eu-west-1.amazonaws.com:5671/%2f");
+}
+
+#[test]
 fn a_missing_database_url_names_the_environment_variable_to_set() {
     let text = ORDERS.replace("database_url = \"postgres://app:secret@db.internal:5433/orders\"", "");
     assert!(error_of(&text).contains("ORDERS_DATABASE_URL"), "{}", error_of(&text));

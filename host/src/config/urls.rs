@@ -5,17 +5,45 @@ use std::str::FromStr;
 
 use anyhow::bail;
 
-/// An AMQP URL; prints with the password masked.
+use super::postgres_tls::{self, PgTls, SslMode};
+
+/// An AMQP URL; prints with the password masked. `amqps://` connects over TLS, trusting the
+/// Mozilla roots built into the binary (Amazon MQ's certificates chain to one) and, when the
+/// URL's `cacertfile` query parameter (as in RabbitMQ's URI spec) names a PEM file, its CAs too.
 #[derive(Clone)]
-pub struct AmqpUrl(String);
+pub struct AmqpUrl(String, Option<String>);
 
 impl AmqpUrl {
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
         let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
             anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
         })?;
-        drop(uri);
-        Ok(Self(raw.to_owned()))
+        let ca_file = raw
+            .split_once('?')
+            .into_iter()
+            .flat_map(|(_, query)| query.split('&'))
+            .find_map(|pair| pair.strip_prefix("cacertfile="))
+            .map(|path| percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned());
+        let ca = match ca_file {
+            None => None,
+            Some(_) if uri.scheme != lapin::uri::AMQPScheme::AMQPS => {
+                bail!("cacertfile is for TLS: use an amqps:// URL (port 5671) with it")
+            }
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|err| anyhow::anyhow!("cacertfile: cannot read {path}: {err}"))?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    bail!("cacertfile: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+                }
+                Some(pem)
+            }
+        };
+        Ok(Self(raw.to_owned(), ca))
+    }
+
+    /// The CAs `cacertfile` named, in PEM, trusted beside the built-in roots.
+    pub fn extra_ca(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 
     /// The URL as given, password included: only for handing to the AMQP client.
@@ -43,26 +71,37 @@ impl fmt::Debug for AmqpUrl {
 }
 
 
-/// A PostgreSQL URL. It may hold a password, so it prints with the password masked.
+/// A PostgreSQL URL, with the TLS its `sslmode` and `sslrootcert` ask for (see
+/// [`postgres_tls`]). It may hold a password, so it prints with the password masked.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     raw: String,
     parsed: tokio_postgres::Config,
+    tls: PgTls,
 }
 
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
-        let parsed = tokio_postgres::Config::from_str(raw).map_err(|err| {
-            anyhow::anyhow!("{err}; expected a URL such as postgres://user@localhost:5432/orders")
+        let (rest, tls) = postgres_tls::split(raw)?;
+        let mut parsed = tokio_postgres::Config::from_str(&rest).map_err(|err| {
+            anyhow::anyhow!(
+                "{err}; expected a URL such as postgres://user@localhost:5432/orders?sslmode=verify-full"
+            )
         })?;
         if parsed.get_dbname().is_none() {
             bail!("names no database; add it after the host, as in postgres://localhost:5432/orders");
         }
-        Ok(Self { raw: raw.to_owned(), parsed })
+        parsed.ssl_mode(tls.driver_mode());
+        Ok(Self { raw: raw.to_owned(), parsed, tls })
     }
 
+    /// The connection settings, TLS negotiation included; connect with [`Self::tls`].
     pub fn pg_config(&self) -> &tokio_postgres::Config {
         &self.parsed
+    }
+
+    pub fn tls(&self) -> &PgTls {
+        &self.tls
     }
 
     pub fn database_name(&self) -> &str {
@@ -88,7 +127,11 @@ impl fmt::Display for DatabaseUrl {
             None => "localhost".to_owned(),
         };
         let port = self.parsed.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "postgres://{user}{password}{at}{host}:{port}/{}", self.database_name())
+        write!(f, "postgres://{user}{password}{at}{host}:{port}/{}", self.database_name())?;
+        match self.tls.mode() {
+            SslMode::Prefer => Ok(()),
+            mode => write!(f, "?sslmode={mode}"),
+        }
     }
 }
 

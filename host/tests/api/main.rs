@@ -21,3 +21,4 @@ mod process;
 mod system;
 mod tcp_proxy;
 mod telemetry;
+mod tls;

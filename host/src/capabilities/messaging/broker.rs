@@ -149,7 +149,12 @@ impl Broker {
     async fn connect(&self) -> anyhow::Result<Connection> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("host-{}", std::process::id()).into());
-        let connecting = Connection::connect(self.config.url.expose(), properties);
+        let tls = lapin::tcp::OwnedTLSConfig {
+            cert_chain: self.config.url.extra_ca().map(str::to_owned),
+            ..lapin::tcp::OwnedTLSConfig::default()
+        };
+        let connecting =
+            Connection::connect_with_config(self.config.url.expose(), properties, tls, lapin::runtime::default_runtime()?);
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;

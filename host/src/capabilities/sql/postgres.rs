@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
-use tokio_postgres::NoTls;
 
 use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value};
 use crate::config::DatabaseConfig;
+use crate::config::postgres_tls::PgConnector;
 use crate::telemetry::metrics::MessagingSample;
 
 mod statements;
@@ -67,6 +67,8 @@ const MAX_DEFERRED: usize = 64;
 
 pub struct PgDatabase {
     pool: Pool,
+    /// The URL's TLS, also for cancel requests (each a connection of its own).
+    tls: PgConnector,
     /// Largest result one query may hand a guest, in bytes (see [`convert::size`]).
     max_result_bytes: usize,
 }
@@ -76,9 +78,10 @@ impl PgDatabase {
     pub fn new(config: &DatabaseConfig) -> anyhow::Result<Self> {
         let mut pg = config.url.pg_config().clone();
         pg.connect_timeout(CONNECTION_WAIT);
+        let tls = config.url.tls().connector().clone();
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls.clone(),
             // Connections are cleaned as their transaction ends (see `RESET_SESSION`); taking one
             // from the pool only checks it is still open.
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
@@ -90,7 +93,7 @@ impl PgDatabase {
             .recycle_timeout(Some(CONNECTION_WAIT))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool, max_result_bytes: config.max_result_bytes })
+        Ok(Self { pool, tls, max_result_bytes: config.max_result_bytes })
     }
 
     /// The pool itself, for host work on the component's database (the outbox relay).
@@ -115,6 +118,7 @@ impl Database for PgDatabase {
             ahead: None,
             ahead_outcome: None,
             max_result_bytes: self.max_result_bytes,
+            tls: self.tls.clone(),
             cancel_sent: false,
         }))
     }
@@ -135,7 +139,7 @@ impl Database for PgDatabase {
     }
 
     async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
-        crate::capabilities::messaging::sample::sample(&self.pool, topics).await
+        crate::capabilities::messaging::sample::sample(&self.pool, &self.tls, topics).await
     }
 }
 
@@ -152,6 +156,7 @@ struct PgTransaction {
     ahead: Option<(String, Vec<Value>)>,
     ahead_outcome: Option<Result<u64, Error>>,
     max_result_bytes: usize,
+    tls: PgConnector,
     /// A cancel request was sent for this connection: it may still arrive and cancel whatever
     /// runs then, so the connection is closed at the end rather than pooled.
     cancel_sent: bool,
@@ -272,7 +277,7 @@ impl Transaction for PgTransaction {
         let max_result_bytes = self.max_result_bytes;
         let client = self.client()?;
         let mut cancelled = false;
-        let rows = fetch(client, ready, max_result_bytes, &mut cancelled);
+        let rows = fetch(client, ready, max_result_bytes, &self.tls, &mut cancelled);
         let (ahead, result) = in_order(client, begin, ahead, rows).await;
         self.cancel_sent |= cancelled;
         self.ahead_outcome = self.ahead_outcome.take().or(ahead);
@@ -327,7 +332,7 @@ impl Drop for PgTransaction {
                 return;
             }
             if !self.cancel_sent {
-                cancel_on_server(&client);
+                cancel_on_server(&client, &self.tls);
             }
             // The server goes on running a statement after its client has gone, so ask it to
             // cancel the statement (the request travels on a connection of its own); closing
@@ -339,11 +344,11 @@ impl Drop for PgTransaction {
 
 /// Asks the server to cancel whatever `client`'s connection is running, in the background (a
 /// cancel request is a connection of its own).
-pub(crate) fn cancel_on_server(client: &tokio_postgres::Client) {
-    let token = client.cancel_token();
+pub(crate) fn cancel_on_server(client: &tokio_postgres::Client, tls: &PgConnector) {
+    let (token, tls) = (client.cancel_token(), tls.clone());
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            if let Err(err) = token.cancel_query(NoTls).await {
+            if let Err(err) = token.cancel_query(tls).await {
                 tracing::debug!(error = %err, "could not cancel a statement on the server");
             }
         });

@@ -7,6 +7,7 @@ use futures::{FutureExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
 
 use super::{MAX_CACHED_STATEMENTS, cancel_on_server, query_failed};
+use crate::config::postgres_tls::PgConnector;
 use crate::capabilities::sql::{DatabaseError, Error, ParameterError, RowSet, Value, convert};
 
 /// A request to the server, sent when first polled.
@@ -105,6 +106,7 @@ pub(super) async fn fetch(
     client: &Object,
     (prepared, params): Ready,
     max_result_bytes: usize,
+    tls: &PgConnector,
     cancelled: &mut bool,
 ) -> Result<RowSet, Error> {
     let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
@@ -115,7 +117,7 @@ pub(super) async fn fetch(
         bytes += values.iter().map(convert::size).sum::<usize>();
         if bytes > max_result_bytes {
             // Stop the server producing the rest; the unit of work is aborted either way.
-            cancel_on_server(client);
+            cancel_on_server(client, tls);
             *cancelled = true;
             return Err(Error::Database(DatabaseError {
                 code: "54000".into(),
