@@ -3,7 +3,9 @@
 # PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent), with
 # Prometheus, Chromium, decK and docker-compose from Debian and the Python test tools
 # (schemathesis, the OpenAPI validator, hadolint) in target/tools/venv, each installed when
-# absent; then the deployment files' offline tests and the benchmarks' smoke mode.
+# absent; then the deployment files' offline tests, the AWS deployment program's tests (infra/,
+# against Pulumi's mocks, its npm packages installed when absent; skipped, saying so, when the
+# npm registry cannot be reached) and the benchmarks' smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -19,6 +21,14 @@ ensure_python_tools
 # the manifests, offline (no Docker engine or Kong needed).
 if [ $# -eq 0 ]; then
   target/tools/venv/bin/python -m unittest discover -s deploy/tests
+  # The Pulumi program of the AWS deployment: type-checked, then run against mocks (no AWS).
+  infra_status=0
+  ensure_infra_deps || infra_status=$?
+  case $infra_status in
+    0) npm test --prefix infra ;;
+    1) ;;
+    *) exit "$infra_status" ;;
+  esac
 fi
 # Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
 # The template service is built to show it still builds and serves as the README says.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Functions that make sure what the project needs is on this machine, installing or starting it
 # when it is not: the wasm32-wasip2 target, PostgreSQL and RabbitMQ on localhost, Prometheus's tools,
-# the deployment checkers (decK, docker-compose) and the Python test tools.
+# the deployment checkers (decK, docker-compose), the Python test tools and the npm packages of
+# the AWS deployment program (infra/).
 # Sourced by ./dev.sh and ./test.sh; Debian packages are installed with apt-get (as root).
 
 say() { printf '%s\n' "$*" >&2; }
@@ -151,4 +152,32 @@ ensure_python_tools() {
 # Debian's Chromium, with which the docs-page test renders Swagger UI headless.
 ensure_chromium() {
   command -v chromium >/dev/null || apt_install --no-install-recommends chromium
+}
+
+# The npm packages of the AWS deployment program (infra/, pinned in infra/package-lock.json), in
+# infra/node_modules; installed again only when the lock file changes. Returns 1, having said
+# why, when Node.js is missing or the npm registry cannot be reached: the caller then skips the
+# infrastructure tests. Returns 2 when the install itself fails.
+ensure_infra_deps() {
+  local infra stamp digest
+  infra=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/infra
+  stamp=$infra/node_modules/.package-lock.sha256
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    say "Node.js and npm are not installed: skipping the infrastructure tests (infra/)"
+    return 1
+  fi
+  digest=$(sha256sum "$infra/package-lock.json" | cut -d ' ' -f 1)
+  if [ -d "$infra/node_modules" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
+    return 0
+  fi
+  if ! timeout 30 npm ping >/dev/null 2>&1; then
+    say "the npm registry cannot be reached: skipping the infrastructure tests (infra/)"
+    return 1
+  fi
+  say "installing the infrastructure program's npm packages (infra/package-lock.json)"
+  if ! (cd "$infra" && npm ci --no-audit --no-fund --loglevel=error); then
+    say "error: npm ci failed in infra/"
+    return 2
+  fi
+  echo "$digest" >"$stamp"
 }

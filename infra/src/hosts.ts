@@ -1,0 +1,131 @@
+// The two host services: the same image, one component each (HOST_CONFIG names its manifest),
+// each with its own database secret, registered in Cloud Map as <component>.<namespace> so Kong
+// reaches them by name.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { OtlpSettings, ServiceSizing } from "./config";
+import { ContainerDefinition, Platform, awslogs, executionRole, logGroup, serviceBasics, taskDefinition } from "./ecs";
+import { PORTS } from "./security";
+import { Component, Secrets, secretRef } from "./secrets";
+
+export interface ServiceDiscovery {
+  namespace: aws.servicediscovery.PrivateDnsNamespace;
+  services: Record<Component, aws.servicediscovery.Service>;
+  /** `<component>.<namespace>` */
+  hostnames: Record<Component, string>;
+}
+
+export function createServiceDiscovery(namespaceName: string, vpcId: pulumi.Input<string>): ServiceDiscovery {
+  const namespace = new aws.servicediscovery.PrivateDnsNamespace("services", {
+    name: namespaceName,
+    vpc: vpcId,
+    description: "The host services, for Kong",
+  });
+  const service = (name: Component) => new aws.servicediscovery.Service(name, {
+    name,
+    dnsConfig: {
+      namespaceId: namespace.id,
+      // One A record per running task; a short TTL so Kong stops using a stopped task quickly.
+      dnsRecords: [{ type: "A", ttl: 10 }],
+      routingPolicy: "MULTIVALUE",
+    },
+    // ECS reports the container health check: an unhealthy task drops out of the answers.
+    healthCheckCustomConfig: {},
+  });
+  return {
+    namespace,
+    services: { orders: service("orders"), invoices: service("invoices") },
+    hostnames: { orders: `orders.${namespaceName}`, invoices: `invoices.${namespaceName}` },
+  };
+}
+
+export interface HostService {
+  component: Component;
+  service: aws.ecs.Service;
+  taskDefinition: aws.ecs.TaskDefinition;
+  executionRole: aws.iam.Role;
+}
+
+export function hostContainer(args: {
+  component: Component;
+  image: pulumi.Input<string>;
+  secrets: Secrets;
+  otlp?: OtlpSettings;
+  logConfiguration: ContainerDefinition["logConfiguration"];
+}): ContainerDefinition {
+  const { component, secrets, otlp } = args;
+  const environment: ContainerDefinition["environment"] = [
+    { name: "HOST_CONFIG", value: `/app/manifests/${component}.toml` },
+    { name: "HOST_LOG_JSON", value: "1" },
+  ];
+  const secretEnv = [
+    // Only this component's database: the other's credentials never reach this task.
+    secretRef(`${component.toUpperCase()}_DATABASE_URL`, secrets.database[component].arn, "url"),
+    secretRef("AMQP_URL", secrets.amqp.arn, "url"),
+    secretRef("HOST_ADMIN_TOKEN", secrets.adminToken.arn),
+  ];
+  if (otlp) {
+    environment.push({ name: "OTEL_EXPORTER_OTLP_ENDPOINT", value: otlp.endpoint });
+    if (secrets.otlp) secretEnv.push(secretRef("OTEL_EXPORTER_OTLP_HEADERS", secrets.otlp.arn, "headers"));
+  }
+  return {
+    name: component,
+    image: args.image,
+    essential: true,
+    portMappings: [
+      { containerPort: PORTS.host, protocol: "tcp", name: "http" },
+      { containerPort: PORTS.hostAdmin, protocol: "tcp", name: "admin" },
+    ],
+    environment,
+    secrets: secretEnv,
+    healthCheck: { command: ["CMD", "/app/host", "probe"], interval: 10, timeout: 3, retries: 3, startPeriod: 60 },
+    // Longer than the host's own shutdown grace (20 s), so requests in flight finish.
+    stopTimeout: 30,
+    logConfiguration: args.logConfiguration,
+  };
+}
+
+/** The secrets a host's tasks are given, for its execution role. */
+export function hostSecretArns(component: Component, secrets: Secrets): pulumi.Output<string>[] {
+  return [secrets.database[component].arn, secrets.amqp.arn, secrets.adminToken.arn,
+    ...(secrets.otlp ? [secrets.otlp.arn] : [])];
+}
+
+export function createHostService(args: {
+  platform: Platform;
+  component: Component;
+  image: pulumi.Input<string>;
+  sizing: ServiceSizing;
+  cpuArchitecture: string;
+  subnets: pulumi.Input<string>[];
+  securityGroup: aws.ec2.SecurityGroup;
+  registry: aws.servicediscovery.Service;
+  secrets: Secrets;
+  otlp?: OtlpSettings;
+}): HostService {
+  const { platform, component, secrets } = args;
+  const role = executionRole(component, hostSecretArns(component, secrets));
+  const logs = logGroup(platform, component);
+  const task = taskDefinition(platform, {
+    family: component,
+    cpu: args.sizing.cpu,
+    memory: args.sizing.memory,
+    cpuArchitecture: args.cpuArchitecture,
+    executionRole: role,
+    containers: [hostContainer({ component, image: args.image, secrets, otlp: args.otlp, logConfiguration: awslogs(platform, logs) })],
+  });
+  const service = new aws.ecs.Service(component, {
+    ...serviceBasics(platform, args.subnets, args.securityGroup),
+    name: component,
+    taskDefinition: task.arn,
+    desiredCount: args.sizing.desiredCount,
+    serviceRegistries: { registryArn: args.registry.arn },
+  }, {
+    // Tasks read the secrets' current versions when they start.
+    dependsOn: [secrets.database[component].version, secrets.amqp.version, secrets.adminToken.version,
+      ...(secrets.otlp ? [secrets.otlp.version] : [])],
+    // Autoscaling owns the count once the service runs.
+    ignoreChanges: ["desiredCount"],
+  });
+  return { component, service, taskDefinition: task, executionRole: role };
+}

@@ -1,0 +1,157 @@
+// The program's pure parts: configuration checks, URL building, the Kong rewrite, the SQL.
+import { strict as assert } from "node:assert";
+import { describe, it } from "node:test";
+import * as fs from "node:fs";
+import {
+  checkAdminCidrs, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling, checkVpcCidr, structured,
+} from "../src/config";
+import { setupSql } from "../src/db-setup";
+import { findKongYaml, kongDeclarativeConfig } from "../src/kong-config";
+import { subnetCidr } from "../src/network";
+import { lifecyclePolicy } from "../src/registry";
+import { amqpUrl, databaseUrl, otlpAuthorization } from "../src/secrets";
+
+const KONG_YML = fs.readFileSync(findKongYaml(), "utf8");
+const UPSTREAMS = { orders: "orders.ns:8000", invoices: "invoices.ns:8000" };
+
+describe("configuration checks", () => {
+  it("accepts Fargate sizes and refuses others", () => {
+    checkFargateSize("x", 256, 512);
+    checkFargateSize("x", 1024, 8192);
+    assert.throws(() => checkFargateSize("orders", 300, 512), /orders: cpu 300/);
+    assert.throws(() => checkFargateSize("orders", 256, 4096), /memory 4096 MiB does not go with cpu 256/);
+  });
+
+  it("wants min <= desired <= max", () => {
+    const ok = { cpu: 256, memory: 512, desiredCount: 2, minCount: 1, maxCount: 3, cpuTarget: 60 };
+    checkScaling("x", ok);
+    assert.throws(() => checkScaling("orders", { ...ok, desiredCount: 5 }), /orders: minCount <= desiredCount/);
+    assert.throws(() => checkScaling("orders", { ...ok, minCount: 0, desiredCount: 0 }), /minCount must be at least 1/);
+    assert.throws(() => checkScaling("orders", { ...ok, cpuTarget: 120 }), /percentage/);
+  });
+
+  it("refuses admin sources that are not CIDRs or are everyone", () => {
+    assert.deepEqual(checkAdminCidrs(["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]), ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+    assert.throws(() => checkAdminCidrs(["0.0.0.0/0"]), /everyone/);
+    assert.throws(() => checkAdminCidrs(["::/0"]), /everyone/);
+    assert.throws(() => checkAdminCidrs(["10.0.0.300/8"]), /not a CIDR/);
+    assert.throws(() => checkAdminCidrs(["10.0.0.0"]), /not a CIDR/);
+    assert.throws(() => checkAdminCidrs("10.0.0.0/8"), /must be a list/);
+  });
+
+  it("wants all three keys of an existing VPC, with two subnets each", () => {
+    assert.throws(() => checkNetwork({ vpcId: "vpc-1", vpcCidr: "10.0.0.0/16" }), /needs all of/);
+    assert.throws(() => checkNetwork({ vpcId: "vpc-1", publicSubnetIds: ["a"], privateSubnetIds: ["b", "c"], vpcCidr: "10.0.0.0/16" }),
+      /publicSubnetIds must list at least two/);
+    checkNetwork({ vpcId: "vpc-1", publicSubnetIds: ["a", "b"], privateSubnetIds: ["c", "d"], vpcCidr: "10.0.0.0/16" });
+  });
+
+  it("merges structured settings over their defaults, with the defaults' types", () => {
+    const defaults = { cpu: 256, image: "kong", multiAz: false };
+    assert.deepEqual(structured("x", defaults, undefined), defaults);
+    assert.deepEqual(structured("x", defaults, { cpu: "512", multiAz: "true" }), { cpu: 512, image: "kong", multiAz: true });
+    assert.throws(() => structured("orders", defaults, { cpus: 512 }), /orders.cpus is not a setting/);
+    assert.throws(() => structured("orders", defaults, { cpu: "lots" }), /orders.cpu must be a number/);
+    assert.throws(() => structured("orders", defaults, { multiAz: "yes" }), /true or false/);
+    assert.throws(() => structured("orders", defaults, "512"), /must be an object/);
+  });
+
+  it("takes only the log retentions CloudWatch offers", () => {
+    assert.equal(checkRetention(30), 30);
+    assert.throws(() => checkRetention(31), /logRetentionDays must be one of/);
+  });
+
+  it("refuses keys of the project it does not know, and ignores other namespaces", () => {
+    checkKnownKeys("wasm-platform", ["wasm-platform:imageTag", "aws:region", "other:thing"]);
+    assert.throws(() => checkKnownKeys("wasm-platform", ["wasm-platform:certificateARN"]), /unknown configuration wasm-platform:certificateARN/);
+  });
+
+  it("carves /20 subnets out of a /16", () => {
+    assert.equal(checkVpcCidr("10.42.0.0/16"), "10.42.0.0/16");
+    assert.throws(() => checkVpcCidr("10.42.0.0/20"), /must be an IPv4 \/16/);
+    assert.deepEqual([0, 1, 8, 9].map((i) => subnetCidr("10.42.0.0/16", i)),
+      ["10.42.0.0/20", "10.42.16.0/20", "10.42.128.0/20", "10.42.144.0/20"]);
+  });
+});
+
+describe("connection strings", () => {
+  it("database URLs ask for verified TLS against the RDS bundle", () => {
+    assert.equal(databaseUrl("orders", "pw1", "db.example", "orders"),
+      "postgres://orders:pw1@db.example:5432/orders?sslmode=verify-full&sslrootcert=/app/certs/rds-global-bundle.pem");
+  });
+
+  it("AMQP URLs come from the broker endpoint, on the default vhost", () => {
+    assert.equal(amqpUrl("amqps://b-1.mq.eu-west-1.amazonaws.com:5671", "u", "p"), "amqps://u:p@b-1.mq.eu-west-1.amazonaws.com:5671/%2f");
+    assert.equal(amqpUrl("amqps://b-1.mq.eu-west-1.amazonaws.com", "u", "p"), "amqps://u:p@b-1.mq.eu-west-1.amazonaws.com:5671/%2f");
+    assert.throws(() => amqpUrl("https://b-1.example:443", "u", "p"), /unexpected Amazon MQ endpoint/);
+  });
+
+  it("Kong's Authorization value is the decoded OTLP header", () => {
+    assert.equal(otlpAuthorization("Authorization=Basic%20YWJj"), "Basic YWJj");
+    assert.equal(otlpAuthorization("x-team=1, authorization=Bearer%20t0k=="), "Bearer t0k==");
+    assert.equal(otlpAuthorization("x-honeycomb-team=abc"), undefined);
+  });
+});
+
+describe("Kong declarative config", () => {
+  it("rewrites only the upstream hosts when tracing is off", () => {
+    const config = kongDeclarativeConfig(KONG_YML, { upstreams: UPSTREAMS }) as any;
+    assert.deepEqual(config.services.map((s: any) => s.url), ["http://orders.ns:8000/orders", "http://invoices.ns:8000/invoices"]);
+    assert.ok(!config.plugins.some((p: any) => p.name === "opentelemetry"));
+  });
+
+  it("keeps a port the override does not give", () => {
+    const config = kongDeclarativeConfig(KONG_YML, { upstreams: { ...UPSTREAMS, orders: "orders.other" } }) as any;
+    assert.equal(config.services[0].url, "http://orders.other:8000/orders");
+  });
+
+  it("sends spans to the endpoint, with the header only when asked", () => {
+    const plain = kongDeclarativeConfig(KONG_YML, { upstreams: UPSTREAMS, tracesEndpoint: "https://c/v1/traces" }) as any;
+    const otel = plain.plugins.find((p: any) => p.name === "opentelemetry");
+    assert.equal(otel.config.traces_endpoint, "https://c/v1/traces");
+    assert.equal(otel.config.headers, undefined);
+    assert.equal(otel.config.resource_attributes["service.name"], "kong");
+  });
+
+  it("refuses a service without an upstream, or an upstream without a service", () => {
+    assert.throws(() => kongDeclarativeConfig(KONG_YML, { upstreams: { orders: "o" } }), /no upstream for kong.yml service invoices/);
+    assert.throws(() => kongDeclarativeConfig(KONG_YML, { upstreams: { ...UPSTREAMS, shipping: "s" } }), /shipping/);
+    assert.throws(() => kongDeclarativeConfig(KONG_YML, { upstreams: { ...UPSTREAMS, orders: "http://x" } }), /not host\[:port\]/);
+  });
+
+  it("handles services given as host and port, and plugins on services and routes", () => {
+    const source = [
+      "_format_version: '3.0'",
+      "services:",
+      "  - name: a",
+      "    host: a",
+      "    port: 80",
+      "    plugins: [{ name: opentelemetry, config: { traces_endpoint: 'http://j/v1/traces' } }]",
+      "    routes: [{ name: a, paths: [/a], plugins: [{ name: opentelemetry }, { name: cors }] }]",
+    ].join("\n");
+    const config = kongDeclarativeConfig(source, { upstreams: { a: "a.ns:8000" } }) as any;
+    assert.deepEqual([config.services[0].host, config.services[0].port], ["a.ns", 8000]);
+    assert.deepEqual(config.services[0].plugins, []);
+    assert.deepEqual(config.services[0].routes[0].plugins, [{ name: "cors" }]);
+  });
+});
+
+describe("db-setup SQL", () => {
+  it("creates each role and database only when missing and never holds a password", () => {
+    const sql = setupSql(["orders"]);
+    assert.match(sql, /^\\set ON_ERROR_STOP on$/m);
+    assert.match(sql, /^SELECT 'CREATE ROLE orders LOGIN' WHERE NOT EXISTS \(SELECT FROM pg_roles WHERE rolname = 'orders'\)\n\\gexec$/m);
+    assert.match(sql, /^SELECT 'CREATE DATABASE orders OWNER orders' WHERE NOT EXISTS \(SELECT FROM pg_database WHERE datname = 'orders'\)\n\\gexec$/m);
+    assert.match(sql, /^ALTER ROLE orders WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD :'orders_password';$/m);
+    assert.match(sql, /^REVOKE ALL ON DATABASE orders FROM PUBLIC;$/m);
+    // The password variable is set from the environment before it is used.
+    assert.ok(sql.indexOf("\\getenv orders_password ORDERS_PASSWORD") < sql.indexOf(":'orders_password'"));
+  });
+});
+
+describe("image repository lifecycle", () => {
+  it("expires all but the newest N images", () => {
+    assert.deepEqual(JSON.parse(lifecyclePolicy(5)).rules[0].selection,
+      { tagStatus: "any", countType: "imageCountMoreThan", countNumber: 5 });
+  });
+});
