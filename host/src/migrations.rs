@@ -99,8 +99,8 @@ async fn connect(component: &ComponentConfig) -> anyhow::Result<tokio_postgres::
                     url.database_name()
                 ),
                 Some("28000") => format!(
-                    "the server's pg_hba.conf has no rule for this connection (it may accept TLS \
-                     only: sslmode is {})",
+                    "the role does not exist, or no pg_hba.conf rule admits this connection (a \
+                     server may take TLS only, and sslmode is {})",
                     url.tls().mode()
                 ),
                 Some(_) => "check the user and password in the URL".to_owned(),

@@ -62,6 +62,10 @@ fn tls_settings_are_read_from_the_urls_and_a_bad_one_names_its_variable() {
     assert_eq!(database.tls().mode(), postgres_tls::SslMode::VerifyFull);
     assert_eq!(database.to_string(), "postgres://app:***@db.internal:5432/orders?sslmode=verify-full");
 
+    let key_value = load_with(ORDERS, [("ORDERS_DATABASE_URL", "host=db dbname=orders sslmode=require")]).expect("key-value");
+    assert_eq!(key_value.components[0].database.url.tls().mode(), postgres_tls::SslMode::Require);
+    assert_eq!(key_value.components[0].database.url.pg_config().get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+
     let missing = "postgres://app@db/orders?sslmode=verify-full&sslrootcert=/nonexistent/rds-bundle.pem";
     let error = format!("{:#}", load_with(ORDERS, [("ORDERS_DATABASE_URL", missing)]).expect_err("no such CA file"));
     assert!(error.contains("ORDERS_DATABASE_URL") && error.contains("/nonexistent/rds-bundle.pem"), "{error}");

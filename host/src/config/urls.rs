@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::bail;
+use rustls::pki_types::pem::PemObject;
 
 use super::postgres_tls::{self, PgTls, SslMode};
 
@@ -18,12 +19,9 @@ impl AmqpUrl {
         let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
             anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
         })?;
-        let ca_file = raw
-            .split_once('?')
-            .into_iter()
-            .flat_map(|(_, query)| query.split('&'))
-            .find_map(|pair| pair.strip_prefix("cacertfile="))
-            .map(|path| percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned());
+        let ca_file = url::Url::parse(raw)
+            .ok()
+            .and_then(|parsed| parsed.query_pairs().find(|(key, _)| key == "cacertfile").map(|(_, path)| path.into_owned()));
         let ca = match ca_file {
             None => None,
             Some(_) if uri.scheme != lapin::uri::AMQPScheme::AMQPS => {
@@ -32,7 +30,11 @@ impl AmqpUrl {
             Some(path) => {
                 let pem = std::fs::read_to_string(&path)
                     .map_err(|err| anyhow::anyhow!("cacertfile: cannot read {path}: {err}"))?;
-                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                // Parsed now: the AMQP client would drop a certificate it cannot read, silently.
+                let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| anyhow::anyhow!("cacertfile: {path} is not valid PEM: {err}"))?;
+                if certs.is_empty() {
                     bail!("cacertfile: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
                 }
                 Some(pem)
@@ -91,6 +93,7 @@ impl DatabaseUrl {
         if parsed.get_dbname().is_none() {
             bail!("names no database; add it after the host, as in postgres://localhost:5432/orders");
         }
+        let tls = tls.settle(parsed.get_ssl_mode());
         parsed.ssl_mode(tls.driver_mode());
         Ok(Self { raw: raw.to_owned(), parsed, tls })
     }

@@ -39,10 +39,11 @@ async fn verify_full_takes_the_servers_certificate_only_with_its_ca() {
 
     // Without the CA the system's roots are used, and none of them signed the test's server.
     let refused = session_uses_tls(&at("localhost", "sslmode=verify-full".into())).await.expect_err("no CA");
-    assert!(refused.contains("certificate was refused") && refused.contains("sslrootcert"), "{refused}");
+    assert!(refused.contains("sslrootcert"), "{refused}");
     let refused = session_uses_tls(&at("localhost", format!("sslmode=verify-full&{other}"))).await.expect_err("wrong CA");
     assert!(refused.contains("certificate was refused"), "{refused}");
     let refused = session_uses_tls(&at("localhost", format!("sslmode=verify-ca&{other}"))).await.expect_err("wrong CA");
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
     assert!(refused.contains("certificate was refused"), "{refused}");
 
     // The certificate names `localhost`, not 127.0.0.1: verify-full checks the name, verify-ca
@@ -119,11 +120,24 @@ async fn a_host_reaches_its_database_and_broker_only_over_verified_tls() {
 }
 
 #[tokio::test]
+async fn a_host_whose_ca_did_not_sign_its_databases_certificate_refuses_to_start() {
+    let server = TlsPostgres::start().await;
+    let url = server.url("localhost", "postgres", &format!("sslmode=verify-full&sslrootcert={}", server.other_ca.file.display()));
+    let broker = TestBroker::new();
+    let config = super::helpers::config(&manifest(&broker, &amqp_base(), &[("orders", &url)]));
+    let error = match host::Host::build(config).await {
+        Ok(_) => panic!("a host started on a database whose certificate it cannot verify"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(error.contains("certificate was refused") && error.contains("sslrootcert"), "{error}");
+    assert!(error.contains("postgres://postgres@localhost") && error.contains("sslmode=verify-full"), "{error}");
+}
+
+#[tokio::test]
 async fn an_amqps_broker_signed_by_an_unknown_ca_is_refused() {
     let database = TestDatabase::create().await;
-    let server_ca_dir = std::env::temp_dir().join(format!("amqps-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&server_ca_dir).expect("folder");
-    let ca = pki::Authority::new(&server_ca_dir, "broker-ca");
+    let folder = pki::TempDir::new("amqps");
+    let ca = pki::Authority::new(&folder.0, "broker-ca");
     let front = TlsFront::start(&ca, rabbitmq_address()).await;
     let broker = TestBroker::new();
     // No cacertfile: only the built-in roots, which never signed the test's CA.
@@ -142,7 +156,6 @@ async fn an_amqps_broker_signed_by_an_unknown_ca_is_refused() {
     };
     assert!(why.starts_with("down"), "{why}");
     host.stop().await.expect("clean stop");
-    std::fs::remove_dir_all(&server_ca_dir).ok();
 }
 
 /// `host:port` of the shared RabbitMQ, from the tests' AMQP URL.

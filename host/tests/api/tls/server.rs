@@ -44,26 +44,34 @@ impl TlsPostgres {
         std::fs::write(dir.join("server.key"), key).expect("write the key");
         set_mode(&dir.join("server.key"), 0o600);
         let owner = rustix::process::geteuid().is_root().then(postgres_user);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let server = Self { port, ca, other_ca, dir, bin, owner };
+        let mut server = Self { port: 0, ca, other_ca, dir, bin, owner };
         server.chown_all();
         let data = server.dir.join("data");
-        server.run("initdb", &["-D", path(&data), "--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+        server.run("initdb", &["-D", path(&data), "--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]).expect("initdb");
         // TLS or nothing over TCP: a connection that does not use it is refused.
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
         )
         .expect("write pg_hba.conf");
-        let options = format!(
-            "-p {port} -c listen_addresses=localhost -c unix_socket_directories={dir} -c ssl=on \
-             -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c fsync=off \
-             -c shared_buffers=16MB -c max_connections=50",
-            dir = server.dir.display(),
-        );
-        let log = server.dir.join("server.log");
-        server.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"]);
-        server
+        // A free port, which another process may take before the server does: then another.
+        let mut attempts = 0;
+        loop {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+            let options = format!(
+                "-p {port} -c listen_addresses=localhost -c unix_socket_directories={dir} -c ssl=on \
+                 -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c fsync=off \
+                 -c shared_buffers=16MB -c max_connections=50",
+                port = server.port,
+                dir = server.dir.display(),
+            );
+            let log = server.dir.join("server.log");
+            match server.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"]) {
+                Ok(()) => return server,
+                Err(why) if attempts < 3 && why.contains("in use") => attempts += 1,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     /// A URL of database `database` on this server as `postgres`, reached at `host`, with
@@ -77,25 +85,30 @@ impl TlsPostgres {
         self.url("localhost", database, &format!("sslmode=verify-full&sslrootcert={}", self.ca.file.display()))
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` of the server's installation, run as `postgres` when this process is root.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        let mut command = match self.owner {
+        match self.owner {
             Some(_) => {
                 let mut command = Command::new("runuser");
                 command.args(["-u", "postgres", "--"]).arg(&program);
                 command
             }
             None => Command::new(&program),
-        };
-        let output = command.args(args).current_dir(&self.dir).output().expect("run a PostgreSQL program");
-        assert!(
-            output.status.success(),
-            "{} {args:?} failed: {}{}\n{}",
-            program.display(),
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let output = self.command(program).args(args).current_dir(&self.dir).output().expect("run a PostgreSQL program");
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{program} {args:?} failed: {}{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
             std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-        );
+        ))
     }
 
     fn chown_all(&self) {
@@ -110,18 +123,8 @@ impl TlsPostgres {
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let program = self.bin.join("pg_ctl");
-        let mut command = match self.owner {
-            Some(_) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(&program);
-                command
-            }
-            None => Command::new(&program),
-        };
-        let stopped = command.args(["-D", path(&data), "-m", "immediate", "-w", "stop"]).output();
-        if !matches!(&stopped, Ok(output) if output.status.success()) {
-            eprintln!("could not stop the test's PostgreSQL server in {}", self.dir.display());
+        if let Err(why) = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "-w", "stop"]) {
+            eprintln!("could not stop the test's PostgreSQL server: {why}");
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

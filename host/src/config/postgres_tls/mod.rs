@@ -5,12 +5,15 @@
 //! | `disable` | never | — |
 //! | `prefer` (the default, as in libpq) | when the server offers it | not checked |
 //! | `require` | always | not checked; checked as `verify-ca` when `sslrootcert` names a CA (as libpq does) |
-//! | `verify-ca` | always | signed by a trusted CA |
+//! | `verify-ca` | always | signed by the CAs of `sslrootcert` (a file: it is required) |
 //! | `verify-full` | always | signed by a trusted CA and naming the URL's host |
 //!
 //! `sslrootcert` is a PEM file of trusted CAs (such as Amazon RDS's bundle), or `system` for the
-//! operating system's roots. The verifying modes use the system's roots when it is not given
-//! (libpq would read `~/.postgresql/root.crt`, which a container does not have).
+//! operating system's roots. `verify-full` uses the system's roots when it is not given (libpq
+//! would read `~/.postgresql/root.crt`, which a container does not have). The system's roots
+//! never go with a weaker mode than `verify-full`: any public certificate, for any name, chains
+//! to them. A key-value connection string (`host=… sslmode=require`) keeps tokio-postgres's own
+//! reading of `disable`, `prefer` and `require`; the verifying modes need a URL.
 //!
 //! tokio-postgres knows only `disable`, `prefer` and `require`, so both parameters are taken out
 //! of the URL here; the rest of the URL goes to tokio-postgres, with its own `sslmode` set to
@@ -18,16 +21,16 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod verifiers;
+
+use verifiers::{Check, client_config};
 
 /// The TLS connector every connection to a component's database goes through (pools,
 /// migrations, cancel requests).
@@ -83,10 +86,27 @@ enum Roots {
 #[derive(Clone)]
 pub struct PgTls {
     mode: SslMode,
+    /// Whether the URL said `sslmode`; if not, tokio-postgres's reading of a key-value string's
+    /// own `sslmode` stands (see [`PgTls::settle`]).
+    explicit: bool,
     connector: PgConnector,
 }
 
 impl PgTls {
+    /// The mode once tokio-postgres has read the rest of the connection string: a key-value
+    /// string's `sslmode=disable` or `require`, which [`split`] leaves to it, is kept. The
+    /// connector is the same for those modes (no certificate check), so only the mode changes.
+    pub fn settle(mut self, parsed: tokio_postgres::config::SslMode) -> Self {
+        if !self.explicit {
+            self.mode = match parsed {
+                tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+                tokio_postgres::config::SslMode::Require => SslMode::Require,
+                _ => SslMode::Prefer,
+            };
+        }
+        self
+    }
+
     pub fn mode(&self) -> SslMode {
         self.mode
     }
@@ -107,21 +127,26 @@ impl PgTls {
 
 /// Takes `sslmode` and `sslrootcert` out of a `postgres://` URL: the URL without them, and the
 /// TLS settings they ask for (reading the CA file now, so a wrong path is a configuration error).
-/// Key-value connection strings (`host=… dbname=…`) pass through as they are, with the default
-/// settings: tokio-postgres reads their `sslmode` itself, `disable`, `prefer` or `require`.
+/// Key-value connection strings (`host=… dbname=…`) pass through as they are (see [`PgTls::settle`]).
 pub fn split(raw: &str) -> anyhow::Result<(String, PgTls)> {
-    let is_url = raw.starts_with("postgres://") || raw.starts_with("postgresql://");
-    let (base, query) = match raw.split_once('?') {
-        Some((base, query)) if is_url => (base, query),
-        _ => return Ok((raw.to_owned(), settings(None, None)?)),
+    let Some(scheme_end) = ["postgres://", "postgresql://"].iter().find_map(|scheme| raw.starts_with(scheme).then_some(scheme.len()))
+    else {
+        return Ok((raw.to_owned(), settings(None, None)?));
     };
+    // The query starts after the credentials: tokio-postgres reads a password up to the first
+    // `@`, so a `?` in it is not the query's.
+    let after_credentials = raw[scheme_end..].find('@').map_or(scheme_end, |at| scheme_end + at + 1);
+    let Some(question) = raw[after_credentials..].find('?').map(|at| after_credentials + at) else {
+        return Ok((raw.to_owned(), settings(None, None)?));
+    };
+    let (base, query) = (&raw[..question], &raw[question + 1..]);
+    let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
     let (mut mode, mut roots, mut kept) = (None, None, Vec::new());
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = || percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
-        match key {
-            "sslmode" => mode = Some(SslMode::parse(&decoded())?),
-            "sslrootcert" => roots = Some(decoded()),
+        match decode(key).as_str() {
+            "sslmode" => mode = Some(SslMode::parse(&decode(value))?),
+            "sslrootcert" => roots = Some(decode(value)),
             _ => kept.push(pair),
         }
     }
@@ -129,33 +154,33 @@ pub fn split(raw: &str) -> anyhow::Result<(String, PgTls)> {
     Ok((url, settings(mode, roots)?))
 }
 
-fn settings(mode: Option<SslMode>, roots: Option<String>) -> anyhow::Result<PgTls> {
+fn settings(given: Option<SslMode>, roots: Option<String>) -> anyhow::Result<PgTls> {
     let roots = roots.map(|value| match value.as_str() {
         "system" => Roots::System,
         path => Roots::File(PathBuf::from(path)),
     });
-    let mode = match (mode, &roots) {
-        // As libpq 16: `sslrootcert=system` alone means verify-full, and a weaker mode with it is
-        // a mistake (the system's roots vouch for names, not for a private CA).
+    let mode = match (given, &roots) {
+        // As libpq 16: `sslrootcert=system` alone means verify-full.
         (None, Some(Roots::System)) => SslMode::VerifyFull,
-        (Some(mode @ (SslMode::Disable | SslMode::Prefer | SslMode::Require)), Some(Roots::System)) => {
-            bail!("sslrootcert=system needs sslmode=verify-full (or verify-ca), not {mode}")
+        (Some(mode), Some(Roots::System)) if mode != SslMode::VerifyFull => {
+            bail!("sslrootcert=system needs sslmode=verify-full, not {mode}: the system's CAs vouch for names, so the name must be checked")
+        }
+        (None | Some(SslMode::Prefer | SslMode::Disable), Some(Roots::File(_))) => {
+            bail!("sslrootcert is given but sslmode does not check certificates; add sslmode=verify-full (or verify-ca)")
         }
         (mode, _) => mode.unwrap_or(SslMode::Prefer),
     };
     let check = match (mode, roots) {
+        // `require` with the system's roots was refused above.
         (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None | Some(Roots::System)) => Check::None,
-        (SslMode::Require | SslMode::VerifyCa, Some(roots)) => Check::Chain(trusted(&roots)?),
-        (SslMode::VerifyCa, None) => Check::Chain(trusted(&Roots::System)?),
+        (SslMode::Require | SslMode::VerifyCa, Some(Roots::File(path))) => Check::Chain(trusted(&Roots::File(path))?),
+        (SslMode::VerifyCa, _) => bail!(
+            "sslmode=verify-ca needs sslrootcert=/path/ca.pem, the CA that signs the server's certificate; \
+             with a public CA use sslmode=verify-full"
+        ),
         (SslMode::VerifyFull, roots) => Check::Full(trusted(&roots.unwrap_or(Roots::System))?),
     };
-    Ok(PgTls { mode, connector: MakeRustlsConnect::new(client_config(check)?) })
-}
-
-enum Check {
-    None,
-    Chain(RootCertStore),
-    Full(RootCertStore),
+    Ok(PgTls { mode, explicit: given.is_some(), connector: MakeRustlsConnect::new(client_config(check)?) })
 }
 
 fn trusted(roots: &Roots) -> anyhow::Result<RootCertStore> {
@@ -185,109 +210,6 @@ fn trusted(roots: &Roots) -> anyhow::Result<RootCertStore> {
     Ok(store)
 }
 
-fn client_config(check: Check) -> anyhow::Result<ClientConfig> {
-    // ring, as lapin's TLS: one provider in the binary.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let config = match check {
-        Check::Full(store) => builder.with_root_certificates(store).with_no_client_auth(),
-        Check::Chain(store) => {
-            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider).build()?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(verifier))).with_no_client_auth()
-        }
-        Check::None => {
-            let algorithms = provider.signature_verification_algorithms;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(Unchecked(algorithms))).with_no_client_auth()
-        }
-    };
-    Ok(config)
-}
-
-/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // webpki checks the chain first and the name last, so a wrong name means the chain held.
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a CA: encrypted, but any certificate is taken, as libpq does.
-/// The handshake's signatures are still checked, so the server holds the certificate's key.
-#[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// Why a connection attempt failed at TLS, in words an operator can act on; `None` when the
 /// error is not about TLS.
 pub fn explain(err: &(dyn std::error::Error + 'static), mode: SslMode) -> Option<String> {
@@ -299,19 +221,24 @@ pub fn explain(err: &(dyn std::error::Error + 'static), mode: SslMode) -> Option
         if let Some(tls) = tls {
             return Some(match tls {
                 rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
-                    format!("the server's certificate does not name the URL's host (sslmode={mode}); connect by the name in the certificate, or use sslmode=verify-ca")
+                    format!(
+                        "the server's certificate does not name the URL's host (sslmode={mode}: {tls}); connect by a \
+                         name the certificate holds"
+                    )
                 }
                 rustls::Error::InvalidCertificate(_) => format!(
-                    "the server's certificate was refused (sslmode={mode}); name the CA that signed it with sslrootcert=/path/ca.pem"
+                    "the server's certificate was refused (sslmode={mode}: {tls}); name the CA that signed it with \
+                     sslrootcert=/path/ca.pem"
                 ),
-                _ => format!("the TLS handshake failed (sslmode={mode})"),
+                _ => format!("the TLS handshake failed (sslmode={mode}: {tls})"),
             });
+        }
+        if current.to_string().contains("server does not support TLS") {
+            return Some(format!("the server does not offer TLS, which sslmode={mode} requires; turn ssl on in postgresql.conf"));
         }
         source = current.source();
     }
-    let text = err.to_string();
-    (text.contains("server does not support TLS"))
-        .then(|| format!("the server does not offer TLS, which sslmode={mode} requires; turn ssl on in postgresql.conf"))
+    None
 }
 
 #[cfg(test)]
@@ -337,15 +264,28 @@ mod tests {
     fn the_default_is_libpqs_prefer() {
         assert_eq!(mode_of("postgres://db/orders"), SslMode::Prefer);
         assert_eq!(mode_of("host=db dbname=orders"), SslMode::Prefer);
+        assert_eq!(split("host=db dbname=orders sslmode=require").expect("valid").0, "host=db dbname=orders sslmode=require");
         assert_eq!(split("postgres://db/orders").expect("valid").1.driver_mode(), tokio_postgres::config::SslMode::Prefer);
     }
 
     #[test]
     fn every_libpq_mode_is_read() {
-        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+        for mode in ["disable", "prefer", "require", "verify-full"] {
             assert_eq!(mode_of(&format!("postgresql://db/orders?sslmode={mode}")).as_str(), mode);
         }
+        // A file of CAs, as verify-ca needs (the system's bundle stands in for a private CA).
+        let bundle = "/etc/ssl/certs/ca-certificates.crt";
+        assert_eq!(mode_of(&format!("postgres://db/o?sslmode=verify-ca&sslrootcert={bundle}")), SslMode::VerifyCa);
+        assert_eq!(mode_of(&format!("postgres://db/o?sslmode=require&sslrootcert={bundle}")), SslMode::Require);
         assert_eq!(mode_of("postgres://db/orders?sslrootcert=system"), SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn a_question_mark_in_the_password_is_not_the_query_and_keys_may_be_encoded() {
+        let (url, tls) = split("postgres://u:pa?ss@db/o?ssl%6Dode=disable").expect("valid");
+        assert_eq!((url.as_str(), tls.mode()), ("postgres://u:pa?ss@db/o", SslMode::Disable));
+        let (url, tls) = split("postgres://u:pa?ss@db/o").expect("valid");
+        assert_eq!((url.as_str(), tls.mode()), ("postgres://u:pa?ss@db/o", SslMode::Prefer));
     }
 
     #[test]
@@ -354,6 +294,9 @@ mod tests {
         assert!(error("postgres://db/o?sslmode=verify_full").contains("not one of disable"), "{}", error("postgres://db/o?sslmode=verify_full"));
         assert!(error("postgres://db/o?sslmode=allow").contains("prefer"));
         assert!(error("postgres://db/o?sslmode=require&sslrootcert=system").contains("verify-full"));
+        assert!(error("postgres://db/o?sslmode=verify-ca&sslrootcert=system").contains("needs sslmode=verify-full"));
+        assert!(error("postgres://db/o?sslmode=verify-ca").contains("needs sslrootcert"));
+        assert!(error("postgres://db/o?sslrootcert=/etc/ca.pem").contains("add sslmode=verify-full"));
         let missing = error("postgres://db/o?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
         assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
     }
