@@ -1,6 +1,6 @@
-//! The rustls configuration for each kind of check, and the two certificate verifiers rustls
-//! does not ship: one that checks the chain but not the name (`verify-ca`), and one that checks
-//! neither (`prefer`, `require` without a CA), as libpq does.
+//! The rustls configuration for each kind of check, with the certificate checks rustls does not
+//! ship: the chain but not the name (`verify-ca`), or neither (`prefer`, `require` without a
+//! CA), as libpq does.
 
 use std::sync::Arc;
 
@@ -26,28 +26,26 @@ pub fn client_config(check: Check) -> anyhow::Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
-    let config = match check {
-        Check::Full(store) => builder.with_root_certificates(store).with_no_client_auth(),
-        Check::Chain(roots) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, algorithms }))
-            .with_no_client_auth(),
-        Check::None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(algorithms)))
-            .with_no_client_auth(),
+    let roots = match check {
+        Check::Full(store) => return Ok(builder.with_root_certificates(store).with_no_client_auth()),
+        Check::Chain(store) => Some(store),
+        Check::None => None,
     };
-    Ok(config)
+    let verifier = Arc::new(Libpq { roots, algorithms });
+    Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not checked.
+/// The checks libpq makes that rustls's own verifier does not: `verify-ca` (with `roots`), the
+/// chain must lead to a trusted CA and the name is not looked at; `prefer` and `require` without
+/// a CA (no `roots`), any certificate is taken. Either way the handshake's signatures are checked,
+/// so the server holds the key of the certificate it sent.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: RootCertStore,
+struct Libpq {
+    roots: Option<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Libpq {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -56,8 +54,10 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algorithms.all)?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, self.algorithms.all)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -81,45 +81,5 @@ impl ServerCertVerifier for ChainOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without a CA: encrypted, but any certificate is taken, as libpq does.
-/// The handshake's signatures are still checked, so the server holds the certificate's key.
-#[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
     }
 }

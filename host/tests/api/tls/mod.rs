@@ -136,7 +136,7 @@ async fn a_host_whose_ca_did_not_sign_its_databases_certificate_refuses_to_start
 #[tokio::test]
 async fn an_amqps_broker_signed_by_an_unknown_ca_is_refused() {
     let database = TestDatabase::create().await;
-    let folder = pki::TempDir::new("amqps");
+    let folder = crate::files::TempDir::new();
     let ca = pki::Authority::new(&folder.0, "broker-ca");
     let front = TlsFront::start(&ca, rabbitmq_address()).await;
     let broker = TestBroker::new();
