@@ -43,7 +43,9 @@ export function cpuScaling(name: string, cluster: aws.ecs.Cluster, service: aws.
 }
 
 /**
- * Adds tasks while messages wait in the queue (Amazon MQ's per-queue `MessageCount`). With two
+ * Adds tasks while messages wait in the queue (Amazon MQ's per-queue `MessageReadyCount`: not
+ * the messages consumers hold unacknowledged, up to their prefetch, which busy hosts always
+ * have). With two
  * target-tracking policies on one target, the one asking for more tasks wins, so this only ever
  * adds to what CPU asks for; scaling in stays with the CPU policy.
  */
@@ -56,7 +58,7 @@ export function queueDepthPolicy(name: string, scaling: Scaling, brokerName: pul
     targetTrackingScalingPolicyConfiguration: {
       customizedMetricSpecification: {
         namespace: "AWS/AmazonMQ",
-        metricName: "MessageCount",
+        metricName: "MessageReadyCount",
         statistic: "Average",
         dimensions: [
           { name: "Broker", value: brokerName },

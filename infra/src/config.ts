@@ -69,6 +69,7 @@ export interface Settings {
   /** The host image: `image` when set, else `<repository>:<imageTag>`. */
   image?: string;
   imageTag?: string;
+  /** Untagged images the repository keeps; tagged releases are never expired. */
   imageRetentionCount: number;
   cpuArchitecture: "X86_64" | "ARM64";
   network: NetworkSettings;
@@ -269,8 +270,10 @@ export function loadSettings(): Settings {
   const otlpEndpoint = cfg.get("otlpEndpoint");
   const otlpHeaders = cfg.getSecret("otlpHeaders");
   if (otlpHeaders && !otlpEndpoint) throw new Error("otlpHeaders is set but otlpEndpoint is not");
-  if (otlpEndpoint && !/^https?:\/\/[^/]+/.test(otlpEndpoint)) {
-    throw new Error(`otlpEndpoint must be an http(s) URL, not ${otlpEndpoint}`);
+  // The tasks may reach the internet on 443 only (security.ts), so a collector elsewhere would
+  // drop every span without an error.
+  if (otlpEndpoint && !/^https:\/\/[^/:]+(:443)?(\/|$)/.test(otlpEndpoint)) {
+    throw new Error(`otlpEndpoint must be an https:// URL on port 443 (the tasks reach the internet on 443 only), not ${otlpEndpoint}`);
   }
 
   const mq = structured<BrokerSettings>("mq", { instanceType: "mq.t3.micro", deploymentMode: "SINGLE_INSTANCE", engineVersion: "3.13" },

@@ -72,7 +72,7 @@ export function createDbSetup(args: {
       essential: true,
       // The SQL is an environment value, passed to psql on its standard input unchanged.
       entryPoint: ["sh", "-c"],
-      command: ['printf "%s" "$SETUP_SQL" | psql --no-psqlrc --echo-errors -f -'],
+      command: ['printf "%s" "$SETUP_SQL" | psql --no-psqlrc -f -'],
       environment: [
         { name: "PGHOST", value: database.address },
         { name: "PGPORT", value: String(PORTS.postgres) },

@@ -8,6 +8,9 @@ import { ContainerDefinition, Platform, awslogs, executionRole, logGroup, servic
 import { PORTS } from "./security";
 import { Component, Secrets, secretRef } from "./secrets";
 
+
+/** How long a stopping host keeps serving while it answers not ready (see the task's environment). */
+export const DRAIN_DELAY_MS = 15000;
 export interface ServiceDiscovery {
   namespace: aws.servicediscovery.PrivateDnsNamespace;
   services: Record<Component, aws.servicediscovery.Service>;
@@ -29,8 +32,10 @@ export function createServiceDiscovery(namespaceName: string, vpcId: pulumi.Inpu
       dnsRecords: [{ type: "A", ttl: 10 }],
       routingPolicy: "MULTIVALUE",
     },
-    // ECS reports the container health check: an unhealthy task drops out of the answers.
-    healthCheckCustomConfig: {},
+    // ECS reports the container health check: an unhealthy task drops out of the answers. The
+    // provider keeps this block only with a threshold; without one the next update would
+    // replace the service (and fail on its name).
+    healthCheckCustomConfig: { failureThreshold: 1 },
   });
   return {
     namespace,
@@ -57,6 +62,10 @@ export function hostContainer(args: {
   const environment: ContainerDefinition["environment"] = [
     { name: "HOST_CONFIG", value: `/app/manifests/${component}.toml` },
     { name: "HOST_LOG_JSON", value: "1" },
+    // On a stop, readiness answers 503 and requests are still served for this long: Kong holds
+    // the service's DNS answer for its TTL (10 s), so it keeps sending to a stopping task
+    // that long.
+    { name: "HOST_HTTP__DRAIN_DELAY_MS", value: String(DRAIN_DELAY_MS) },
   ];
   const secretEnv = [
     // Only this component's database: the other's credentials never reach this task.
@@ -78,9 +87,11 @@ export function hostContainer(args: {
     ],
     environment,
     secrets: secretEnv,
-    healthCheck: { command: ["CMD", "/app/host", "probe"], interval: 10, timeout: 3, retries: 3, startPeriod: 60 },
-    // Longer than the host's own shutdown grace (20 s), so requests in flight finish.
-    stopTimeout: 30,
+    // The probe itself waits up to 3 s for /health; the process start is on top of that.
+    healthCheck: { command: ["CMD", "/app/host", "probe"], interval: 10, timeout: 5, retries: 3, startPeriod: 60 },
+    // Longer than the drain delay and the host's own shutdown grace (20 s) together, so
+    // requests in flight finish.
+    stopTimeout: 45,
     logConfiguration: args.logConfiguration,
   };
 }

@@ -13,8 +13,10 @@ export function lifecyclePolicy(keep: number): string {
   return JSON.stringify({
     rules: [{
       rulePriority: 1,
-      description: `Keep the last ${keep} images`,
-      selection: { tagStatus: "any", countType: "imageCountMoreThan", countNumber: keep },
+      // Only untagged images: a tag is a release the services may run or roll back to, and
+      // expiring it by count would let a burst of pushes delete the image a service runs.
+      description: `Keep the last ${keep} untagged images`,
+      selection: { tagStatus: "untagged", countType: "imageCountMoreThan", countNumber: keep },
       action: { type: "expire" },
     }],
   });

@@ -44,7 +44,9 @@ describe("host services", () => {
       assert.equal(env(container).HOST_LOG_JSON, "1");
       assert.equal(env(container).OTEL_EXPORTER_OTLP_ENDPOINT, "https://otlp.example.com");
       assert.deepEqual(container.healthCheck.command, ["CMD", "/app/host", "probe"]);
-      assert.equal(container.stopTimeout, 30);
+      assert.equal(env(container).HOST_HTTP__DRAIN_DELAY_MS, "15000");
+      assert.equal(container.stopTimeout, 45);
+      assert.equal(container.healthCheck.timeout, 5);
       assert.deepEqual(container.portMappings.map((p: { containerPort: number }) => p.containerPort), [8000, 9000]);
     }
   });
@@ -276,6 +278,7 @@ describe("gateway", () => {
       assert.equal(registry.inputs.name, component);
       assert.equal(registry.inputs.dnsConfig.namespaceId, "services-id");
       assert.deepEqual(registry.inputs.dnsConfig.dnsRecords, [{ type: "A", ttl: 10 }]);
+      assert.deepEqual(registry.inputs.healthCheckCustomConfig, { failureThreshold: 1 });
       assert.deepEqual(one(run, T.service, component).inputs.serviceRegistries, { registryArn: registry.state.arn });
     }
     assert.deepEqual(run.outputs.serviceHostnames, { orders: "orders.platform.internal", invoices: "invoices.platform.internal" });
@@ -299,7 +302,7 @@ describe("autoscaling", () => {
     const queue = one(run, T.policy, "invoices-queue-depth").inputs;
     assert.equal(queue.resourceId, "service/wasm-platform-test/invoices");
     const metric = queue.targetTrackingScalingPolicyConfiguration.customizedMetricSpecification;
-    assert.deepEqual([metric.namespace, metric.metricName], ["AWS/AmazonMQ", "MessageCount"]);
+    assert.deepEqual([metric.namespace, metric.metricName], ["AWS/AmazonMQ", "MessageReadyCount"]);
     assert.deepEqual(metric.dimensions, [
       { name: "Broker", value: one(run, "aws:mq/broker:Broker", "events").state.brokerName },
       { name: "VirtualHost", value: "/" },
@@ -346,7 +349,7 @@ describe("data stores", () => {
     assert.equal(repo.imageTagMutability, "IMMUTABLE");
     assert.deepEqual(repo.imageScanningConfiguration, { scanOnPush: true });
     const rules = JSON.parse(one(run, "aws:ecr/lifecyclePolicy:LifecyclePolicy", "host").inputs.policy).rules;
-    assert.deepEqual(rules[0].selection, { tagStatus: "any", countType: "imageCountMoreThan", countNumber: 20 });
+    assert.deepEqual(rules[0].selection, { tagStatus: "untagged", countType: "imageCountMoreThan", countNumber: 20 });
   });
 });
 

@@ -150,8 +150,9 @@ describe("db-setup SQL", () => {
 });
 
 describe("image repository lifecycle", () => {
-  it("expires all but the newest N images", () => {
-    assert.deepEqual(JSON.parse(lifecyclePolicy(5)).rules[0].selection,
-      { tagStatus: "any", countType: "imageCountMoreThan", countNumber: 5 });
+  it("expires all but the newest N untagged images, never a tagged release", () => {
+    const rules = JSON.parse(lifecyclePolicy(5)).rules;
+    assert.equal(rules.length, 1);
+    assert.deepEqual(rules[0].selection, { tagStatus: "untagged", countType: "imageCountMoreThan", countNumber: 5 });
   });
 });
