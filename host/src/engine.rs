@@ -12,6 +12,11 @@
 //!   of work's deadline has passed (see [`crate::service::Service::new_store`]).
 //! - The `Linker` holds WASI p2 (what Rust's `std` imports), `wasi:http`, and the platform's
 //!   capabilities. What a component may actually reach is decided per store in [`crate::state`].
+//! - Proposals the host does not run are off: without the `gc` build feature wasmtime 48 still
+//!   accepts the GC proposal's function subtyping, with which a guest could abort the process
+//!   (GHSA-rc4p-x33f-vpr2, fixed in 48.0.9); with it off, such a component fails to compile.
+//! - A trap carries no guest backtrace unless `limits.wasm_backtraces` asks for one: walking a
+//!   deep stack (a recursion that overflowed) costs milliseconds a trap, and logging it megabytes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,9 @@ use crate::cache::CompileCache;
 use crate::capabilities;
 use crate::config::Limits;
 use crate::state::StoreState;
+
+/// Frames of a guest's stack a trap's message shows, when `limits.wasm_backtraces` asks for them.
+const BACKTRACE_FRAMES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(20).expect("not zero");
 
 /// How often the epoch advances: the longest a guest runs before it yields its worker thread,
 /// and the granularity of its deadline.
@@ -73,6 +81,8 @@ impl Runtime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
+            .wasm_gc(false)
+            .wasm_backtrace_max_frames(limits.wasm_backtraces.then_some(BACKTRACE_FRAMES))
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
@@ -107,5 +117,22 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_using_gc_function_subtyping_is_refused() {
+        let runtime = Runtime::new(&crate::config::Limits::for_tests(), None).expect("runtime");
+        // A type section holding one non-final (`sub`) function type `[] -> []`.
+        let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x50, 0x00, 0x60, 0x00, 0x00];
+        let error = wasmtime::Module::validate(&runtime.engine, &module).expect_err("refused");
+        assert!(format!("{error:#}").contains("gc"), "{error:#}");
+        // The same type, final, is ordinary WebAssembly.
+        let plain = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00];
+        wasmtime::Module::validate(&runtime.engine, &plain).expect("valid");
     }
 }

@@ -64,7 +64,8 @@ impl Host {
             if !applied.is_empty() {
                 tracing::info!(component = %component.name, ?applied, "migrations applied");
             }
-            let database = PgDatabase::new(&component.database)
+            let largest_value = component.limits.max_result_bytes.max(component.limits.max_event_bytes);
+            let database = PgDatabase::new(&component.database, largest_value)
                 .with_context(|| format!("cannot set up the pool for {}", component.database.url))?;
             pools.insert(component.name.clone(), database.pool().clone());
             databases.insert(component.name.clone(), Arc::new(database));

@@ -13,17 +13,19 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::logging::{GuestLog, Stream};
+use crate::capabilities::logging::{GuestLog, LogRate, Stream};
 use crate::capabilities::messaging::MessagingCtx;
 use crate::capabilities::route::RouteCtx;
 use crate::capabilities::sql::SqlCtx;
+use crate::config::GuestLimits;
 use crate::service::turns::TurnSlot;
 use crate::telemetry::metrics::ComponentMetrics;
 
 pub struct StoreState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    /// Resources handed to the guest (streams, requests, responses); dies with the store.
+    /// Resources handed to the guest (streams, requests, responses); dies with the store. Holds
+    /// at most `max_resources`: past that, the call that would add one fails (for most, a trap).
     table: ResourceTable,
     hooks: crate::capabilities::http::DenyOutgoing,
     /// Caps linear memory and table growth of this instance.
@@ -52,27 +54,34 @@ impl Drop for InFlight {
 }
 
 impl StoreState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         component: &Arc<str>,
+        log_rate: &Arc<LogRate>,
         sql: SqlCtx,
         messaging: MessagingCtx,
         route: RouteCtx,
         metrics: ComponentMetrics,
         memory_bytes: usize,
+        limits: &GuestLimits,
         in_flight: Arc<AtomicU64>,
     ) -> Self {
         in_flight.fetch_add(1, Ordering::Relaxed);
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(component.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(component.clone(), Stream::Stderr))
+            .stdout(GuestLog::new(component.clone(), Stream::Stdout, log_rate.clone()))
+            .stderr(GuestLog::new(component.clone(), Stream::Stderr, log_rate.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits.max_header_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         Self {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: crate::capabilities::http::DenyOutgoing,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
             sql,

@@ -10,6 +10,7 @@ use crate::state::StoreState;
 
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod messaging;
 pub mod route;
 pub mod sql;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{DatabaseUrl, Environment, Limits, check_positive, check_topic};
+use super::{DatabaseUrl, Environment, GuestLimitSettings, GuestLimits, Limits, check_positive, check_topic};
 
 /// One component, as the manifest names it.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct ComponentConfig {
     pub subscriptions: Vec<String>,
     /// Topics the component may publish to; publishing elsewhere is `not-allowed`.
     pub publishes: Vec<String>,
+    /// What its units of work may take of the host.
+    pub limits: GuestLimits,
 }
 
 impl ComponentConfig {
@@ -43,8 +45,6 @@ pub struct DatabaseConfig {
     /// Lets the component's database role be a superuser or hold file and program privileges.
     /// For development only: such a role lets the component's SQL escape its sandbox.
     pub allow_privileged_role: bool,
-    /// From `limits.max_result_bytes`.
-    pub max_result_bytes: usize,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -67,6 +67,9 @@ pub(super) struct ManifestComponent {
     subscriptions: Vec<String>,
     #[serde(default)]
     publishes: Vec<String>,
+    /// Its own limits, over `[limits]`.
+    #[serde(flatten)]
+    limits: GuestLimitSettings,
 }
 
 pub(super) fn check_component(
@@ -112,6 +115,7 @@ pub(super) fn check_component(
     };
     let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
     check_positive("max_connections", raw.max_connections as u64)?;
+    let limits = raw.limits.over(&limits.guest).resolve(&raw.name)?;
     check_positive("max_concurrency", raw.max_concurrency as u64)?;
     for (field, topics) in [("subscriptions", &raw.subscriptions), ("publishes", &raw.publishes)] {
         for topic in topics {
@@ -126,13 +130,13 @@ pub(super) fn check_component(
             url,
             max_connections: raw.max_connections,
             allow_privileged_role: raw.allow_privileged_role,
-            max_result_bytes: limits.max_result_bytes,
         },
         max_concurrency: raw.max_concurrency,
         max_queued: raw.max_queued,
         migrations,
         subscriptions: raw.subscriptions,
         publishes: raw.publishes,
+        limits,
     })
 }
 

@@ -36,6 +36,7 @@ use serde::Deserialize;
 mod component;
 mod control;
 mod layers;
+mod limits;
 mod messaging;
 pub mod postgres_tls;
 mod urls;
@@ -44,6 +45,7 @@ pub use component::{ComponentConfig, DatabaseConfig};
 use component::{ManifestComponent, check_component};
 use component::check_name;
 pub use control::{AdminConfig, CacheConfig, Token};
+pub use limits::{GuestLimitSettings, GuestLimits, Limits};
 use control::{ManifestAdmin, ManifestCache, check_admin, check_cache};
 pub use messaging::{MessagingConfig, check_topic};
 use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_publishers};
@@ -99,29 +101,13 @@ pub struct HttpConfig {
     pub drain_delay: Duration,
 }
 
-/// Limits that apply to every component instance.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Linear memory one instance may grow to, in MiB.
-    #[serde(default = "default_memory_mib")]
-    pub memory_mib: u64,
-    /// Instances alive at once across all components (the pooling allocator's size).
-    #[serde(default = "default_max_instances")]
-    pub max_instances: u32,
-    /// Largest result one SQL query may return to a component, in bytes; a larger one is a
-    /// `database` error (SQLSTATE 54000) and the query is cancelled.
-    #[serde(default = "default_max_result_bytes")]
-    pub max_result_bytes: usize,
-}
-
 /// The manifest as written, before checks and overrides.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manifest {
     #[serde(default = "default_http")]
     http: HttpConfig,
-    #[serde(default = "default_limits")]
+    #[serde(default = "limits::default_limits")]
     limits: Limits,
     messaging: Option<ManifestMessaging>,
     #[serde(default)]
@@ -199,7 +185,7 @@ impl Config {
         check_positive("http.request_timeout_ms", http.request_timeout.as_millis() as u64)?;
         check_positive("limits.memory_mib", manifest.limits.memory_mib)?;
         check_positive("limits.max_instances", u64::from(manifest.limits.max_instances))?;
-        check_positive("limits.max_result_bytes", manifest.limits.max_result_bytes as u64)?;
+        manifest.limits.guest.resolve("limits")?;
 
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
@@ -263,14 +249,6 @@ fn default_http() -> HttpConfig {
     }
 }
 
-fn default_limits() -> Limits {
-    Limits {
-        memory_mib: default_memory_mib(),
-        max_instances: default_max_instances(),
-        max_result_bytes: default_max_result_bytes(),
-    }
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8000))
 }
@@ -291,15 +269,6 @@ fn default_request_timeout() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(20)
-}
-fn default_memory_mib() -> u64 {
-    64
-}
-fn default_max_instances() -> u32 {
-    512
-}
-fn default_max_result_bytes() -> usize {
-    16 * 1024 * 1024
 }
 /// Durations written as whole milliseconds, with a `_ms` key in the manifest.
 mod millis {

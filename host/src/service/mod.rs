@@ -12,10 +12,12 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use wasmtime::Store;
 
-use crate::capabilities::messaging::{MessagingCtx, Outbound};
+use crate::capabilities::logging::LogRate;
+use crate::capabilities::memory::HostMemory;
+use crate::capabilities::messaging::{MessagingCtx, Outbound, PublishLimits};
 use crate::capabilities::route::{RouteCtx, Routes};
-use crate::capabilities::sql::{Database, SqlCtx};
-use crate::config::{ComponentConfig, Limits};
+use crate::capabilities::sql::{Database, SqlCtx, SqlLimits};
+use crate::config::{ComponentConfig, GuestLimits, Limits};
 use crate::engine::Runtime;
 use crate::state::StoreState;
 use crate::telemetry::metrics::{ComponentMetrics, Metrics, ServiceSnapshot};
@@ -48,6 +50,11 @@ pub struct Service {
     code: ArcSwap<Code>,
     /// Linear memory one instance may use.
     memory_bytes: usize,
+    /// What its units of work may take of the host, and its share of the host's memory.
+    pub limits: GuestLimits,
+    pub host_memory: Arc<HostMemory>,
+    /// Its guests' log lines, at most so many a second.
+    log_rate: Arc<LogRate>,
     /// Bounds the HTTP requests running in this component at once.
     pub admission: Admission,
     /// Shares the CPU between this component's long-running guests and everything else.
@@ -98,6 +105,9 @@ impl Service {
             metrics: metrics.component(&config.name),
             code: ArcSwap::from_pointee(code),
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
+            limits: config.limits,
+            host_memory: HostMemory::new(config.limits.host_memory_bytes),
+            log_rate: LogRate::new(&config.name, config.limits.log_lines_per_second, metrics.component(&config.name)),
             admission: Admission::new(config.max_concurrency, config.max_queued),
             turns: Turns::new(),
             in_flight: Arc::default(),
@@ -168,13 +178,22 @@ impl Service {
     /// [`turns`]); once the deadline has passed it traps instead. So a guest that loops or
     /// computes for long neither starves other requests nor outlives its unit of work.
     pub fn new_store(&self, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
+        let limits = &self.limits;
+        let sql = SqlLimits {
+            max_statement_bytes: limits.max_statement_bytes,
+            max_parameters: limits.max_parameters,
+            max_result_bytes: limits.max_result_bytes,
+        };
+        let publish = PublishLimits { max_event_bytes: limits.max_event_bytes, max_published_bytes: limits.max_published_bytes };
         let state = StoreState::new(
             &self.log_name,
-            SqlCtx::new(self.database.clone(), deadline),
-            MessagingCtx::new(self.outbound.clone(), self.metrics.clone()),
+            &self.log_rate,
+            SqlCtx::new(self.database.clone(), deadline, sql, self.host_memory.clone()),
+            MessagingCtx::new(self.outbound.clone(), self.metrics.clone(), publish, self.host_memory.clone()),
             RouteCtx::new(self.routes.clone()),
             self.metrics.clone(),
             self.memory_bytes,
+            limits,
             self.in_flight.clone(),
         );
         let mut store = Store::new(&runtime.engine, state);

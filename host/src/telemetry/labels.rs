@@ -1,5 +1,6 @@
 //! Label values, each from a bounded set: names shared rather than copied, HTTP methods and
-//! status classes, SQL operations. Used by the metrics and by span names.
+//! status classes. Used by the metrics and by span names (SQL operations are read in
+//! `capabilities::sql::statement`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -49,26 +50,9 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// The statement's operation, for span names and metric labels: its first keyword when it is a
-/// common one, `OTHER` otherwise.
-pub fn operation_of(statement: &str) -> &'static str {
-    const KNOWN: [&str; 11] =
-        ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP", "TRUNCATE"];
-    let first = crate::capabilities::sql::statement_words(statement).next().unwrap_or_default();
-    KNOWN.into_iter().find(|known| known.eq_ignore_ascii_case(first)).unwrap_or("OTHER")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_statements_operation_is_its_first_keyword_after_comments() {
-        assert_eq!(operation_of("  -- find it\n select 1"), "SELECT");
-        assert_eq!(operation_of("/* x */ INSERT INTO t VALUES (1)"), "INSERT");
-        assert_eq!(operation_of("vacuum"), "OTHER");
-        assert_eq!(operation_of(""), "OTHER");
-    }
 
     #[test]
     fn an_unknown_method_is_one_label_value_whatever_it_is_called() {

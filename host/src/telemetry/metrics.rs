@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-pub use super::labels::{Name, method_label, operation_of};
+pub use super::labels::{Name, method_label};
 pub use super::snapshot::{MessagingSample, ServiceSnapshot, Snapshot};
 use super::labels::status_class;
 
@@ -119,6 +119,8 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_dropped: Counter,
     span_exports_failed: Counter,
+    log_lines_dropped: Family<ComponentLabel, Counter>,
+    host_log_lines_dropped: Counter,
     /// Held while a scrape sets the state gauges and encodes.
     scraping: std::sync::Mutex<()>,
 }
@@ -204,6 +206,18 @@ impl Metrics {
         );
         let span_exports_failed = Counter::default();
         registry.register("otel_span_exports_failed", "Span exports that failed or timed out", span_exports_failed.clone());
+        let log_lines_dropped = Family::default();
+        registry.register(
+            "component_log_lines_dropped",
+            "Lines of a component's stdout and stderr not logged: over its log_lines_per_second",
+            log_lines_dropped.clone(),
+        );
+        let host_log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines of the host dropped because its output could not keep up",
+            host_log_lines_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -226,6 +240,8 @@ impl Metrics {
             spans_exported,
             spans_dropped,
             span_exports_failed,
+            log_lines_dropped,
+            host_log_lines_dropped,
             scraping: std::sync::Mutex::new(()),
         }
     }
@@ -271,6 +287,7 @@ impl Metrics {
         set_counter(&self.spans_exported, export.exported);
         set_counter(&self.spans_dropped, export.dropped);
         set_counter(&self.span_exports_failed, export.failed);
+        set_counter(&self.host_log_lines_dropped, super::log_lines_dropped());
         let mut text = String::new();
         // Writing into a `String` cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -348,6 +365,11 @@ impl ComponentMetrics {
 
     pub fn swapped(&self) {
         self.metrics.swaps.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+    }
+
+    /// One of its guests' log lines was dropped.
+    pub fn log_line_dropped(&self) {
+        self.metrics.log_lines_dropped.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
     }
 
     pub fn load_failed(&self) {

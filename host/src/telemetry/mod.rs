@@ -48,10 +48,24 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(5);
 /// The service name of the host's own spans when `OTEL_SERVICE_NAME` does not give one.
 const HOST_SERVICE_NAME: &str = "host";
 
+/// Log lines buffered for stderr at most; past that, lines are dropped (and counted) rather
+/// than make the code that logs wait for the terminal or the container runtime.
+const LOG_BUFFER_LINES: usize = 16 * 1024;
+
+/// Counts the log lines the process's output dropped, once logging is set up.
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+/// Log lines dropped so far because the output could not keep up.
+pub fn log_lines_dropped() -> u64 {
+    LOG_DROPS.get().map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
 /// The process's telemetry, until [`Telemetry::shutdown`].
 pub struct Telemetry {
     /// Present when spans are exported.
     export: Option<Running>,
+    /// Writes the buffered log lines; flushed when dropped.
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 struct Running {
@@ -97,15 +111,21 @@ pub fn protocol_from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
 pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
     let env = |name: &str| std::env::var(name).ok();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let (stderr, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let _ = LOG_DROPS.set(stderr.error_counter());
     let logs = if log_json {
-        fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(std::io::stderr).boxed()
+        fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(stderr).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        fmt::layer().with_writer(stderr).boxed()
     };
     let logs = logs.with_filter(filter);
     let Some(protocol) = protocol_from_env(env)? else {
         tracing_subscriber::registry().with(logs).init();
-        return Ok(Telemetry { export: None });
+        return Ok(Telemetry { export: None, _log_writer: log_writer });
     };
     let batch = export::BatchConfig::from_env(env)?;
     let exporter = match protocol {
@@ -134,7 +154,7 @@ pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
     let stop = CancellationToken::new();
     let task = tokio::spawn(export.run(stop.clone(), FLUSH_WITHIN));
     tracing::info!(?protocol, "exporting spans over OTLP");
-    Ok(Telemetry { export: Some(Running { provider, stop, task }) })
+    Ok(Telemetry { export: Some(Running { provider, stop, task }), _log_writer: log_writer })
 }
 
 /// Which `tracing` spans and events become OpenTelemetry spans and span events: the host's own

@@ -173,7 +173,7 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
         )
         .await
         .expect("rows");
-    let pool = host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database)
+    let pool = host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database, 1 << 20)
         .expect("pool")
         .pool()
         .clone();

@@ -15,9 +15,10 @@ use tokio::sync::Notify;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::messaging::{self as wit, OutgoingEvent, PublishError};
+use crate::capabilities::memory::{Held, HostMemory};
 use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
 use crate::telemetry::metrics::ComponentMetrics;
-use crate::telemetry::propagation;
+use crate::telemetry::{propagation, truncated};
 
 pub mod broker;
 pub mod cloudevent;
@@ -25,8 +26,26 @@ pub mod outbox;
 pub mod retention;
 pub mod sample;
 
-/// Largest `data` accepted by `publish`, in bytes.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Longest event id, in bytes (an AMQP `message-id` is at most 255).
+pub const MAX_ID_BYTES: usize = 200;
+
+/// Longest `content-type`, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+
+/// Longest `data-schema`, in bytes.
+pub const MAX_DATA_SCHEMA_BYTES: usize = 2048;
+
+/// What the host keeps of an event beside its strings and data, until the commit.
+const EVENT_OVERHEAD: usize = 512;
+
+/// How much one unit of work may publish (from the component's limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// The `data` of one event.
+    pub max_event_bytes: usize,
+    /// Everything the unit of work publishes, strings and data.
+    pub max_published_bytes: usize,
+}
 
 /// What one component may publish, built once.
 #[derive(Debug, Default)]
@@ -44,11 +63,18 @@ pub struct MessagingCtx {
     /// The topic of each event published, in order.
     published: Vec<String>,
     metrics: ComponentMetrics,
+    limits: PublishLimits,
+    /// The component's share of host memory, and what this unit of work's events hold of it
+    /// until they leave with the commit.
+    memory: Arc<HostMemory>,
+    held: Held,
+    /// Bytes published so far.
+    published_bytes: usize,
 }
 
 impl MessagingCtx {
-    pub fn new(outbound: Arc<Outbound>, metrics: ComponentMetrics) -> Self {
-        Self { outbound, published: Vec::new(), metrics }
+    pub fn new(outbound: Arc<Outbound>, metrics: ComponentMetrics, limits: PublishLimits, memory: Arc<HostMemory>) -> Self {
+        Self { outbound, published: Vec::new(), metrics, limits, memory, held: Held::default(), published_bytes: 0 }
     }
 
     /// Call once the unit of work committed: counts what it published and wakes the relay.
@@ -73,15 +99,28 @@ impl<'a> Messaging<'a> {
         Self { ctx, sql }
     }
 
-    fn check(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
+    /// Checks `event` against the rules and the unit of work's limits, and reserves what the host
+    /// keeps of it until the commit. Lengths first: nothing of a value over its limit is read.
+    fn check(&mut self, event: &OutgoingEvent) -> Result<Held, PublishError> {
+        let too_long = |field: &str, limit: usize| PublishError::Invalid(format!("{field} is over {limit} bytes"));
+        if event.id.trim().is_empty() || event.id.len() > MAX_ID_BYTES {
+            return Err(PublishError::Invalid(format!("id must be 1 to {MAX_ID_BYTES} bytes")));
+        }
+        if event.content_type.len() > MAX_CONTENT_TYPE_BYTES {
+            return Err(too_long("content-type", MAX_CONTENT_TYPE_BYTES));
+        }
+        if event.data_schema.as_ref().is_some_and(|schema| schema.len() > MAX_DATA_SCHEMA_BYTES) {
+            return Err(too_long("data-schema", MAX_DATA_SCHEMA_BYTES));
+        }
+        if event.data.len() > self.ctx.limits.max_event_bytes {
+            return Err(too_long("data", self.ctx.limits.max_event_bytes));
+        }
         if !self.ctx.outbound.topics.contains(&event.topic) {
             return Err(PublishError::NotAllowed(format!(
                 "component `{}` may not publish to {:?}; add it to `publishes` in the manifest",
-                self.ctx.outbound.source, event.topic
+                self.ctx.outbound.source,
+                truncated(&event.topic, 256)
             )));
-        }
-        if event.id.trim().is_empty() || event.id.len() > 200 {
-            return Err(PublishError::Invalid("id must be 1 to 200 characters".into()));
         }
         // PostgreSQL text cannot hold NUL; refused here, since the row is only written at commit.
         let texts = [("id", Some(&event.id)), ("content-type", Some(&event.content_type)), ("data-schema", event.data_schema.as_ref())];
@@ -94,12 +133,24 @@ impl<'a> Messaging<'a> {
                 event.content_type
             )));
         }
-        if event.data.len() > MAX_EVENT_BYTES {
-            return Err(PublishError::Invalid(format!("data is over {MAX_EVENT_BYTES} bytes")));
-        }
         serde_json::from_slice::<serde::de::IgnoredAny>(&event.data)
             .map_err(|err| PublishError::Invalid(format!("data is not valid JSON: {err}")))?;
-        Ok(())
+        let bytes = EVENT_OVERHEAD
+            + event.id.len()
+            + event.topic.len()
+            + event.content_type.len()
+            + event.data_schema.as_ref().map_or(0, String::len)
+            + event.data.len();
+        let published = self.ctx.published_bytes + bytes;
+        if published > self.ctx.limits.max_published_bytes {
+            return Err(PublishError::Invalid(format!(
+                "this unit of work would publish {published} bytes, over {} (max_published_bytes)",
+                self.ctx.limits.max_published_bytes
+            )));
+        }
+        let held = self.ctx.memory.reserve(bytes).map_err(|spent| PublishError::Invalid(spent.to_string()))?;
+        self.ctx.published_bytes = published;
+        Ok(held)
     }
 }
 
@@ -110,19 +161,20 @@ impl wit::Host for Messaging<'_> {
         name = "messaging.create",
         skip_all,
         fields(
-            otel.name = %format_args!("create {}", event.topic),
+            otel.name = %format_args!("create {}", truncated(&event.topic, 256)),
             otel.kind = "producer",
             component = %self.ctx.outbound.source,
             messaging.system = "rabbitmq",
             messaging.operation.type = "create",
-            messaging.destination.name = %event.topic,
-            messaging.message.id = %event.id,
+            messaging.destination.name = %truncated(&event.topic, 256),
+            messaging.message.id = %truncated(&event.id, MAX_ID_BYTES),
         )
     )]
     async fn publish(&mut self, event: OutgoingEvent) -> wasmtime::Result<Result<(), PublishError>> {
-        if let Err(refused) = self.check(&event) {
-            return Ok(Err(refused));
-        }
+        let held = match self.check(&event) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let topic = event.topic.clone();
         let traceparent = propagation::traceparent_of(&tracing::Span::current());
         let params = vec![
@@ -137,6 +189,7 @@ impl wit::Host for Messaging<'_> {
         // Nothing reads the row before the commit: it goes to the server with the commit.
         match self.sql.defer(outbox::INSERT, params).await {
             Ok(_) => {
+                self.ctx.held.merge(held);
                 self.ctx.published.push(topic);
                 Ok(Ok(()))
             }
@@ -180,7 +233,12 @@ mod tests {
         let database = FakeDatabase::new(|_, _| Ok(RowSet { columns: vec![], rows: vec![vec![]] }));
         let outbound = Outbound { source: "orders".into(), topics: ["orders.created".to_owned()].into(), ..Outbound::default() };
         let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let (mut ctx, mut sql) = (MessagingCtx::new(Arc::new(outbound), Arc::new(crate::telemetry::metrics::Metrics::new()).component("test")), SqlCtx::new(Arc::new(database.clone()), far));
+        let memory = HostMemory::new(64 << 20);
+        let metrics = Arc::new(crate::telemetry::metrics::Metrics::new()).component("test");
+        let limits = PublishLimits { max_event_bytes: 256 << 10, max_published_bytes: 1 << 20 };
+        let mut ctx = MessagingCtx::new(Arc::new(outbound), metrics, limits, memory.clone());
+        let sql_limits = crate::capabilities::sql::SqlLimits { max_statement_bytes: 1 << 20, max_parameters: 64, max_result_bytes: 1 << 20 };
+        let mut sql = SqlCtx::new(Arc::new(database.clone()), far, sql_limits, memory);
         let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event).await.expect("no trap");
         (published, database.calls())
     }

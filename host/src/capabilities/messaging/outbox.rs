@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use crate::capabilities::sql::postgres::{Object, Pool};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio_util::sync::CancellationToken;
@@ -104,8 +104,8 @@ impl From<tokio_postgres::Error> for RelayError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for RelayError {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<crate::capabilities::sql::postgres::ConnectError>> for RelayError {
+    fn from(err: deadpool::managed::PoolError<crate::capabilities::sql::postgres::ConnectError>) -> Self {
         Self::Database(err.to_string())
     }
 }
@@ -350,10 +350,10 @@ fn trace_headers(traceparent: Option<&str>) -> lapin::types::FieldTable {
 /// A pooled connection inside a transaction the relay began. Dropped before [`Self::close`]
 /// (an error, or the relay stopped midway), the connection is closed rather than pooled, which
 /// rolls the transaction back.
-struct OpenTransaction(Option<deadpool_postgres::Object>);
+struct OpenTransaction(Option<Object>);
 
 impl OpenTransaction {
-    fn client(&self) -> Result<&deadpool_postgres::Object, RelayError> {
+    fn client(&self) -> Result<&Object, RelayError> {
         self.0.as_ref().ok_or_else(|| RelayError::Database("the transaction has ended".into()))
     }
 
@@ -366,7 +366,7 @@ impl OpenTransaction {
 impl Drop for OpenTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
-            drop(deadpool_postgres::Object::take(client));
+            drop(Object::take(client));
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::capabilities::sql::postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 /// How often old rows are looked for.

@@ -1,9 +1,9 @@
 //! The state of a component's messaging tables, read for a metrics scrape: the outbox backlog
 //! the relay has yet to send, the age of its oldest row, and the inbox's size.
 
-use deadpool_postgres::Pool;
+use std::sync::Arc;
 
-use crate::config::postgres_tls::PgConnector;
+use crate::capabilities::sql::postgres::{Connector, Pool, abandon};
 use crate::telemetry::metrics::MessagingSample;
 
 /// How long a metrics scrape waits for the messaging tables' state.
@@ -17,7 +17,7 @@ const SAMPLE_MAX_BACKLOG: i64 = 100_000;
 /// so no scan), in one round trip; `None` if the database does not answer within
 /// [`SAMPLE_TIMEOUT`]. A query still running then is cancelled on the server and its
 /// connection closed, not pooled.
-pub async fn sample(pool: &Pool, tls: &PgConnector, topics: &[String]) -> Option<MessagingSample> {
+pub async fn sample(pool: &Pool, connector: &Arc<Connector>, topics: &[String]) -> Option<MessagingSample> {
     let deadline = tokio::time::Instant::now() + SAMPLE_TIMEOUT;
     let client = tokio::time::timeout_at(deadline, pool.get()).await.ok()?.ok()?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
@@ -34,8 +34,7 @@ pub async fn sample(pool: &Pool, tls: &PgConnector, topics: &[String]) -> Option
         Ok(Ok(row)) => row,
         Ok(Err(_)) => return None,
         Err(_) => {
-            crate::capabilities::sql::postgres::cancel_on_server(&client, tls);
-            drop(deadpool_postgres::Object::take(client));
+            abandon(client, connector, false);
             return None;
         }
     };

@@ -74,10 +74,12 @@ pub fn column_names(columns: &[Column]) -> Vec<String> {
     columns.iter().map(|column| column.name().to_owned()).collect()
 }
 
-/// About how many bytes `value` takes when handed to the guest: what result sets are capped by.
+/// What a value takes in the host beside its bytes: its place in a row or parameter list.
+pub const VALUE_OVERHEAD: usize = std::mem::size_of::<Value>();
+
+/// About how many bytes `value` takes in the host.
 pub fn size(value: &Value) -> usize {
-    const FIXED: usize = 16;
-    FIXED
+    VALUE_OVERHEAD
         + match value {
             Value::Text(text) | Value::Uuid(text) | Value::Numeric(text) | Value::Json(text) => text.len(),
             Value::Bytes(bytes) => bytes.len(),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{CommitError, Database, Error, RowSet, Transaction, Value};
+use super::{CommitError, Database, Error, ResultBudget, RowSet, Transaction, Value, convert};
 
 /// What a component asked of its database.
 #[derive(Debug, Clone)]
@@ -86,11 +86,16 @@ impl Database for FakeDatabase {
 
 #[async_trait]
 impl Transaction for FakeDatabase {
-    async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+    /// Counts the answer's rows against `budget` as a real database's would be.
+    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error> {
         self.run_ahead();
         let answer = (self.answer)(statement, &params);
         self.record(Call::Query(statement.to_owned(), params));
-        answer
+        let rows = answer?;
+        for row in &rows.rows {
+            budget.take(row.iter().map(convert::size).sum())?;
+        }
+        Ok(rows)
     }
 
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {

@@ -13,14 +13,17 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
+use crate::capabilities::memory::{Held, HostMemory};
 use crate::telemetry::metrics::MessagingSample;
 
 pub mod convert;
 pub mod fake;
 pub mod postgres;
 pub mod role;
+pub mod statement;
 mod view;
 
+pub use statement::{Statement, inspect};
 pub use view::{Sql, add_to_linker};
 
 /// A component's database.
@@ -47,7 +50,8 @@ pub trait Database: Send + Sync + 'static {
 /// One open transaction. Dropping it without `commit` rolls it back.
 #[async_trait]
 pub trait Transaction: Send {
-    async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error>;
+    /// Runs a query; its rows are counted against `budget` as they arrive.
+    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error>;
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
     /// Runs a statement whose only outcome that matters is whether it worked, as late as it
     /// may: with the commit, in the same round trip. Its failure is the commit's. An error
@@ -61,6 +65,73 @@ pub trait Transaction: Send {
     fn ahead_outcome(&mut self) -> Option<Result<u64, Error>>;
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     async fn rollback(self: Box<Self>);
+}
+
+/// How much of the host one unit of work's statements may use (from the component's limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// A statement's text and its parameters together, in bytes.
+    pub max_statement_bytes: usize,
+    /// Parameters of one statement.
+    pub max_parameters: usize,
+    /// One query's result, in bytes as the host holds it.
+    pub max_result_bytes: usize,
+}
+
+/// What one query's rows may take of the host: at most `max_result_bytes`, reserved from the
+/// component's [`HostMemory`] as they arrive (ahead, in steps, so most rows reserve nothing).
+pub struct ResultBudget {
+    max_bytes: usize,
+    memory: Arc<HostMemory>,
+    held: Held,
+    /// Bytes of the rows counted so far.
+    used: usize,
+}
+
+impl ResultBudget {
+    /// Bytes reserved ahead at a time.
+    const STEP: usize = 64 * 1024;
+
+    pub fn new(max_bytes: usize, memory: Arc<HostMemory>) -> Self {
+        Self { max_bytes, memory, held: Held::default(), used: 0 }
+    }
+
+    /// Counts `bytes` more of the result, refusing them past the query's limit or the
+    /// component's share of memory (a `54000` error for the guest).
+    pub fn take(&mut self, bytes: usize) -> Result<(), Error> {
+        let used = self.used.saturating_add(bytes);
+        if used > self.max_bytes {
+            return Err(limit_exceeded(format!(
+                "the result is over {} bytes (max_result_bytes); select fewer rows or columns (LIMIT, paging)",
+                self.max_bytes
+            )));
+        }
+        let held = self.held.bytes();
+        if used > held {
+            let step = (used - held).max(Self::STEP).min(self.max_bytes - held);
+            let more = self.memory.reserve(step).map_err(|spent| limit_exceeded(spent.to_string()))?;
+            self.held.merge(more);
+        }
+        self.used = used;
+        Ok(())
+    }
+
+    /// The reservation, to keep while the rows are on their way to the guest.
+    pub fn into_held(self) -> Held {
+        self.held
+    }
+}
+
+/// A statement, its parameters or its result over one of the host's limits: PostgreSQL's own
+/// code for a limit, `54000` (program_limit_exceeded), so a component matches it as it would
+/// the server's.
+pub fn limit_exceeded(message: String) -> Error {
+    Error::Database(DatabaseError { code: "54000".into(), message, constraint: None, column: None, detail: None })
+}
+
+/// About how many bytes `params` take in the host.
+pub fn params_size(params: &[Value]) -> usize {
+    params.iter().map(convert::size).sum()
 }
 
 /// Why `COMMIT` did not report success.
@@ -140,15 +211,87 @@ pub struct SqlCtx {
     /// The gravest [`Fault`] a statement of this unit of work met, if any: when it is an
     /// outage, the unit of work's failure is the database's, not the component's.
     fault: Option<Fault>,
+    /// The first statement that failed with a `database` error: PostgreSQL refuses every later
+    /// one, so the host does, without sending it.
+    failed: Option<String>,
     /// The guard statement, until it is sent.
     guard: Option<(String, Vec<Value>)>,
     /// What the guard found, once sent.
     guarded: Option<Guard>,
+    limits: SqlLimits,
+    /// The component's share of host memory.
+    memory: Arc<HostMemory>,
+    /// The last result's reservation: its rows are in the guest by the next call.
+    result_held: Held,
 }
 
 impl SqlCtx {
-    pub fn new(database: Arc<dyn Database>, deadline: Instant) -> Self {
-        Self { database, deadline, transaction: None, aborted: None, fault: None, guard: None, guarded: None }
+    pub fn new(database: Arc<dyn Database>, deadline: Instant, limits: SqlLimits, memory: Arc<HostMemory>) -> Self {
+        Self {
+            database,
+            deadline,
+            transaction: None,
+            aborted: None,
+            fault: None,
+            failed: None,
+            guard: None,
+            guarded: None,
+            limits,
+            memory,
+            result_held: Held::default(),
+        }
+    }
+
+    /// Reads a guest's statement (see [`statement`]): what the host will send, or a `54000`
+    /// error when the text is over `max_statement_bytes`, or `refused`.
+    /// A statement over a limit fails the unit of work, as a failed statement does; a refused
+    /// one does not (nothing of it reached the database).
+    pub fn check<'a>(&mut self, text: &'a str) -> Result<Statement<'a>, Error> {
+        if text.len() > self.limits.max_statement_bytes {
+            return self.note(Err(limit_exceeded(format!(
+                "the statement is {} bytes, over {} (max_statement_bytes)",
+                text.len(),
+                self.limits.max_statement_bytes
+            ))));
+        }
+        statement::inspect(text).map_err(|refusal| Error::Refused(refusal.0))
+    }
+
+    /// Reserves what a statement and its parameters take while they are sent, refusing them past
+    /// the component's limits.
+    fn admit(&mut self, statement: &str, params: &[Value]) -> Result<Held, Error> {
+        if params.len() > self.limits.max_parameters {
+            return Err(limit_exceeded(format!(
+                "{} parameters, over {} (max_parameters)",
+                params.len(),
+                self.limits.max_parameters
+            )));
+        }
+        let bytes = statement.len() + params_size(params);
+        if bytes > self.limits.max_statement_bytes {
+            return Err(limit_exceeded(format!(
+                "the statement and its parameters are {bytes} bytes, over {} (max_statement_bytes)",
+                self.limits.max_statement_bytes
+            )));
+        }
+        self.memory.reserve(bytes).map_err(|spent| limit_exceeded(spent.to_string()))
+    }
+
+    /// Refuses a statement after one failed: PostgreSQL would answer `25P02`.
+    fn refuse_after_failure(&self) -> Result<(), Error> {
+        match &self.failed {
+            None => Ok(()),
+            Some(first) => Err(Error::Database(DatabaseError {
+                code: "25P02".into(),
+                message: format!(
+                    "current transaction is aborted, commands ignored until end of transaction block \
+                     (an earlier statement failed: {first})"
+                ),
+                constraint: None,
+                column: None,
+                detail: None,
+            })),
+        }
     }
 
     /// Makes the unit of work depend on a host statement that must change a row (a delivery's
@@ -171,23 +314,36 @@ impl SqlCtx {
     }
 
     /// Runs a statement that returns rows, in this unit of work's transaction.
-    pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
-        refuse_outside_unit_of_work(statement)?;
+    pub async fn query(&mut self, statement: Statement<'_>, params: Vec<Value>) -> Result<RowSet, Error> {
+        // The previous result is in the guest by now.
+        self.result_held = Held::default();
         self.refuse_after_guard()?;
+        self.refuse_after_failure()?;
+        let _sending = match self.admit(statement.text(), &params) {
+            Ok(held) => held,
+            Err(err) => return self.note(Err(err)),
+        };
+        let mut budget = ResultBudget::new(self.limits.max_result_bytes, self.memory.clone());
         let result = match self.transaction_with_guard().await {
-            Ok(transaction) => transaction.query(statement, params).await,
+            Ok(transaction) => transaction.query(statement.text(), params, &mut budget).await,
             Err(err) => Err(err),
         };
+        self.result_held = budget.into_held();
         let result = self.settle_guard(result);
         self.note(result)
     }
 
     /// Runs a statement and returns the rows it changed, in this unit of work's transaction.
-    pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error> {
-        refuse_outside_unit_of_work(statement)?;
+    pub async fn execute(&mut self, statement: Statement<'_>, params: Vec<Value>) -> Result<u64, Error> {
+        self.result_held = Held::default();
         self.refuse_after_guard()?;
+        self.refuse_after_failure()?;
+        let _sending = match self.admit(statement.text(), &params) {
+            Ok(held) => held,
+            Err(err) => return self.note(Err(err)),
+        };
         let result = match self.transaction_with_guard().await {
-            Ok(transaction) => transaction.execute(statement, params).await,
+            Ok(transaction) => transaction.execute(statement.text(), params).await,
             Err(err) => Err(err),
         };
         let result = self.settle_guard(result);
@@ -260,6 +416,7 @@ impl SqlCtx {
     /// commit, which then rolls back.
     pub async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
         self.refuse_after_guard()?;
+        self.refuse_after_failure()?;
         let result = match self.transaction().await {
             Ok(transaction) => transaction.defer(statement, params).await,
             Err(err) => Err(err),
@@ -313,43 +470,12 @@ impl SqlCtx {
             if matches!(err, Error::Database(_) | Error::Unavailable(_)) {
                 self.aborted.get_or_insert_with(|| describe(err));
             }
+            if matches!(err, Error::Database(_)) {
+                self.failed.get_or_insert_with(|| describe(err));
+            }
         }
         result
     }
-}
-
-/// Refuses statements that would step outside the unit of work: transaction control, and
-/// session state that would stay on the pooled connection. PostgreSQL prepares one statement
-/// at a time, so its first keyword decides.
-fn refuse_outside_unit_of_work(statement: &str) -> Result<(), Error> {
-    let mut words = statement_words(statement);
-    let first = words.next().unwrap_or_default().to_ascii_uppercase();
-    let refused = match first.as_str() {
-        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "PREPARE" => {
-            "the host begins and ends the unit of work's transaction"
-        }
-        "SET" if !words.next().is_some_and(|word| word.eq_ignore_ascii_case("LOCAL")) => {
-            "session settings would outlive the unit of work; use SET LOCAL"
-        }
-        "RESET" | "DISCARD" | "LISTEN" | "UNLISTEN" | "DEALLOCATE" => "session state would outlive the unit of work",
-        _ => return Ok(()),
-    };
-    Err(Error::Refused(format!("{first}: {refused}")))
-}
-
-/// The words of a statement, skipping leading `--` and `/* */` comments.
-pub(crate) fn statement_words(statement: &str) -> impl Iterator<Item = &str> {
-    let mut rest = statement.trim_start();
-    loop {
-        if let Some(comment) = rest.strip_prefix("--") {
-            rest = comment.split_once('\n').map_or("", |(_, after)| after).trim_start();
-        } else if let Some(comment) = rest.strip_prefix("/*") {
-            rest = comment.split_once("*/").map_or("", |(_, after)| after).trim_start();
-        } else {
-            break;
-        }
-    }
-    rest.split(|c: char| c.is_whitespace() || c == ';' || c == '(').filter(|word| !word.is_empty())
 }
 
 fn describe(err: &Error) -> String {

@@ -18,24 +18,32 @@
 //! - a connection whose transaction was neither committed nor rolled back (the store was
 //!   dropped at the deadline) has its running statement cancelled on the server, and is then
 //!   detached from the pool and closed, which rolls it back; it is never pooled mid-transaction;
+//!   should its session still run a statement a moment later (a lost cancel, a timeout lifted
+//!   by dynamic SQL), it is terminated from another connection (see [`connection::abandon`]);
 //! - `COMMIT` and `ROLLBACK` get [`END_TIMEOUT`];
-//! - a query's rows are counted as they arrive, and one past `max_result_bytes` cancels it;
+//! - no message the server sends is read past the connection's limit (see [`wire`]), and a
+//!   query's rows are counted from their lengths on the wire as they arrive, against
+//!   `max_result_bytes` and the component's share of host memory, before they are converted: one
+//!   past either cancels the query;
 //! - a connection is cleaned as its transaction ends, in the same round trip (settings reset,
 //!   advisory locks released, temporary tables dropped), and pooled only when that worked, so
 //!   nothing of one unit of work reaches the next.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, TimeoutType, Timeouts};
+use deadpool::managed::{PoolError, TimeoutType, Timeouts};
 
-use super::{CommitError, Database, DatabaseError, Error, RowSet, Transaction, Value};
+use super::{CommitError, Database, DatabaseError, Error, ResultBudget, RowSet, Transaction, Value};
 use crate::config::DatabaseConfig;
-use crate::config::postgres_tls::PgConnector;
 use crate::telemetry::metrics::MessagingSample;
 
+pub mod connection;
 mod statements;
+pub mod wire;
 
+pub use connection::{ConnectError, Connector, Object, PgConn, Pool, abandon};
 use statements::{Ready, Request, check_encoding, fetch, in_order, pipeline, prepare, refs, run};
 
 /// How long a request waits for a free connection, or for a new one to be made.
@@ -47,6 +55,13 @@ const PING_WAIT: Duration = Duration::from_secs(1);
 
 /// Prepared statements kept per connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;
+
+/// Longest statement text kept in a connection's cache of prepared statements: a longer one is
+/// prepared for its one use, so the cache holds at most a megabyte of text per connection.
+const MAX_CACHED_TEXT: usize = 4096;
+
+/// Room a connection leaves for a message beyond the largest result or event it carries.
+const MESSAGE_SLACK: usize = 64 * 1024;
 
 /// Undoes whatever session state a unit of work could leave on its connection:
 /// `set_config(.., false)`, cursors `WITH HOLD`, session advisory locks, temporary tables,
@@ -67,38 +82,37 @@ const MAX_DEFERRED: usize = 64;
 
 pub struct PgDatabase {
     pool: Pool,
-    /// The URL's TLS, also for cancel requests (each a connection of its own).
-    tls: PgConnector,
-    /// Largest result one query may hand a guest, in bytes (see [`convert::size`]).
-    max_result_bytes: usize,
+    /// Makes the pool's connections, and the connections that cancel or end their sessions.
+    connector: Arc<Connector>,
 }
 
 impl PgDatabase {
-    /// Builds the pool; no connection is made until one is needed.
-    pub fn new(config: &DatabaseConfig) -> anyhow::Result<Self> {
+    /// Builds the pool; no connection is made until one is needed. A connection reads no
+    /// message longer than `largest_value` bytes (the component's `max_result_bytes` or
+    /// `max_event_bytes`, whichever is larger), plus a little room.
+    pub fn new(config: &DatabaseConfig, largest_value: usize) -> anyhow::Result<Self> {
         let mut pg = config.url.pg_config().clone();
         pg.connect_timeout(CONNECTION_WAIT);
-        let tls = config.url.tls().connector().clone();
-        let manager = Manager::from_config(
-            pg,
-            tls.clone(),
-            // Connections are cleaned as their transaction ends (see `RESET_SESSION`); taking one
-            // from the pool only checks it is still open.
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
+        let limit = largest_value.saturating_add(MESSAGE_SLACK);
+        let connector = Arc::new(Connector::new(pg, config.url.tls().connector().clone(), limit));
+        let pool = Pool::builder(connection::PgManager::new(connector.clone()))
             .max_size(config.max_connections)
             .wait_timeout(Some(CONNECTION_WAIT))
             .create_timeout(Some(CONNECTION_WAIT))
             .recycle_timeout(Some(CONNECTION_WAIT))
-            .runtime(Runtime::Tokio1)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool, tls, max_result_bytes: config.max_result_bytes })
+        Ok(Self { pool, connector })
     }
 
     /// The pool itself, for host work on the component's database (the outbox relay).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// What the pool's connections are made with, for cancelling their statements.
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
     }
 
     async fn connection(&self) -> Result<Object, Error> {
@@ -117,9 +131,9 @@ impl Database for PgDatabase {
             deferred: Vec::new(),
             ahead: None,
             ahead_outcome: None,
-            max_result_bytes: self.max_result_bytes,
-            tls: self.tls.clone(),
+            connector: self.connector.clone(),
             cancel_sent: false,
+            ended: false,
         }))
     }
 
@@ -127,7 +141,7 @@ impl Database for PgDatabase {
         let timeouts = Timeouts { wait: Some(PING_WAIT), ..self.pool.timeouts() };
         let client = match self.pool.timeout_get(&timeouts).await {
             Ok(client) => client,
-            Err(deadpool_postgres::PoolError::Timeout(TimeoutType::Wait)) => return Ok(()),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => return Ok(()),
             Err(err) => return Err(pool_failed(err)),
         };
         client.simple_query("SELECT 1").await.map(drop).map_err(|err| err.to_string())
@@ -139,7 +153,7 @@ impl Database for PgDatabase {
     }
 
     async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
-        crate::capabilities::messaging::sample::sample(&self.pool, &self.tls, topics).await
+        crate::capabilities::messaging::sample::sample(&self.pool, &self.connector, topics).await
     }
 }
 
@@ -155,11 +169,12 @@ struct PgTransaction {
     /// its outcome.
     ahead: Option<(String, Vec<Value>)>,
     ahead_outcome: Option<Result<u64, Error>>,
-    max_result_bytes: usize,
-    tls: PgConnector,
+    connector: Arc<Connector>,
     /// A cancel request was sent for this connection: it may still arrive and cancel whatever
     /// runs then, so the connection is closed at the end rather than pooled.
     cancel_sent: bool,
+    /// `COMMIT` or `ROLLBACK` was answered: nothing runs on the connection any more.
+    ended: bool,
 }
 
 impl PgTransaction {
@@ -250,6 +265,7 @@ impl PgTransaction {
         let Ok(mut outcomes) = tokio::time::timeout(END_TIMEOUT, pipeline(requests)).await else {
             return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
         };
+        self.ended = true;
         let reset = outcomes.pop().unwrap_or(Ok(()));
         // A statement that failed on the server aborted the transaction, and the `COMMIT` after it
         // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
@@ -271,13 +287,12 @@ impl PgTransaction {
 
 #[async_trait]
 impl Transaction for PgTransaction {
-    async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, Error> {
+    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error> {
         let (ahead, ready) = self.prepare_in_order(statement, &params).await?;
         let begin = self.take_begin();
-        let max_result_bytes = self.max_result_bytes;
         let client = self.client()?;
         let mut cancelled = false;
-        let rows = fetch(client, ready, max_result_bytes, &self.tls, &mut cancelled);
+        let rows = fetch(client, ready, budget, &self.connector, &mut cancelled);
         let (ahead, result) = in_order(client, begin, ahead, rows).await;
         self.cancel_sent |= cancelled;
         self.ahead_outcome = self.ahead_outcome.take().or(ahead);
@@ -326,32 +341,19 @@ impl Transaction for PgTransaction {
 
 impl Drop for PgTransaction {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if self.begin.is_some() {
-                // Nothing was ever sent on it: it goes back to the pool as it came.
-                return;
-            }
-            if !self.cancel_sent {
-                cancel_on_server(&client, &self.tls);
-            }
-            // The server goes on running a statement after its client has gone, so ask it to
-            // cancel the statement (the request travels on a connection of its own); closing
-            // this connection is PostgreSQL's rollback.
-            drop(Object::take(client));
+        let Some(client) = self.client.take() else { return };
+        if self.begin.is_some() {
+            // Nothing was ever sent on it: it goes back to the pool as it came.
+            return;
         }
-    }
-}
-
-/// Asks the server to cancel whatever `client`'s connection is running, in the background (a
-/// cancel request is a connection of its own).
-pub(crate) fn cancel_on_server(client: &tokio_postgres::Client, tls: &PgConnector) {
-    let (token, tls) = (client.cancel_token(), tls.clone());
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(err) = token.cancel_query(tls).await {
-                tracing::debug!(error = %err, "could not cancel a statement on the server");
-            }
-        });
+        if self.ended {
+            // Ended, but not clean (or a cancel may still arrive): closed, not pooled.
+            drop(Object::take(client));
+        } else {
+            // A statement may still run on the server, which goes on after its client has
+            // gone: cancelled, then ended from elsewhere if need be. Closing is the rollback.
+            abandon(client, &self.connector, self.cancel_sent);
+        }
     }
 }
 
@@ -380,9 +382,9 @@ fn is_server_outage(sqlstate: &str) -> bool {
     sqlstate.starts_with("08") || matches!(sqlstate, "53100" | "53300" | "57P01" | "57P02" | "57P03")
 }
 
-fn pool_failed(err: deadpool_postgres::PoolError) -> String {
+fn pool_failed(err: PoolError<ConnectError>) -> String {
     match err {
-        deadpool_postgres::PoolError::Backend(err) => err.to_string(),
+        PoolError::Backend(err) => err.to_string(),
         other => other.to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! The view of a store's [`SqlCtx`] that the generated `platform:service/sql` bindings call
-//! into: each statement runs in the unit of work under a client span named after its
-//! operation, and its duration is counted in the component's metrics.
+//! into: each statement is checked against the component's limits and read (see
+//! [`super::statement`]) before anything else, then runs in the unit of work under a client span
+//! named after its operation, and its duration is counted in the component's metrics.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::{Error, RowSet, SqlCtx, Value};
 use crate::bindings::sql::{self as wit};
-use crate::telemetry::metrics::{ComponentMetrics, operation_of};
+use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::truncated;
 
 /// Longest statement text recorded on a span, in bytes: the guest writes the statement, and a
@@ -46,7 +47,7 @@ impl<'a> Sql<'a> {
     }
 }
 
-/// Marks a statement's span as failed, with PostgreSQL's SQLSTATE when there is one.
+/// Marks a statement's span as failed, with the SQLSTATE when there is one.
 fn record_failure(span: &tracing::Span, err: &Error) {
     span.record("otel.status_code", "error");
     if let Error::Database(db) = err {
@@ -60,10 +61,15 @@ impl wit::Host for Sql<'_> {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let operation = operation_of(&statement);
+        // Checked before anything is done with it: the text may be up to the guest's memory.
+        let checked = self.ctx.check(&statement);
+        let operation = checked.as_ref().map_or("OTHER", |checked| checked.operation());
         let span = self.span(&statement, operation);
         let started = Instant::now();
-        let result = self.ctx.query(&statement, params).instrument(span.clone()).await;
+        let result = match checked {
+            Ok(checked) => self.ctx.query(checked, params).instrument(span.clone()).await,
+            Err(refused) => Err(refused),
+        };
         self.metrics.statement(operation, started.elapsed().as_secs_f64());
         match &result {
             Ok(rows) => {
@@ -79,10 +85,14 @@ impl wit::Host for Sql<'_> {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let operation = operation_of(&statement);
+        let checked = self.ctx.check(&statement);
+        let operation = checked.as_ref().map_or("OTHER", |checked| checked.operation());
         let span = self.span(&statement, operation);
         let started = Instant::now();
-        let result = self.ctx.execute(&statement, params).instrument(span.clone()).await;
+        let result = match checked {
+            Ok(checked) => self.ctx.execute(checked, params).instrument(span.clone()).await,
+            Err(refused) => Err(refused),
+        };
         self.metrics.statement(operation, started.elapsed().as_secs_f64());
         match &result {
             Ok(changed) => {

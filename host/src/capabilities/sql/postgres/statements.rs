@@ -2,13 +2,14 @@
 //! request when its future is first polled, so statements prepared beforehand and polled in
 //! order share one round trip (see [`pipeline`] and [`in_order`]).
 
-use deadpool_postgres::Object;
-use futures::{FutureExt, TryStreamExt};
-use tokio_postgres::types::ToSql;
+use std::sync::Arc;
 
-use super::{MAX_CACHED_STATEMENTS, cancel_on_server, query_failed};
-use crate::config::postgres_tls::PgConnector;
-use crate::capabilities::sql::{DatabaseError, Error, ParameterError, RowSet, Value, convert};
+use futures::{FutureExt, TryStreamExt};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+
+use super::connection::{Connector, Object, cancel_in_background};
+use super::{MAX_CACHED_STATEMENTS, MAX_CACHED_TEXT, query_failed};
+use crate::capabilities::sql::{Error, ParameterError, ResultBudget, RowSet, Value, convert};
 
 /// A request to the server, sent when first polled.
 pub(super) type Request<'a> = futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>;
@@ -19,7 +20,12 @@ pub(super) type Ready = (tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + S
 
 /// Prepares `statement` on `client` and converts `params` to the types it expects.
 pub(super) async fn prepare(client: &Object, statement: &str, params: &[Value]) -> Result<Ready, Error> {
-    let prepared = client.prepare_cached(statement).await.map_err(query_failed)?;
+    let prepared = if statement.len() <= MAX_CACHED_TEXT {
+        client.prepare_cached(statement).await
+    } else {
+        client.prepare(statement).await
+    }
+    .map_err(query_failed)?;
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         // A component that builds SQL text dynamically must not grow the cache forever.
         client.statement_cache.clear();
@@ -100,38 +106,63 @@ pub(super) async fn run(client: &Object, (prepared, params): Ready) -> Result<u6
     client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
 }
 
-/// Runs a query and collects its rows, cancelling it on the server once they pass
-/// `max_result_bytes` (and saying so in `cancelled`).
+/// Runs a query and collects its rows, each counted against `budget` from its columns' lengths
+/// on the wire before it is converted; a row the budget refuses cancels the query on the server
+/// (and says so in `cancelled`).
 pub(super) async fn fetch(
     client: &Object,
     (prepared, params): Ready,
-    max_result_bytes: usize,
-    tls: &PgConnector,
+    budget: &mut ResultBudget,
+    connector: &Arc<Connector>,
     cancelled: &mut bool,
 ) -> Result<RowSet, Error> {
     let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
     futures::pin_mut!(stream);
-    let (mut rows, mut bytes) = (Vec::new(), 0usize);
+    let mut rows = Vec::new();
     while let Some(row) = stream.try_next().await.map_err(query_failed)? {
-        let values = convert::row(prepared.columns(), &row)?;
-        bytes += values.iter().map(convert::size).sum::<usize>();
-        if bytes > max_result_bytes {
+        if let Err(refused) = budget.take(wire_size(&row)) {
             // Stop the server producing the rest; the unit of work is aborted either way.
-            cancel_on_server(client, tls);
+            cancel_in_background(client, connector);
             *cancelled = true;
-            return Err(Error::Database(DatabaseError {
-                code: "54000".into(),
-                message: format!(
-                    "the result is over {max_result_bytes} bytes; select fewer rows or columns (LIMIT, paging)"
-                ),
-                constraint: None,
-                column: None,
-                detail: None,
-            }));
+            return Err(refused);
         }
-        rows.push(values);
+        rows.push(convert::row(prepared.columns(), &row)?);
     }
     Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
+}
+
+/// What a row will take once converted, from its columns' lengths as they came from the server:
+/// each value's bytes (a uuid's text is longer than its 16 bytes; a numeric's digits take at
+/// most about four times their packed size) and its place in the row.
+fn wire_size(row: &tokio_postgres::Row) -> usize {
+    (0..row.len())
+        .map(|index| {
+            let length = row.try_get::<_, WireLength>(index).map_or(0, |length| length.0);
+            let converted = match *row.columns()[index].type_() {
+                Type::UUID => 36,
+                Type::NUMERIC => length.saturating_mul(4),
+                _ => length,
+            };
+            convert::VALUE_OVERHEAD + converted
+        })
+        .sum()
+}
+
+/// A column's length on the wire, read without converting it.
+struct WireLength(usize);
+
+impl<'a> FromSql<'a> for WireLength {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.len()))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(0))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 pub(super) fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {

@@ -1,0 +1,323 @@
+//! Connections to a component's database, made by the host itself so that every byte the server
+//! sends is framed by a [`WireGuard`], and pooled with what the host must know of each to end its
+//! session from elsewhere.
+//!
+//! - [`Connector`] is built once per component from its database URL: it opens the socket (TCP
+//!   or Unix, as tokio-postgres would), wraps it, negotiates TLS as the URL's `sslmode` says
+//!   (guarding the TLS session's plaintext too), and logs in (`Config::connect_raw`). Cancel
+//!   requests travel the same way.
+//! - [`PgManager`] lets deadpool create and recycle [`PgConn`]s: a client with deadpool's
+//!   statement cache, its backend's pid and start time.
+//! - [`abandon`] is how the host lets go of a connection in an unknown state (a unit of work past
+//!   its deadline, a result cut short): it closes it, asks the server to cancel what it runs, and
+//!   a moment later, from a fresh connection, terminates the session if it is still busy (a
+//!   statement whose timeout a guest lifted with dynamic SQL, a cancel that got lost).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::MakeTlsConnect;
+
+use super::wire::{GuardedTls, Phase, WireGuard};
+use crate::config::postgres_tls::PgConnector;
+
+/// How long after letting go of a busy session the host looks whether it is still running.
+const TERMINATE_AFTER: Duration = Duration::from_secs(2);
+
+/// Opens connections to one database.
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: PgConnector,
+    /// Longest backend message a connection reads, in bytes.
+    limit: usize,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Socket(#[from] io::Error),
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl ConnectError {
+    /// The server's own error, when it refused the login.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            Self::Postgres(err) => err.as_db_error(),
+            Self::Socket(_) => None,
+        }
+    }
+}
+
+impl Connector {
+    /// A connector for `config` (whose `ssl_mode` is what tokio-postgres negotiates) over `tls`,
+    /// reading backend messages of at most `limit` bytes.
+    pub fn new(config: tokio_postgres::Config, tls: PgConnector, limit: usize) -> Self {
+        Self { config, tls, limit }
+    }
+
+    /// A logged-in client, its connection running in a task of its own.
+    pub async fn connect(&self) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), ConnectError> {
+        let (socket, hostname) = self.socket().await?;
+        let tls = self.guarded_tls(&hostname);
+        let (client, connection) = self.config.connect_raw(socket, tls).await?;
+        let task = tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "a database connection ended with an error");
+            }
+        });
+        Ok((client, task))
+    }
+
+    /// Asks the server to cancel what the session of `token` runs now.
+    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), ConnectError> {
+        let (socket, hostname) = self.socket().await?;
+        token.cancel_query_raw(socket, self.guarded_tls(&hostname)).await?;
+        Ok(())
+    }
+
+    fn guarded_tls(
+        &self,
+        hostname: &str,
+    ) -> GuardedTls<<PgConnector as MakeTlsConnect<WireGuard<Socket>>>::TlsConnect> {
+        let mut tls = self.tls.clone();
+        let Ok(inner) = MakeTlsConnect::<WireGuard<Socket>>::make_tls_connect(&mut tls, hostname);
+        GuardedTls { inner, limit: self.limit }
+    }
+
+    /// A socket to the first of the configured hosts that answers, guarded, and the host's name
+    /// (what a certificate is checked against).
+    async fn socket(&self) -> Result<(WireGuard<Socket>, String), io::Error> {
+        let phase = if self.config.get_ssl_mode() == SslMode::Disable { Phase::Messages } else { Phase::SslResponse };
+        let timeout = self.config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(30));
+        let hosts = self.config.get_hosts();
+        let ports = self.config.get_ports();
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the database URL names no host");
+        for (index, host) in hosts.iter().enumerate() {
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            let address = self.config.get_hostaddrs().get(index);
+            let opened = match host {
+                Host::Tcp(name) => {
+                    let target = address.map_or_else(|| name.clone(), |ip| ip.to_string());
+                    tcp(&target, port, timeout, self.config.get_keepalives().then(|| self.keepalive()))
+                        .await
+                        .map(|stream| (Socket::Tcp(stream), name.clone()))
+                }
+                #[cfg(unix)]
+                Host::Unix(folder) => {
+                    let path = folder.join(format!(".s.PGSQL.{port}"));
+                    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+                        Ok(opened) => opened.map(|stream| (Socket::Unix(stream), String::new())),
+                        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out")),
+                    }
+                }
+            };
+            match opened {
+                Ok((socket, name)) => return Ok((WireGuard::new(socket, self.limit, phase), name)),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
+    }
+
+    fn keepalive(&self) -> socket2::TcpKeepalive {
+        let mut keepalive = socket2::TcpKeepalive::new().with_time(self.config.get_keepalives_idle());
+        if let Some(interval) = self.config.get_keepalives_interval() {
+            keepalive = keepalive.with_interval(interval);
+        }
+        if let Some(retries) = self.config.get_keepalives_retries() {
+            keepalive = keepalive.with_retries(retries);
+        }
+        keepalive
+    }
+}
+
+/// A TCP connection to `host:port` (each address it resolves to in turn), as tokio-postgres
+/// opens one: no delay, keepalives when configured.
+async fn tcp(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    keepalive: Option<socket2::TcpKeepalive>,
+) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{host} resolves to no address"));
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                last = err;
+                continue;
+            }
+            Err(_) => {
+                last = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
+                continue;
+            }
+        };
+        stream.set_nodelay(true)?;
+        if let Some(keepalive) = &keepalive {
+            socket2::SockRef::from(&stream).set_tcp_keepalive(keepalive)?;
+        }
+        return Ok(stream);
+    }
+    Err(last)
+}
+
+/// A TCP or Unix socket.
+pub enum Socket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(unix)]
+            Self::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(unix)]
+            Self::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(unix)]
+            Self::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            #[cfg(unix)]
+            Self::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A pooled connection: the client (with deadpool's statement cache) and its backend session.
+pub struct PgConn {
+    client: ClientWrapper,
+    /// The backend's process id and start time: together, this session and no other.
+    pid: i32,
+    started: DateTime<Utc>,
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        &self.client
+    }
+}
+
+/// Makes and recycles a component's connections for deadpool.
+pub struct PgManager {
+    connector: Arc<Connector>,
+}
+
+impl PgManager {
+    pub fn new(connector: Arc<Connector>) -> Self {
+        Self { connector }
+    }
+}
+
+impl deadpool::managed::Manager for PgManager {
+    type Type = PgConn;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<PgConn, ConnectError> {
+        let (client, task) = self.connector.connect().await?;
+        let session = client
+            .query_one("SELECT pg_backend_pid(), backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()", &[])
+            .await?;
+        Ok(PgConn { pid: session.get(0), started: session.get(1), client: ClientWrapper::new(client, task) })
+    }
+
+    /// A connection is cleaned as its transaction ends (see `RESET_SESSION`); taking one from
+    /// the pool only checks that it is still open.
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<ConnectError> {
+        if conn.is_closed() {
+            return Err(RecycleError::message("the connection is closed"));
+        }
+        Ok(())
+    }
+}
+
+/// A pool of a component's connections.
+pub type Pool = deadpool::managed::Pool<PgManager>;
+
+/// A connection taken from a [`Pool`].
+pub type Object = deadpool::managed::Object<PgManager>;
+
+/// Lets go of `conn`, whose session may be running a statement: it is detached from the pool and
+/// closed, the server is asked to cancel what it runs (unless `cancelled` says that was asked
+/// already), and after [`TERMINATE_AFTER`] a fresh connection terminates the session if it is
+/// still busy. Closing the connection is PostgreSQL's rollback.
+pub fn abandon(conn: Object, connector: &Arc<Connector>, cancelled: bool) {
+    let conn = Object::take(conn);
+    let (token, pid, started) = (conn.cancel_token(), conn.pid, conn.started);
+    drop(conn);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let connector = connector.clone();
+    runtime.spawn(async move {
+        if !cancelled && let Err(err) = connector.cancel(&token).await {
+            tracing::debug!(error = %err, "could not cancel a statement on the server");
+        }
+        tokio::time::sleep(TERMINATE_AFTER).await;
+        if let Err(err) = terminate_if_busy(&connector, pid, started).await {
+            tracing::debug!(error = %err, pid, "could not look for an abandoned session");
+        }
+    });
+}
+
+/// Asks [`Connector::cancel`] for what `conn`'s session runs now, in the background.
+pub fn cancel_in_background(conn: &PgConn, connector: &Arc<Connector>) {
+    let (token, connector) = (conn.cancel_token(), connector.clone());
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(err) = connector.cancel(&token).await {
+                tracing::debug!(error = %err, "could not cancel a statement on the server");
+            }
+        });
+    }
+}
+
+/// Terminates the session `pid` that started at `started`, if it still runs a statement.
+async fn terminate_if_busy(connector: &Connector, pid: i32, started: DateTime<Utc>) -> Result<(), ConnectError> {
+    let (client, task) = connector.connect().await?;
+    let ended = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid = $1 AND backend_start = $2 AND state <> 'idle'",
+            &[&pid, &started],
+        )
+        .await;
+    drop(client);
+    task.abort();
+    if ended?.first().is_some_and(|row| row.get::<_, bool>(0)) {
+        tracing::warn!(pid, "a session the host had let go of was still running a statement; terminated it");
+    }
+    Ok(())
+}
