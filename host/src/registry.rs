@@ -1,6 +1,6 @@
 //! What the host runs, in one place that every part reaches after start: the engine, the
-//! services (each with its current code and that code's identity), the broker, and whether the
-//! host is stopping. The HTTP listener routes with it, the admin API shows and swaps code in it,
+//! services (each with its current code and that code's identity, and its broker connection),
+//! and whether the host is stopping. The HTTP listener routes with it, the admin API shows and swaps code in it,
 //! the file watcher reloads through it.
 //!
 //! Built once by [`crate::startup::Host::build`] and shared by `Arc`.
@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::capabilities::messaging::broker::Broker;
 use crate::engine::Runtime;
 use crate::service::Service;
 use crate::telemetry::metrics::Metrics;
@@ -17,8 +16,6 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     /// Longest route first, so `/orders-archive` is tried before `/orders`.
     services: Vec<Arc<Service>>,
-    /// Present when the manifest has a `[messaging]` section.
-    broker: Option<Arc<Broker>>,
     /// Set when shutdown begins: readiness answers 503 from then on.
     stopping: AtomicBool,
     /// The host's metrics, which the admin listener serves.
@@ -29,11 +26,10 @@ impl Registry {
     pub fn new(
         runtime: Arc<Runtime>,
         mut services: Vec<Arc<Service>>,
-        broker: Option<Arc<Broker>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
-        Self { runtime, services, broker, stopping: AtomicBool::new(false), metrics }
+        Self { runtime, services, stopping: AtomicBool::new(false), metrics }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -50,10 +46,6 @@ impl Registry {
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|service| service.name == name)
-    }
-
-    pub fn broker(&self) -> Option<&Arc<Broker>> {
-        self.broker.as_ref()
     }
 
     /// The service whose route is a prefix of `path` (on a segment boundary), and the path it sees.

@@ -71,19 +71,15 @@ impl Host {
             databases.insert(component.name.clone(), Arc::new(database));
         }
         let mut host = Self::build_with(config, databases).await?;
-        if let Some(broker) = host.registry.broker().cloned() {
-            let keep = broker.config().retention;
-            for service in host.registry.services() {
-                let Some(pool) = pools.remove(&service.name) else { continue };
-                if !service.outbound.topics.is_empty() {
-                    let outbound = service.outbound.clone();
-                    let metrics = service.metrics.clone();
-                    host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound, metrics));
-                }
-                if !service.outbound.topics.is_empty() || !service.subscriptions.is_empty() {
-                    host.retention.push(Retention::new(service.name.clone(), pool, keep));
-                }
+        for service in host.registry.services() {
+            let (Some(broker), Some(pool)) = (&service.broker, pools.remove(&service.name)) else { continue };
+            if !service.outbound.topics.is_empty() {
+                let outbound = service.outbound.clone();
+                let metrics = service.metrics.clone();
+                let max_data = service.limits.max_event_bytes;
+                host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound, metrics, max_data));
             }
+            host.retention.push(Retention::new(service.name.clone(), pool, broker.config().retention));
         }
         Ok(host)
     }
@@ -113,7 +109,13 @@ impl Host {
             })
                 .await
                 .context("the compile task panicked")??;
-            services.push(Arc::new(Service::new(component, &config.limits, code, database, &metrics)));
+            let broker = match (&config.messaging, &component.amqp_url) {
+                (Some(messaging), Some(url)) if component.uses_messaging() => {
+                    Some(Broker::new(&component.name, url.clone(), messaging.clone()))
+                }
+                _ => None,
+            };
+            services.push(Arc::new(Service::new(component, &config.limits, code, database, broker, &metrics)));
         }
         let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
             format!(
@@ -122,22 +124,21 @@ impl Host {
             )
         })?;
         let deadline = config.http.request_timeout;
-        let broker = config.messaging.map(Broker::new);
-        let consumers = match &broker {
-            Some(broker) => services
-                .iter()
-                .filter(|service| !service.subscriptions.is_empty())
-                .map(|service| Arc::new(MessageTrigger::new(runtime.clone(), service.clone(), broker.clone(), deadline)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let consumers = services
+            .iter()
+            .filter(|service| !service.subscriptions.is_empty())
+            .filter_map(|service| {
+                let broker = service.broker.clone()?;
+                Some(Arc::new(MessageTrigger::new(runtime.clone(), service.clone(), broker, deadline)))
+            })
+            .collect();
         let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} for the admin API: is another host running? Stop it or set HOST_ADMIN_LISTEN",
                 config.admin.listen
             )
         })?;
-        let registry = Arc::new(Registry::new(runtime, services, broker, metrics));
+        let registry = Arc::new(Registry::new(runtime, services, metrics));
         let (drain_delay, grace) = (config.http.drain_delay, config.http.shutdown_grace);
         let http = Arc::new(HttpTrigger::new(registry.clone(), config.http));
         Ok(Self {
@@ -193,13 +194,17 @@ impl Host {
             }
         });
         for consumer in self.consumers {
-            supervisor.spawn(Phase::Intake, move |stop| consumer.run(stop));
+            let name = format!("consumer of {}", consumer.component());
+            supervisor.spawn_restarting(Phase::Intake, name, move |stop| consumer.clone().run(stop));
         }
         for relay in self.relays {
-            supervisor.spawn(Phase::Background, move |stop| relay.run(stop));
+            let name = format!("outbox relay of {}", relay.component());
+            supervisor.spawn_restarting(Phase::Background, name, move |stop| relay.clone().run(stop));
         }
         for pruning in self.retention {
-            supervisor.spawn(Phase::Background, move |stop| pruning.run(stop));
+            let pruning = Arc::new(pruning);
+            let name = format!("outbox and inbox retention of {}", pruning.component());
+            supervisor.spawn_restarting(Phase::Background, name, move |stop| pruning.clone().run(stop));
         }
         if self.admin.watch {
             match control::watch::watch(self.registry.clone()) {
@@ -207,8 +212,10 @@ impl Host {
                 Err(err) => tracing::warn!(error = %format!("{err:#}"), "component files are not watched; reload through the admin API"),
             }
         }
-        if let Some(broker) = self.registry.broker() {
-            supervisor.spawn(Phase::Connections, |stop| broker.clone().supervise(stop));
+        for service in self.registry.services() {
+            let Some(broker) = service.broker.clone() else { continue };
+            let name = format!("broker connection of {}", service.name);
+            supervisor.spawn_restarting(Phase::Connections, name, move |stop| broker.clone().supervise(stop));
         }
         let (registry, admin_listener, token) = (self.registry.clone(), self.admin_listener, self.admin.token.clone());
         supervisor.spawn(Phase::Connections, move |stop| control::serve(admin_listener, registry, token, stop));

@@ -13,12 +13,22 @@
 //!
 //! A new task picks its phase; nothing else needs to change. Dropping the supervisor aborts
 //! every task still running, so nothing outlives a host that is dropped.
+//!
+//! A task that must run for as long as the host does (a relay, a consumer, a broker connection)
+//! joins with [`Supervisor::spawn_restarting`]: should it panic or return before it is told to
+//! stop, the panic is logged and the task started afresh, after a pause that grows while it
+//! keeps failing, so one bad row or message stops no component's events for good.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+/// The first pause before a failed task starts again, and the longest.
+const FIRST_RESTART: Duration = Duration::from_millis(100);
+const MAX_RESTART: Duration = Duration::from_secs(30);
 
 /// In stopping order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +56,45 @@ impl Supervisor {
     {
         let (stop, tasks) = &mut self.phases[phase as usize];
         tasks.spawn(task(stop.clone()));
+    }
+
+    /// Runs `task` until it is told to stop, starting it again whenever it panics or returns
+    /// before that; `name` says which task in the log.
+    pub fn spawn_restarting<F, Fut>(&mut self, phase: Phase, name: String, task: F)
+    where
+        F: Fn(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, tasks) = &mut self.phases[phase as usize];
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut pause = FIRST_RESTART;
+            loop {
+                // A task of its own, so a panic ends it and not this loop; aborted with the loop.
+                let ran = AbortOnDropHandle::new(tokio::spawn(task(stop.clone()))).await;
+                if stop.is_cancelled() {
+                    return;
+                }
+                match ran {
+                    Ok(()) => tracing::error!(task = %name, ?pause, "a background task returned while the host runs; starting it again"),
+                    Err(err) if err.is_panic() => {
+                        let panic = err.into_panic();
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|text| (*text).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(task = %name, panic = %message, ?pause, "a background task panicked; starting it again");
+                    }
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(MAX_RESTART);
+            }
+        });
     }
 
     /// Stops the phases in order, each once the one before has finished or `grace` has passed.
@@ -83,6 +132,30 @@ mod tests {
         }
         supervisor.stop(Duration::from_secs(5)).await;
         assert_eq!(*stopped.lock().expect("lock"), ["http", "relay", "broker"]);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_returns_early_is_started_again_until_the_host_stops() {
+        let mut supervisor = Supervisor::new();
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = runs.clone();
+        supervisor.spawn_restarting(Phase::Background, "flaky".into(), move |stop| {
+            let run = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                match run {
+                    0 => panic!("a bad row"),
+                    1 => {}
+                    _ => stop.cancelled().await,
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        while runs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            assert!(started.elapsed() < Duration::from_secs(5), "not started again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), supervisor.stop(Duration::from_secs(1))).await.expect("stops");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3, "not started again once stopping");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{DatabaseUrl, Environment, GuestLimitSettings, GuestLimits, Limits, check_positive, check_topic};
+use super::{AmqpUrl, DatabaseUrl, Environment, GuestLimitSettings, GuestLimits, Limits, check_positive, check_topic};
 
 /// One component, as the manifest names it.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct ComponentConfig {
     pub publishes: Vec<String>,
     /// What its units of work may take of the host.
     pub limits: GuestLimits,
+    /// Its broker login: `<NAME>_AMQP_URL`, else its `amqp_url`, else (for a component that
+    /// publishes or subscribes) the host's (see [`super::messaging::resolve_broker_logins`]).
+    pub amqp_url: Option<AmqpUrl>,
 }
 
 impl ComponentConfig {
@@ -54,6 +57,8 @@ pub(super) struct ManifestComponent {
     wasm: PathBuf,
     route: String,
     database_url: Option<String>,
+    /// Its own broker login, when the manifest gives it (`<NAME>_AMQP_URL` wins over it).
+    amqp_url: Option<String>,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     #[serde(default)]
@@ -116,6 +121,11 @@ pub(super) fn check_component(
     let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
     check_positive("max_connections", raw.max_connections as u64)?;
     let limits = raw.limits.over(&limits.guest).resolve(&raw.name)?;
+    let amqp_env = format!("{}_AMQP_URL", raw.name.to_ascii_uppercase().replace('-', "_"));
+    let amqp_url = match env.var(&amqp_env).or(raw.amqp_url) {
+        Some(url) => Some(AmqpUrl::parse(&url).with_context(|| format!("amqp_url (or {amqp_env})"))?),
+        None => None,
+    };
     check_positive("max_concurrency", raw.max_concurrency as u64)?;
     for (field, topics) in [("subscriptions", &raw.subscriptions), ("publishes", &raw.publishes)] {
         for topic in topics {
@@ -137,6 +147,7 @@ pub(super) fn check_component(
         subscriptions: raw.subscriptions,
         publishes: raw.publishes,
         limits,
+        amqp_url,
     })
 }
 

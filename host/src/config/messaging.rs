@@ -8,10 +8,12 @@ use serde::Deserialize;
 
 use super::{AmqpUrl, Environment, check_positive};
 
-/// RabbitMQ, shared by every component of the host.
+/// RabbitMQ: the settings every component of the host shares. Each component logs in as a user
+/// of its own (its `amqp_url`, see [`resolve_broker_logins`]).
 #[derive(Debug, Clone)]
 pub struct MessagingConfig {
-    pub url: AmqpUrl,
+    /// The broker URL of components that give none of their own (`AMQP_URL`, `messaging.url`).
+    pub url: Option<AmqpUrl>,
     /// The durable topic exchange events are published to; queues and their retry and dead-letter
     /// queues are named after it.
     pub exchange: String,
@@ -25,6 +27,9 @@ pub struct MessagingConfig {
     /// How long sent outbox rows and inbox records are kept; the inbox's memory of handled
     /// event ids, so longer than any redelivery can be late.
     pub retention: Duration,
+    /// Messages a subscription's dead-letter queue holds at most; past that, RabbitMQ refuses
+    /// new ones and a poison message stays in its queue, tried again every second.
+    pub dead_letter_max: u32,
     /// The one component that publishes each topic: a delivered event whose CloudEvents
     /// `source` is any other is dead-lettered as forged. Built from the components' `publishes`
     /// and `[messaging.publishers]` (for topics published by components other hosts run).
@@ -46,6 +51,8 @@ pub(super) struct ManifestMessaging {
     relay_interval_ms: u64,
     #[serde(default = "default_retention_hours")]
     retention_hours: u64,
+    #[serde(default = "default_dead_letter_max")]
+    dead_letter_max: u32,
     /// Topic → the component that publishes it, for topics no component of this host publishes.
     #[serde(default)]
     publishers: BTreeMap<String, String>,
@@ -64,14 +71,15 @@ pub fn check_topic(topic: &str) -> anyhow::Result<()> {
 }
 
 pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) -> anyhow::Result<MessagingConfig> {
-    let Some(url) = env.var("AMQP_URL").or(raw.url) else {
-        bail!("messaging.url: missing; set it in the manifest or in AMQP_URL");
+    let url = match env.var("AMQP_URL").or(raw.url) {
+        Some(url) => Some(AmqpUrl::parse(&url).context("messaging.url (or AMQP_URL)")?),
+        None => None,
     };
-    let url = AmqpUrl::parse(&url).context("messaging.url (or AMQP_URL)")?;
     check_topic(&raw.exchange).context("messaging.exchange")?;
     check_positive("messaging.prefetch", u64::from(raw.prefetch))?;
     check_positive("messaging.relay_interval_ms", raw.relay_interval_ms)?;
     check_positive("messaging.retention_hours", raw.retention_hours)?;
+    check_positive("messaging.dead_letter_max", u64::from(raw.dead_letter_max))?;
     for (topic, publisher) in &raw.publishers {
         check_topic(topic).with_context(|| format!("messaging.publishers: {topic:?}"))?;
         super::check_name(publisher).with_context(|| format!("messaging.publishers.{topic:?}"))?;
@@ -86,6 +94,7 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
         retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
         relay_interval: Duration::from_millis(raw.relay_interval_ms),
         retention: Duration::from_secs(raw.retention_hours * 3600),
+        dead_letter_max: raw.dead_letter_max,
         publishers: raw.publishers,
     })
 }
@@ -98,6 +107,7 @@ pub(super) fn default_messaging() -> ManifestMessaging {
         retry_delays_ms: default_retry_delays_ms(),
         relay_interval_ms: default_relay_interval_ms(),
         retention_hours: default_retention_hours(),
+        dead_letter_max: default_dead_letter_max(),
         publishers: BTreeMap::new(),
     }
 }
@@ -117,6 +127,9 @@ fn default_relay_interval_ms() -> u64 {
 }
 fn default_retention_hours() -> u64 {
     7 * 24
+}
+fn default_dead_letter_max() -> u32 {
+    10_000
 }
 
 /// Completes `messaging.publishers` from the components' `publishes`, so that every subscribed
@@ -149,6 +162,39 @@ pub(super) fn resolve_publishers(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Gives each component that publishes or subscribes its broker login: `<NAME>_AMQP_URL`, else its
+/// own `amqp_url`, else the host's (`AMQP_URL`, `messaging.url`). The login's user must be named
+/// after the component: the relay stamps it on every event (AMQP `user_id`, which RabbitMQ checks
+/// against the login) and consumers accept an event only from its topic's publisher's user.
+pub(super) fn resolve_broker_logins(messaging: &MessagingConfig, components: &mut [super::ComponentConfig]) -> anyhow::Result<()> {
+    for component in components.iter_mut().filter(|component| component.uses_messaging()) {
+        let variable = format!("{}_AMQP_URL", component.name.to_ascii_uppercase().replace('-', "_"));
+        let url = match component.amqp_url.take() {
+            Some(own) => own,
+            None => match &messaging.url {
+                Some(url) => url.clone(),
+                None => bail!(
+                    "component `{}` publishes or subscribes but has no broker URL: set {variable} (or its \
+                     amqp_url), AMQP_URL, or messaging.url",
+                    component.name
+                ),
+            },
+        };
+        if url.user() != component.name {
+            bail!(
+                "component `{}` would log in to the broker as `{}`; each component needs a broker user named \
+                 after it (its events carry that user, and consumers trust no other): create user `{}` \
+                 (see the README's Messaging section) and put it in {variable}",
+                component.name,
+                url.user(),
+                component.name
+            );
+        }
+        component.amqp_url = Some(url);
     }
     Ok(())
 }

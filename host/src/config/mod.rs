@@ -48,7 +48,7 @@ pub use control::{AdminConfig, CacheConfig, Token};
 pub use limits::{GuestLimitSettings, GuestLimits, Limits};
 use control::{ManifestAdmin, ManifestCache, check_admin, check_cache};
 pub use messaging::{MessagingConfig, check_topic};
-use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_publishers};
+use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_broker_logins, resolve_publishers};
 pub use urls::{AmqpUrl, DatabaseUrl};
 
 /// The whole configuration of one host process.
@@ -75,9 +75,17 @@ pub struct HttpConfig {
     /// Largest response body a component may send, in bytes; a larger one is a 500.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Client connections open at once; further clients wait in the listen backlog.
+    /// Client connections open at once. At the limit, the connection idle longest is closed
+    /// for a new one; when none is idle, new clients wait in the listen backlog.
     #[serde(default = "default_max_connections_per_listener")]
     pub max_connections: usize,
+    /// Client connections open at once from one address: half of `max_connections` unless set.
+    /// Behind a gateway every connection comes from it: raise this to `max_connections` there.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
+    /// How long a new connection may take to begin its first request before it is closed.
+    #[serde(rename = "first_request_timeout_ms", default = "default_first_request_timeout", with = "millis")]
+    pub first_request_timeout: Duration,
     /// How long a request may wait for a turn when its component is at `max_concurrency`;
     /// then it gets 503 with `Retry-After`.
     #[serde(rename = "queue_timeout_ms", default = "default_queue_timeout", with = "millis")]
@@ -152,6 +160,13 @@ impl<const N: usize> Environment for [(&str, &str); N] {
     }
 }
 
+impl HttpConfig {
+    /// Connections one client address may hold open.
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client.unwrap_or((self.max_connections / 2).max(1))
+    }
+}
+
 impl Config {
     /// Reads the manifest at `path`, applies environment overrides and checks everything.
     pub fn load(path: &Path, env: &impl Environment) -> anyhow::Result<Self> {
@@ -182,6 +197,10 @@ impl Config {
         check_positive("http.max_body_bytes", http.max_body_bytes as u64)?;
         check_positive("http.max_response_bytes", http.max_response_bytes as u64)?;
         check_positive("http.max_connections", http.max_connections as u64)?;
+        if let Some(per_client) = http.max_connections_per_client {
+            check_positive("http.max_connections_per_client", per_client as u64)?;
+        }
+        check_positive("http.first_request_timeout_ms", http.first_request_timeout.as_millis() as u64)?;
         check_positive("http.request_timeout_ms", http.request_timeout.as_millis() as u64)?;
         check_positive("limits.memory_mib", manifest.limits.memory_mib)?;
         check_positive("limits.max_instances", u64::from(manifest.limits.max_instances))?;
@@ -212,6 +231,7 @@ impl Config {
         };
         if let Some(messaging) = &mut messaging {
             resolve_publishers(messaging, &components)?;
+            resolve_broker_logins(messaging, &mut components)?;
         }
         if messaging.is_none()
             && let Some(component) = components.iter().find(|c| c.uses_messaging())
@@ -241,6 +261,8 @@ fn default_http() -> HttpConfig {
         max_body_bytes: default_max_body_bytes(),
         max_response_bytes: default_max_response_bytes(),
         max_connections: default_max_connections_per_listener(),
+        max_connections_per_client: None,
+        first_request_timeout: default_first_request_timeout(),
         queue_timeout: default_queue_timeout(),
         request_timeout: default_request_timeout(),
         shutdown_grace: default_shutdown_grace(),
@@ -260,6 +282,9 @@ fn default_max_response_bytes() -> usize {
 }
 fn default_max_connections_per_listener() -> usize {
     1024
+}
+fn default_first_request_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(1)

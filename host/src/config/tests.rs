@@ -79,7 +79,7 @@ fn tls_settings_are_read_from_the_urls_and_a_bad_one_names_its_variable() {
     let error = format!("{:#}", load_with(&messaging, [("AMQP_URL", "amqps://u:p@mq:5671/%2f?cacertfile=/nonexistent.pem")]).expect_err("no CA file"));
     assert!(error.contains("/nonexistent.pem"), "{error}");
     let config = load_with(&messaging, [("AMQP_URL", "amqps://u:p@b-1.mq.eu-west-1.amazonaws.com:5671/%2f")]).expect("amqps");
-    let url = &config.messaging.expect("messaging").url;
+    let url = config.messaging.expect("messaging").url.expect("the host's broker URL");
     assert!(url.extra_ca().is_none());
     assert_eq!(url.to_string(), "amqps://u:***@b-1.mq.eu-west-1.amazonaws.com:5671/%2f");
 }
@@ -141,14 +141,14 @@ fn a_route_that_would_hide_the_hosts_health_check_is_refused() {
 
 #[test]
 fn each_subscribed_topic_has_one_publisher_from_the_components_or_the_manifest() {
-    let messaging = "[messaging]\nurl = \"amqp://localhost\"\n";
+    let messaging = "[messaging]\nurl = \"amqp://orders@localhost\"\n";
     let subscriber = format!("{messaging}{ORDERS}subscriptions = [\"invoices.issued\"]\n");
     let error = error_of(&subscriber);
     assert!(error.contains("subscribes to \"invoices.issued\", which no component here publishes"), "{error}");
 
     let named = subscriber.replace(
-        "url = \"amqp://localhost\"\n",
-        "url = \"amqp://localhost\"\npublishers = { \"invoices.issued\" = \"invoices\" }\n",
+        "url = \"amqp://orders@localhost\"\n",
+        "url = \"amqp://orders@localhost\"\npublishers = { \"invoices.issued\" = \"invoices\" }\n",
     );
     let config = load(&named).expect("publisher named in the manifest");
     let publishers = &config.messaging.expect("messaging").publishers;
@@ -161,7 +161,7 @@ fn each_subscribed_topic_has_one_publisher_from_the_components_or_the_manifest()
 
 #[test]
 fn a_component_publishing_a_topic_is_its_publisher() {
-    let text = format!("[messaging]\nurl = \"amqp://localhost\"\n{ORDERS}publishes = [\"orders.created\"]\n");
+    let text = format!("[messaging]\nurl = \"amqp://orders@localhost\"\n{ORDERS}publishes = [\"orders.created\"]\n");
     let config = load(&text).expect("valid manifest");
     assert_eq!(config.messaging.expect("messaging").publishers["orders.created"], "orders");
 }
@@ -280,6 +280,9 @@ fn the_container_manifests_load_with_their_containers_environment() {
             ("HOST_ADMIN_TOKEN", "compose-local-admin-token-not-a-secret"),
             ("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f"),
         ];
+        let own_login = format!("{upper}_AMQP_URL");
+        let own_url = format!("amqp://{name}:{name}-dev@rabbitmq:5672/%2f");
+        let env = [env[0], env[1], env[2], env[3], env[4], (own_login.as_str(), own_url.as_str())];
         let config = load_with(&text, env).unwrap_or_else(|err| panic!("{name}: {err:#}"));
         assert_eq!(config.http.listen.to_string(), "0.0.0.0:8000", "{name}");
         assert!(config.http.trust_forwarded_prefix, "{name}: behind Kong");
@@ -289,3 +292,21 @@ fn the_container_manifests_load_with_their_containers_environment() {
         assert!(config.messaging.is_some(), "{name}");
     }
 }
+
+#[test]
+fn each_component_logs_in_to_the_broker_as_a_user_named_after_it() {
+    let both = format!(
+        "{ORDERS}publishes = [\"orders.created\"]\n[[components]]\nname = \"invoices\"\nwasm = \"Cargo.toml\"\n\
+         route = \"/invoices\"\ndatabase_url = \"postgres://db/invoices\"\nsubscriptions = [\"orders.created\"]\n\
+         amqp_url = \"amqp://invoices:pw@mq:5672/%2f\"\n[messaging]\nurl = \"amqp://guest:guest@mq:5672/%2f\"\n"
+    );
+    let error = format!("{:#}", load(&both).expect_err("orders would log in as guest"));
+    assert!(error.contains("`orders` would log in to the broker as `guest`") && error.contains("ORDERS_AMQP_URL"), "{error}");
+    let config = load_with(&both, [("ORDERS_AMQP_URL", "amqp://orders:pw@mq:5672/%2f")]).expect("own logins");
+    let users: Vec<&str> = config.components.iter().map(|c| c.amqp_url.as_ref().expect("login").user()).collect();
+    assert_eq!(users, ["orders", "invoices"]);
+    assert!(!format!("{config:?}").contains("pw@"), "passwords never print");
+    let error = format!("{:#}", load(&both.replace("url = \"amqp://guest:guest@mq:5672/%2f\"", "")).expect_err("no URL"));
+    assert!(error.contains("no broker URL") && error.contains("ORDERS_AMQP_URL"), "{error}");
+}
+

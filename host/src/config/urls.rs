@@ -12,7 +12,13 @@ use super::postgres_tls::{self, PgTls, SslMode};
 /// Mozilla roots built into the binary (Amazon MQ's certificates chain to one) and, when the
 /// URL's `cacertfile` query parameter (as in RabbitMQ's URI spec) names a PEM file, its CAs too.
 #[derive(Clone)]
-pub struct AmqpUrl(String, Option<String>);
+pub struct AmqpUrl {
+    raw: String,
+    /// The CAs `cacertfile` named, in PEM.
+    ca: Option<String>,
+    /// The user it logs in as (`guest` when it names none, as RabbitMQ's clients default).
+    user: String,
+}
 
 impl AmqpUrl {
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
@@ -40,28 +46,33 @@ impl AmqpUrl {
                 Some(pem)
             }
         };
-        Ok(Self(raw.to_owned(), ca))
+        Ok(Self { raw: raw.to_owned(), ca, user: uri.authority.userinfo.username.clone() })
     }
 
     /// The CAs `cacertfile` named, in PEM, trusted beside the built-in roots.
     pub fn extra_ca(&self) -> Option<&str> {
-        self.1.as_deref()
+        self.ca.as_deref()
+    }
+
+    /// The user the URL logs in as.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The URL as given, password included: only for handing to the AMQP client.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.raw
     }
 }
 
 impl fmt::Display for AmqpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        match self.raw.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
             Some((scheme, (credentials, host))) => {
                 let user = credentials.split(':').next().unwrap_or_default();
                 write!(f, "{scheme}://{user}:***@{host}")
             }
-            None => f.write_str(&self.0),
+            None => f.write_str(&self.raw),
         }
     }
 }

@@ -13,7 +13,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 use serde::Serialize;
 
-use crate::triggers::messaging::topology::{self, Subscription};
+use crate::telemetry::truncated;
+use crate::triggers::messaging::topology::{self, Stamp, Subscription};
 
 /// Bytes of each message's data shown in a listing.
 const PREVIEW_BYTES: usize = 256;
@@ -48,8 +49,14 @@ pub async fn list(connection: &Connection, subscription: &Subscription, limit: u
 }
 
 /// Puts dead letters back in `subscription`'s queue as first attempts: the one whose id is
-/// `only`, or all. How many were replayed.
-pub async fn replay(connection: &Connection, subscription: &Subscription, only: Option<&str>) -> anyhow::Result<usize> {
+/// `only`, or all, published as `own` (the component's broker user) and still naming the user
+/// that published the original, so a forged event is refused again. How many were replayed.
+pub async fn replay(
+    connection: &Connection,
+    own: &str,
+    subscription: &Subscription,
+    only: Option<&str>,
+) -> anyhow::Result<usize> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let waiting = channel
@@ -68,7 +75,7 @@ pub async fn replay(connection: &Connection, subscription: &Subscription, only: 
             if only.is_some_and(|id| describe(subscription, delivery).id.as_deref() != Some(id)) {
                 continue; // not acknowledged: back in its place when the channel closes
             }
-            send_back(&channel, subscription, delivery).await?;
+            send_back(&channel, own, subscription, delivery).await?;
             delivery.ack(BasicAckOptions::default()).await?;
             replayed += 1;
         }
@@ -83,11 +90,13 @@ async fn take(channel: &Channel, subscription: &Subscription) -> lapin::Result<O
     channel.basic_get(subscription.dead.as_str().into(), BasicGetOptions { no_ack: false }).await
 }
 
-/// The message again, in the subscription's queue, as a first attempt.
-async fn send_back(channel: &Channel, subscription: &Subscription, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
+/// The message again, in the subscription's queue, as a first attempt (its attempt count and
+/// reason are not copied).
+async fn send_back(channel: &Channel, own: &str, subscription: &Subscription, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
     let replayed = [(REPLAYED, AMQPValue::Boolean(true))];
-    let stale = [topology::ATTEMPT, topology::REASON];
-    topology::send_to(channel, &subscription.queue, &delivery.data, &delivery.properties, &replayed, &stale).await
+    let published_by = topology::published_by(&delivery.properties, own);
+    let stamp = Stamp { own, published_by: published_by.as_deref() };
+    topology::send_to(channel, &subscription.queue, &delivery.data, &delivery.properties, &stamp, &replayed).await
 }
 
 fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {
@@ -100,13 +109,13 @@ fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) ->
     let event: Option<Event> = serde_json::from_slice(&delivery.data).ok();
     let header = |name: &str| delivery.properties.headers().as_ref().and_then(|headers| headers.inner().get(name).cloned());
     let reason = header(topology::REASON).and_then(|value| match value {
-        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::LongString(text) => Some(truncated(&String::from_utf8_lossy(text.as_bytes()), topology::MAX_REASON).to_owned()),
         _ => None,
     });
     let preview = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(PREVIEW_BYTES)]).into_owned();
     DeadLetter {
-        id: event.as_ref().and_then(|event| event.id.clone()),
-        topic: event.and_then(|event| event.kind).unwrap_or_else(|| subscription.topic.clone()),
+        id: event.as_ref().and_then(|event| event.id.as_deref().map(|id| truncated(id, 200).to_owned())),
+        topic: event.and_then(|event| event.kind).map_or_else(|| subscription.topic.clone(), |kind| truncated(&kind, 200).to_owned()),
         reason,
         attempts: topology::attempt_of(&delivery.properties),
         bytes: delivery.data.len(),

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::messaging::broker::Broker;
 use crate::config::Token;
 use crate::problem;
 use crate::registry::Registry;
@@ -85,8 +86,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
 async fn metrics(State(admin): State<Admin>) -> Response {
     let registry = &admin.registry;
     let services = futures::future::join_all(registry.services().iter().map(|service| service.snapshot())).await;
-    let broker_connected = registry.broker().map(|broker| broker.connection().is_some());
-    let text = registry.metrics().encode(&Snapshot { services, broker_connected });
+    let text = registry.metrics().encode(&Snapshot { services });
     ([(header::CONTENT_TYPE, HeaderValue::from_static(telemetry::metrics::CONTENT_TYPE))], text).into_response()
 }
 
@@ -146,8 +146,8 @@ async fn ready(State(admin): State<Admin>) -> Response {
     if admin.registry.is_stopping() {
         return fail(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
     }
-    let broker = admin.registry.broker().map(Arc::as_ref);
-    crate::triggers::http::health::check(admin.registry.services(), broker).await.map(Body::new)
+    let reasons = crate::triggers::http::health::Detail::Reasons;
+    crate::triggers::http::health::check(admin.registry.services(), reasons).await.map(Body::new)
 }
 
 /// A component as the admin API shows it.
@@ -248,7 +248,7 @@ async fn dead_letters_list(
         Err(refused) => return refused,
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
-    let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
+    let (_, connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
         Ok(found) => found,
         Err(refused) => return refused,
     };
@@ -267,11 +267,11 @@ async fn dead_letters_replay(
         Ok(query) => query,
         Err(refused) => return refused,
     };
-    let (connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
+    let (broker, connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
         Ok(found) => found,
         Err(refused) => return refused,
     };
-    match dead_letters::replay(&connection, &subscription, query.id.as_deref()).await {
+    match dead_letters::replay(&connection, broker.user(), &subscription, query.id.as_deref()).await {
         Ok(0) if query.id.is_some() => fail(StatusCode::NOT_FOUND, format!("no dead letter with that id in {}", subscription.dead)),
         Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
         Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err:#}", subscription.dead)),
@@ -290,8 +290,13 @@ fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Respons
     })
 }
 
-/// The broker connection and the subscription of `name` to `topic` (or to its one topic).
-fn subscription(admin: &Admin, name: &str, topic: Option<&str>) -> Result<(Arc<lapin::Connection>, Subscription), Response> {
+/// The component's broker, its live connection, and its subscription to `topic` (or to its one
+/// topic).
+fn subscription(
+    admin: &Admin,
+    name: &str,
+    topic: Option<&str>,
+) -> Result<(Arc<Broker>, Arc<lapin::Connection>, Subscription), Response> {
     let service = service(admin, name)?;
     let topic = match (topic, service.subscriptions.as_slice()) {
         (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
@@ -304,8 +309,8 @@ fn subscription(admin: &Admin, name: &str, topic: Option<&str>) -> Result<(Arc<l
             ));
         }
     };
-    let Some(broker) = admin.registry.broker() else {
-        return Err(fail(StatusCode::NOT_FOUND, "this host has no broker"));
+    let Some(broker) = &service.broker else {
+        return Err(fail(StatusCode::NOT_FOUND, format!("`{name}` has no broker connection")));
     };
     let Some(connection) = broker.connection() else {
         return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "the broker is unreachable; try again shortly"));
@@ -313,7 +318,7 @@ fn subscription(admin: &Admin, name: &str, topic: Option<&str>) -> Result<(Arc<l
     let config = broker.config();
     let publisher = config.publishers.get(&topic).map_or("", String::as_str);
     let subscription = Subscription::new(&config.exchange, name, &topic, publisher, &config.retry_delays);
-    Ok((connection, subscription))
+    Ok((broker.clone(), connection, subscription))
 }
 
 fn fail(status: StatusCode, detail: impl Into<String>) -> Response {

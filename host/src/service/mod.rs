@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use wasmtime::Store;
 
 use crate::capabilities::logging::LogRate;
+use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::memory::HostMemory;
 use crate::capabilities::messaging::{MessagingCtx, Outbound, PublishLimits};
 use crate::capabilities::route::{RouteCtx, Routes};
@@ -43,6 +44,8 @@ pub struct Service {
     pub outbound: Arc<Outbound>,
     /// Topics delivered to it.
     pub subscriptions: Vec<String>,
+    /// Its broker connection, when it publishes or subscribes.
+    pub broker: Option<Arc<Broker>>,
     /// The routes it named, for span names and metric labels.
     routes: Arc<Routes>,
     /// Its metrics, labelled with its name.
@@ -85,6 +88,7 @@ impl Service {
         limits: &Limits,
         mut code: Code,
         database: Arc<dyn Database>,
+        broker: Option<Arc<Broker>>,
         metrics: &Arc<Metrics>,
     ) -> Self {
         code.identity.version = 1;
@@ -101,6 +105,7 @@ impl Service {
                 wakeup: tokio::sync::Notify::new(),
             }),
             subscriptions: config.subscriptions.clone(),
+            broker,
             routes: Arc::new(Routes::new(&config.name, &config.route)),
             metrics: metrics.component(&config.name),
             code: ArcSwap::from_pointee(code),
@@ -155,6 +160,11 @@ impl Service {
         *self.file_digest.lock().unwrap_or_else(PoisonError::into_inner) = Some(digest);
     }
 
+    /// The lines its guests log, and the host's lines about its units of work, share this rate.
+    pub fn log_rate(&self) -> &LogRate {
+        &self.log_rate
+    }
+
     /// Units of work running now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -164,10 +174,25 @@ impl Service {
     /// messaging) its outbox backlog and inbox size, read from its database now.
     pub async fn snapshot(&self) -> ServiceSnapshot {
         let uses_messaging = !self.outbound.topics.is_empty() || !self.subscriptions.is_empty();
+        let dead_letters = match &self.broker {
+            Some(broker) if !self.subscriptions.is_empty() => {
+                let config = broker.config();
+                let queues: Vec<String> = self
+                    .subscriptions
+                    .iter()
+                    .map(|topic| crate::triggers::messaging::topology::Subscription::new(&config.exchange, &self.name, topic, "", &[]).dead)
+                    .collect();
+                let depths = broker.queue_depths(&queues).await.unwrap_or_default();
+                self.subscriptions.iter().zip(depths).map(|(topic, depth)| (topic.clone(), depth, config.dead_letter_max)).collect()
+            }
+            _ => Vec::new(),
+        };
         ServiceSnapshot {
+            dead_letters,
             component: self.metrics.name().clone(),
             instances: self.in_flight(),
             connections: self.database.connections(),
+            broker_connected: self.broker.as_ref().map(|broker| broker.connection().is_some()),
             messaging: if uses_messaging { self.database.messaging_sample(&self.config.publishes).await } else { None },
         }
     }

@@ -104,6 +104,10 @@ pub struct Metrics {
     statements: Seconds<OperationLabels>,
     published: Family<TopicLabels, Counter>,
     relayed: Family<TopicLabels, Counter>,
+    unsendable: Family<ComponentLabel, Counter>,
+    outbox_unsendable: Family<ComponentLabel, Gauge>,
+    dead_letters: Family<TopicLabels, Gauge>,
+    dead_letter_limit: Family<TopicLabels, Gauge>,
     deliveries: Family<DeliveryLabels, Counter>,
     lag: Seconds<TopicLabels>,
     traps: Family<TrapLabels, Counter>,
@@ -115,7 +119,7 @@ pub struct Metrics {
     outbox_backlog: Family<ComponentLabel, Gauge>,
     outbox_age: Family<ComponentLabel, F64Gauge>,
     inbox: Family<ComponentLabel, Gauge>,
-    broker_connected: Gauge,
+    broker_connected: Family<ComponentLabel, Gauge>,
     spans_exported: Counter,
     spans_dropped: Counter,
     span_exports_failed: Counter,
@@ -158,6 +162,30 @@ impl Metrics {
         );
         let relayed = Family::default();
         registry.register("messaging_events_relayed", "Outbox events the broker confirmed", relayed.clone());
+        let unsendable = Family::default();
+        registry.register(
+            "messaging_events_unsendable",
+            "Outbox rows the relay set aside for good: a value out of bounds, a topic the component may not publish, data that is not JSON",
+            unsendable.clone(),
+        );
+        let dead_letters = Family::default();
+        registry.register(
+            "messaging_dead_letters",
+            "Messages in a subscription's dead-letter queue, read at the scrape",
+            dead_letters.clone(),
+        );
+        let dead_letter_limit = Family::default();
+        registry.register(
+            "messaging_dead_letter_limit",
+            "Messages a subscription's dead-letter queue holds at most (messaging.dead_letter_max)",
+            dead_letter_limit.clone(),
+        );
+        let outbox_unsendable = Family::default();
+        registry.register(
+            "outbox_unsendable_events",
+            "Outbox rows set aside as unsendable, still in the table",
+            outbox_unsendable.clone(),
+        );
         let deliveries = Family::default();
         registry.register(
             "messaging_deliveries",
@@ -194,8 +222,12 @@ impl Metrics {
         );
         let inbox = Family::default();
         registry.register("inbox_events", "Events recorded as handled (the inbox), estimated", inbox.clone());
-        let broker_connected = Gauge::default();
-        registry.register("messaging_broker_connected", "1 while the host is connected to the broker", broker_connected.clone());
+        let broker_connected = Family::default();
+        registry.register(
+            "messaging_broker_connected",
+            "1 while the component's broker connection is up",
+            broker_connected.clone(),
+        );
         let spans_exported = Counter::default();
         registry.register("otel_spans_exported", "Spans the OTLP collector accepted", spans_exported.clone());
         let spans_dropped = Counter::default();
@@ -225,6 +257,10 @@ impl Metrics {
             statements,
             published,
             relayed,
+            unsendable,
+            outbox_unsendable,
+            dead_letters,
+            dead_letter_limit,
             deliveries,
             lag,
             traps,
@@ -266,23 +302,31 @@ impl Metrics {
                 }
                 self.connections_max.get_or_create(&component).set(max as i64);
             }
+            for (topic, depth, limit) in &service.dead_letters {
+                let labels = TopicLabels { component: service.component.clone(), topic: topic.as_str().into() };
+                self.dead_letters.get_or_create(&labels).set(i64::from(*depth));
+                self.dead_letter_limit.get_or_create(&labels).set(i64::from(*limit));
+            }
+            if let Some(connected) = service.broker_connected {
+                self.broker_connected.get_or_create(&component).set(i64::from(connected));
+            }
             match service.messaging {
                 Some(sample) => {
                     self.outbox_backlog.get_or_create(&component).set(sample.outbox_backlog);
                     self.outbox_age.get_or_create(&component).set(sample.outbox_oldest_age_seconds);
                     self.inbox.get_or_create(&component).set(sample.inbox_rows);
+                    self.outbox_unsendable.get_or_create(&component).set(sample.outbox_unsendable);
                 }
                 // Not read this time (the database did not answer): no value rather than a stale one.
                 None => {
                     self.outbox_backlog.remove(&component);
                     self.outbox_age.remove(&component);
                     self.inbox.remove(&component);
+                    self.outbox_unsendable.remove(&component);
                 }
             }
         }
-        if let Some(connected) = snapshot.broker_connected {
-            self.broker_connected.set(i64::from(connected));
-        }
+
         let export = super::export::STATS.snapshot();
         set_counter(&self.spans_exported, export.exported);
         set_counter(&self.spans_dropped, export.dropped);
@@ -346,6 +390,11 @@ impl ComponentMetrics {
         self.metrics.relayed.get_or_create(&labels).inc();
     }
 
+    /// The relay set `rows` outbox rows aside as unsendable.
+    pub fn unsendable(&self, rows: u64) {
+        self.metrics.unsendable.get_or_create(&ComponentLabel { component: self.name.clone() }).inc_by(rows);
+    }
+
     /// A delivery settled: `handled`, `duplicate`, `retried`, `dead_lettered` or `requeued`.
     pub fn delivery(&self, topic: &str, outcome: &'static str) {
         let labels = DeliveryLabels { component: self.name.clone(), topic: topic.into(), outcome };
@@ -387,7 +436,15 @@ mod tests {
         let orders = metrics.component("orders");
         orders.request(Some(&Arc::from("/orders/orders/{id}")), &http::Method::GET, 200, 0.002);
         orders.unit_of_work("http", "committed");
-        let text = metrics.encode(&Snapshot { services: Vec::new(), broker_connected: Some(true) });
+        let orders_state = ServiceSnapshot {
+            component: Name::from("orders"),
+            instances: 0,
+            connections: None,
+            broker_connected: Some(true),
+            dead_letters: Vec::new(),
+            messaging: None,
+        };
+        let text = metrics.encode(&Snapshot { services: vec![orders_state] });
         assert!(
             text.contains(
                 "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
@@ -396,7 +453,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"} 1"), "{text}");
-        assert!(text.contains("messaging_broker_connected 1"), "{text}");
+        assert!(text.contains("messaging_broker_connected{component=\"orders\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

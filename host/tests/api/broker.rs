@@ -1,7 +1,7 @@
 //! A topic exchange and queues of a test's own on the real RabbitMQ, removed afterwards; and what
 //! tests do there: publish as a relay would, wait for a consumer.
 
-use super::helpers::{RETRY_DELAYS_MS, amqp_base, topics};
+use super::helpers::{RETRY_DELAYS_MS, amqp_base, as_user, ensure_broker_users, topics};
 
 /// A topic exchange of a test's own; its queues and itself are deleted when dropped.
 pub struct TestBroker {
@@ -10,6 +10,7 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn new() -> Self {
+        ensure_broker_users();
         Self { exchange: format!("test.{}", uuid::Uuid::new_v4().simple()) }
     }
 
@@ -46,8 +47,14 @@ impl TestBroker {
         format!("{}.{component}.{}.dead", self.exchange, topics(component).1)
     }
 
+    /// A channel as guest, which may do anything in the tests' vhost.
     pub async fn channel() -> lapin::Channel {
-        let connection = lapin::Connection::connect(&amqp_base(), lapin::ConnectionProperties::default())
+        Self::channel_as(&amqp_base()).await
+    }
+
+    /// A channel logged in with `url`, with publisher confirms.
+    pub async fn channel_as(url: &str) -> lapin::Channel {
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
             .unwrap_or_else(|err| panic!("cannot reach RabbitMQ at {}: {err}; is it running?", amqp_base()));
         let channel = connection.create_channel().await.expect("channel");
@@ -55,16 +62,23 @@ impl TestBroker {
         channel
     }
 
-    /// Publishes `body` as the relay would, and waits for the broker's confirmation.
+    /// Publishes `body` as the topic's publisher's relay would (its broker user, stamped as
+    /// `user_id`), and waits for the broker's confirmation.
     pub async fn publish(&self, topic: &str, body: &[u8]) {
-        let channel = Self::channel().await;
+        let publisher = ["orders", "invoices"].into_iter().find(|c| topics(c).0 == topic).expect("a topic of the tests");
+        self.publish_as(publisher, topic, body, lapin::BasicProperties::default()).await;
+    }
+
+    /// Publishes `body` logged in as `user`, with `properties` and `user_id` set to `user`.
+    pub async fn publish_as(&self, user: &str, topic: &str, body: &[u8], properties: lapin::BasicProperties) {
+        let channel = Self::channel_as(&as_user(&amqp_base(), user)).await;
         channel
             .basic_publish(
                 self.exchange.as_str().into(),
                 topic.into(),
                 lapin::options::BasicPublishOptions::default(),
                 body,
-                lapin::BasicProperties::default().with_delivery_mode(2),
+                properties.with_delivery_mode(2).with_user_id(user.into()),
             )
             .await
             .expect("publish")

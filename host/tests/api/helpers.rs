@@ -6,7 +6,11 @@
 //! PostgreSQL is found at `TEST_POSTGRES_URL` (default `postgres://postgres@localhost:5432`),
 //! as a superuser able to create and drop roles and databases; the test roles have no password,
 //! so the server must trust local connections (`./test.sh` sets that up). RabbitMQ is found at
-//! `TEST_AMQP_URL` (default `amqp://guest:guest@localhost:5672/%2f`).
+//! `TEST_AMQP_URL` (default `amqp://guest:guest@localhost:5672/%2f`; only its host and port are
+//! used) and its management API at `TEST_RABBITMQ_API` (default `http://localhost:15672`, as
+//! guest): the tests' exchanges and queues live in the vhost `platform-tests`, where each
+//! component logs in as a user named after it with rights to its own queues only, as in
+//! production (see [`ensure_broker_users`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,8 +129,83 @@ async fn admin_execute(statement: &str) {
     client.batch_execute(statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
+/// The vhost of the tests' exchanges and queues.
+pub const TEST_VHOST: &str = "platform-tests";
+
+/// Broker users the tests log in as besides guest: the components', and one more that may
+/// publish to the tests' exchanges but is no topic's publisher.
+pub const BROKER_USERS: [&str; 3] = ["orders", "invoices", "intruder"];
+
+/// `host:port` of RabbitMQ, from `TEST_AMQP_URL`.
+pub fn amqp_server() -> String {
+    let base = std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".into());
+    server_of(&base)
+}
+
+/// `host:port` of an AMQP URL.
+fn server_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, server)| server);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+/// The URL of the tests' own broker work: guest, in the tests' vhost.
 pub fn amqp_base() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".into())
+    ensure_broker_users();
+    format!("amqp://guest:guest@{}/{TEST_VHOST}", amqp_server())
+}
+
+/// `url` (the broker's, a proxy's or a TLS front's, with its scheme and query) as `user` logs
+/// in there, in the tests' vhost.
+pub fn as_user(url: &str, user: &str) -> String {
+    let scheme = url.split_once("://").map_or("amqp", |(scheme, _)| scheme);
+    let query = url.split_once('?').map_or(String::new(), |(_, query)| format!("?{query}"));
+    format!("{scheme}://{user}:{user}-dev@{}/{TEST_VHOST}{query}", server_of(url))
+}
+
+/// Makes the tests' vhost and users once per test process, with RabbitMQ's management API: each
+/// component's user may configure, write and read its own queues of any test exchange
+/// (`test.<32 hex digits>`) and write to the exchanges, as production's patterns allow on
+/// `platform.events`; `intruder` may only write to the exchanges.
+pub fn ensure_broker_users() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        let api = std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://localhost:15672".into());
+        let made = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let client = reqwest::Client::new();
+                let put = |path: String, body: serde_json::Value| {
+                    let request = client.put(format!("{api}/api/{path}")).basic_auth("guest", Some("guest")).json(&body);
+                    async move {
+                        let response = request.send().await.unwrap_or_else(|err| {
+                            panic!("cannot reach RabbitMQ's management API ({err}); is the plugin on? `rabbitmq-plugins enable rabbitmq_management`")
+                        });
+                        assert!(response.status().is_success(), "PUT {path}: {}", response.status());
+                    }
+                };
+                put(format!("vhosts/{TEST_VHOST}"), serde_json::json!({})).await;
+                let all = serde_json::json!({ "configure": ".*", "write": ".*", "read": ".*" });
+                put(format!("permissions/{TEST_VHOST}/guest"), all).await;
+                let exchange = r"test\.[0-9a-f]{32}";
+                for user in BROKER_USERS {
+                    put(format!("users/{user}"), serde_json::json!({ "password": format!("{user}-dev"), "tags": "" })).await;
+                    let permissions = if user == "intruder" {
+                        serde_json::json!({ "configure": "^$", "write": format!("^{exchange}$"), "read": "^$" })
+                    } else {
+                        serde_json::json!({
+                            "configure": format!(r"^{exchange}(\.{user}\..*)?$"),
+                            "write": format!(r"^({exchange}|{exchange}\.{user}\..*|amq\.default)$"),
+                            "read": format!(r"^({exchange}|{exchange}\.{user}\..*)$"),
+                        })
+                    };
+                    put(format!("permissions/{TEST_VHOST}/{user}"), permissions).await;
+                }
+            });
+        })
+        .join();
+        assert!(made.is_ok(), "setting up the tests' broker users failed");
+    });
 }
 
 /// Retry delays test hosts use: three attempts in all, quickly.
@@ -162,7 +241,6 @@ watch = false
 dir = "{cache}"
 
 [messaging]
-url = "{amqp_url}"
 exchange = "{exchange}"
 retry_delays_ms = {delays:?}
 relay_interval_ms = 200
@@ -181,11 +259,13 @@ name = "{name}"
 wasm = "{wasm}"
 route = "/{name}"
 database_url = "{database_url}"
+amqp_url = "{amqp}"
 migrations = "{migrations}"
 max_connections = 8
 publishes = ["{publishes}"]
 subscriptions = ["{subscribes}"]
 "#,
+            amqp = as_user(amqp_url, name),
             wasm = component_wasm(name).display(),
             migrations = workspace.join(format!("components/{name}/migrations")).display(),
         ));

@@ -181,7 +181,7 @@ async fn two_hosts_competing_for_one_queue_invoice_each_order_once() {
         let started = Instant::now();
         loop {
             let health: Value = host.client.get(host.url("/health")).send().await.expect("sent").json().await.expect("JSON");
-            if health["checks"]["broker"] == "up" {
+            if health["checks"]["invoices.broker"] == "up" {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(20), "{health}");

@@ -192,7 +192,7 @@ async fn health_is_up_on_the_host_and_in_the_component() {
     }
     assert_eq!(host["status"], "up", "{host}");
     assert_eq!(host["checks"]["orders.database"], "up");
-    assert_eq!(host["checks"]["broker"], "up");
+    assert_eq!(host["checks"]["orders.broker"], "up");
     let component = app.get("/orders/health").await;
     assert_eq!(component.status(), 200);
 }

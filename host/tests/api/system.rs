@@ -94,7 +94,8 @@ impl System {
         let started = Instant::now();
         loop {
             let health = self.get("/health").await;
-            if health["checks"]["broker"].as_str().is_some_and(|state| state.starts_with(broker)) {
+            let brokers = ["orders.broker", "invoices.broker"].map(|check| health["checks"][check].as_str().unwrap_or_default().to_owned());
+            if brokers.iter().all(|state| state.starts_with(broker)) {
                 if broker == "up" {
                     self.broker.wait_for_consumer("orders").await;
                     self.broker.wait_for_consumer("invoices").await;

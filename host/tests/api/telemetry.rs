@@ -277,7 +277,7 @@ async fn with_the_broker_away_the_event_waits_in_the_outbox_and_its_trace_still_
 
     let id = traced.post_order(&traceparent).await;
     let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 1.0).await;
-    assert_eq!(metric(&metrics, "messaging_broker_connected"), Some(0.0), "{metrics}");
+    assert_eq!(metric(&metrics, "messaging_broker_connected{component=\"orders\"}"), Some(0.0), "{metrics}");
     assert!(
         metric(&metrics, "outbox_oldest_unsent_age_seconds{component=\"orders\"}").is_some_and(|age| age >= 0.0),
         "{metrics}"
@@ -288,7 +288,7 @@ async fn with_the_broker_away_the_event_waits_in_the_outbox_and_its_trace_still_
     let spans = receiver.wait_for(&trace_id, Duration::from_secs(30), complete).await;
     assert_one_connected_trace(&spans, &client_span);
     let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 0.0).await;
-    assert_eq!(metric(&metrics, "messaging_broker_connected"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "messaging_broker_connected{component=\"orders\"}"), Some(1.0), "{metrics}");
 }
 
 /// The value of the sample named exactly `series` (name and labels as exposed), if present.
@@ -359,7 +359,8 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
         ("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"dead_lettered\"}", 1.0),
         ("messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",outcome=\"handled\"}", 1.0),
         ("messaging_event_lag_seconds_count{component=\"invoices\",topic=\"orders.created\"}", 1.0),
-        ("messaging_broker_connected", 1.0),
+        ("messaging_broker_connected{component=\"orders\"}", 1.0),
+        ("messaging_broker_connected{component=\"invoices\"}", 1.0),
         ("outbox_backlog_events{component=\"orders\"}", 0.0),
         ("outbox_backlog_events{component=\"invoices\"}", 0.0),
         ("wasm_instances_running{component=\"orders\"}", 0.0),

@@ -50,7 +50,7 @@ async fn host(component: &str, publishes: &str, consumes: &str, database: FakeDa
         "[http]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_instances = 16\n\
          [admin]\nlisten = \"127.0.0.1:0\"\nwatch = false\n\
          [cache]\ndir = \"target/test-compile-cache\"\n\
-         [messaging]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n\
+         [messaging]\nurl = \"amqp://{component}:unused@127.0.0.1:1/%2f\"\n\
          publishers = {{ \"{consumes}\" = \"elsewhere\" }}\n\
          [[components]]\nname = \"{component}\"\nwasm = \"{}\"\nroute = \"/{component}\"\n\
          database_url = \"postgres://unused/{component}\"\n\

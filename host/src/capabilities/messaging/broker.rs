@@ -1,7 +1,13 @@
-//! The one RabbitMQ connection of the process, kept alive by a supervisor task.
+//! A component's RabbitMQ connection, kept alive by a supervisor task.
+//!
+//! Each component that publishes or subscribes has a connection of its own, logged in as its own
+//! broker user: the broker checks the `user_id` its relay stamps on every event against that
+//! login, and a protocol error that closes one connection (a frame too large, say) stops only
+//! that component's relay and consumer until it reconnects, never another's. Within a
+//! connection, the relay and the consumer each have a channel of their own.
 //!
 //! The supervisor connects, declares the durable topic exchange, and publishes the connection
-//! to whoever waits for it (the relays and consumers). When the connection fails it reconnects
+//! to whoever waits for it (the component's relay and consumer). When the connection fails it reconnects
 //! with a growing, jittered backoff capped at [`MAX_BACKOFF`]: a connection attempt to a broker
 //! that is down costs it one refused TCP handshake, so trying about once a second spares it
 //! while events flow again within about a second of its return. Replicas' jitter keeps them from
@@ -18,7 +24,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MessagingConfig;
+use crate::config::{AmqpUrl, MessagingConfig};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -29,6 +35,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Broker {
+    /// The component it is the connection of.
+    component: String,
+    /// Its login: a user named after the component.
+    url: AmqpUrl,
     config: MessagingConfig,
     /// The live connection, or `None` while there is none.
     current: watch::Sender<Option<Arc<Connection>>>,
@@ -37,9 +47,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: MessagingConfig) -> Arc<Self> {
+    pub fn new(component: &str, url: AmqpUrl, config: MessagingConfig) -> Arc<Self> {
         let (current, _) = watch::channel(None);
         Arc::new(Self {
+            component: component.to_owned(),
+            url,
             config,
             current,
             down_because: Mutex::new(Some("not connected yet".into())),
@@ -48,6 +60,11 @@ impl Broker {
 
     pub fn config(&self) -> &MessagingConfig {
         &self.config
+    }
+
+    /// The broker user the connection logs in as: the `user_id` of every event it publishes.
+    pub fn user(&self) -> &str {
+        self.url.user()
     }
 
     /// The live connection, if there is one now.
@@ -76,6 +93,27 @@ impl Broker {
         }
     }
 
+    /// How many messages each of `queues` holds now, read on a channel of its own within a
+    /// second; `None` without a connection or an answer (a queue not made yet counts 0).
+    pub async fn queue_depths(&self, queues: &[String]) -> Option<Vec<u32>> {
+        let connection = self.connection()?;
+        let read = async {
+            let channel = connection.create_channel().await.ok()?;
+            let mut depths = Vec::with_capacity(queues.len());
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            for queue in queues {
+                match channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await {
+                    Ok(declared) => depths.push(declared.message_count()),
+                    // A refused passive declaration closes the channel: the rest are unknown.
+                    Err(_) => return None,
+                }
+            }
+            let _ = channel.close(200, "counted".into()).await;
+            Some(depths)
+        };
+        tokio::time::timeout(Duration::from_secs(1), read).await.ok().flatten()
+    }
+
     /// `Ok` while connected, or why not: for the readiness check.
     pub fn state(&self) -> Result<(), String> {
         match self.connection() {
@@ -90,7 +128,7 @@ impl Broker {
 
     /// Keeps a connection up until `shutdown`, then closes it.
     pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
-        let url = &self.config.url;
+        let (url, component) = (&self.url, &self.component);
         let mut backoff = FIRST_BACKOFF;
         let mut outage_logged = false;
         loop {
@@ -101,9 +139,9 @@ impl Broker {
             match attempt {
                 Ok(connection) => {
                     if outage_logged {
-                        tracing::info!(broker = %url, "broker reachable again; events flow");
+                        tracing::info!(%component, broker = %url, "broker reachable again; events flow");
                     } else {
-                        tracing::info!(broker = %url, "connected to the broker");
+                        tracing::info!(%component, broker = %url, "connected to the broker");
                     }
                     backoff = FIRST_BACKOFF;
                     *self.lock_reason() = None;
@@ -115,13 +153,13 @@ impl Broker {
                             self.current.send_replace(None);
                             let closing = connection.close(200, "host stopping".into());
                             if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-                                tracing::warn!(broker = %url, "the broker did not acknowledge the close in time");
+                                tracing::warn!(%component, broker = %url, "the broker did not acknowledge the close in time");
                             }
                             return;
                         }
                     };
                     self.current.send_replace(None);
-                    tracing::warn!(broker = %url, reason = %reason, "lost the broker; reconnecting, events wait in the outbox");
+                    tracing::warn!(%component, broker = %url, reason = %reason, "lost the broker; reconnecting, events wait in the outbox");
                     outage_logged = true;
                     *self.lock_reason() = Some(reason);
                 }
@@ -129,6 +167,7 @@ impl Broker {
                     let reason = err.to_string();
                     if !outage_logged {
                         tracing::warn!(
+                            %component,
                             broker = %url,
                             error = %reason,
                             "broker unreachable; HTTP keeps serving, events wait in the outbox, reconnecting with backoff"
@@ -148,13 +187,13 @@ impl Broker {
 
     async fn connect(&self) -> anyhow::Result<Connection> {
         let properties = ConnectionProperties::default()
-            .with_connection_name(format!("host-{}", std::process::id()).into());
+            .with_connection_name(format!("host-{}-{}", std::process::id(), self.component).into());
         let tls = lapin::tcp::OwnedTLSConfig {
-            cert_chain: self.config.url.extra_ca().map(str::to_owned),
+            cert_chain: self.url.extra_ca().map(str::to_owned),
             ..lapin::tcp::OwnedTLSConfig::default()
         };
         let connecting =
-            Connection::connect_with_config(self.config.url.expose(), properties, tls, lapin::runtime::default_runtime()?);
+            Connection::connect_with_config(self.url.expose(), properties, tls, lapin::runtime::default_runtime()?);
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;

@@ -9,6 +9,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::bindings::message_handler::IncomingEvent;
+use crate::telemetry::truncated;
+
+/// What a delivered envelope may hold beside its data, in bytes.
+pub const ENVELOPE_BYTES: usize = 16 * 1024;
+
+/// The longest value of each envelope field a delivery may carry, in bytes: the host copies them
+/// into the handler's event, spans, log lines and the headers of retry and dead-letter copies.
+const FIELD_LIMITS: [(&str, usize); 8] = [
+    ("specversion", 16),
+    ("id", super::MAX_ID_BYTES),
+    ("type", 200),
+    ("source", 64),
+    ("time", 64),
+    ("datacontenttype", super::MAX_CONTENT_TYPE_BYTES),
+    ("dataschema", super::MAX_DATA_SCHEMA_BYTES),
+    ("traceparent", 256),
+];
+
+/// How much of a refused value an error shows.
+const SHOWN: usize = 64;
 
 /// The AMQP content type of a structured CloudEvent.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -79,18 +99,38 @@ pub fn encode(event: &Outgoing<'_>) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// Reads a delivered message body into what the component's handler receives, and the
-/// publisher's `traceparent`.
-pub fn decode(body: &[u8], attempt: u32) -> Result<(IncomingEvent, Option<String>), String> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|err| format!("not a CloudEvents JSON envelope: {err}"))?;
+/// publisher's `traceparent`. A body over `max_data` bytes of data (plus [`ENVELOPE_BYTES`]) or
+/// a field over its limit is refused, and a refusal shows at most a few bytes of any value.
+pub fn decode(body: &[u8], attempt: u32, max_data: usize) -> Result<(IncomingEvent, Option<String>), String> {
+    let most = max_data.saturating_add(ENVELOPE_BYTES);
+    if body.len() > most {
+        return Err(format!("the message is {} bytes, over the {most} bytes its subscriber takes", body.len()));
+    }
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|err| format!("not a CloudEvents JSON envelope: {}", truncated(&err.to_string(), 2 * SHOWN)))?;
+    let fields = [
+        Some(&envelope.specversion),
+        Some(&envelope.id),
+        Some(&envelope.kind),
+        Some(&envelope.source),
+        Some(&envelope.time),
+        Some(&envelope.datacontenttype),
+        envelope.dataschema.as_ref(),
+        envelope.traceparent.as_ref(),
+    ];
+    for ((field, limit), value) in FIELD_LIMITS.iter().zip(fields) {
+        if let Some(value) = value.filter(|value| value.len() > *limit) {
+            return Err(format!("{field} is {} bytes, over {limit}", value.len()));
+        }
+    }
     if envelope.specversion != "1.0" {
-        return Err(format!("specversion {:?} is not 1.0", envelope.specversion));
+        return Err(format!("specversion {:?} is not 1.0", truncated(&envelope.specversion, SHOWN)));
     }
     if envelope.id.is_empty() || envelope.source.is_empty() || envelope.kind.is_empty() {
         return Err("id, source and type must not be empty".into());
     }
     let time = DateTime::parse_from_rfc3339(&envelope.time)
-        .map_err(|err| format!("time {:?} is not RFC 3339: {err}", envelope.time))?;
+        .map_err(|err| format!("time {:?} is not RFC 3339: {err}", truncated(&envelope.time, SHOWN)))?;
     let event = IncomingEvent {
         id: envelope.id,
         topic: envelope.kind,
@@ -124,7 +164,7 @@ mod tests {
     #[test]
     fn an_encoded_event_decodes_to_the_same_fields() {
         let body = encode(&sample(br#"{"orderId":"x","amount":5}"#)).expect("encodes");
-        let (event, _) = decode(&body, 2).expect("decodes");
+        let (event, _) = decode(&body, 2, 1024).expect("decodes");
         assert_eq!(event.id, "e-1");
         assert_eq!(event.topic, "orders.created");
         assert_eq!(event.source, "orders");
@@ -147,11 +187,11 @@ mod tests {
 
     #[test]
     fn garbage_and_incomplete_envelopes_are_refused_with_a_reason() {
-        assert!(decode(b"not json", 1).expect_err("refused").contains("not a CloudEvents JSON envelope"));
+        assert!(decode(b"not json", 1, 1024).expect_err("refused").contains("not a CloudEvents JSON envelope"));
         let wrong_version = br#"{"specversion":"0.3","id":"1","type":"t","source":"s","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
-        assert!(decode(wrong_version, 1).expect_err("refused").contains("specversion"));
+        assert!(decode(wrong_version, 1, 1024).expect_err("refused").contains("specversion"));
         let bad_time = br#"{"specversion":"1.0","id":"1","type":"t","source":"s","time":"yesterday","datacontenttype":"application/json","data":{}}"#;
-        assert!(decode(bad_time, 1).expect_err("refused").contains("RFC 3339"));
+        assert!(decode(bad_time, 1, 1024).expect_err("refused").contains("RFC 3339"));
     }
 
     #[test]
@@ -162,4 +202,25 @@ mod tests {
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/jsonx"));
     }
+
+    #[test]
+    fn an_oversized_message_or_field_is_refused_and_the_refusal_stays_short() {
+        let huge = "x".repeat(200_000);
+        let envelope = |field: &str| {
+            let mut json = serde_json::json!({
+                "specversion": "1.0", "id": "1", "type": "orders.created", "source": "orders",
+                "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json", "data": {}
+            });
+            json[field] = huge.clone().into();
+            serde_json::to_vec(&json).expect("JSON")
+        };
+        for field in ["specversion", "id", "type", "source", "time", "datacontenttype", "dataschema", "traceparent"] {
+            let refused = decode(&envelope(field), 1, 1 << 20).expect_err(field);
+            assert!(refused.contains(field) && refused.len() < 200, "{field}: {refused}");
+        }
+        let big = serde_json::to_vec(&serde_json::json!({ "data": huge })).expect("JSON");
+        let refused = decode(&big, 1, 1024).expect_err("too large");
+        assert!(refused.contains("over") && refused.len() < 200, "{refused}");
+    }
 }
+

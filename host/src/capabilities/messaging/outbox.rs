@@ -4,16 +4,22 @@
 //! publishing component, started with the host) moves committed rows to the broker:
 //!
 //! 1. In a transaction, lock a batch of unsent rows with `FOR UPDATE SKIP LOCKED`, so replicas
-//!    relaying the same database take different rows.
-//! 2. Publish each as a persistent CloudEvent, `mandatory`, on a channel with publisher confirms.
-//! 3. Mark the rows the broker confirmed and routed as sent, and commit.
+//!    relaying the same database take different rows ([`rows`]).
+//! 2. Publish each as a persistent CloudEvent, `mandatory`, on a channel with publisher confirms,
+//!    stamped with the component's broker user (AMQP `user_id`, which RabbitMQ checks against
+//!    the connection's login, and consumers against the topic's publisher).
+//! 3. Mark the rows the broker confirmed and routed as sent, and the rows that can never be
+//!    sent as such, and commit.
 //! 4. Go on after the batch's last row until no unsent row is left behind it: rows held back
 //!    (unrouted, refused) never block the rows after them; they are tried again next pass.
 //!
 //! The outbox table lies in the component's own database, where its SQL could write rows
-//! directly; so the relay publishes only rows of the topics the component may publish, always
-//! with the component's own name as `source`, whatever the row says. Writing the table by hand
-//! gains a component nothing that `publish` would not give it.
+//! directly; so the relay trusts no row ([`rows`]): lengths are read before values, and a row
+//! with a value out of bounds, a topic the component may not publish, or data that is not
+//! JSON is set aside for good (`platform_outbox.unsendable` says why; counted in
+//! `messaging_events_unsendable_total`, listed by the admin API) instead of being read again on
+//! every pass. Events go out with the component's own name as `source`, whatever the row says.
+//! Writing the table by hand gains a component nothing that `publish` would not give it.
 //!
 //! A row is marked sent only after the broker confirmed it, so a crash or outage in between
 //! publishes it again later (at least once; consumers de-duplicate by id). A row no queue is
@@ -27,19 +33,23 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use crate::capabilities::sql::postgres::{Object, Pool};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::PublisherConfirm;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
 use super::{Outbound, cloudevent};
+use crate::capabilities::sql::postgres::{ConnectError, Object, Pool};
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::propagation;
 
-/// Tables the host keeps in every database of a component that uses messaging. Created at start,
-/// under the same advisory lock as the component's migrations.
+mod rows;
+
+use rows::{Bounds, Pending, Row};
+
+/// Tables the host keeps in every database of a component that uses messaging. Created (and
+/// brought up to date) at start, under the same advisory lock as the component's migrations.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS platform_outbox (
     seq          bigserial   PRIMARY KEY,
@@ -53,7 +63,10 @@ CREATE TABLE IF NOT EXISTS platform_outbox (
     created_at   timestamptz NOT NULL DEFAULT now(),
     sent_at      timestamptz
 );
-CREATE INDEX IF NOT EXISTS platform_outbox_unsent ON platform_outbox (seq) WHERE sent_at IS NULL;
+ALTER TABLE platform_outbox ADD COLUMN IF NOT EXISTS unsendable text;
+CREATE INDEX IF NOT EXISTS platform_outbox_pending ON platform_outbox (seq) WHERE sent_at IS NULL AND unsendable IS NULL;
+CREATE INDEX IF NOT EXISTS platform_outbox_unsendable ON platform_outbox (seq) WHERE unsendable IS NOT NULL;
+DROP INDEX IF EXISTS platform_outbox_unsent;
 CREATE TABLE IF NOT EXISTS platform_inbox (
     source     text        NOT NULL,
     event_id   text        NOT NULL,
@@ -74,6 +87,8 @@ const BATCH: i64 = 100;
 /// How long the relay waits for the broker to confirm a publish before giving the batch up.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Relays one component's outbox; cloned afresh when the supervisor restarts it.
+#[derive(Clone)]
 pub struct Relay {
     component: String,
     pool: Pool,
@@ -81,9 +96,9 @@ pub struct Relay {
     outbound: Arc<Outbound>,
     /// Topics found with no queue bound, so the warning is logged once per topic.
     unrouted: HashSet<String>,
-    /// The topics the component may publish: rows of any other topic are never relayed.
-    topics: Vec<String>,
-    /// The component's metrics: events relayed.
+    /// The longest value of each column it reads.
+    bounds: Bounds,
+    /// The component's metrics: events relayed, rows set aside.
     metrics: ComponentMetrics,
 }
 
@@ -104,22 +119,35 @@ impl From<tokio_postgres::Error> for RelayError {
     }
 }
 
-impl From<deadpool::managed::PoolError<crate::capabilities::sql::postgres::ConnectError>> for RelayError {
-    fn from(err: deadpool::managed::PoolError<crate::capabilities::sql::postgres::ConnectError>) -> Self {
+impl From<deadpool::managed::PoolError<ConnectError>> for RelayError {
+    fn from(err: deadpool::managed::PoolError<ConnectError>) -> Self {
         Self::Database(err.to_string())
     }
 }
 
+/// An event on its way to the broker: its row, and the confirmation to wait for.
+struct InFlight {
+    seq: i64,
+    topic: String,
+    confirm: PublisherConfirm,
+    publishing: Publishing,
+}
+
 impl Relay {
+    /// A relay for `component`, whose events carry at most `max_data` bytes of data.
     pub fn new(
         component: String,
         pool: Pool,
         broker: Arc<Broker>,
         outbound: Arc<Outbound>,
         metrics: ComponentMetrics,
+        max_data: usize,
     ) -> Self {
-        let topics = outbound.topics.iter().cloned().collect();
-        Self { component, pool, broker, outbound, unrouted: HashSet::new(), topics, metrics }
+        Self { component, pool, broker, outbound, unrouted: HashSet::new(), bounds: Bounds::new(max_data), metrics }
+    }
+    /// The component it relays for.
+    pub fn component(&self) -> &str {
+        &self.component
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -180,90 +208,99 @@ impl Relay {
     async fn relay_batch(&mut self, channel: &Channel, after: i64) -> Result<Batch, RelayError> {
         let transaction = OpenTransaction(Some(self.pool.get().await?));
         let client = transaction.client()?;
-        // Prepared once per connection (both in one round trip), then taken from its cache.
-        let (select, update) = futures::future::try_join(
-            client.prepare_cached(
-                "SELECT seq, id, topic, content_type, data_schema, data, traceparent, created_at \
-                 FROM platform_outbox WHERE sent_at IS NULL AND seq > $2 AND topic = ANY($3) \
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-            ),
-            client.prepare_cached("UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)"),
-        )
-        .await?;
-        // `BEGIN` and the select in one round trip (a select after a failed `BEGIN` fails too).
-        let (begun, rows) = futures::future::join(
-            client.batch_execute("BEGIN"),
-            client.query(&select, &[&BATCH, &after, &self.topics]),
-        )
-        .await;
-        begun?;
-        let rows = rows?;
-        let Some(last) = rows.last().map(|row| row.get::<_, i64>("seq")) else {
+        let rows = self.lock_batch(client, after).await?;
+        let Some(last) = rows.last().map(Row::seq) else {
             client.batch_execute("COMMIT").await?;
             transaction.close();
             return Ok(Batch { sent: 0, last: None, full: false });
         };
-        let exchange = self.broker.config().exchange.as_str();
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let seq: i64 = row.get("seq");
-            let topic: &str = row.get("topic");
-            let id: &str = row.get("id");
-            let created_at: DateTime<Utc> = row.get("created_at");
-            let publishing = Publishing { span: publish_span(&self.component, topic, id, row.get("traceparent")), confirmed: false };
-            // The consumer's span continues this one; with no exporter, the writer's context
-            // passes through, if it is a valid one (the component's SQL can write the column).
-            let traceparent = propagation::traceparent_of(&publishing.span)
-                .or_else(|| propagation::valid_traceparent(row.get("traceparent")));
-            let event = cloudevent::Outgoing {
-                id,
-                topic,
-                source: &self.outbound.source,
-                time: created_at,
-                content_type: row.get("content_type"),
-                data_schema: row.get("data_schema"),
-                traceparent: traceparent.as_deref(),
-                data: row.get("data"),
-            };
-            let body = match cloudevent::encode(&event) {
-                Ok(body) => body,
-                Err(err) => {
-                    // `publish` checked the data; a row that is not JSON was written by hand.
-                    tracing::error!(component = %self.component, seq, error = %err, "outbox row is not JSON; skipping it");
-                    continue;
-                }
-            };
-            let properties = BasicProperties::default()
-                .with_message_id(id.into())
-                .with_type(topic.into())
-                .with_app_id(self.component.as_str().into())
-                .with_content_type(cloudevent::CONTENT_TYPE.into())
-                .with_timestamp(created_at.timestamp().max(0) as u64)
-                .with_delivery_mode(2)
-                .with_headers(trace_headers(traceparent.as_deref()));
-            let confirm = channel
-                .basic_publish(
-                    exchange.into(),
-                    topic.into(),
-                    BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                    &body,
-                    properties,
-                )
-                .await?;
-            pending.push((seq, topic.to_owned(), confirm, publishing));
+        let full = rows.len() as i64 == BATCH;
+        let mut unsendable = Vec::new();
+        let mut in_flight = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Row::Pending(pending) => match self.publish(channel, pending).await? {
+                    Ok(sending) => in_flight.push(sending),
+                    Err(set_aside) => unsendable.push(set_aside),
+                },
+                Row::Unsendable { seq, reason } => unsendable.push((seq, reason)),
+            }
         }
-        let mut sent = Vec::with_capacity(pending.len());
-        let mut sent_topics = Vec::with_capacity(pending.len());
-        for (seq, topic, confirm, mut publishing) in pending {
-            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                .await
-                .map_err(|_| RelayError::Unconfirmed)??;
+        let sent = self.confirmed(in_flight).await?;
+        self.mark(client, &sent, &unsendable).await?;
+        transaction.close();
+        for (_, topic) in &sent {
+            self.metrics.relayed(topic);
+        }
+        Ok(Batch { sent: sent.len(), last: Some(last), full })
+    }
+
+    /// Begins a transaction and locks the next batch of rows in it, in one round trip (a select
+    /// after a failed `BEGIN` fails too).
+    async fn lock_batch(&self, client: &Object, after: i64) -> Result<Vec<Row>, RelayError> {
+        let select = client.prepare_cached(rows::SELECT).await?;
+        let bounds = self.bounds.params();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&BATCH, &after, &bounds[0], &bounds[1], &bounds[2], &bounds[3], &bounds[4], &bounds[5]];
+        let (begun, rows) = futures::future::join(client.batch_execute("BEGIN"), client.query(&select, &params)).await;
+        begun?;
+        let topics = &self.outbound.topics;
+        let classified: Result<Vec<Row>, _> =
+            rows?.iter().map(|row| rows::classify(row, topics, &self.bounds, &self.component)).collect();
+        Ok(classified?)
+    }
+
+    /// Publishes one row's event: its confirmation to wait for, or why the row can never be sent.
+    async fn publish(&mut self, channel: &Channel, row: Pending) -> Result<Result<InFlight, (i64, String)>, RelayError> {
+        let publishing = Publishing {
+            span: publish_span(&self.component, &row.topic, &row.id, row.traceparent.as_deref()),
+            confirmed: false,
+        };
+        // The consumer's span continues this one; with no exporter, the writer's context
+        // passes through, if it is a valid one (the component's SQL can write the column).
+        let traceparent = propagation::traceparent_of(&publishing.span)
+            .or_else(|| propagation::valid_traceparent(row.traceparent.as_deref()));
+        let event = cloudevent::Outgoing {
+            id: &row.id,
+            topic: &row.topic,
+            source: &self.outbound.source,
+            time: row.created_at,
+            content_type: &row.content_type,
+            data_schema: row.data_schema.as_deref(),
+            traceparent: traceparent.as_deref(),
+            data: &row.data,
+        };
+        let body = match cloudevent::encode(&event) {
+            Ok(body) => body,
+            // `publish` checked the data; a row that is not JSON was written by hand.
+            Err(err) => return Ok(Err((row.seq, format!("data is not JSON: {err}")))),
+        };
+        let properties = BasicProperties::default()
+            .with_message_id(row.id.as_str().into())
+            .with_type(row.topic.as_str().into())
+            .with_app_id(self.component.as_str().into())
+            .with_user_id(self.broker.user().into())
+            .with_content_type(cloudevent::CONTENT_TYPE.into())
+            .with_timestamp(row.created_at.timestamp().max(0) as u64)
+            .with_delivery_mode(2)
+            .with_headers(trace_headers(traceparent.as_deref()));
+        let exchange = self.broker.config().exchange.as_str();
+        let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        let confirm = channel.basic_publish(exchange.into(), row.topic.as_str().into(), mandatory, &body, properties).await?;
+        Ok(Ok(InFlight { seq: row.seq, topic: row.topic, confirm, publishing }))
+    }
+
+    /// Waits for each publish's confirmation: the rows the broker took and routed, with their
+    /// topics. A refused or unrouted one stays in the outbox for the next pass.
+    async fn confirmed(&mut self, in_flight: Vec<InFlight>) -> Result<Vec<(i64, String)>, RelayError> {
+        let mut sent = Vec::with_capacity(in_flight.len());
+        for InFlight { seq, topic, confirm, mut publishing } in in_flight {
+            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await.map_err(|_| RelayError::Unconfirmed)??;
             match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {
                     publishing.succeeded();
                     self.unrouted.remove(&topic);
-                    sent.push(seq);
-                    sent_topics.push(topic);
+                    sent.push((seq, topic));
                 }
                 Confirmation::Ack(Some(_returned)) => {
                     if self.unrouted.insert(topic.clone()) {
@@ -279,19 +316,36 @@ impl Relay {
                 }
             }
         }
-        // The update and `COMMIT` in one round trip: after a failed update, `COMMIT` rolls back.
-        let (updated, committed) = futures::future::join(
-            client.execute(&update, &[&sent]),
+        Ok(sent)
+    }
+
+    /// Marks the rows sent and the ones set aside, and commits, in one round trip: after a failed
+    /// update, `COMMIT` rolls back.
+    async fn mark(&self, client: &Object, sent: &[(i64, String)], unsendable: &[(i64, String)]) -> Result<(), RelayError> {
+        let sent: Vec<i64> = sent.iter().map(|(seq, _)| *seq).collect();
+        let (set_aside, reasons): (Vec<i64>, Vec<&str>) = unsendable.iter().map(|(seq, why)| (*seq, why.as_str())).unzip();
+        let (mark_sent, mark_unsendable) =
+            futures::future::try_join(client.prepare_cached(rows::MARK_SENT), client.prepare_cached(rows::MARK_UNSENDABLE)).await?;
+        let (updated, set, committed) = futures::future::join3(
+            client.execute(&mark_sent, &[&sent]),
+            client.execute(&mark_unsendable, &[&set_aside, &reasons]),
             client.batch_execute("COMMIT"),
         )
         .await;
         updated?;
+        set?;
         committed?;
-        transaction.close();
-        for topic in &sent_topics {
-            self.metrics.relayed(topic);
+        if let Some((seq, reason)) = unsendable.first() {
+            self.metrics.unsendable(unsendable.len() as u64);
+            tracing::warn!(
+                component = %self.component,
+                rows = unsendable.len(),
+                first_seq = seq,
+                first_reason = %reason,
+                "outbox rows that can never be sent were set aside (platform_outbox.unsendable); the admin API lists them"
+            );
         }
-        Ok(Batch { sent: sent.len(), last: Some(last), full: rows.len() as i64 == BATCH })
+        Ok(())
     }
 }
 

@@ -28,7 +28,12 @@ impl Retention {
         Self { component, pool, keep }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// The component whose tables it prunes.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    pub async fn run(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
         loop {
             match self.prune().await {
                 Ok(0) => {}

@@ -164,7 +164,9 @@ fn respond(
         // A 5xx of the component's own, rolled back.
         (Ok(response), Ok(_)) => response,
         (Err(Failure::Trapped(trap)), _) => {
-            tracing::error!(component = %service.name, error = %trap, "the component trapped");
+            if service.log_rate().allows_line() {
+                tracing::error!(component = %service.name, error = %trap, "the component trapped");
+            }
             problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the {} service failed while handling the request", service.name),
@@ -172,7 +174,9 @@ fn respond(
         }
         (Err(Failure::Busy(why)), _) => unavailable(format!("the {} service {why}; try again shortly", service.name)),
         (Err(Failure::BadResponse(why)), _) => {
-            tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
+            if service.log_rate().allows_line() {
+                tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
+            }
             problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the {} service gave no usable response", service.name),

@@ -9,8 +9,7 @@
 //! bodies are read up to `max_body_bytes` before the component runs, so an oversized body costs
 //! no instance.
 //!
-//! At most `max_connections` client connections are served at once (more wait in the listen
-//! backlog). Each component admits at most its `max_concurrency` requests at once and queues a
+//! Client connections are bounded and idle ones give way to new ones (see [`connections`]). Each component admits at most its `max_concurrency` requests at once and queues a
 //! bounded number more for at most `queue_timeout`; beyond that a request gets 503 with
 //! `Retry-After` at once, so one component that is slow or stuck cannot take the host's workers
 //! from the others. On shutdown the listener stops accepting and in-flight requests get
@@ -26,9 +25,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -38,9 +37,12 @@ use crate::registry::Registry;
 use crate::service::{Busy, Service};
 use crate::telemetry::{metrics, propagation};
 
+mod connections;
 mod docs;
 pub(crate) mod health;
 mod invoke;
+
+use connections::{Connection, Connections};
 
 pub use invoke::unit_of_work_label;
 
@@ -54,13 +56,13 @@ pub struct HttpTrigger {
     /// The services to route to, their code, and the broker `/health` reports.
     registry: Arc<Registry>,
     config: HttpConfig,
-    /// One permit per open client connection.
-    connections: Arc<Semaphore>,
+    /// The open client connections (see [`connections`]).
+    connections: Arc<Connections>,
 }
 
 impl HttpTrigger {
     pub fn new(registry: Arc<Registry>, config: HttpConfig) -> Self {
-        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let connections = Connections::new(config.max_connections, config.connections_per_client());
         Self { registry, config, connections }
     }
 
@@ -70,21 +72,19 @@ impl HttpTrigger {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let graceful = GracefulShutdown::new();
+        let stopping = CancellationToken::new();
+        let open = TaskTracker::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         tokio::pin!(shutdown);
         loop {
-            // At the limit, stop accepting until a connection closes: clients wait in the
-            // kernel's backlog rather than in the host's memory.
-            let connection_permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_closed) => break,
-                },
+            // With every connection busy, stop accepting until one closes or goes idle: clients
+            // wait in the kernel's backlog rather than in the host's memory.
+            tokio::select! {
+                () = self.connections.room() => {}
                 () = &mut shutdown => break,
-            };
-            let (stream, _peer) = tokio::select! {
+            }
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -97,22 +97,27 @@ impl HttpTrigger {
                 },
                 () = &mut shutdown => break,
             };
-            let trigger = self.clone();
+            let Some(connection) = self.connections.admit(peer.ip()) else {
+                tracing::debug!(client = %peer.ip(), "a client over its share of connections, all busy; closing its new one");
+                continue;
+            };
+            let (trigger, requests) = (self.clone(), connection.requests());
             let handler = service_fn(move |request| {
-                let trigger = trigger.clone();
-                async move { Ok::<_, Infallible>(trigger.handle(request).await) }
-            });
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), handler));
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "connection ended with an error");
+                let (trigger, busy) = (trigger.clone(), requests.begin());
+                async move {
+                    let response = trigger.handle(request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
                 }
-                drop(connection_permit);
             });
+            let serving = http.serve_connection(TokioIo::new(stream), handler);
+            open.spawn(serve_connection(serving, connection, self.config.first_request_timeout, stopping.clone()));
         }
         drop(listener);
         tracing::info!("no longer accepting connections; waiting for requests in flight");
-        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown()).await.is_err() {
+        stopping.cancel();
+        open.close();
+        if tokio::time::timeout(self.config.shutdown_grace, open.wait()).await.is_err() {
             tracing::warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period");
         }
         Ok(())
@@ -124,7 +129,7 @@ impl HttpTrigger {
             if self.registry.is_stopping() {
                 return problem::response(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
             }
-            return health::check(self.registry.services(), self.registry.broker().map(Arc::as_ref)).await;
+            return health::check(self.registry.services(), health::Detail::Status).await;
         }
         let method = request.method().clone();
         let span = server_span(&request);
@@ -153,9 +158,8 @@ impl HttpTrigger {
     ) -> (Response<Full<Bytes>>, Option<(Arc<Service>, Option<Arc<str>>)>) {
         let path = request.uri().path();
         let Some((service, rest)) = self.registry.route(path) else {
-            let routes: Vec<&str> = self.registry.services().iter().map(|s| s.route.as_str()).collect();
-            let detail = format!("no service serves {path}; the routes here are {}", routes.join(", "));
-            return (problem::response(StatusCode::NOT_FOUND, detail), None);
+            // The routes this host serves are the operator's to tell, not a client's to learn.
+            return (problem::response(StatusCode::NOT_FOUND, "no service serves this path"), None);
         };
         let service = service.clone();
         tracing::Span::current().record("component", service.name.as_str());
@@ -243,19 +247,17 @@ impl HttpTrigger {
             Ok(collected) => collected.to_bytes(),
             Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(err) => {
-                return Err(problem::response(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {err}"),
-                ));
+                tracing::debug!(error = %err, "a request body could not be read");
+                return Err(problem::response(StatusCode::BAD_REQUEST, "the request body could not be read"));
             }
         };
         let path_and_query = match parts.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path.to_owned(),
         };
-        parts.uri = path_and_query.parse::<Uri>().map_err(|err| {
-            problem::response(StatusCode::BAD_REQUEST, format!("bad request target: {err}"))
-        })?;
+        parts.uri = path_and_query
+            .parse::<Uri>()
+            .map_err(|_| problem::response(StatusCode::BAD_REQUEST, "the request target is not a valid path and query"))?;
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
         let prefix = self.forwarded_prefix(&parts.headers, service)?;
@@ -274,6 +276,56 @@ impl HttpTrigger {
         }
         HeaderValue::from_str(&service.route)
             .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+    }
+}
+
+/// Drives one client connection until it ends: closed gracefully (after the request it is
+/// serving, at once when idle) when it is shed to make room, when it has not begun a request
+/// within `first_request`, or when the host stops.
+async fn serve_connection<C>(serving: C, connection: Connection, first_request: std::time::Duration, stopping: CancellationToken)
+where
+    C: Future<Output = hyper::Result<()>> + GracefulConnection,
+{
+    tokio::pin!(serving);
+    let asked_in_time = tokio::time::sleep(first_request);
+    tokio::pin!(asked_in_time);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = serving.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = connection.closing().cancelled(), if !closing => {}
+            () = stopping.cancelled(), if !closing => {}
+            // Armed when this wait began; the connection may have asked since.
+            () = &mut asked_in_time, if !closing && !connection.has_asked() => {
+                if connection.has_asked() {
+                    continue;
+                }
+            }
+        }
+        serving.as_mut().graceful_shutdown();
+        closing = true;
+    }
+}
+
+/// A connection that can be asked to finish what it serves and close.
+trait GracefulConnection {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }
 

@@ -182,8 +182,10 @@ async fn handle(
         }
         Err(trap) => {
             service.metrics.trap("message");
-            tracing::error!(error = format!("{trap:#}"), "the handler trapped");
-            Err(Outcome::Retry(format!("the handler trapped: {trap}")))
+            if service.log_rate().allows_line() {
+                tracing::error!(error = %trap, "the handler trapped");
+            }
+            Err(Outcome::Retry(reason(&format!("the handler trapped: {trap}"))))
         }
     })
 }

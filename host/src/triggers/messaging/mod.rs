@@ -11,10 +11,15 @@
 //! | retry, attempts left | copy to the retry queue with `x-attempt + 1`, then ack |
 //! | retry exhausted, reject, undecodable, forged | copy to the dead-letter queue with the reason, then ack |
 //! | database unreachable | pause, then nack with requeue: the attempt does not count |
+//! | the copy refused (a full dead-letter queue) or unconfirmed | pause, then nack with requeue |
 //!
 //! An event is accepted only from its topic's publisher (the manifest says which component that
-//! is): one whose CloudEvents `source` or `type` does not match its subscription is forged, and
-//! never reaches the handler.
+//! is): one whose AMQP `user_id` is not that component's broker user (see
+//! [`topology::published_by`]) is forged, and so is one whose CloudEvents `source` or `type`
+//! does not match its subscription; neither reaches the handler. A message over the
+//! subscriber's `max_event_bytes`, or with an envelope field over its bound, is undecodable.
+//! What a delivery makes the host copy into a header, a log line or a span is bounded; a
+//! delivery's log lines share its component's `log_lines_per_second`.
 //!
 //! A copy is confirmed by the broker before the original is acknowledged, so a crash in between
 //! delivers the event again rather than losing it. When the connection drops, unacknowledged
@@ -44,7 +49,7 @@ pub mod delivery;
 pub mod topology;
 
 use delivery::Outcome;
-use topology::Subscription;
+use topology::{Stamp, Subscription};
 
 /// How long a consumer waits before handing back a delivery it could not handle because the
 /// database was away, so an outage is not a busy loop.
@@ -72,6 +77,11 @@ impl MessageTrigger {
             })
             .collect();
         Self { runtime, service, broker, subscriptions, deadline }
+    }
+
+    /// The component it delivers to.
+    pub fn component(&self) -> &str {
+        &self.service.name
     }
 
     /// Consumes until `shutdown`, starting over on each new connection; waits for deliveries in
@@ -106,7 +116,7 @@ impl MessageTrigger {
         channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
         let mut consumers = Vec::new();
         for (index, subscription) in self.subscriptions.iter().enumerate() {
-            subscription.declare(&channel, &config.exchange).await?;
+            subscription.declare(connection, &channel, &config.exchange, config.dead_letter_max).await?;
             let consumer = channel
                 .basic_consume(
                     subscription.queue.as_str().into(),
@@ -155,11 +165,18 @@ impl MessageTrigger {
     /// that continues the publisher's trace.
     async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
-        let decoded = cloudevent::decode(&delivery.data, attempt);
+        let published_by = topology::published_by(&delivery.properties, self.broker.user());
+        let decoded = cloudevent::decode(&delivery.data, attempt, self.service.limits.max_event_bytes);
         let traceparent = decoded.as_ref().ok().and_then(|(_, traceparent)| traceparent.as_deref());
         let span = self.consumer_span(subscription, &delivery, traceparent, attempt);
         let (settled, outcome) = async {
             let outcome = match decoded {
+                _ if published_by.as_deref() != Some(subscription.publisher.as_str()) => Outcome::Reject(format!(
+                    "forged event: published by broker user {}, not {:?}, the publisher of {}",
+                    published_by.as_deref().map_or_else(|| "(none named)".to_owned(), |user| format!("{user:?}")),
+                    subscription.publisher,
+                    subscription.topic
+                )),
                 Ok((event, _)) if event.source != subscription.publisher => Outcome::Reject(format!(
                     "forged event: its source {:?} is not {:?}, the publisher of {}",
                     event.source, subscription.publisher, subscription.topic
@@ -180,7 +197,7 @@ impl MessageTrigger {
                 }
                 Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
             };
-            self.act_on(channel, subscription, &delivery, attempt, outcome).await
+            self.act_on(channel, subscription, &delivery, attempt, published_by.as_deref(), outcome).await
         }
         .instrument(span.clone())
         .await;
@@ -232,47 +249,56 @@ impl MessageTrigger {
         subscription: &Subscription,
         delivery: &Delivery,
         attempt: u32,
+        published_by: Option<&str>,
         outcome: Outcome,
     ) -> (anyhow::Result<()>, &'static str) {
         let component = &self.service.name;
-        let done = match outcome {
-            Outcome::Handled => "handled",
-            Outcome::Duplicate => "duplicate",
+        let stamp = Stamp { own: self.broker.user(), published_by };
+        let copied = match outcome {
+            Outcome::Handled => Ok("handled"),
+            Outcome::Duplicate => Ok("duplicate"),
             Outcome::Retry(reason) => match subscription.retry_queue(attempt) {
                 Some(retry) => {
-                    tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
+                    if self.service.log_rate().allows_line() {
+                        tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
+                    }
                     let headers = [
                         (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX))),
                         (topology::REASON, topology::text(&reason)),
                     ];
-                    let sent = topology::send_to(channel, retry, &delivery.data, &delivery.properties, &headers, &[]).await;
-                    if let Err(err) = sent {
-                        return (Err(err), "retried");
-                    }
-                    "retried"
+                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &stamp, &headers).await.map(|()| "retried")
                 }
                 None => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    if let Err(err) = self.dead_letter(channel, subscription, delivery, attempt, &reason).await {
-                        return (Err(err), "dead_lettered");
-                    }
-                    "dead_lettered"
+                    self.dead_letter(channel, subscription, delivery, attempt, &stamp, &reason).await.map(|()| "dead_lettered")
                 }
             },
             Outcome::Reject(reason) => {
-                if let Err(err) = self.dead_letter(channel, subscription, delivery, attempt, &reason).await {
-                    return (Err(err), "dead_lettered");
-                }
-                "dead_lettered"
+                self.dead_letter(channel, subscription, delivery, attempt, &stamp, &reason).await.map(|()| "dead_lettered")
             }
             Outcome::Unavailable(reason) => {
                 tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
-                tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-                let requeued = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
-                return (requeued.map(drop).map_err(Into::into), "requeued");
+                return (self.requeue(delivery).await, "requeued");
             }
         };
-        (delivery.ack(BasicAckOptions::default()).await.map(drop).map_err(Into::into), done)
+        match copied {
+            Ok(done) => (delivery.ack(BasicAckOptions::default()).await.map(drop).map_err(Into::into), done),
+            Err(err) => {
+                // Not copied, so not acknowledged: it stays in its queue and comes back.
+                if self.service.log_rate().allows_line() {
+                    tracing::warn!(%component, topic = %subscription.topic, error = %err, "could not copy a delivery; it goes back to its queue");
+                }
+                (self.requeue(delivery).await, "requeued")
+            }
+        }
+    }
+
+    /// Hands `delivery` back to its queue after a pause, so a message that cannot be settled now
+    /// is not a busy loop.
+    async fn requeue(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+        let requeued = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+        requeued.map(drop).map_err(Into::into)
     }
 
     async fn dead_letter(
@@ -281,18 +307,21 @@ impl MessageTrigger {
         subscription: &Subscription,
         delivery: &Delivery,
         attempt: u32,
+        stamp: &Stamp<'_>,
         reason: &str,
     ) -> anyhow::Result<()> {
-        tracing::warn!(
-            component = %self.service.name,
-            queue = %subscription.dead,
-            %reason,
-            "delivery dead-lettered"
-        );
+        if self.service.log_rate().allows_line() {
+            tracing::warn!(
+                component = %self.service.name,
+                queue = %subscription.dead,
+                reason = %crate::telemetry::truncated(reason, topology::MAX_REASON),
+                "delivery dead-lettered"
+            );
+        }
         let headers = [
             (topology::REASON, topology::text(reason)),
             (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt).unwrap_or(i32::MAX))),
         ];
-        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, &headers, &[]).await
+        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, stamp, &headers).await
     }
 }

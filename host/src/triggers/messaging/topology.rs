@@ -5,18 +5,44 @@
 //! - `….retry.{ms}ms`, one per configured delay: a failed delivery waits there (queue TTL), then
 //!   dead-letters back to the main queue with its attempt count in `x-attempt`.
 //! - `….dead`: deliveries rejected, exhausted, or undecodable, with the reason in
-//!   `x-dead-reason`. Nothing consumes it: people look at it.
+//!   `x-dead-reason`. Nothing consumes it: people look at it. It holds at most
+//!   `messaging.dead_letter_max` messages (`x-max-length`); past that RabbitMQ refuses new ones
+//!   (`x-overflow: reject-publish`) rather than drop old ones, and the consumer leaves the
+//!   poison in its queue (see [`super`]).
+//!
+//! Who published a delivery is the AMQP `user_id` RabbitMQ checked against the publisher's
+//! login ([`published_by`]). The host's copies (retries, dead letters, replays) are published
+//! with the consumer's own login, so they carry the original's user in `x-published-by`, which
+//! is believed only on a message the consumer's own user published.
+//!
+//! A copy carries only the headers the host knows, each bounded, never the original's others:
+//! a header table RabbitMQ took from a publisher, plus the host's, could be over the broker's
+//! frame size, and a frame too large closes the connection.
 
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+use crate::telemetry::truncated;
 
 /// Header carrying the attempt number of a retried delivery (1 on the first delivery).
 pub const ATTEMPT: &str = "x-attempt";
 /// Header carrying why a delivery was dead-lettered or retried.
 pub const REASON: &str = "x-dead-reason";
+/// Header carrying the broker user that published the original of a host's copy.
+pub const PUBLISHED_BY: &str = "x-published-by";
+
+/// Headers of the original a copy keeps (trace context), and the longest value of each.
+const KEPT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+const MAX_KEPT_HEADER: usize = 512;
+
+/// Longest reason a copy carries, in bytes.
+pub const MAX_REASON: usize = 1024;
+
+/// Longest user name believed or shown, in bytes.
+const MAX_USER: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -39,8 +65,9 @@ impl Subscription {
         Self { topic: topic.to_owned(), publisher: publisher.to_owned(), dead: format!("{queue}.dead"), queue, retries }
     }
 
-    /// Declares the queues and the binding; safe to repeat, and to run on several hosts.
-    pub async fn declare(&self, channel: &Channel, exchange: &str) -> lapin::Result<()> {
+    /// Declares the queues and the binding; safe to repeat, and to run on several hosts. The
+    /// dead-letter queue is declared on a channel of its own (see [`declare_dead_letters`]).
+    pub async fn declare(&self, connection: &Connection, channel: &Channel, exchange: &str, dead_letter_max: u32) -> lapin::Result<()> {
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         channel.queue_declare(self.queue.as_str().into(), durable, FieldTable::default()).await?;
         channel
@@ -52,7 +79,7 @@ impl Subscription {
                 FieldTable::default(),
             )
             .await?;
-        channel.queue_declare(self.dead.as_str().into(), durable, FieldTable::default()).await?;
+        declare_dead_letters(connection, &self.dead, dead_letter_max).await?;
         for (retry, delay) in &self.retries {
             let mut arguments = FieldTable::default();
             let ttl = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
@@ -86,31 +113,93 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
         .unwrap_or(1)
 }
 
+/// Declares a dead-letter queue bounded to `max` messages, refusing more. A queue an earlier
+/// version declared without the bound keeps its arguments (RabbitMQ refuses to change them):
+/// it is used as it is, with a warning saying how to bound it.
+async fn declare_dead_letters(connection: &Connection, queue: &str, max: u32) -> lapin::Result<()> {
+    let mut bounded = FieldTable::default();
+    bounded.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(max)));
+    bounded.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    // A refused declaration closes its channel: this one, not the consumer's.
+    let channel = connection.create_channel().await?;
+    let declared = channel.queue_declare(queue.into(), durable, bounded).await;
+    let _ = channel.close(200, "declared".into()).await;
+    if declared.is_ok() {
+        return Ok(());
+    }
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let found = channel.queue_declare(queue.into(), passive, FieldTable::default()).await;
+    let _ = channel.close(200, "declared".into()).await;
+    found?;
+    tracing::warn!(
+        %queue,
+        "this dead-letter queue was made without a length limit, which RabbitMQ will not add to it; \
+         replay or delete its messages and delete the queue (the host makes it again, bounded), or \
+         set a policy with max-length and overflow reject-publish"
+    );
+    Ok(())
+}
+
+/// The broker user that published a delivery: its `user_id` (which RabbitMQ checked against the
+/// publisher's login), or, for a copy the consumer's own user (`own`) made, the user that
+/// copy says the original had. `None` when the message names none.
+pub fn published_by(properties: &BasicProperties, own: &str) -> Option<String> {
+    let user = properties.user_id().as_ref()?.as_str();
+    if user != own {
+        return Some(truncated(user, MAX_USER).to_owned());
+    }
+    match properties.headers().as_ref()?.inner().get(PUBLISHED_BY)? {
+        AMQPValue::LongString(text) => Some(truncated(&String::from_utf8_lossy(text.as_bytes()), MAX_USER).to_owned()),
+        AMQPValue::ShortString(text) => Some(truncated(text.as_str(), MAX_USER).to_owned()),
+        _ => None,
+    }
+}
+
 /// How long the broker may take to confirm a retry or dead-letter copy.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Publishes `body` straight to `queue` (through the default exchange) with the given headers
-/// set and the `dropped` ones removed, keeping the original properties otherwise. Succeeds only when the broker confirmed it (within
-/// [`CONFIRM_TIMEOUT`]) and routed it to the queue, so the caller may then acknowledge the
-/// original.
+/// Who a copy is from: the consumer's own broker user, and the user that published the original.
+pub struct Stamp<'a> {
+    pub own: &'a str,
+    pub published_by: Option<&'a str>,
+}
+
+/// Publishes `body` straight to `queue` (through the default exchange) as a copy of a message
+/// with `original`'s properties: published by `stamp.own`, carrying the original's publisher,
+/// its trace headers and `headers`, and nothing else of its headers. Succeeds only when the
+/// broker confirmed it (within [`CONFIRM_TIMEOUT`]) and routed it to the queue, so the caller
+/// may then acknowledge the original.
 pub async fn send_to(
     channel: &Channel,
     queue: &str,
     body: &[u8],
     original: &BasicProperties,
+    stamp: &Stamp<'_>,
     headers: &[(&str, AMQPValue)],
-    dropped: &[&str],
 ) -> anyhow::Result<()> {
     let mut table = FieldTable::default();
-    for (name, value) in original.headers().clone().unwrap_or_default().inner() {
-        if !dropped.contains(&name.as_str()) {
-            table.insert(name.clone(), value.clone());
+    if let Some(originals) = original.headers() {
+        for name in KEPT_HEADERS {
+            if let Some(AMQPValue::LongString(value)) = originals.inner().get(name)
+                && value.as_bytes().len() <= MAX_KEPT_HEADER
+            {
+                table.insert(name.into(), AMQPValue::LongString(value.clone()));
+            }
         }
+    }
+    if let Some(user) = stamp.published_by {
+        table.insert(PUBLISHED_BY.into(), text(truncated(user, MAX_USER)));
     }
     for (name, value) in headers {
         table.insert((*name).into(), value.clone());
     }
-    let properties = original.clone().with_headers(table).with_delivery_mode(2);
+    let properties = original
+        .clone()
+        .with_headers(table)
+        .with_user_id(ShortString::from(stamp.own))
+        .with_delivery_mode(2);
     let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let confirm = channel.basic_publish("".into(), queue.into(), mandatory, body, properties).await?;
     let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
@@ -119,13 +208,14 @@ pub async fn send_to(
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => anyhow::bail!("queue {queue} does not exist"),
-        Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy to {queue}"),
+        Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy to {queue} (a full dead-letter queue refuses more)"),
         Confirmation::NotRequested => anyhow::bail!("publisher confirms are off on this channel"),
     }
 }
 
-/// A header value from text.
+/// A header value from text (a reason is cut to [`MAX_REASON`] bytes).
 pub fn text(value: &str) -> AMQPValue {
+    let value = truncated(value, MAX_REASON);
     AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
 }
 

@@ -145,8 +145,9 @@ async fn an_amqps_broker_signed_by_an_unknown_ca_is_refused() {
     let host = TestHost::start(&manifest(&broker, &amqps, &[("orders", &database.url())])).await;
     let started = Instant::now();
     let why = loop {
-        let health: serde_json::Value = host.client.get(host.url("/health")).send().await.expect("health").json().await.expect("JSON");
-        let broker_state = health["checks"]["broker"].as_str().unwrap_or_default().to_owned();
+        // The admin listener's readiness says why; the data port's says only "down".
+        let health: serde_json::Value = host.client.get(host.admin_url("/readyz")).send().await.expect("readiness").json().await.expect("JSON");
+        let broker_state = health["checks"]["orders.broker"].as_str().unwrap_or_default().to_owned();
         if broker_state.to_lowercase().contains("certificate") || broker_state.contains("UnknownIssuer") {
             assert_eq!(health["status"], "degraded", "{health}");
             break broker_state;

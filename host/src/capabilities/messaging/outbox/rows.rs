@@ -1,0 +1,143 @@
+//! Reading the outbox without trusting it: `platform_outbox` lies in the component's own
+//! database, where its SQL may write anything, so every column's length is read first and a row
+//! over a bound is never loaded at all.
+//!
+//! One statement locks a batch and returns, for each row, its columns' lengths
+//! (`octet_length`, which PostgreSQL answers from a value's header without reading it) and its
+//! values only when every length is within bounds. A row is then [`Row::Pending`] (to publish)
+//! or [`Row::Unsendable`] with a short reason: over a bound, or a topic the component may not
+//! publish. Unsendable rows are marked so (`unsendable` holds the reason) in the batch's
+//! transaction, and are never read again: the relay's index leaves them out.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use super::super::{MAX_CONTENT_TYPE_BYTES, MAX_DATA_SCHEMA_BYTES, MAX_ID_BYTES};
+use crate::telemetry::truncated;
+
+/// Longest `traceparent` column the relay reads (a W3C one is 55 bytes).
+const MAX_TRACEPARENT_BYTES: i32 = 256;
+
+/// Longest topic column the relay reads (the manifest's topics are at most 200 bytes).
+const MAX_TOPIC_BYTES: i32 = 200;
+
+/// Locks up to `$1` unsent rows after `$2`, with their lengths; `$3` to `$8` are the bounds of
+/// id, topic, content type, data schema, data and traceparent ([`Bounds::params`]).
+pub(super) const SELECT: &str = "\
+SELECT o.seq, o.created_at, f.fits,
+       octet_length(o.id), octet_length(o.topic), octet_length(o.content_type),
+       coalesce(octet_length(o.data_schema), 0), octet_length(o.data), coalesce(octet_length(o.traceparent), 0),
+       CASE WHEN f.fits THEN o.id END, CASE WHEN f.fits THEN o.topic END, CASE WHEN f.fits THEN o.content_type END,
+       CASE WHEN f.fits THEN o.data_schema END, CASE WHEN f.fits THEN o.data END, CASE WHEN f.fits THEN o.traceparent END
+FROM platform_outbox o,
+     LATERAL (SELECT octet_length(o.id) BETWEEN 1 AND $3
+                 AND octet_length(o.topic) <= $4
+                 AND octet_length(o.content_type) <= $5
+                 AND coalesce(octet_length(o.data_schema), 0) <= $6
+                 AND octet_length(o.data) <= $7
+                 AND coalesce(octet_length(o.traceparent), 0) <= $8 AS fits) f
+WHERE o.sent_at IS NULL AND o.unsendable IS NULL AND o.seq > $2
+ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
+
+/// The longest value of each column the relay reads, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    columns: [(&'static str, i32, i32); 6],
+}
+
+impl Bounds {
+    /// The bounds of a component whose events carry at most `max_data` bytes of data.
+    pub(super) fn new(max_data: usize) -> Self {
+        let max_data = i32::try_from(max_data).unwrap_or(i32::MAX);
+        Self {
+            columns: [
+                ("id", 1, MAX_ID_BYTES as i32),
+                ("topic", 0, MAX_TOPIC_BYTES),
+                ("content_type", 0, MAX_CONTENT_TYPE_BYTES as i32),
+                ("data_schema", 0, MAX_DATA_SCHEMA_BYTES as i32),
+                ("data", 0, max_data),
+                ("traceparent", 0, MAX_TRACEPARENT_BYTES),
+            ],
+        }
+    }
+
+    /// `$3` to `$8` of [`SELECT`].
+    pub(super) fn params(&self) -> [i32; 6] {
+        self.columns.map(|(_, _, most)| most)
+    }
+}
+
+/// Marks rows sent (`$1`, their seqs).
+pub(super) const MARK_SENT: &str = "UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)";
+
+/// Sets rows aside for good: seqs `$1`, reasons `$2`.
+pub(super) const MARK_UNSENDABLE: &str = "UPDATE platform_outbox o SET unsendable = u.reason \
+     FROM unnest($1::bigint[], $2::text[]) AS u(seq, reason) WHERE o.seq = u.seq";
+
+/// One row of the outbox, as the relay found it.
+#[derive(Debug)]
+pub(super) enum Row {
+    Pending(Pending),
+    Unsendable { seq: i64, reason: String },
+}
+
+/// A row to publish, every value within bounds.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub seq: i64,
+    pub id: String,
+    pub topic: String,
+    pub content_type: String,
+    pub data_schema: Option<String>,
+    pub data: Vec<u8>,
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Row {
+    pub(super) fn seq(&self) -> i64 {
+        match self {
+            Self::Pending(pending) => pending.seq,
+            Self::Unsendable { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Reads one row of [`SELECT`]: what to publish, or why it never can be. An error means the
+/// table is not what the host made (a column changed type or was dropped).
+pub(super) fn classify(
+    row: &tokio_postgres::Row,
+    topics: &HashSet<String>,
+    bounds: &Bounds,
+    component: &str,
+) -> Result<Row, tokio_postgres::Error> {
+    let seq: i64 = row.try_get(0)?;
+    let fits: bool = row.try_get(2)?;
+    if !fits {
+        let mut reason = "a value is out of bounds".to_owned();
+        for (index, (column, least, most)) in bounds.columns.iter().enumerate() {
+            let length: i32 = row.try_get(3 + index)?;
+            if length < *least || length > *most {
+                reason = format!("{column} is {length} bytes, not {least} to {most}");
+                break;
+            }
+        }
+        return Ok(Row::Unsendable { seq, reason });
+    }
+    let topic: String = row.try_get(10)?;
+    if !topics.contains(&topic) {
+        let reason = format!("topic {:?} is not one `{component}` publishes", truncated(&topic, 64));
+        return Ok(Row::Unsendable { seq, reason });
+    }
+    Ok(Row::Pending(Pending {
+        seq,
+        created_at: row.try_get(1)?,
+        id: row.try_get(9)?,
+        topic,
+        content_type: row.try_get(11)?,
+        data_schema: row.try_get(12)?,
+        data: row.try_get(13)?,
+        traceparent: row.try_get(14)?,
+    }))
+}
