@@ -11,7 +11,7 @@
 #
 # Native mode builds the components and the host, makes sure PostgreSQL and RabbitMQ are up
 # (starting or installing them), creates each service's database and its own role (no
-# superuser: the host refuses one), and runs the host in the foreground until
+# superuser: the host refuses one) and its own broker user, and runs the host in the foreground until
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
 # the port. Compose mode builds the components here too (when cargo is present): compose
 # mounts them into the host containers, so a rebuilt component is swapped in while they run.
@@ -118,6 +118,7 @@ run_native() {
   ensure_postgres
   ensure_rabbitmq
   ensure_rabbitmq_management
+  ensure_broker_users %2F "${COMPONENTS[@]}"
   ensure_service_databases "${DATABASES[@]}"
   local args=()
   for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done

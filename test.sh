@@ -13,6 +13,8 @@ source scripts/ensure.sh
 ensure_wasm_target
 ensure_postgres
 ensure_rabbitmq
+# The tests make their vhost and broker users with RabbitMQ's management API.
+ensure_rabbitmq_management
 ensure_prometheus
 ensure_chromium
 ensure_deploy_tools

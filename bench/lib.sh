@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the benchmarks share: making sure what they need is here, a manifest of their own
-# (ports 18000 and 19000, databases bench_orders and bench_invoices, exchange bench.events), and
-# starting and measuring a release host. Sourced by the bench scripts, after scripts/ensure.sh.
+# (ports 18000 and 19000, databases bench_orders and bench_invoices, the RabbitMQ vhost
+# platform-bench), and starting and measuring a release host. Sourced by the bench scripts, after scripts/ensure.sh.
 
 BENCH_HTTP=127.0.0.1:18000
 
@@ -11,8 +11,10 @@ bench_setup() {
   ensure_wasm_target
   ensure_postgres
   ensure_rabbitmq
+  ensure_rabbitmq_management
   command -v wrk >/dev/null || apt_install wrk
   ensure_service_databases bench_orders bench_invoices
+  ensure_broker_users platform-bench orders invoices
   build_components -p orders -p invoices
   if [ -z "${HOST_BIN:-}" ]; then
     cargo build --release -p host
@@ -24,7 +26,7 @@ bench_setup() {
       -e 's|listen = "127.0.0.1:9000"|listen = "127.0.0.1:19000"|' -e 's|^watch = true|watch = false|' \
       -e 's|postgres://orders@localhost:5432/orders|postgres://bench_orders@localhost:5432/bench_orders|' \
       -e 's|postgres://invoices@localhost:5432/invoices|postgres://bench_invoices@localhost:5432/bench_invoices|' \
-      -e 's|exchange = "platform.events"|exchange = "bench.events"|' \
+      -e 's|@localhost:5672/%2f|@localhost:5672/platform-bench|' \
       -e "s|wasm = \"target|wasm = \"$PWD/target|" -e "s|migrations = \"components|migrations = \"$PWD/components|" \
       host.toml >"$BENCH_WORK/host.toml"
 }

@@ -67,12 +67,35 @@ ensure_prometheus() {
   apt_install --no-install-recommends prometheus
 }
 
-# The management UI on :15672, for looking at queues and dead letters.
+# The management UI and API on :15672: for looking at queues and dead letters, and for making
+# the components' broker users.
 ensure_rabbitmq_management() {
   if ! port_open 15672; then
+    say "enabling RabbitMQ's management plugin"
     as_root rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 ||
-      say "could not enable the RabbitMQ management UI; continuing without it"
+      { say "error: could not enable RabbitMQ's management plugin"; return 1; }
+    wait_for_port 15672 "RabbitMQ's management API" 60
   fi
+}
+
+# On a vhost (the first argument, URL-encoded: %2F for the default one, which is made if
+# missing), for each name after it, a RabbitMQ user of that name (password <name>-dev, a local
+# default like the databases') that may declare, write and read only its own queues and publish
+# to the exchange platform.events: the host requires each component to log in as a user named
+# after it. Made with the management API as guest (ensure_rabbitmq_management first).
+ensure_broker_users() {
+  local vhost=$1 name api=http://localhost:15672/api
+  shift
+  curl -fsS -u guest:guest -X PUT "$api/vhosts/$vhost" >/dev/null
+  curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+    -d '{"configure":".*","write":".*","read":".*"}' "$api/permissions/$vhost/guest" >/dev/null
+  for name in "$@"; do
+    curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+      -d "{\"password\":\"$name-dev\",\"tags\":\"\"}" "$api/users/$name" >/dev/null
+    curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+      -d "{\"configure\":\"^platform\\\\.events(\\\\.$name\\\\..*)?\$\",\"write\":\"^(platform\\\\.events|platform\\\\.events\\\\.$name\\\\..*|amq\\\\.default)\$\",\"read\":\"^(platform\\\\.events|platform\\\\.events\\\\.$name\\\\..*)\$\"}" \
+      "$api/permissions/$vhost/$name" >/dev/null
+  done
 }
 
 # For each name, a login role of that name (no superuser, no password: local connections are
@@ -98,6 +121,13 @@ ensure_service_databases() {
       psql_admin postgres -qc "CREATE DATABASE $name OWNER $name"
     fi
     psql_admin postgres -qc "ALTER DATABASE $name OWNER TO $name"
+    # Only its owner connects: the other service's role cannot reach it at all.
+    psql_admin postgres -qc "REVOKE ALL ON DATABASE $name FROM PUBLIC"
+    # Limits on the server's side: temp_file_limit a component cannot lift; the timeouts are a
+    # backstop behind the host's own, per transaction.
+    psql_admin postgres -qc "ALTER ROLE $name SET temp_file_limit = '1GB'"
+    psql_admin postgres -qc "ALTER ROLE $name SET statement_timeout = '30s'"
+    psql_admin postgres -qc "ALTER ROLE $name SET idle_in_transaction_session_timeout = '30s'"
     psql_admin "$name" -qc "DO \$\$ DECLARE t record; BEGIN
         FOR t IN SELECT schemaname, tablename FROM pg_tables
                  WHERE schemaname = 'public' AND tableowner <> '$name' LOOP

@@ -30,6 +30,11 @@ pub enum When {
 /// How long a migration run before a swap may wait for a table lock.
 const RELOAD_LOCK_TIMEOUT: &str = "2s";
 
+/// How long a host waits for another host's migrations (the advisory lock) before it gives up:
+/// at start, and before a swap.
+const START_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+const RELOAD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Applies `component`'s migrations, and creates the host's outbox and inbox tables when it
 /// uses messaging; the versions applied now (empty when all were there).
 pub async fn migrate(component: &ComponentConfig) -> anyhow::Result<Vec<String>> {
@@ -46,10 +51,8 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
     if component.migrations.is_none() && !component.uses_messaging() {
         return Ok(Vec::new());
     }
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .with_context(|| format!("cannot take the migration lock on {url}"))?;
+    let most = if when == When::Start { START_LOCK_WAIT } else { RELOAD_LOCK_WAIT };
+    take_lock(&client, most).await.with_context(|| format!("cannot take the migration lock on {url}"))?;
     if when == When::Reload {
         client
             .batch_execute(&format!("SET lock_timeout = '{RELOAD_LOCK_TIMEOUT}'"))
@@ -60,6 +63,24 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
     // Also released when the connection closes below; unlocking explicitly is just tidier.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     applied
+}
+
+/// Takes the migration lock, waiting at most `most` for another host to let it go.
+async fn take_lock(client: &tokio_postgres::Client, most: std::time::Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let taken: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK]).await?.get(0);
+        if taken {
+            return Ok(());
+        }
+        if started.elapsed() >= most {
+            anyhow::bail!(
+                "another session has held it for {most:?}: another host's migrations are still running, or \
+                 stuck (look for an advisory lock in pg_locks, and end its session)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 async fn migrate_locked(

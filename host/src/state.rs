@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -28,8 +28,8 @@ pub struct StoreState {
     /// at most `max_resources`: past that, the call that would add one fails (for most, a trap).
     table: ResourceTable,
     hooks: crate::capabilities::http::DenyOutgoing,
-    /// Caps linear memory and table growth of this instance.
-    pub limits: StoreLimits,
+    /// Caps linear memory and table growth of this instance, and remembers how far it grew.
+    pub limits: GuestMemory,
     /// This unit of work's database transaction.
     pub sql: SqlCtx,
     /// What this unit of work published (into the same transaction).
@@ -83,7 +83,10 @@ impl StoreState {
             http,
             table,
             hooks: crate::capabilities::http::DenyOutgoing,
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
+            limits: GuestMemory {
+                limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
+                largest: 0,
+            },
             sql,
             messaging,
             route,
@@ -91,6 +94,57 @@ impl StoreState {
             turn: TurnSlot::default(),
             _in_flight: InFlight(in_flight),
         }
+    }
+}
+
+/// Linear memory past which a store is dropped on a blocking thread rather than on the async
+/// workers: giving a slot back makes the kernel free every page the guest wrote beyond what the
+/// pool keeps resident, which takes milliseconds for tens of megabytes.
+const RETIRE_INLINE_BYTES: usize = 4 << 20;
+
+/// The store's memory and table limits (wasmtime's own), and the largest memory it asked for.
+pub struct GuestMemory {
+    limits: StoreLimits,
+    largest: usize,
+}
+
+impl ResourceLimiter for GuestMemory {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.largest = self.largest.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Drops a store whose unit of work is over: where it is when its guest stayed small, on a
+/// blocking thread when the guest grew its memory far (see [`RETIRE_INLINE_BYTES`]), so one
+/// component's big guests do not hold up the threads every request runs on.
+pub fn retire(store: Store<StoreState>) {
+    if store.data().limits.largest <= RETIRE_INLINE_BYTES {
+        drop(store);
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(store))),
+        Err(_) => drop(store),
     }
 }
 

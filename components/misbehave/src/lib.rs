@@ -15,9 +15,18 @@
 //! | `GET /recurse` | recurses until the stack overflows |
 //! | `GET /slow-sql?seconds=N` | runs `SELECT pg_sleep(N)` |
 //! | `GET /huge-sql?rows=N` | selects N rows of 1 MB each |
+//! | `GET /huge-value?bytes=N` | selects one value of N bytes, made by the server |
+//! | `GET /long-statement?bytes=N` | sends a statement of N bytes (a long comment) |
+//! | `GET /many-parameters?count=N` | sends a statement with N parameters |
+//! | `GET /big-parameter?bytes=N` | sends a statement with one text parameter of N bytes |
+//! | `GET /publish?field=F&bytes=N&count=C` | publishes C events to `misbehave.flood`, each with one string of N bytes as field F (`data-schema`, `content-type`, `id`, `topic` or `data`), reusing the one string |
+//! | `GET /resources?count=N` | creates N `wasi:http` fields resources and keeps them |
+//! | `GET /big-header?bytes=N` | answers with a header of N bytes |
+//! | `GET /log-flood?lines=N` | writes N lines to stderr |
 //! | `POST /sql` | runs the body as one SQL query and answers its rows as JSON (200), or the SQL error (422) |
 //!
-//! Its `message-handler` rejects every event.
+//! Each of the pushing paths answers 200 with what the host allowed and `{"code", "message"}`
+//! of the error that stopped it. Its `message-handler` rejects every event.
 
 use std::hint::black_box;
 
@@ -69,9 +78,92 @@ fn dispatch(request: &Request) -> Response {
             let rows = number(query, "rows").unwrap_or(100);
             run(&format!("SELECT repeat('x', 1048576) FROM generate_series(1, {rows})"))
         }
+        "/huge-value" => {
+            let bytes = number(query, "bytes").unwrap_or(300_000_000);
+            run(&format!("SELECT repeat('x', {bytes})"))
+        }
+        "/long-statement" => {
+            let bytes = number(query, "bytes").unwrap_or(2 << 20) as usize;
+            run(&format!("SELECT 1 /* {} */", "x".repeat(bytes)))
+        }
+        "/many-parameters" => {
+            let count = number(query, "count").unwrap_or(100_000) as usize;
+            outcome(sql::query("SELECT 1", &vec![Value::Int32(1); count]).map(drop))
+        }
+        "/big-parameter" => {
+            let bytes = number(query, "bytes").unwrap_or(2 << 20) as usize;
+            outcome(sql::query("SELECT length($1)", &[Value::Text("x".repeat(bytes))]).map(drop))
+        }
+        "/publish" => publish_flood(query),
+        "/resources" => {
+            let count = number(query, "count").unwrap_or(1_000_000);
+            let mut kept = Vec::new();
+            for _ in 0..count {
+                kept.push(spin_sdk::http::Fields::new());
+            }
+            text(200, &format!("{} resources", kept.len()))
+        }
+        "/big-header" => {
+            let bytes = number(query, "bytes").unwrap_or(1 << 20) as usize;
+            Response::builder().status(200).header("x-big", "x".repeat(bytes)).body("big header").build()
+        }
+        "/log-flood" => {
+            for line in 0..number(query, "lines").unwrap_or(100_000) {
+                eprintln!("flooding the log, line {line}");
+            }
+            text(200, "flooded")
+        }
         "/sql" => run(&String::from_utf8_lossy(request.body())),
         _ => text(404, "no such misbehaviour"),
     }
+}
+
+/// Publishes `count` events with one string of `bytes` bytes in `field`, reusing the string:
+/// what the host keeps of them is its own memory, the guest's stays one string.
+fn publish_flood(query: &str) -> Response {
+    use service_guest::messaging::{OutgoingEvent, publish};
+    let bytes = number(query, "bytes").unwrap_or(40 << 20) as usize;
+    let count = number(query, "count").unwrap_or(30);
+    let field = query.split('&').find_map(|pair| pair.strip_prefix("field=")).unwrap_or("data-schema");
+    // JSON (a string) so that only the size could be refused for `data`.
+    let long = format!("\"{}\"", "x".repeat(bytes.saturating_sub(2)));
+    let mut published = 0;
+    for n in 0..count {
+        let mut event = OutgoingEvent {
+            id: format!("flood-{n}"),
+            topic: "misbehave.flood".into(),
+            content_type: "application/json".into(),
+            data_schema: None,
+            data: b"{}".to_vec(),
+        };
+        match field {
+            "data" => event.data = long.clone().into_bytes(),
+            "id" => event.id = long.clone(),
+            "topic" => event.topic = long.clone(),
+            "content-type" => event.content_type = long.clone(),
+            _ => event.data_schema = Some(long.clone()),
+        }
+        if let Err(err) = publish(&event) {
+            let body = serde_json::json!({ "published": published, "code": "publish", "message": format!("{err:?}") });
+            return json_response(200, &body);
+        }
+        published += 1;
+    }
+    json_response(200, &serde_json::json!({ "published": published }))
+}
+
+/// 200 with `{"code","message"}` of the error that stopped a pushing path, or `{"code": null}`.
+fn outcome(result: Result<(), sql::Error>) -> Response {
+    let (code, message) = match result {
+        Ok(()) => (None, String::new()),
+        Err(sql::Error::Database(db)) => (Some(db.code), db.message),
+        Err(other) => (Some("other".to_owned()), format!("{other:?}")),
+    };
+    json_response(200, &serde_json::json!({ "code": code, "message": message }))
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> Response {
+    Response::builder().status(status).header("content-type", "application/json").body(body.to_string()).build()
 }
 
 fn spin() -> ! {

@@ -242,10 +242,32 @@ impl Config {
                 component.name
             );
         }
+        check_instances(manifest.limits.max_instances, &components, messaging.as_ref())?;
         let admin = check_admin(manifest.admin, env)?;
         let cache = check_cache(manifest.cache, base, env)?;
         Ok(Self { http, limits: manifest.limits, messaging, admin, cache, components })
     }
+}
+
+/// Refuses a pool of instances smaller than what the components may run at once (their requests
+/// and their deliveries): otherwise one busy component could take every instance and leave its
+/// neighbours none.
+fn check_instances(max_instances: u32, components: &[ComponentConfig], messaging: Option<&MessagingConfig>) -> anyhow::Result<()> {
+    let prefetch = messaging.map_or(0, |messaging| usize::from(messaging.prefetch));
+    let share = |component: &ComponentConfig| {
+        component.max_concurrency + if component.subscriptions.is_empty() { 0 } else { prefetch }
+    };
+    let needed: usize = components.iter().map(share).sum();
+    if needed > max_instances as usize {
+        let shares: Vec<String> = components.iter().map(|c| format!("{} {}", c.name, share(c))).collect();
+        bail!(
+            "limits.max_instances: {max_instances} is fewer than the components may run at once ({needed}: {}, \
+             max_concurrency plus messaging.prefetch for a subscriber), so one component could take every \
+             instance from the others; raise max_instances or lower max_concurrency",
+            shares.join(", ")
+        );
+    }
+    Ok(())
 }
 
 pub(super) fn check_positive(setting: &str, value: u64) -> anyhow::Result<()> {

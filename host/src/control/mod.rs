@@ -18,6 +18,7 @@
 //! | `PUT /components/{name}/wasm` | the body is a new `.wasm`; answers once it serves |
 //! | `GET /components/{name}/dead-letters?topic=&limit=` | the subscription's dead letters, left in place |
 //! | `POST /components/{name}/dead-letters/replay?topic=&id=` | puts one (`id`) or all back in the subscription's queue |
+//! | `GET /components/{name}/outbox/unsendable?limit=` | outbox rows the relay set aside for good, and why |
 //!
 //! Built by [`crate::startup::Host::build`] (which binds it); runs in the last phase, so it
 //! answers readiness 503 while the rest drains.
@@ -76,6 +77,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
         .route("/components/{name}/wasm", put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
         .route("/components/{name}/dead-letters", get(dead_letters_list))
         .route("/components/{name}/dead-letters/replay", post(dead_letters_replay))
+        .route("/components/{name}/outbox/unsendable", get(unsendable))
         .fallback(|| async { fail(StatusCode::NOT_FOUND, "no such admin call; see the README's admin API") })
         .method_not_allowed_fallback(|| async { fail(StatusCode::METHOD_NOT_ALLOWED, "that method is not allowed here") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
@@ -275,6 +277,29 @@ async fn dead_letters_replay(
         Ok(0) if query.id.is_some() => fail(StatusCode::NOT_FOUND, format!("no dead letter with that id in {}", subscription.dead)),
         Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
         Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err:#}", subscription.dead)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsendableQuery {
+    limit: Option<usize>,
+}
+
+/// The outbox rows the relay set aside as unsendable, oldest first, with why.
+async fn unsendable(State(admin): State<Admin>, Path(name): Path<String>, query: Result<Query<UnsendableQuery>, QueryRejection>) -> Response {
+    let query = match parameters(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    let service = match service(&admin, &name) {
+        Ok(service) => service,
+        Err(refused) => return refused,
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST) as i64;
+    match service.database.unsendable(limit).await {
+        Ok(rows) => axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response(),
+        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the outbox of `{name}`: {err}")),
     }
 }
 

@@ -100,7 +100,7 @@ impl Code {
 }
 
 /// `SystemTime` as RFC 3339 text.
-pub(super) mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use chrono::{DateTime, SecondsFormat, Utc};

@@ -213,7 +213,7 @@ impl Service {
         let state = StoreState::new(
             &self.log_name,
             &self.log_rate,
-            SqlCtx::new(self.database.clone(), deadline, sql, self.host_memory.clone()),
+            SqlCtx::new(self.database.clone(), deadline, sql, self.host_memory.clone(), self.turns.permits()),
             MessagingCtx::new(self.outbound.clone(), self.metrics.clone(), publish, self.host_memory.clone()),
             RouteCtx::new(self.routes.clone()),
             self.metrics.clone(),

@@ -69,6 +69,12 @@ impl Turns {
         Self { long_runners: Arc::new(Semaphore::new(cores.div_ceil(2))) }
     }
 
+    /// The turns themselves, for host work done on the component's behalf that should share
+    /// them (reading a large result).
+    pub fn permits(&self) -> Arc<Semaphore> {
+        self.long_runners.clone()
+    }
+
     /// Sets `store`'s epoch deadline, callback and call hook, for a unit of work that must end
     /// by `deadline`.
     pub fn install(&self, store: &mut Store<StoreState>, deadline: Instant) {

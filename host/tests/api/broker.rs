@@ -69,6 +69,29 @@ impl TestBroker {
         self.publish_as(publisher, topic, body, lapin::BasicProperties::default()).await;
     }
 
+    /// Publishes each of `bodies` to `topic` as its publisher, on one channel, and waits for the
+    /// broker to confirm them all.
+    pub async fn publish_many(&self, topic: &str, bodies: impl IntoIterator<Item = Vec<u8>>) {
+        let publisher = ["orders", "invoices"].into_iter().find(|c| topics(c).0 == topic).expect("a topic of the tests");
+        let channel = Self::channel_as(&as_user(&amqp_base(), publisher)).await;
+        let mut confirms = Vec::new();
+        for body in bodies {
+            let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_user_id(publisher.into());
+            let options = lapin::options::BasicPublishOptions::default();
+            confirms.push(channel.basic_publish(self.exchange.as_str().into(), topic.into(), options, &body, properties).await.expect("publish"));
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirmed");
+        }
+    }
+
+    /// Messages in `queue` now.
+    pub async fn depth(queue: &str) -> u32 {
+        let channel = Self::channel().await;
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        channel.queue_declare(queue.into(), passive, Default::default()).await.expect("queue").message_count()
+    }
+
     /// Publishes `body` logged in as `user`, with `properties` and `user_id` set to `user`.
     pub async fn publish_as(&self, user: &str, topic: &str, body: &[u8], properties: lapin::BasicProperties) {
         let channel = Self::channel_as(&as_user(&amqp_base(), user)).await;

@@ -67,10 +67,17 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Made as `./dev.sh` and the deployments make a component's: only its owner may connect,
+    /// and the server-side limits a component cannot lift are set on its role.
     pub async fn create() -> Self {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        admin_execute(&format!("CREATE ROLE {name} LOGIN")).await;
+        admin_execute(&format!(
+            "CREATE ROLE {name} LOGIN; ALTER ROLE {name} SET temp_file_limit = '1GB'; \
+             ALTER ROLE {name} SET statement_timeout = '30s'; ALTER ROLE {name} SET idle_in_transaction_session_timeout = '30s'"
+        ))
+        .await;
         admin_execute(&format!("CREATE DATABASE {name} OWNER {name}")).await;
+        admin_execute(&format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC")).await;
         Self { name }
     }
 
@@ -134,7 +141,7 @@ pub const TEST_VHOST: &str = "platform-tests";
 
 /// Broker users the tests log in as besides guest: the components', and one more that may
 /// publish to the tests' exchanges but is no topic's publisher.
-pub const BROKER_USERS: [&str; 3] = ["orders", "invoices", "intruder"];
+pub const BROKER_USERS: [&str; 4] = ["orders", "invoices", "misbehave", "intruder"];
 
 /// `host:port` of RabbitMQ, from `TEST_AMQP_URL`.
 pub fn amqp_server() -> String {
@@ -231,7 +238,7 @@ request_timeout_ms = 5000
 shutdown_grace_ms = 5000
 
 [limits]
-max_instances = 64
+max_instances = 256
 
 [admin]
 listen = "127.0.0.1:0"

@@ -3,6 +3,7 @@
 
 mod broker;
 mod collector;
+mod containment;
 mod control;
 mod dashboards;
 mod dead_letters;

@@ -19,9 +19,9 @@ const CONSUMER: i32 = 5;
 
 pub(crate) struct Traced {
     pub host: HostProcess,
-    orders: Arc<TestDatabase>,
-    broker: TestBroker,
-    invoices: Arc<TestDatabase>,
+    pub orders: Arc<TestDatabase>,
+    pub broker: TestBroker,
+    pub invoices: Arc<TestDatabase>,
 }
 
 /// Orders and Invoices in one host process, on `amqp_url`, exporting to `endpoint`.

@@ -47,7 +47,7 @@ async fn host(component: &str, publishes: &str, consumes: &str, database: FakeDa
     // No broker runs here: the host only ever tries to reach one, and events stay in the
     // (fake) outbox.
     let manifest = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_instances = 16\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_instances = 96\n\
          [admin]\nlisten = \"127.0.0.1:0\"\nwatch = false\n\
          [cache]\ndir = \"target/test-compile-cache\"\n\
          [messaging]\nurl = \"amqp://{component}:unused@127.0.0.1:1/%2f\"\n\

@@ -238,7 +238,7 @@ mod tests {
         let limits = PublishLimits { max_event_bytes: 256 << 10, max_published_bytes: 1 << 20 };
         let mut ctx = MessagingCtx::new(Arc::new(outbound), metrics, limits, memory.clone());
         let sql_limits = crate::capabilities::sql::SqlLimits { max_statement_bytes: 1 << 20, max_parameters: 64, max_result_bytes: 1 << 20 };
-        let mut sql = SqlCtx::new(Arc::new(database.clone()), far, sql_limits, memory);
+        let mut sql = SqlCtx::new(Arc::new(database.clone()), far, sql_limits, memory, Arc::new(tokio::sync::Semaphore::new(1)));
         let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event).await.expect("no trap");
         (published, database.calls())
     }

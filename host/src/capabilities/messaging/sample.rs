@@ -35,7 +35,7 @@ pub async fn sample(pool: &Pool, connector: &Arc<Connector>, topics: &[String]) 
         Ok(Ok(row)) => row,
         Ok(Err(_)) => return None,
         Err(_) => {
-            abandon(client, connector, false);
+            abandon(client, connector);
             return None;
         }
     };

@@ -93,7 +93,7 @@ impl Transaction for FakeDatabase {
         self.record(Call::Query(statement.to_owned(), params));
         let rows = answer?;
         for row in &rows.rows {
-            budget.take(row.iter().map(convert::size).sum())?;
+            budget.take(row.iter().map(convert::size).sum()).await?;
         }
         Ok(rows)
     }

@@ -45,6 +45,27 @@ pub trait Database: Send + Sync + 'static {
     async fn messaging_sample(&self, _topics: &[String]) -> Option<MessagingSample> {
         None
     }
+
+    /// Up to `limit` outbox rows the relay set aside as unsendable, oldest first; empty where
+    /// there is no outbox.
+    async fn unsendable(&self, _limit: i64) -> Result<Vec<Unsendable>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// An outbox row the relay will never send, as the admin API lists it: its values cut short.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unsendable {
+    pub seq: i64,
+    /// Its first 200 bytes.
+    pub id: String,
+    /// Its first 200 bytes.
+    pub topic: String,
+    pub reason: String,
+    #[serde(with = "crate::service::code::rfc3339")]
+    pub created_at: std::time::SystemTime,
+    /// Bytes of its data.
+    pub data_bytes: i64,
 }
 
 /// One open transaction. Dropping it without `commit` rolls it back.
@@ -80,25 +101,45 @@ pub struct SqlLimits {
 
 /// What one query's rows may take of the host: at most `max_result_bytes`, reserved from the
 /// component's [`HostMemory`] as they arrive (ahead, in steps, so most rows reserve nothing).
+/// Past [`ResultBudget::HEAVY`] bytes, the rest is read in one of the component's turns (see
+/// [`crate::service::turns`]): reading, decrypting and converting a large result is the host's
+/// work on the component's behalf, and a component's large results together take no more of the
+/// machine than its looping guests may.
 pub struct ResultBudget {
     max_bytes: usize,
     memory: Arc<HostMemory>,
     held: Held,
     /// Bytes of the rows counted so far.
     used: usize,
+    /// The component's turns, and the one this result holds once it is large.
+    turns: Arc<tokio::sync::Semaphore>,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ResultBudget {
     /// Bytes reserved ahead at a time.
     const STEP: usize = 64 * 1024;
 
-    pub fn new(max_bytes: usize, memory: Arc<HostMemory>) -> Self {
-        Self { max_bytes, memory, held: Held::default(), used: 0 }
+    /// Bytes of a result read before the rest waits for a turn.
+    pub const HEAVY: usize = 256 * 1024;
+
+    pub fn new(max_bytes: usize, memory: Arc<HostMemory>, turns: Arc<tokio::sync::Semaphore>) -> Self {
+        Self { max_bytes, memory, held: Held::default(), used: 0, turns, turn: None }
     }
 
     /// Counts `bytes` more of the result, refusing them past the query's limit or the
-    /// component's share of memory (a `54000` error for the guest).
-    pub fn take(&mut self, bytes: usize) -> Result<(), Error> {
+    /// component's share of memory (a `54000` error for the guest); once the result is large,
+    /// waits for a turn of the component's before going on.
+    pub async fn take(&mut self, bytes: usize) -> Result<(), Error> {
+        self.count(bytes)?;
+        if self.used > Self::HEAVY && self.turn.is_none() {
+            // The semaphore is never closed; without a permit the result simply goes on.
+            self.turn = self.turns.clone().acquire_owned().await.ok();
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<(), Error> {
         let used = self.used.saturating_add(bytes);
         if used > self.max_bytes {
             return Err(limit_exceeded(format!(
@@ -221,12 +262,20 @@ pub struct SqlCtx {
     limits: SqlLimits,
     /// The component's share of host memory.
     memory: Arc<HostMemory>,
+    /// The component's turns, in which large results are read.
+    turns: Arc<tokio::sync::Semaphore>,
     /// The last result's reservation: its rows are in the guest by the next call.
     result_held: Held,
 }
 
 impl SqlCtx {
-    pub fn new(database: Arc<dyn Database>, deadline: Instant, limits: SqlLimits, memory: Arc<HostMemory>) -> Self {
+    pub fn new(
+        database: Arc<dyn Database>,
+        deadline: Instant,
+        limits: SqlLimits,
+        memory: Arc<HostMemory>,
+        turns: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
             database,
             deadline,
@@ -238,6 +287,7 @@ impl SqlCtx {
             guarded: None,
             limits,
             memory,
+            turns,
             result_held: Held::default(),
         }
     }
@@ -323,7 +373,7 @@ impl SqlCtx {
             Ok(held) => held,
             Err(err) => return self.note(Err(err)),
         };
-        let mut budget = ResultBudget::new(self.limits.max_result_bytes, self.memory.clone());
+        let mut budget = ResultBudget::new(self.limits.max_result_bytes, self.memory.clone(), self.turns.clone());
         let result = match self.transaction_with_guard().await {
             Ok(transaction) => transaction.query(statement.text(), params, &mut budget).await,
             Err(err) => Err(err),

@@ -132,7 +132,6 @@ impl Database for PgDatabase {
             ahead: None,
             ahead_outcome: None,
             connector: self.connector.clone(),
-            cancel_sent: false,
             ended: false,
         }))
     }
@@ -150,6 +149,31 @@ impl Database for PgDatabase {
     fn connections(&self) -> Option<(usize, usize, usize)> {
         let status = self.pool.status();
         Some((status.size.saturating_sub(status.available), status.available, status.max_size))
+    }
+
+    async fn unsendable(&self, limit: i64) -> Result<Vec<super::Unsendable>, String> {
+        let client = self.pool.get().await.map_err(pool_failed)?;
+        let rows = client
+            .query(
+                "SELECT seq, left(id, 200), left(topic, 200), left(unsendable, 500), created_at, octet_length(data)::int8 \
+                 FROM platform_outbox WHERE unsendable IS NOT NULL ORDER BY seq LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(|err| err.to_string())?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::Unsendable {
+                    seq: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    reason: row.try_get(3)?,
+                    created_at: row.try_get::<_, chrono::DateTime<chrono::Utc>>(4)?.into(),
+                    data_bytes: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(|err| err.to_string())
     }
 
     async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
@@ -170,9 +194,6 @@ struct PgTransaction {
     ahead: Option<(String, Vec<Value>)>,
     ahead_outcome: Option<Result<u64, Error>>,
     connector: Arc<Connector>,
-    /// A cancel request was sent for this connection: it may still arrive and cancel whatever
-    /// runs then, so the connection is closed at the end rather than pooled.
-    cancel_sent: bool,
     /// `COMMIT` or `ROLLBACK` was answered: nothing runs on the connection any more.
     ended: bool,
 }
@@ -276,9 +297,8 @@ impl PgTransaction {
         };
         match reset {
             // Back to the pool, clean and outside any transaction.
-            Ok(()) if !self.cancel_sent => drop(self.client.take()),
-            // Not clean, or a cancel may still arrive: `Drop` closes it instead.
-            Ok(()) => {}
+            Ok(()) => drop(self.client.take()),
+            // Not clean: `Drop` closes it instead.
             Err(err) => tracing::warn!(error = %err, "could not reset a connection; closing it"),
         }
         ended
@@ -291,11 +311,16 @@ impl Transaction for PgTransaction {
         let (ahead, ready) = self.prepare_in_order(statement, &params).await?;
         let begin = self.take_begin();
         let client = self.client()?;
-        let mut cancelled = false;
-        let rows = fetch(client, ready, budget, &self.connector, &mut cancelled);
+        let mut refused = false;
+        let rows = fetch(client, ready, budget, &mut refused);
         let (ahead, result) = in_order(client, begin, ahead, rows).await;
-        self.cancel_sent |= cancelled;
         self.ahead_outcome = self.ahead_outcome.take().or(ahead);
+        if refused && let Some(client) = self.client.take() {
+            // The rest of the rows would only be read to be thrown away. Closing the connection
+            // stops the server at its next write; nothing more is sent in this unit of work (a
+            // failed statement fails every later one), and closing is its rollback.
+            drop(Object::take(client));
+        }
         result
     }
 
@@ -346,13 +371,14 @@ impl Drop for PgTransaction {
             // Nothing was ever sent on it: it goes back to the pool as it came.
             return;
         }
-        if self.ended {
-            // Ended, but not clean (or a cancel may still arrive): closed, not pooled.
+        if self.ended || client.is_closed() {
+            // Ended but not clean, or closed already (a message over the limit): closed, not
+            // pooled, and nothing runs on it.
             drop(Object::take(client));
         } else {
             // A statement may still run on the server, which goes on after its client has
             // gone: cancelled, then ended from elsewhere if need be. Closing is the rollback.
-            abandon(client, &self.connector, self.cancel_sent);
+            abandon(client, &self.connector);
         }
     }
 }

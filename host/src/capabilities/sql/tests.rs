@@ -32,7 +32,7 @@ fn context(database: &FakeDatabase) -> SqlCtx {
 }
 
 fn context_with(database: &FakeDatabase, limits: SqlLimits, memory: Arc<HostMemory>) -> SqlCtx {
-    SqlCtx::new(Arc::new(database.clone()), far_deadline(), limits, memory)
+    SqlCtx::new(Arc::new(database.clone()), far_deadline(), limits, memory, Arc::new(tokio::sync::Semaphore::new(1)))
 }
 
 fn stmt(text: &str) -> Statement<'_> {

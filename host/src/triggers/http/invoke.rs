@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::capabilities::memory::{Held, HostMemory};
 use crate::capabilities::sql::{Fault, FinishError, Outcome};
 use crate::config::HttpConfig;
 use crate::engine::Runtime;
@@ -79,7 +80,7 @@ pub async fn call(
         if matches!(answer, Err(Failure::TimedOut)) {
             // No orderly rollback: it would wait behind the statement that is too slow.
             // Dropping the store cancels that statement and closes the connection.
-            drop(store);
+            crate::state::retire(store);
             tracing::Span::current().record("outcome", "timed out");
             unit.count("rolled_back");
             return (respond(service, answer, Ok(Outcome::RolledBack), None), route);
@@ -91,7 +92,9 @@ pub async fn call(
         }
         unit.count(unit_of_work_label(&finished));
         tracing::Span::current().record("outcome", tracing::field::debug(&finished));
-        (respond(service, answer, finished, store.data().sql.fault()), route)
+        let fault = store.data().sql.fault();
+        crate::state::retire(store);
+        (respond(service, answer, finished, fault), route)
     }
     .instrument(span.clone())
     .await;
@@ -243,11 +246,7 @@ async fn run_guest(
         let response = response.ok_or("the component returned without setting a response")?;
         let response = response.map_err(|code| format!("the component answered with error {code:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, config.max_response_bytes)
-            .collect()
-            .await
-            .map_err(|err| format!("cannot read the component's response body: {err}"))?
-            .to_bytes();
+        let body = collect_body(body, config.max_response_bytes, &service.host_memory).await?;
         Ok::<_, String>(Response::from_parts(parts, Full::new(body)))
     };
     tokio::pin!(handle, collect);
@@ -267,6 +266,31 @@ async fn run_guest(
         handle.await.map_err(|trap| trapped("the handler trapped", &trap))?;
     }
     collected.map_err(Failure::BadResponse)
+}
+
+/// The component's response body, up to `max` bytes, each chunk reserved from the component's
+/// share of host memory while it is collected.
+async fn collect_body<B>(body: B, max: usize, memory: &HostMemory) -> Result<Bytes, String>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let (mut chunks, mut held, mut total) = (Vec::new(), Held::default(), 0usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| format!("cannot read the component's response body: {err}"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > max {
+            return Err(format!("the component's response body is over {max} bytes (http.max_response_bytes)"));
+        }
+        held.merge(memory.reserve(data.len()).map_err(|spent| spent.to_string())?);
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    })
 }
 
 /// A trap, or the deadline when the epoch callback interrupted the guest for it.

@@ -79,7 +79,7 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         Err(_elapsed) => {
             // Dropping the store cancels what runs on the server and closes its connection,
             // which rolls back without waiting behind whatever was too slow.
-            drop(store);
+            crate::state::retire(store);
             service.metrics.trap("message");
             service.metrics.unit_of_work("message", "rolled_back");
             // Whose fault the wait was: a database that does not answer now is an outage.
@@ -106,6 +106,7 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
         (_, answer, finished) => outcome_of(store.data(), answer, finished, fault),
     };
     tracing::debug!(?outcome, "delivery done");
+    crate::state::retire(store);
     outcome
 }
 

@@ -9,7 +9,7 @@
 //! - [`PgManager`] lets deadpool create and recycle [`PgConn`]s: a client with deadpool's
 //!   statement cache, its backend's pid and start time.
 //! - [`abandon`] is how the host lets go of a connection in an unknown state (a unit of work past
-//!   its deadline, a result cut short): it closes it, asks the server to cancel what it runs, and
+//!   its deadline, a scrape that took too long): it closes it, asks the server to cancel what it runs, and
 //!   a moment later, from a fresh connection, terminates the session if it is still busy (a
 //!   statement whose timeout a guest lifted with dynamic SQL, a cancel that got lost).
 
@@ -272,17 +272,17 @@ pub type Pool = deadpool::managed::Pool<PgManager>;
 pub type Object = deadpool::managed::Object<PgManager>;
 
 /// Lets go of `conn`, whose session may be running a statement: it is detached from the pool and
-/// closed, the server is asked to cancel what it runs (unless `cancelled` says that was asked
-/// already), and after [`TERMINATE_AFTER`] a fresh connection terminates the session if it is
-/// still busy. Closing the connection is PostgreSQL's rollback.
-pub fn abandon(conn: Object, connector: &Arc<Connector>, cancelled: bool) {
+/// closed, the server is asked to cancel what it runs, and after [`TERMINATE_AFTER`] a fresh
+/// connection terminates the session if it is still busy. Closing the connection is
+/// PostgreSQL's rollback.
+pub fn abandon(conn: Object, connector: &Arc<Connector>) {
     let conn = Object::take(conn);
     let (token, pid, started) = (conn.cancel_token(), conn.pid, conn.started);
     drop(conn);
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     let connector = connector.clone();
     runtime.spawn(async move {
-        if !cancelled && let Err(err) = connector.cancel(&token).await {
+        if let Err(err) = connector.cancel(&token).await {
             tracing::debug!(error = %err, "could not cancel a statement on the server");
         }
         tokio::time::sleep(TERMINATE_AFTER).await;
@@ -290,18 +290,6 @@ pub fn abandon(conn: Object, connector: &Arc<Connector>, cancelled: bool) {
             tracing::debug!(error = %err, pid, "could not look for an abandoned session");
         }
     });
-}
-
-/// Asks [`Connector::cancel`] for what `conn`'s session runs now, in the background.
-pub fn cancel_in_background(conn: &PgConn, connector: &Arc<Connector>) {
-    let (token, connector) = (conn.cancel_token(), connector.clone());
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(err) = connector.cancel(&token).await {
-                tracing::debug!(error = %err, "could not cancel a statement on the server");
-            }
-        });
-    }
 }
 
 /// Terminates the session `pid` that started at `started`, if it still runs a statement.

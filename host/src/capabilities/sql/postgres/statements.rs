@@ -2,12 +2,10 @@
 //! request when its future is first polled, so statements prepared beforehand and polled in
 //! order share one round trip (see [`pipeline`] and [`in_order`]).
 
-use std::sync::Arc;
-
 use futures::{FutureExt, TryStreamExt};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use super::connection::{Connector, Object, cancel_in_background};
+use super::connection::Object;
 use super::{MAX_CACHED_STATEMENTS, MAX_CACHED_TEXT, query_failed};
 use crate::capabilities::sql::{Error, ParameterError, ResultBudget, RowSet, Value, convert};
 
@@ -107,24 +105,21 @@ pub(super) async fn run(client: &Object, (prepared, params): Ready) -> Result<u6
 }
 
 /// Runs a query and collects its rows, each counted against `budget` from its columns' lengths
-/// on the wire before it is converted; a row the budget refuses cancels the query on the server
-/// (and says so in `cancelled`).
+/// on the wire before it is converted; a row the budget refuses ends the query, and `refused`
+/// says so (the caller closes the connection, which stops the server).
 pub(super) async fn fetch(
     client: &Object,
     (prepared, params): Ready,
     budget: &mut ResultBudget,
-    connector: &Arc<Connector>,
-    cancelled: &mut bool,
+    refused: &mut bool,
 ) -> Result<RowSet, Error> {
     let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
     futures::pin_mut!(stream);
     let mut rows = Vec::new();
     while let Some(row) = stream.try_next().await.map_err(query_failed)? {
-        if let Err(refused) = budget.take(wire_size(&row)) {
-            // Stop the server producing the rest; the unit of work is aborted either way.
-            cancel_in_background(client, connector);
-            *cancelled = true;
-            return Err(refused);
+        if let Err(over) = budget.take(wire_size(&row)).await {
+            *refused = true;
+            return Err(over);
         }
         rows.push(convert::row(prepared.columns(), &row)?);
     }
