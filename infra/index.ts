@@ -11,6 +11,7 @@ export const rabbitmqConsoleUrl = platform.rabbitmqConsoleUrl;
 export const imageRepositoryUrl = platform.imageRepositoryUrl;
 export const image = platform.image;
 export const dbSetupCommand = platform.dbSetupCommand;
+export const brokerSetupCommand = platform.brokerSetupCommand;
 export const clusterName = platform.clusterName;
 export const databaseAddress = platform.databaseAddress;
 export const serviceHostnames = platform.serviceHostnames;

@@ -8,13 +8,20 @@
 - `host_config(service)`: a host container's configuration as the host would load it: the
   manifest HOST_CONFIG names, with the container's environment over it (`HOST_<SECTION>__<KEY>`,
   `HOST_COMPONENTS__<NAME>__<KEY>`, then the single names `HOST_LISTEN`, `HOST_ADMIN_LISTEN`,
-  `AMQP_URL`, `<NAME>_DATABASE_URL`), and the host's defaults for what neither sets.
+  `AMQP_URL`, `<NAME>_DATABASE_URL`, `<NAME>_AMQP_URL`), and the host's defaults for what neither
+  sets. Each component's `amqp_url` is the broker URL it logs in with.
+- `broker_urls(service)`: every broker URL a host container's manifest or environment gives.
+- `rabbitmq_definitions()`: the definitions file compose's RabbitMQ imports, found through the
+  configuration file it mounts; `password_matches` checks a user's `password_hash` in it.
 - `kong()`: kong/kong.yml.
 
 Run from the repository root: target/tools/venv/bin/python -m unittest discover -s deploy/tests -v
 """
 
+import base64
 import copy
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -256,6 +263,13 @@ def apply_environment(manifest, env):
         url = env.get(f"{_component_key(component['name'])}_DATABASE_URL")
         if url:
             component["database_url"] = url
+    # A component's broker URL: <NAME>_AMQP_URL, then AMQP_URL, then the manifest's (the
+    # component's own `amqp_url`, then `messaging.url`).
+    for component in components:
+        url = (env.get(f"{_component_key(component['name'])}_AMQP_URL") or env.get("AMQP_URL")
+               or component.get("amqp_url") or config.get("messaging", {}).get("url"))
+        if url:
+            component["amqp_url"] = url
     http = config.setdefault("http", {})
     http.setdefault("listen", DEFAULT_HTTP_LISTEN)
     http.setdefault("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
@@ -282,6 +296,75 @@ def host_config(service):
     with open(manifest_file(service), "rb") as file:
         manifest = tomllib.load(file)
     return apply_environment(manifest, environment(service))
+
+
+def broker_urls(service):
+    """(where, URL) of every broker URL the container's manifest and environment give, whichever
+    the host ends up using."""
+    with open(manifest_file(service), "rb") as file:
+        manifest = tomllib.load(file)
+    found = []
+    if "url" in (manifest.get("messaging") or {}):
+        found.append(("[messaging] url", manifest["messaging"]["url"]))
+    for component in manifest.get("components") or []:
+        if "amqp_url" in component:
+            found.append((f"{component['name']}'s amqp_url", component["amqp_url"]))
+    for name, value in sorted(environment(service).items()):
+        if name in ("AMQP_URL", "HOST_MESSAGING__URL") or name.endswith("_AMQP_URL"):
+            found.append((name, value))
+    return found
+
+
+# RabbitMQ reads its main configuration file, then those of conf.d (the image's own settings).
+RABBITMQ_CONFIG_FILES = ("/etc/rabbitmq/rabbitmq.conf", "/etc/rabbitmq/conf.d/")
+
+
+def mounted_file(service, container_path):
+    """The repository file a service's bind mount puts at `container_path`, or None."""
+    for source, target, _ro in volumes(service):
+        if is_bind(source) and os.path.normpath(target) == os.path.normpath(container_path):
+            return (ROOT / source).resolve()
+    return None
+
+
+def rabbitmq_config():
+    """{key: value} of the configuration files compose mounts into RabbitMQ, in reading order."""
+    settings = {}
+    mounts = sorted(t for s, t, _ in volumes("rabbitmq") if is_bind(s) and t.endswith(".conf"))
+    for target in [t for t in mounts if t == RABBITMQ_CONFIG_FILES[0]] + \
+            [t for t in mounts if t.startswith(RABBITMQ_CONFIG_FILES[1])]:
+        for line in mounted_file("rabbitmq", target).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                key, _, value = line.partition("=")
+                settings[key.strip()] = value.strip()
+    return settings
+
+
+def rabbitmq_definitions_file():
+    """The repository file RabbitMQ imports at start, or None."""
+    config = rabbitmq_config()
+    path = config.get("load_definitions") or config.get("definitions.local.path")
+    return mounted_file("rabbitmq", path) if path else None
+
+
+@cache
+def rabbitmq_definitions():
+    with open(rabbitmq_definitions_file(), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def password_hash(password, salt):
+    """RabbitMQ's rabbit_password_hashing_sha256: base64 of a 4-byte salt followed by
+    SHA-256(salt + the UTF-8 password)."""
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
+
+
+def password_matches(user, password):
+    """Whether a definitions file's user logs in with `password`."""
+    assert user.get("hashing_algorithm") == "rabbit_password_hashing_sha256", user.get("hashing_algorithm")
+    salt = base64.b64decode(user["password_hash"], validate=True)[:4]
+    return password_hash(password, salt) == user["password_hash"]
 
 
 @cache

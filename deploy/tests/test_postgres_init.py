@@ -1,7 +1,8 @@
 """deploy/postgres/init.sql, which compose's PostgreSQL runs on its first start: for every
 database a host container's manifest names, a login role that owns it and is no superuser, with
-the password the container's <NAME>_DATABASE_URL carries. Read as text, then run for real on a
-throwaway PostgreSQL cluster of this machine's (Debian's `postgresql`, which ./test.sh installs).
+the password the container's <NAME>_DATABASE_URL carries, and limits set on the role (temporary
+files, statement and idle-transaction timeouts). Read as text, then run for real on a throwaway
+PostgreSQL cluster of this machine's (Debian's `postgresql`, which ./test.sh installs).
 
 Run from the repository root: target/tools/venv/bin/python -m unittest discover -s deploy/tests -v
 """
@@ -25,6 +26,9 @@ PRIVILEGED = ("SUPERUSER", "CREATEDB", "CREATEROLE", "REPLICATION", "BYPASSRLS")
 # Roles that let SQL reach the server's files or every database's data; the host refuses them.
 PRIVILEGED_GROUPS = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
                      "pg_read_all_data", "pg_write_all_data")
+# Set on every role, in every database (ALTER ROLE ... SET). temp_file_limit is a superuser's
+# setting: the role cannot change it in its sessions.
+ROLE_SETTINGS = {"temp_file_limit": "1GB", "statement_timeout": "30s", "idle_in_transaction_session_timeout": "30s"}
 
 
 def sql():
@@ -39,6 +43,15 @@ def roles():
         password = re.search(r"PASSWORD\s+'([^']*)'", rest, re.IGNORECASE)
         words = set(re.sub(r"'[^']*'", "", rest).upper().split())
         found[name] = (words, password.group(1) if password else None)
+    return found
+
+
+def role_settings():
+    """{role: {setting: value}} of the ALTER ROLE ... SET statements (for every database)."""
+    found = {}
+    pattern = r"ALTER\s+ROLE\s+(\w+)\s+SET\s+(\w+)\s*(?:=|\bTO\b)\s*('[^']*'|[^\s;]+)\s*;"
+    for role, name, value in re.findall(pattern, sql(), re.IGNORECASE):
+        found.setdefault(role, {})[name.lower()] = value.strip("'")
     return found
 
 
@@ -75,6 +88,20 @@ class InitScriptTest(unittest.TestCase):
                 self.assertFalse(words & set(PRIVILEGED), f"{url.username} may {words & set(PRIVILEGED)}")
                 self.assertEqual(unquote(url.password or ""), password, "not the password the role was made with")
         self.assertNotRegex(sql(), re.compile(r"GRANT\s+pg_", re.IGNORECASE))
+
+    def test_each_role_has_the_limits(self):
+        roles_named = set(roles()) | {url.username for _, _, url in database_urls()}
+        settings = role_settings()
+        for role in sorted(roles_named):
+            with self.subTest(role=role):
+                self.assertEqual({k: v for k, v in settings.get(role, {}).items() if k in ROLE_SETTINGS},
+                                 ROLE_SETTINGS)
+        self.assertNotRegex(sql(), re.compile(r"ALTER\s+ROLE\s+\w+\s+IN\s+DATABASE", re.IGNORECASE),
+                            "a setting for one database only")
+
+    def test_every_database_is_closed_to_public(self):
+        revoked = set(re.findall(r"REVOKE\s+ALL\s+ON\s+DATABASE\s+(\w+)\s+FROM\s+PUBLIC", sql(), re.IGNORECASE))
+        self.assertEqual(revoked, set(database_owners()))
 
 
 def free_port():
@@ -124,10 +151,10 @@ class InitScriptOnPostgresTest(unittest.TestCase):
             raise AssertionError(f"psql {' '.join(arguments)} failed:\n{done.stderr}")
         return done.stdout.strip()
 
-    def connect(self, url, database=None):
+    def connect(self, url, database=None, query="SELECT current_user, current_database()"):
         """Connects over TCP with a container's URL, the server being this test's."""
         target = f"postgresql://{url.username}:{url.password}@127.0.0.1:{self.port}/{database or url.path.lstrip('/')}"
-        return subprocess.run(["psql", "-X", "-tA", "-c", "SELECT current_user, current_database()", target],
+        return subprocess.run(["psql", "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", query, target],
                               capture_output=True, text=True, timeout=60)
 
     def test_each_container_connects_as_its_own_role_to_its_own_database(self):
@@ -151,6 +178,17 @@ class InitScriptOnPostgresTest(unittest.TestCase):
                                                "JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
                                                f"WHERE u.rolname = '{role}'"], "postgres")
                 self.assertFalse(set(groups.split(",")) & set(PRIVILEGED_GROUPS), groups)
+
+    def test_each_containers_sessions_have_the_limits_and_cannot_lift_temp_file_limit(self):
+        names = list(ROLE_SETTINGS)
+        for host, component, url in database_urls():
+            with self.subTest(host=host, component=component):
+                done = self.connect(url, query="SELECT " + ", ".join(f"current_setting('{n}')" for n in names))
+                self.assertEqual(done.returncode, 0, done.stderr)
+                self.assertEqual(dict(zip(names, done.stdout.strip().split("|"))), ROLE_SETTINGS)
+                done = self.connect(url, query="SET temp_file_limit = -1")
+                self.assertNotEqual(done.returncode, 0, "the role lifted its temp_file_limit")
+                self.assertIn("permission denied", done.stderr)
 
     def test_no_role_connects_to_another_services_database(self):
         urls = [url for _, _, url in database_urls()]

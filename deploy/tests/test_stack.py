@@ -312,20 +312,26 @@ class HostContainerTest(unittest.TestCase):
 
     def test_messaging_is_compose_rabbitmq(self):
         for host in stack.host_services():
-            with self.subTest(host=host):
-                host_name, port, _ = stack.url_parts(stack.host_config(host)["messaging"]["url"], 5672)
-                self.assertEqual((host_name, port), ("rabbitmq", 5672))
+            for component in stack.host_config(host)["components"]:
+                with self.subTest(host=host, component=component["name"]):
+                    host_name, port, _ = stack.url_parts(component["amqp_url"], 5672)
+                    self.assertEqual((host_name, port), ("rabbitmq", 5672))
 
     def test_the_manifests_as_written_name_compose_servers_and_no_database_password(self):
         for host in stack.host_services():
             with self.subTest(host=host):
                 with open(stack.manifest_file(host), "rb") as file:
                     manifest = tomllib.load(file)
-                self.assertEqual(stack.url_parts(manifest["messaging"]["url"], 5672)[:2], ("rabbitmq", 5672))
+                broker = urlsplit(manifest["messaging"]["url"])
+                self.assertEqual((broker.hostname, broker.port or 5672), ("rabbitmq", 5672))
+                self.assertEqual([broker.username], [c["name"] for c in manifest["components"]],
+                                 "the broker user is the component's name")
+                self.assertIsNone(broker.password, "the password comes from <NAME>_AMQP_URL")
                 for component in manifest["components"]:
                     url = urlsplit(component["database_url"])
                     self.assertEqual((url.hostname, url.port or 5432), ("postgres", 5432))
                     self.assertIsNone(url.password, "the password comes from <NAME>_DATABASE_URL")
+                    self.assertNotIn("amqp_url", component, "the container's URL is messaging.url")
 
     def test_every_subscribed_topic_has_its_publisher_running_in_a_host(self):
         publishes = {}
@@ -377,6 +383,19 @@ class HostContainerTest(unittest.TestCase):
         self.assertEqual([(c["name"], c["route"]) for c in config["components"]], [("orders", "/o"), ("my-thing", "/t")])
         self.assertEqual(config["components"][0]["database_url"], "postgres://o:p@db/orders")
         self.assertEqual(stack.apply_environment(manifest, {"HOST_LISTEN": "0.0.0.0:1"})["http"]["listen"], "0.0.0.0:1")
+
+    def test_a_components_broker_url_is_read_as_the_host_reads_it(self):
+        manifest = {"messaging": {"url": "amqp://m@mq/%2f"},
+                    "components": [{"name": "orders"}, {"name": "my-thing", "amqp_url": "amqp://c@mq/%2f"}]}
+
+        def urls(env):
+            return [c.get("amqp_url") for c in stack.apply_environment(manifest, env)["components"]]
+
+        self.assertEqual(urls({}), ["amqp://m@mq/%2f", "amqp://c@mq/%2f"])
+        self.assertEqual(urls({"AMQP_URL": "amqp://a@mq/%2f"}), ["amqp://a@mq/%2f", "amqp://a@mq/%2f"])
+        self.assertEqual(urls({"AMQP_URL": "amqp://a@mq/%2f", "MY_THING_AMQP_URL": "amqp://t@mq/%2f"}),
+                         ["amqp://a@mq/%2f", "amqp://t@mq/%2f"])
+        self.assertEqual(urls({"HOST_MESSAGING__URL": "amqp://h@mq/%2f"}), ["amqp://h@mq/%2f", "amqp://c@mq/%2f"])
 
 
 if __name__ == "__main__":

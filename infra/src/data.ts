@@ -21,6 +21,9 @@ export interface Broker {
 
 export const MASTER_USERNAME = "postgres";
 
+/** temp_file_limit, in kB: 1 GiB of temporary files per session. */
+export const TEMP_FILE_LIMIT_KB = 1048576;
+
 export function createDatabase(
   prefix: string,
   settings: DatabaseSettings,
@@ -32,10 +35,16 @@ export function createDatabase(
     description: `${prefix} PostgreSQL, private subnets`,
   });
   // rds.force_ssl: the server refuses any connection without TLS, whatever a client asks for.
+  // temp_file_limit: a session's temporary files (sorts and hashes spilled to disk) may not
+  // exceed this, so one query cannot fill the storage; only a superuser may change it, which the
+  // components' roles are not. The description is fixed: changing it replaces the group.
   const parameters = new aws.rds.ParameterGroup("postgres17", {
     family: "postgres17",
     description: `${prefix} PostgreSQL 17, TLS required`,
-    parameters: [{ name: "rds.force_ssl", value: "1", applyMethod: "immediate" }],
+    parameters: [
+      { name: "rds.force_ssl", value: "1", applyMethod: "immediate" },
+      { name: "temp_file_limit", value: String(TEMP_FILE_LIMIT_KB), applyMethod: "immediate" },
+    ],
   });
   const instance = new aws.rds.Instance("database", {
     engine: "postgres",
@@ -95,7 +104,8 @@ export function createBroker(
     subnetIds: settings.deploymentMode === "SINGLE_INSTANCE" ? [subnetIds[0]] : subnetIds,
     securityGroups: [securityGroupId],
     publiclyAccessible: false,
-    // RabbitMQ brokers take one user at creation: the hosts' and the console's.
+    // RabbitMQ brokers take one user at creation: the admin, for the console and broker-setup,
+    // which creates the components' own users through the management API. No host uses it.
     users: [{ username: BROKER_USERNAME, password: pulumi.secret(password) }],
   });
   const first = broker.instances.apply((instances) => {

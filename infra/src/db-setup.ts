@@ -1,15 +1,21 @@
 // The one-off task that gives each component its login role and database on RDS. Pulumi cannot
 // reach a private database, so this runs inside the VPC, as psql in the PostgreSQL image, started
 // with the `aws ecs run-task` command the stack outputs. Running it again is harmless: it creates
-// what is missing and sets the passwords to the ones in Secrets Manager.
+// what is missing and sets the passwords (to the ones in Secrets Manager) and the role defaults.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { Database } from "./data";
-import { Platform, awslogs, executionRole, logGroup, taskDefinition } from "./ecs";
+import { Platform, awslogs, executionRole, logGroup, runTaskCommand, taskDefinition } from "./ecs";
 import { PORTS } from "./security";
 import { COMPONENTS, Component, Secrets, secretRef } from "./secrets";
 
 export const DB_SETUP_IMAGE = "postgres:17-bookworm";
+
+/** Each component role's session defaults (`ALTER ROLE ... SET`). */
+export const ROLE_DEFAULTS: readonly (readonly [string, string])[] = [
+  ["statement_timeout", "30s"],
+  ["idle_in_transaction_session_timeout", "30s"],
+];
 
 function passwordEnv(component: Component): string {
   return `${component.toUpperCase()}_PASSWORD`;
@@ -37,6 +43,9 @@ export function setupSql(components: readonly Component[] = COMPONENTS): string 
       `ALTER DATABASE ${name} OWNER TO ${name};`,
       "-- Only its owner connects: the other service's role cannot reach it at all.",
       `REVOKE ALL ON DATABASE ${name} FROM PUBLIC;`,
+      "-- Session defaults, behind the host's own per-transaction timeouts. The role could change",
+      "-- them for itself; temp_file_limit, in the parameter group, it cannot.",
+      ...ROLE_DEFAULTS.map(([parameter, value]) => `ALTER ROLE ${name} SET ${parameter} = '${value}';`),
     );
   }
   return lines.join("\n") + "\n";
@@ -90,15 +99,6 @@ export function createDbSetup(args: {
       logConfiguration: awslogs(platform, logs),
     }],
   });
-  const command = pulumi.all([platform.region, platform.cluster.name, task.family, args.securityGroup.id, ...args.subnets])
-    .apply(([region, cluster, family, group, ...subnets]) => [
-      "aws ecs run-task",
-      `--region ${region}`,
-      `--cluster ${cluster}`,
-      `--task-definition ${family}`,
-      "--launch-type FARGATE",
-      "--count 1",
-      `--network-configuration 'awsvpcConfiguration={subnets=[${subnets.join(",")}],securityGroups=[${group}],assignPublicIp=DISABLED}'`,
-    ].join(" "));
+  const command = runTaskCommand(platform, task, args.securityGroup, args.subnets);
   return { taskDefinition: task, executionRole: role, command };
 }

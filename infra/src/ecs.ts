@@ -119,3 +119,22 @@ export function serviceBasics(platform: Platform, subnets: pulumi.Input<string>[
     propagateTags: "SERVICE",
   };
 }
+
+/** `aws ecs run-task ...` for a one-off task (the setup tasks), in the given subnets and group. */
+export function runTaskCommand(
+  platform: Platform,
+  task: aws.ecs.TaskDefinition,
+  securityGroup: aws.ec2.SecurityGroup,
+  subnets: pulumi.Input<string>[],
+): pulumi.Output<string> {
+  return pulumi.all([platform.region, platform.cluster.name, task.family, securityGroup.id, ...subnets])
+    .apply(([region, cluster, family, group, ...ids]) => [
+      "aws ecs run-task",
+      `--region ${region}`,
+      `--cluster ${cluster}`,
+      `--task-definition ${family}`,
+      "--launch-type FARGATE",
+      "--count 1",
+      `--network-configuration 'awsvpcConfiguration={subnets=[${ids.join(",")}],securityGroups=[${group}],assignPublicIp=DISABLED}'`,
+    ].join(" "));
+}

@@ -1,6 +1,6 @@
 // The two host services: the same image, one component each (HOST_CONFIG names its manifest),
-// each with its own database secret, registered in Cloud Map as <component>.<namespace> so Kong
-// reaches them by name.
+// each with its own database and broker secrets, registered in Cloud Map as
+// <component>.<namespace> so Kong reaches them by name.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { OtlpSettings, ServiceSizing } from "./config";
@@ -67,10 +67,14 @@ export function hostContainer(args: {
     // that long.
     { name: "HOST_HTTP__DRAIN_DELAY_MS", value: String(DRAIN_DELAY_MS) },
   ];
+  const NAME = component.toUpperCase();
   const secretEnv = [
-    // Only this component's database: the other's credentials never reach this task.
-    secretRef(`${component.toUpperCase()}_DATABASE_URL`, secrets.database[component].arn, "url"),
-    secretRef("AMQP_URL", secrets.amqp.arn, "url"),
+    // Only this component's database and broker user: the other component's credentials, and
+    // the broker's admin login, never reach this task.
+    secretRef(`${NAME}_DATABASE_URL`, secrets.database[component].arn, "url"),
+    // The host reads <NAME>_AMQP_URL first and falls back to AMQP_URL: both are this component's.
+    secretRef(`${NAME}_AMQP_URL`, secrets.broker[component].arn, "url"),
+    secretRef("AMQP_URL", secrets.broker[component].arn, "url"),
     secretRef("HOST_ADMIN_TOKEN", secrets.adminToken.arn),
   ];
   if (otlp) {
@@ -98,7 +102,7 @@ export function hostContainer(args: {
 
 /** The secrets a host's tasks are given, for its execution role. */
 export function hostSecretArns(component: Component, secrets: Secrets): pulumi.Output<string>[] {
-  return [secrets.database[component].arn, secrets.amqp.arn, secrets.adminToken.arn,
+  return [secrets.database[component].arn, secrets.broker[component].arn, secrets.adminToken.arn,
     ...(secrets.otlp ? [secrets.otlp.arn] : [])];
 }
 
@@ -133,7 +137,7 @@ export function createHostService(args: {
     serviceRegistries: { registryArn: args.registry.arn },
   }, {
     // Tasks read the secrets' current versions when they start.
-    dependsOn: [secrets.database[component].version, secrets.amqp.version, secrets.adminToken.version,
+    dependsOn: [secrets.database[component].version, secrets.broker[component].version, secrets.adminToken.version,
       ...(secrets.otlp ? [secrets.otlp.version] : [])],
     // Autoscaling owns the count once the service runs.
     ignoreChanges: ["desiredCount"],

@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { INVOICES_QUEUE, cpuScaling, queueDepthPolicy } from "./autoscaling";
 import { Settings } from "./config";
 import { BROKER_USERNAME, createBroker, createDatabase } from "./data";
+import { createBrokerSetup } from "./broker-setup";
 import { createDbSetup } from "./db-setup";
 import { createCluster } from "./ecs";
 import { createKong, createLoadBalancer } from "./gateway";
@@ -20,6 +21,7 @@ export interface Outputs {
   imageRepositoryUrl: pulumi.Output<string>;
   image: pulumi.Output<string>;
   dbSetupCommand: pulumi.Output<string>;
+  brokerSetupCommand: pulumi.Output<string>;
   clusterName: pulumi.Output<string>;
   databaseAddress: pulumi.Output<string>;
   serviceHostnames: Record<string, string>;
@@ -39,7 +41,7 @@ export function createPlatform(settings: Settings): Outputs {
 
   const passwords = createPasswords();
   const database = createDatabase(prefix, settings.db, network.privateSubnetIds, groups.database.id);
-  const broker = createBroker(settings.mq, network.privateSubnetIds, groups.broker.id, passwords.broker.result);
+  const broker = createBroker(settings.mq, network.privateSubnetIds, groups.broker.id, passwords.brokerAdmin.result);
   const secrets = createSecrets({
     prefix,
     passwords,
@@ -90,6 +92,9 @@ export function createPlatform(settings: Settings): Outputs {
   });
 
   const dbSetup = createDbSetup({ platform, database, secrets, subnets: network.privateSubnetIds, securityGroup: groups.dbSetup });
+  const brokerSetup = createBrokerSetup({
+    platform, broker, secrets, subnets: network.privateSubnetIds, securityGroup: groups.brokerSetup,
+  });
 
   const host = settings.publicHostname ? pulumi.output(settings.publicHostname) : loadBalancer.alb.dnsName;
   const gatewayUrl = pulumi.interpolate`${loadBalancer.scheme}://${host}`;
@@ -101,6 +106,7 @@ export function createPlatform(settings: Settings): Outputs {
     imageRepositoryUrl: registry.repository.repositoryUrl,
     image: registry.image,
     dbSetupCommand: dbSetup.command,
+    brokerSetupCommand: brokerSetup.command,
     clusterName: platform.cluster.name,
     databaseAddress: database.address,
     serviceHostnames: discovery.hostnames,

@@ -41,7 +41,10 @@ export function otlpAuthorization(headers: string): string | undefined {
 
 export interface Passwords {
   database: Record<Component, random.RandomPassword>;
-  broker: random.RandomPassword;
+  /** The broker's admin user (the console, broker-setup); no host uses it. */
+  brokerAdmin: random.RandomPassword;
+  /** Each component's own broker user, named after the component. */
+  broker: Record<Component, random.RandomPassword>;
   adminToken: random.RandomPassword;
 }
 
@@ -54,7 +57,8 @@ function password(name: string, length: number): random.RandomPassword {
 export function createPasswords(): Passwords {
   return {
     database: { orders: password("orders-database", 32), invoices: password("invoices-database", 32) },
-    broker: password("broker", 32),
+    brokerAdmin: password("broker", 32),
+    broker: { orders: password("orders-broker", 32), invoices: password("invoices-broker", 32) },
     adminToken: password("host-admin-token", 48),
   };
 }
@@ -78,8 +82,10 @@ function stored(name: string, description: string, value: pulumi.Input<string>):
 export interface Secrets {
   /** JSON: username, password, url (the host's `<NAME>_DATABASE_URL`). */
   database: Record<Component, StoredSecret>;
-  /** JSON: username, password, url (the hosts' `AMQP_URL`; the console login). */
-  amqp: StoredSecret;
+  /** JSON: username, password, url of the broker's admin user (the console login; broker-setup). */
+  brokerAdmin: StoredSecret;
+  /** JSON: username (the component's name), password, url (the host's `<NAME>_AMQP_URL`). */
+  broker: Record<Component, StoredSecret>;
   /** The hosts' `HOST_ADMIN_TOKEN`, as a plain string. */
   adminToken: StoredSecret;
   /** JSON: headers (`OTEL_EXPORTER_OTLP_HEADERS`), authorization (Kong's header value). */
@@ -101,9 +107,16 @@ export function createSecrets(args: {
       JSON.stringify({ username: name, password: pw, url: databaseUrl(name, pw, host, name) }));
     database[name] = stored(`${name}-database`, `${prefix}: the ${name} role's password and database URL`, value);
   }
-  const amqp = stored("amqp", `${prefix}: the RabbitMQ user and AMQP URL`,
-    pulumi.all([passwords.broker.result, args.brokerEndpoint]).apply(([pw, endpoint]) =>
+  const brokerAdmin = stored("amqp", `${prefix}: the RabbitMQ admin user (console, broker-setup) and its AMQP URL`,
+    pulumi.all([passwords.brokerAdmin.result, args.brokerEndpoint]).apply(([pw, endpoint]) =>
       JSON.stringify({ username: args.brokerUsername, password: pw, url: amqpUrl(endpoint, args.brokerUsername, pw) })));
+  // One broker user per component, named after it: the host refuses a URL with another user.
+  const broker = {} as Record<Component, StoredSecret>;
+  for (const name of COMPONENTS) {
+    const value = pulumi.all([passwords.broker[name].result, args.brokerEndpoint]).apply(([pw, endpoint]) =>
+      JSON.stringify({ username: name, password: pw, url: amqpUrl(endpoint, name, pw) }));
+    broker[name] = stored(`${name}-amqp`, `${prefix}: the ${name} RabbitMQ user and AMQP URL`, value);
+  }
   const adminToken = stored("host-admin-token", `${prefix}: bearer token of the hosts' admin API`,
     passwords.adminToken.result);
   const otlp = args.otlpHeaders
@@ -116,7 +129,7 @@ export function createSecrets(args: {
       return JSON.stringify({ headers, authorization });
     }))
     : undefined;
-  return { database, amqp, adminToken, otlp };
+  return { database, brokerAdmin, broker, adminToken, otlp };
 }
 
 /** A task definition `secrets` entry: the whole secret, or one key of its JSON. */

@@ -3,7 +3,8 @@
 //
 //   internet --80/443--> ALB --8000 (proxy), 8100 (status)--> Kong --8000--> hosts
 //   hosts --5432--> RDS, --5671--> Amazon MQ; db-setup --5432--> RDS
-//   Kong, hosts, db-setup --443--> anywhere (image pulls, Secrets Manager, CloudWatch, OTLP)
+//   broker-setup --443--> Amazon MQ (the RabbitMQ management API)
+//   Kong, hosts, db-setup, broker-setup --443--> anywhere (image pulls, Secrets Manager, CloudWatch, OTLP)
 //   adminCidrs --9000--> hosts, --443--> the RabbitMQ console, only when configured
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
@@ -24,6 +25,7 @@ export interface SecurityGroups {
   kong: aws.ec2.SecurityGroup;
   hosts: aws.ec2.SecurityGroup;
   dbSetup: aws.ec2.SecurityGroup;
+  brokerSetup: aws.ec2.SecurityGroup;
   database: aws.ec2.SecurityGroup;
   broker: aws.ec2.SecurityGroup;
 }
@@ -72,10 +74,11 @@ export function createSecurityGroups(
     kong: group("kong", "Kong gateway tasks"),
     hosts: group("hosts", "Orders and Invoices host tasks"),
     dbSetup: group("db-setup", "One-off task creating the service databases"),
+    brokerSetup: group("broker-setup", "One-off task creating the service broker users"),
     database: group("database", "PostgreSQL"),
     broker: group("broker", "Amazon MQ for RabbitMQ"),
   };
-  const { alb, kong, hosts, dbSetup, database, broker } = groups;
+  const { alb, kong, hosts, dbSetup, brokerSetup, database, broker } = groups;
 
   ingress("alb-in-http", alb, PORTS.http, ANYWHERE, "HTTP from the internet");
   if (options.https) ingress("alb-in-https", alb, PORTS.https, ANYWHERE, "HTTPS from the internet");
@@ -97,10 +100,14 @@ export function createSecurityGroups(
   egress("db-setup-out-database", dbSetup, PORTS.postgres, { group: database }, "PostgreSQL");
   egress("db-setup-out-https", dbSetup, PORTS.https, ANYWHERE, "Image pull, Secrets Manager, logs");
 
+  // Anywhere on 443 includes the broker's management API; the broker admits it below.
+  egress("broker-setup-out-https", brokerSetup, PORTS.https, ANYWHERE, "Image pull, Secrets Manager, logs, RabbitMQ management API");
+
   ingress("database-in-hosts", database, PORTS.postgres, { group: hosts }, "PostgreSQL from the hosts");
   ingress("database-in-db-setup", database, PORTS.postgres, { group: dbSetup }, "PostgreSQL from db-setup");
 
   ingress("broker-in-hosts", broker, PORTS.amqps, { group: hosts }, "AMQPS from the hosts");
+  ingress("broker-in-broker-setup", broker, PORTS.https, { group: brokerSetup }, "RabbitMQ management API from broker-setup");
   // The operators' networks also reach the RabbitMQ management console (the broker's HTTPS).
   options.adminCidrs.forEach((cidr, i) =>
     ingress(`broker-in-console-${i}`, broker, PORTS.https, { cidr }, `RabbitMQ console from ${cidr}`));

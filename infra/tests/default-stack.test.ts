@@ -5,7 +5,8 @@ import { before, describe, it } from "node:test";
 import * as fs from "node:fs";
 import * as yaml from "js-yaml";
 import {
-  ACCOUNT, PASSWORD_MARK, REGION, Run, arnOf, containers, env, ofType, one, runProgram, secretEnv, securityRules,
+  ACCOUNT, PASSWORD_MARK, REGION, Run, arnOf, containers, env, ofType, one, resolveSecrets, runContainer, runProgram,
+  secretEnv, securityRules, withFakeApi,
 } from "./harness";
 import { findKongYaml } from "../src/kong-config";
 
@@ -51,16 +52,32 @@ describe("host services", () => {
     }
   });
 
-  it("get only their own database secret", () => {
+  it("get only their own database secret and their own broker user, never the broker admin", () => {
     for (const [component, other] of [["orders", "invoices"], ["invoices", "orders"]]) {
       const [container] = containers(run, component);
+      const NAME = component.toUpperCase();
       assert.deepEqual(secretEnv(container), {
-        [`${component.toUpperCase()}_DATABASE_URL`]: `${secretArn(`${component}-database`)}:url::`,
-        AMQP_URL: `${secretArn("amqp")}:url::`,
+        [`${NAME}_DATABASE_URL`]: `${secretArn(`${component}-database`)}:url::`,
+        [`${NAME}_AMQP_URL`]: `${secretArn(`${component}-amqp`)}:url::`,
+        AMQP_URL: `${secretArn(`${component}-amqp`)}:url::`,
         HOST_ADMIN_TOKEN: secretArn("host-admin-token"),
         OTEL_EXPORTER_OTLP_HEADERS: `${secretArn("otlp-headers")}:headers::`,
       });
-      assert.ok(!JSON.stringify(container).includes(`${other}-database`));
+      const text = JSON.stringify(container);
+      for (const foreign of [`${other}-database`, `${other}-amqp`]) assert.ok(!text.includes(foreign), `${component}: ${foreign}`);
+      assert.ok(!text.includes(secretArn("amqp")), `${component}: the broker admin's secret`);
+      assert.ok(!text.includes(`${other.toUpperCase()}_`), `${component}: a variable of ${other}`);
+    }
+  });
+
+  it("receive URLs whose broker user is the component itself", () => {
+    for (const component of ["orders", "invoices"]) {
+      const [container] = containers(run, component);
+      const values = resolveSecrets(run, container);
+      const url = new URL(values[`${component.toUpperCase()}_AMQP_URL`]);
+      assert.equal(url.protocol, "amqps:");
+      assert.equal(url.username, component);
+      assert.equal(values.AMQP_URL, values[`${component.toUpperCase()}_AMQP_URL`]);
     }
   });
 
@@ -80,7 +97,7 @@ describe("host services", () => {
       assert.equal(container.logConfiguration.options["awslogs-region"], REGION);
     }
     for (const group of ofType(run, "aws:cloudwatch/logGroup:LogGroup")) assert.equal(group.inputs.retentionInDays, 30);
-    assert.equal(ofType(run, "aws:cloudwatch/logGroup:LogGroup").length, 4);
+    assert.equal(ofType(run, "aws:cloudwatch/logGroup:LogGroup").length, 5);
   });
 });
 
@@ -136,9 +153,23 @@ describe("secrets", () => {
     assert.deepEqual([...known].sort(), [...used].sort(), "every secret is used by some task");
   });
 
+  it("stay out of every command and plain environment value (no password, no URL with credentials)", () => {
+    for (const task of ofType(run, "aws:ecs/taskDefinition:TaskDefinition")) {
+      for (const container of containers(run, task.name)) {
+        const plain = [...(container.entryPoint ?? []), ...(container.command ?? []),
+          ...container.environment.map((e) => e.value)];
+        for (const value of plain) {
+          assert.ok(!value.includes(PASSWORD_MARK), `${task.name}: a generated password in ${value.slice(0, 60)}`);
+          assert.ok(!/[a-z]+:\/\/[^/\s:@]+:[^/\s@]+@/.test(value), `${task.name}: a URL with credentials in ${value.slice(0, 60)}`);
+        }
+      }
+    }
+  });
+
   it("never puts a generated password anywhere but a secret version and the broker user", () => {
     const passwords = ofType(run, "random:index/randomPassword:RandomPassword");
-    assert.deepEqual(passwords.map((p) => p.name).sort(), ["broker", "host-admin-token", "invoices-database", "orders-database"]);
+    assert.deepEqual(passwords.map((p) => p.name).sort(),
+      ["broker", "host-admin-token", "invoices-broker", "invoices-database", "orders-broker", "orders-database"]);
     for (const p of passwords) {
       assert.equal(p.inputs.special, false);
       assert.ok(p.state.result.startsWith(PASSWORD_MARK));
@@ -147,7 +178,8 @@ describe("secrets", () => {
     assert.deepEqual(holders.sort(), [
       "aws:mq/broker:Broker events",
       `${T.secretVersion} amqp`, `${T.secretVersion} host-admin-token`,
-      `${T.secretVersion} invoices-database`, `${T.secretVersion} orders-database`,
+      `${T.secretVersion} invoices-amqp`, `${T.secretVersion} invoices-database`,
+      `${T.secretVersion} orders-amqp`, `${T.secretVersion} orders-database`,
     ]);
     assert.ok(!JSON.stringify(run.outputs).includes(PASSWORD_MARK));
     // ... and there they are marked secret, so the engine encrypts them in the state.
@@ -165,7 +197,18 @@ describe("secrets", () => {
       + "?sslmode=verify-full&sslrootcert=/app/certs/rds-global-bundle.pem");
     assert.match(orders.password, new RegExp(`^${PASSWORD_MARK}`));
     const amqp = value("amqp");
+    assert.equal(amqp.username, "platform");
     assert.equal(amqp.url, `amqps://platform:${amqp.password}@b-1234.mq.${REGION}.on.aws:5671/%2f`);
+    const passwords = new Set([amqp.password]);
+    for (const component of ["orders", "invoices"]) {
+      const broker = value(`${component}-amqp`);
+      assert.deepEqual(Object.keys(broker).sort(), ["password", "url", "username"]);
+      assert.equal(broker.username, component);
+      assert.match(broker.password, new RegExp(`^${PASSWORD_MARK}[A-Za-z0-9]+$`));
+      assert.equal(broker.url, `amqps://${component}:${broker.password}@b-1234.mq.${REGION}.on.aws:5671/%2f`);
+      passwords.add(broker.password);
+    }
+    assert.equal(passwords.size, 3, "each broker user has a password of its own");
     assert.deepEqual(value("otlp-headers"), { headers: OTLP_HEADERS, authorization: "Basic dXNlcjpzZWNyZXQ=" });
     assert.match(one(run, T.secretVersion, "host-admin-token").inputs.secretString, new RegExp(`^${PASSWORD_MARK}`));
   });
@@ -177,12 +220,18 @@ describe("secrets", () => {
       assert.equal(policy.Statement[0].Action, "secretsmanager:GetSecretValue");
       return [...policy.Statement[0].Resource].sort();
     };
-    const common = [secretArn("amqp"), secretArn("host-admin-token"), secretArn("otlp-headers")];
-    assert.deepEqual(resources("orders"), [...common, secretArn("orders-database")].sort());
-    assert.deepEqual(resources("invoices"), [...common, secretArn("invoices-database")].sort());
+    const common = [secretArn("host-admin-token"), secretArn("otlp-headers")];
+    assert.deepEqual(resources("orders"), [...common, secretArn("orders-database"), secretArn("orders-amqp")].sort());
+    assert.deepEqual(resources("invoices"), [...common, secretArn("invoices-database"), secretArn("invoices-amqp")].sort());
     assert.deepEqual(resources("kong"), [secretArn("otlp-headers")]);
     assert.deepEqual(resources("db-setup"), [MASTER_SECRET, secretArn("orders-database"), secretArn("invoices-database")].sort());
-    assert.equal(ofType(run, "aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 4);
+    assert.deepEqual(resources("broker-setup"), [secretArn("amqp"), secretArn("orders-amqp"), secretArn("invoices-amqp")].sort());
+    assert.equal(ofType(run, "aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 5);
+    // Each task definition is started by its own role.
+    for (const family of ["orders", "invoices", "kong", "db-setup", "broker-setup"]) {
+      const task = one(run, "aws:ecs/taskDefinition:TaskDefinition", family).inputs;
+      assert.equal(task.executionRoleArn, one(run, "aws:iam/role:Role", `${family}-execution`).state.arn, family);
+    }
   });
 });
 
@@ -192,7 +241,9 @@ describe("security groups", () => {
       "alb in tcp/80 0.0.0.0/0",
       "alb out tcp/8000 kong",
       "alb out tcp/8100 kong",
+      "broker in tcp/443 broker-setup",
       "broker in tcp/5671 hosts",
+      "broker-setup out tcp/443 0.0.0.0/0",
       "database in tcp/5432 db-setup",
       "database in tcp/5432 hosts",
       "db-setup out tcp/443 0.0.0.0/0",
@@ -327,7 +378,10 @@ describe("data stores", () => {
     const params = one(run, "aws:rds/parameterGroup:ParameterGroup", "postgres17");
     assert.equal(db.parameterGroupName, params.state.name);
     assert.equal(params.inputs.family, "postgres17");
-    assert.deepEqual(params.inputs.parameters.map((p: any) => [p.name, p.value]), [["rds.force_ssl", "1"]]);
+    // TLS only; at most 1 GiB of temporary files per session, which no component role can raise.
+    assert.deepEqual(params.inputs.parameters.map((p: any) => [p.name, p.value, p.applyMethod]),
+      [["rds.force_ssl", "1", "immediate"], ["temp_file_limit", "1048576", "immediate"]]);
+    assert.equal(params.inputs.description, "wasm-platform-test PostgreSQL 17, TLS required");
     const subnets = one(run, "aws:rds/subnetGroup:SubnetGroup", "database");
     assert.equal(db.dbSubnetGroupName, subnets.state.name);
     assert.deepEqual(subnets.inputs.subnetIds, PRIVATE);
@@ -370,14 +424,119 @@ describe("db-setup", () => {
       assert.ok(e.SETUP_SQL.includes(`\\getenv ${name}_password ${name.toUpperCase()}_PASSWORD`));
       assert.ok(e.SETUP_SQL.includes(`PASSWORD :'${name}_password'`));
       assert.ok(e.SETUP_SQL.includes(`REVOKE ALL ON DATABASE ${name} FROM PUBLIC;`));
+      assert.ok(e.SETUP_SQL.includes(`ALTER ROLE ${name} SET statement_timeout = '30s';`));
+      assert.ok(e.SETUP_SQL.includes(`ALTER ROLE ${name} SET idle_in_transaction_session_timeout = '30s';`));
     }
     assert.equal(e.SETUP_SQL.match(/\\gexec/g)?.length, 4);
     assert.ok(!task.command.join(" ").includes("PASSWORD"));
   });
 });
 
+describe("broker-setup", () => {
+  // What each component's user may do on the vhost `/`, written out rather than computed.
+  const PERMISSIONS = {
+    orders: {
+      configure: String.raw`^platform\.events(\.orders\..*)?$`,
+      write: String.raw`^(platform\.events|platform\.events\.orders\..*|amq\.default)$`,
+      read: String.raw`^(platform\.events|platform\.events\.orders\..*)$`,
+    },
+    invoices: {
+      configure: String.raw`^platform\.events(\.invoices\..*)?$`,
+      write: String.raw`^(platform\.events|platform\.events\.invoices\..*|amq\.default)$`,
+      read: String.raw`^(platform\.events|platform\.events\.invoices\..*)$`,
+    },
+  };
+  const secretValue = (name: string) => JSON.parse(one(run, T.secretVersion, name).inputs.secretString);
+  const answer = (request: { url: string }) => ({ status: request.url.startsWith("/api/users/") ? 201 : 204 });
+
+  it("is a Node.js task with the admin login and the components' broker passwords as secrets", () => {
+    const [task] = containers(run, "broker-setup");
+    assert.equal(task.image, "node:22-alpine");
+    assert.deepEqual(task.entryPoint, ["sh", "-c"]);
+    assert.deepEqual(task.command, ['printf "%s" "$SETUP_SCRIPT" | node -']);
+    const e = env(task);
+    assert.deepEqual(Object.keys(e).sort(), ["BROKER_USERS", "RABBITMQ_API", "SETUP_SCRIPT"]);
+    assert.equal(e.RABBITMQ_API, `https://b-1234.mq.${REGION}.on.aws/api`);
+    assert.deepEqual(secretEnv(task), {
+      ADMIN_USERNAME: `${secretArn("amqp")}:username::`,
+      ADMIN_PASSWORD: `${secretArn("amqp")}:password::`,
+      ORDERS_PASSWORD: `${secretArn("orders-amqp")}:password::`,
+      INVOICES_PASSWORD: `${secretArn("invoices-amqp")}:password::`,
+    });
+    // No database secret, and the task's own family, log group and security group.
+    assert.ok(!JSON.stringify(task).includes("-database"));
+    assert.equal(task.logConfiguration.options["awslogs-group"], "/ecs/wasm-platform-test/broker-setup");
+    const group = one(run, "aws:ec2/securityGroup:SecurityGroup", "broker-setup");
+    assert.equal(group.inputs.vpcId, "vpc-id");
+  });
+
+  it("names exactly the two component users, without tags, with exactly their permissions", () => {
+    const users = JSON.parse(env(containers(run, "broker-setup")[0]).BROKER_USERS);
+    assert.deepEqual(users, [
+      { name: "orders", vhost: "/", passwordEnv: "ORDERS_PASSWORD", permissions: PERMISSIONS.orders },
+      { name: "invoices", vhost: "/", passwordEnv: "INVOICES_PASSWORD", permissions: PERMISSIONS.invoices },
+    ]);
+  });
+
+  it("run against the management API, creates the two users and their permissions as the admin", async () => {
+    const [task] = containers(run, "broker-setup");
+    const admin = secretValue("amqp");
+    const expected = (requests: { method: string; url: string; authorization?: string; contentType?: string; body: string }[]) => {
+      assert.deepEqual(requests.map((r) => `${r.method} ${r.url}`), [
+        "PUT /api/users/orders", "PUT /api/permissions/%2F/orders",
+        "PUT /api/users/invoices", "PUT /api/permissions/%2F/invoices",
+      ]);
+      for (const request of requests) {
+        assert.equal(request.authorization, `Basic ${Buffer.from(`platform:${admin.password}`).toString("base64")}`);
+        assert.equal(request.contentType, "application/json");
+      }
+      const body = (i: number) => JSON.parse(requests[i].body);
+      assert.deepEqual(body(0), { password: secretValue("orders-amqp").password, tags: "" });
+      assert.deepEqual(body(1), PERMISSIONS.orders);
+      assert.deepEqual(body(2), { password: secretValue("invoices-amqp").password, tags: "" });
+      assert.deepEqual(body(3), PERMISSIONS.invoices);
+    };
+    await withFakeApi(answer, async (base, requests) => {
+      const first = await runContainer(run, task, { RABBITMQ_API: `${base}/api` });
+      assert.equal(first.code, 0, first.stderr);
+      expected(requests);
+      // Again, as after a first run: the same requests, the same outcome.
+      requests.length = 0;
+      const second = await runContainer(run, task, { RABBITMQ_API: `${base}/api` });
+      assert.equal(second.code, 0, second.stderr);
+      expected(requests);
+      for (const output of [first.stdout, first.stderr, second.stdout, second.stderr]) {
+        assert.ok(!output.includes(PASSWORD_MARK), output);
+      }
+      assert.match(first.stdout, /^orders: user set \(no tags\)/m);
+    });
+  });
+
+  it("fails on an error answer, without printing a password", async () => {
+    const [task] = containers(run, "broker-setup");
+    // An answer that echoes the request, password included.
+    await withFakeApi((request) => ({ status: 400, body: request.body }), async (base, requests) => {
+      const exit = await runContainer(run, task, { RABBITMQ_API: `${base}/api` });
+      assert.equal(exit.code, 1);
+      assert.equal(requests.length, 1, "stops at the first failure");
+      assert.match(exit.stderr, /PUT \/users\/orders: HTTP 400/);
+      assert.ok(!exit.stderr.includes(PASSWORD_MARK) && !exit.stdout.includes(PASSWORD_MARK), exit.stderr);
+    });
+    await withFakeApi(() => ({ status: 401 }), async (base) => {
+      assert.equal((await runContainer(run, task, { RABBITMQ_API: `${base}/api` })).code, 1);
+    });
+    // A missing password ends it before any request.
+    await withFakeApi(answer, async (base, requests) => {
+      const exit = await runContainer(run, task, { RABBITMQ_API: `${base}/api`, INVOICES_PASSWORD: "" });
+      assert.equal(exit.code, 1);
+      assert.match(exit.stderr, /INVOICES_PASSWORD is not set/);
+      assert.equal(requests.length, 0);
+    });
+  });
+});
+
 describe("outputs", () => {
-  it("name the gateway, the docs, the console, the repository and the db-setup command", () => {
+  it("name the gateway, the docs, the console, the repository and the setup commands", () => {
     const gateway = `http://gateway-1.${REGION}.elb.amazonaws.com`;
     assert.equal(run.outputs.gatewayUrl, gateway);
     assert.equal(run.outputs.ordersDocsUrl, `${gateway}/orders/docs/`);
@@ -389,5 +548,8 @@ describe("outputs", () => {
     assert.equal(run.outputs.dbSetupCommand, `aws ecs run-task --region ${REGION} --cluster wasm-platform-test`
       + " --task-definition wasm-platform-test-db-setup --launch-type FARGATE --count 1 --network-configuration"
       + " 'awsvpcConfiguration={subnets=[private-0-id,private-1-id],securityGroups=[db-setup-id],assignPublicIp=DISABLED}'");
+    assert.equal(run.outputs.brokerSetupCommand, `aws ecs run-task --region ${REGION} --cluster wasm-platform-test`
+      + " --task-definition wasm-platform-test-broker-setup --launch-type FARGATE --count 1 --network-configuration"
+      + " 'awsvpcConfiguration={subnets=[private-0-id,private-1-id],securityGroups=[broker-setup-id],assignPublicIp=DISABLED}'");
   });
 });

@@ -5,6 +5,10 @@
 // The program is a module that declares its resources when loaded, and Node loads a module once
 // per process: each configuration is tested from a test file of its own (node --test runs every
 // file in a process of its own).
+import { spawn } from "node:child_process";
+import * as http from "node:http";
+import { AddressInfo } from "node:net";
+import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 
 export const PROJECT = "wasm-platform";
@@ -201,4 +205,95 @@ export function securityRules(run: Run): string[] {
     }
   }
   return lines.sort();
+}
+
+/**
+ * A container's `secrets` as ECS would resolve them when the task starts: each `valueFrom` (an
+ * ARN, or `ARN:jsonKey::`) looked up in the secret versions the program declared.
+ */
+export function resolveSecrets(run: Run, container: Container): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const { name, valueFrom } of container.secrets) {
+    const m = /^(arn:aws:secretsmanager:[^:]+:\d{12}:secret:[^:]+)(?::([A-Za-z]+)::)?$/.exec(valueFrom);
+    if (!m) throw new Error(`${container.name}/${name}: not a secret reference: ${valueFrom}`);
+    const secret = run.resources.find((r) => r.type === "aws:secretsmanager/secret:Secret" && r.state.arn === m[1]);
+    if (!secret) throw new Error(`${container.name}/${name}: no secret ${m[1]} in the program`);
+    const stored = one(run, "aws:secretsmanager/secretVersion:SecretVersion", secret.name).inputs.secretString as string;
+    const value = m[2] === undefined ? stored : JSON.parse(stored)[m[2]];
+    if (typeof value !== "string") throw new Error(`${container.name}/${name}: secret ${secret.name} has no key ${m[2]}`);
+    values[name] = value;
+  }
+  return values;
+}
+
+export interface Exit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a container's entry point and command here (`sh`, with this Node.js as `node`), with its
+ * plain environment, its resolved secrets and `overrides`, and nothing else from this process.
+ */
+export function runContainer(run: Run, container: Container, overrides: Record<string, string> = {}): Promise<Exit> {
+  const argv = [...(container.entryPoint ?? []), ...(container.command ?? [])];
+  const environment = {
+    PATH: [path.dirname(process.execPath), "/usr/bin", "/bin"].join(path.delimiter),
+    ...env(container),
+    ...resolveSecrets(run, container),
+    ...overrides,
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { env: environment, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => { stdout += chunk; });
+    child.stderr.on("data", (chunk) => { stderr += chunk; });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20000);
+    child.on("error", reject);
+    child.on("close", (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+export interface ApiRequest {
+  method: string;
+  /** The path as sent, not decoded (`/api/permissions/%2F/orders`). */
+  url: string;
+  authorization?: string;
+  contentType?: string;
+  body: string;
+}
+
+/**
+ * A local HTTP server standing in for an API: records every request and answers with `respond`.
+ * `use` gets the server's base URL; the server is closed after it.
+ */
+export async function withFakeApi<T>(
+  respond: (request: ApiRequest) => { status: number; body?: string },
+  use: (base: string, requests: ApiRequest[]) => Promise<T>,
+): Promise<T> {
+  const requests: ApiRequest[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => {
+      const request: ApiRequest = {
+        method: req.method ?? "", url: req.url ?? "", authorization: req.headers.authorization,
+        contentType: req.headers["content-type"], body,
+      };
+      requests.push(request);
+      const answer = respond(request);
+      res.writeHead(answer.status, { "content-type": "application/json" });
+      res.end(answer.body ?? "");
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const { port } = server.address() as AddressInfo;
+    return await use(`http://127.0.0.1:${port}`, requests);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
 }

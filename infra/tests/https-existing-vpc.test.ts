@@ -45,7 +45,9 @@ describe("with an existing VPC", () => {
     assert.equal(one(run, "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace", "services").inputs.vpc, "vpc-existing");
     assert.deepEqual(one(run, "aws:rds/subnetGroup:SubnetGroup", "database").inputs.subnetIds, PRIVATE);
     assert.deepEqual(one(run, "aws:mq/broker:Broker", "events").inputs.subnetIds, PRIVATE);
-    assert.ok(run.outputs.dbSetupCommand && String(run.outputs.dbSetupCommand).includes("subnets=[subnet-priv-a,subnet-priv-b]"));
+    for (const command of [run.outputs.dbSetupCommand, run.outputs.brokerSetupCommand]) {
+      assert.ok(String(command).includes("subnets=[subnet-priv-a,subnet-priv-b]"), String(command));
+    }
   });
 });
 
@@ -78,8 +80,10 @@ describe("with adminCidrs", () => {
       "alb out tcp/8000 kong",
       "alb out tcp/8100 kong",
       "broker in tcp/443 10.20.0.0/16",
+      "broker in tcp/443 broker-setup",
       "broker in tcp/443 fd00:10::/64",
       "broker in tcp/5671 hosts",
+      "broker-setup out tcp/443 0.0.0.0/0",
       "database in tcp/5432 db-setup",
       "database in tcp/5432 hosts",
       "db-setup out tcp/443 0.0.0.0/0",
@@ -111,12 +115,17 @@ describe("without tracing", () => {
     assert.deepEqual(kong.secrets, []);
     assert.equal(ofType(run, "aws:iam/rolePolicy:RolePolicy").find((p) => p.name === "kong-secrets"), undefined);
     assert.deepEqual(ofType(run, "aws:secretsmanager/secret:Secret").map((s) => s.name).sort(),
-      ["amqp", "host-admin-token", "invoices-database", "orders-database"]);
+      ["amqp", "host-admin-token", "invoices-amqp", "invoices-database", "orders-amqp", "orders-database"]);
     for (const component of ["orders", "invoices"]) {
       const [host] = containers(run, component);
       assert.ok(!host.environment.some((e) => e.name.startsWith("OTEL_")), component);
-      assert.deepEqual(Object.keys(secretEnv(host)).sort(),
-        ["AMQP_URL", "HOST_ADMIN_TOKEN", `${component.toUpperCase()}_DATABASE_URL`]);
+      const secret = (name: string, key: string) => `${arnOf(run, "aws:secretsmanager/secret:Secret", name)}:${key}::`;
+      assert.deepEqual(secretEnv(host), {
+        [`${component.toUpperCase()}_DATABASE_URL`]: secret(`${component}-database`, "url"),
+        [`${component.toUpperCase()}_AMQP_URL`]: secret(`${component}-amqp`, "url"),
+        AMQP_URL: secret(`${component}-amqp`, "url"),
+        HOST_ADMIN_TOKEN: arnOf(run, "aws:secretsmanager/secret:Secret", "host-admin-token"),
+      });
     }
   });
 });

@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import {
   checkAdminCidrs, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling, checkVpcCidr, structured,
 } from "../src/config";
+import { brokerPermissions, brokerUsers } from "../src/broker-setup";
 import { setupSql } from "../src/db-setup";
 import { findKongYaml, kongDeclarativeConfig } from "../src/kong-config";
 import { subnetCidr } from "../src/network";
@@ -146,6 +147,48 @@ describe("db-setup SQL", () => {
     assert.match(sql, /^REVOKE ALL ON DATABASE orders FROM PUBLIC;$/m);
     // The password variable is set from the environment before it is used.
     assert.ok(sql.indexOf("\\getenv orders_password ORDERS_PASSWORD") < sql.indexOf(":'orders_password'"));
+  });
+
+  it("keeps PUBLIC out and sets the role's session defaults, once the role exists", () => {
+    const sql = setupSql(["orders", "invoices"]);
+    for (const name of ["orders", "invoices"]) {
+      assert.match(sql, new RegExp(`^REVOKE ALL ON DATABASE ${name} FROM PUBLIC;$`, "m"));
+      const defaults = sql.split("\n").filter((line) => line.startsWith(`ALTER ROLE ${name} SET `));
+      assert.deepEqual(defaults, [
+        `ALTER ROLE ${name} SET statement_timeout = '30s';`,
+        `ALTER ROLE ${name} SET idle_in_transaction_session_timeout = '30s';`,
+      ]);
+      assert.ok(sql.indexOf(`CREATE ROLE ${name} LOGIN`) < sql.indexOf(defaults[0]));
+    }
+  });
+});
+
+describe("broker users", () => {
+  it("are the components, on the vhost /, each with its own password variable", () => {
+    assert.deepEqual(brokerUsers().map((u) => [u.name, u.vhost, u.passwordEnv]),
+      [["orders", "/", "ORDERS_PASSWORD"], ["invoices", "/", "INVOICES_PASSWORD"]]);
+  });
+
+  it("may touch the exchange and their own queues, never the other component's", () => {
+    const orders = brokerPermissions("orders");
+    const may = (pattern: string, name: string) => new RegExp(pattern).test(name);
+    // Declaring: the exchange and its own queues.
+    assert.ok(may(orders.configure, "platform.events"));
+    assert.ok(may(orders.configure, "platform.events.orders.invoices.created"));
+    for (const name of ["platform.events.invoices.orders.created", "platform.eventsX", "platform-events", "amq.default",
+      "other", "xplatform.events", "platform.events.orders"]) {
+      assert.ok(!may(orders.configure, name), `configure ${name}`);
+    }
+    // Publishing and binding: the exchange, its own queues, the default exchange.
+    for (const name of ["platform.events", "platform.events.orders.x", "amq.default"]) assert.ok(may(orders.write, name), name);
+    for (const name of ["platform.events.invoices.orders.created", "amq.topic", "amq.defaultX", "amqXdefault", "platform.eventsX"]) {
+      assert.ok(!may(orders.write, name), `write ${name}`);
+    }
+    // Consuming and binding from: the exchange and its own queues.
+    for (const name of ["platform.events", "platform.events.orders.x"]) assert.ok(may(orders.read, name), name);
+    for (const name of ["platform.events.invoices.orders.created", "amq.default", "platform.eventsX"]) {
+      assert.ok(!may(orders.read, name), `read ${name}`);
+    }
   });
 });
 
