@@ -51,6 +51,12 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
     if component.migrations.is_none() && !component.uses_messaging() {
         return Ok(Vec::new());
     }
+    // A role's own timeouts (the deployments set some, as a backstop for the component's
+    // sessions) are not for its migrations, which may rightly take long.
+    client
+        .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .await
+        .with_context(|| format!("cannot set the migration session's timeouts on {url}"))?;
     let most = if when == When::Start { START_LOCK_WAIT } else { RELOAD_LOCK_WAIT };
     take_lock(&client, most).await.with_context(|| format!("cannot take the migration lock on {url}"))?;
     if when == When::Reload {

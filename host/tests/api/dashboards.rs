@@ -233,7 +233,7 @@ async fn every_dashboard_panel_and_alert_rule_works_against_a_real_prometheus_sc
     // Every alert rule evaluates against the real series without error.
     let rules = prometheus.api("/api/v1/rules").await.expect("rules");
     let rules: Vec<&Value> = rules["data"]["groups"].as_array().expect("groups").iter().flat_map(|group| group["rules"].as_array().expect("rules")).collect();
-    assert_eq!(rules.len(), 7, "{rules:?}");
+    assert_eq!(rules.len(), 10, "{rules:?}");
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
