@@ -4,6 +4,9 @@
 # and kept in $BENCH_OUT (default bench/out) for RESULTS.md.
 #
 #   ROUNDS=2 SECONDS_PER_CASE=10 bench/compare.sh BINARY_A BINARY_B [BINARY_C ...]
+#
+# A binary may be a script that runs an earlier host (`exec`, so its process is the host's),
+# rewriting the manifest it is given (`--config FILE`) into what that host reads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/compare.sh BINARY_A BINARY_B [BINARY ...]" >&2; exit 2; }

@@ -67,11 +67,13 @@ pg_tps=$(pgbench -h localhost -U bench_orders -n -M prepared -c "$LOW" -j 1 -T "
   awk '/^tps/ { printf "%d", $3 }')
 bench_reset_data
 
-strip -o "$BENCH_WORK/host.stripped" "$HOST_BIN"
 echo
 printf '| figure | value |\n| --- | --- |\n'
 printf '| pgbench of POST'"'"'s unit of work, %s clients (transactions/s) | %s |\n' "$LOW" "$pg_tps"
 awk -v a="$post_rps" -v b="$pg_tps" 'BEGIN { printf "| POST /orders c16 / pgbench ceiling | %.2f |\n", (b > 0 ? a / b : 0) }'
 printf '| instance cost: host CPU of a component call minus a host-answered request | %s µs |\n' "$((component_cpu - host_cpu))"
 printf '| resident memory idle / after the load | %s / %s MiB |\n' "$((idle_rss / 1024))" "$((loaded_rss / 1024))"
-printf '| host binary / stripped | %s / %s MB |\n' "$(($(stat -c %s "$HOST_BIN") / 1000000))" "$(($(stat -c %s "$BENCH_WORK/host.stripped") / 1000000))"
+# HOST_BIN may be a script that runs an earlier host (see compare.sh): then there is no size.
+if strip -o "$BENCH_WORK/host.stripped" "$HOST_BIN" 2>/dev/null; then
+  printf '| host binary / stripped | %s / %s MB |\n' "$(($(stat -c %s "$HOST_BIN") / 1000000))" "$(($(stat -c %s "$BENCH_WORK/host.stripped") / 1000000))"
+fi

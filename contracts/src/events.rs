@@ -74,9 +74,15 @@ pub struct CloudEvent<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("dataschema {found:?} is not {expected:?}, the version this consumer reads")]
-    UnknownSchema { expected: &'static str, found: Option<String> },
+    UnknownSchema {
+        expected: &'static str,
+        found: Option<String>,
+    },
     #[error("data is not a valid {topic} event: {source}")]
-    Invalid { topic: &'static str, source: serde_json::Error },
+    Invalid {
+        topic: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads `data` of an event of type `E`, checking its schema version first.
@@ -87,7 +93,10 @@ pub fn decode<E: Event>(data_schema: Option<&str>, data: &[u8]) -> Result<E, Dec
             found: data_schema.map(str::to_owned),
         });
     }
-    serde_json::from_slice(data).map_err(|source| DecodeError::Invalid { topic: E::TOPIC, source })
+    serde_json::from_slice(data).map_err(|source| DecodeError::Invalid {
+        topic: E::TOPIC,
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -101,21 +101,34 @@ mod tests {
 
     #[test]
     fn the_simple_and_braced_forms_are_refused() {
-        assert_eq!(SAMPLE.replace('-', "").parse::<OrderId>(), Err(ParseIdError));
-        assert_eq!(format!("{{{SAMPLE}}}").parse::<OrderId>(), Err(ParseIdError));
+        assert_eq!(
+            SAMPLE.replace('-', "").parse::<OrderId>(),
+            Err(ParseIdError)
+        );
+        assert_eq!(
+            format!("{{{SAMPLE}}}").parse::<OrderId>(),
+            Err(ParseIdError)
+        );
     }
 
     #[test]
     fn garbage_and_empty_strings_are_refused() {
         assert!("not-a-uuid".parse::<OrderId>().is_err());
         assert!("".parse::<OrderId>().is_err());
-        assert!("0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9g".parse::<OrderId>().is_err());
+        assert!(
+            "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9g"
+                .parse::<OrderId>()
+                .is_err()
+        );
     }
 
     #[test]
     fn serde_goes_through_the_parser() {
         let id: OrderId = serde_json::from_str(&format!("\"{SAMPLE}\"")).expect("valid id");
-        assert_eq!(serde_json::to_string(&id).expect("serializes"), format!("\"{SAMPLE}\""));
+        assert_eq!(
+            serde_json::to_string(&id).expect("serializes"),
+            format!("\"{SAMPLE}\"")
+        );
         assert!(serde_json::from_str::<OrderId>("\"nope\"").is_err());
     }
 }

@@ -78,17 +78,26 @@ mod tests {
     #[test]
     fn the_maximum_is_accepted_and_one_more_is_not() {
         assert_eq!(Amount::new(Amount::MAX.minor_units()), Ok(Amount::MAX));
-        assert_eq!(Amount::new(Amount::MAX.minor_units() + 1), Err(AmountError::TooLarge));
+        assert_eq!(
+            Amount::new(Amount::MAX.minor_units() + 1),
+            Err(AmountError::TooLarge)
+        );
     }
 
     #[test]
     fn the_error_message_names_the_limit() {
-        assert_eq!(AmountError::TooLarge.to_string(), "must be at most 100000000000");
+        assert_eq!(
+            AmountError::TooLarge.to_string(),
+            "must be at most 100000000000"
+        );
     }
 
     #[test]
     fn serde_goes_through_the_constructor() {
-        assert_eq!(serde_json::from_str::<Amount>("250").ok(), Amount::new(250).ok());
+        assert_eq!(
+            serde_json::from_str::<Amount>("250").ok(),
+            Amount::new(250).ok()
+        );
         assert!(serde_json::from_str::<Amount>("0").is_err());
         assert!(serde_json::from_str::<Amount>("2.5").is_err());
     }

@@ -30,7 +30,8 @@ macro_rules! uuid_schema {
 }
 
 /// The hyphenated form, the only one the ids parse from.
-const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 uuid_schema! {
     OrderId: "An order's id (UUID).",
@@ -48,7 +49,9 @@ impl PartialSchema for Amount {
             // As a float: utoipa keeps integer bounds in an `isize`, which on wasm32 (where
             // the services build this document) cuts 100000000000 down to 32 bits.
             .maximum(Some(Amount::MAX.minor_units() as f64))
-            .description(Some("Money in whole minor units (cents), 1 to 100000000000."))
+            .description(Some(
+                "Money in whole minor units (cents), 1 to 100000000000.",
+            ))
             .examples([serde_json::json!(100)])
             .into()
     }
@@ -74,17 +77,27 @@ mod tests {
     #[test]
     fn the_schemas_agree_with_the_types() {
         let validator = |schema: RefOr<Schema>| {
-            jsonschema::validator_for(&serde_json::to_value(schema).expect("json")).expect("a schema")
+            jsonschema::validator_for(&serde_json::to_value(schema).expect("json"))
+                .expect("a schema")
         };
         let id = validator(OrderId::schema());
         let order = OrderId::from_uuid(uuid::Uuid::from_u128(7));
         assert!(id.is_valid(&serde_json::to_value(order).expect("json")));
-        for bad in ["7", "0190b3b28c1a7d2e9f004a5b6c7d8e9f", "{0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f}"] {
+        for bad in [
+            "7",
+            "0190b3b28c1a7d2e9f004a5b6c7d8e9f",
+            "{0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f}",
+        ] {
             assert!(bad.parse::<OrderId>().is_err());
             assert!(!id.is_valid(&serde_json::json!(bad)), "{bad}");
         }
         let amount = validator(Amount::schema());
-        for (value, ok) in [(0, false), (1, true), (Amount::MAX.minor_units(), true), (Amount::MAX.minor_units() + 1, false)] {
+        for (value, ok) in [
+            (0, false),
+            (1, true),
+            (Amount::MAX.minor_units(), true),
+            (Amount::MAX.minor_units() + 1, false),
+        ] {
             assert_eq!(Amount::new(value).is_ok(), ok);
             assert_eq!(amount.is_valid(&serde_json::json!(value)), ok, "{value}");
         }

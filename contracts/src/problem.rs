@@ -58,7 +58,11 @@ impl Problem {
     }
 
     /// A 400 for one input at fault; `detail` reads "amount: must be greater than 0".
-    pub fn invalid(location: Location, field: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        location: Location,
+        field: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::invalid_with_status(400, location, field, detail)
     }
 
@@ -69,7 +73,11 @@ impl Problem {
         field: impl Into<String>,
         detail: impl Into<String>,
     ) -> Self {
-        let error = FieldError { field: field.into(), location, detail: detail.into() };
+        let error = FieldError {
+            field: field.into(),
+            location,
+            detail: detail.into(),
+        };
         let mut problem = Self::new(status, format!("{}: {}", error.field, error.detail));
         problem.errors.push(error);
         problem

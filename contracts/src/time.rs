@@ -22,7 +22,9 @@ pub enum TimestampError {
 
 impl Timestamp {
     pub fn from_unix_micros(micros: i64) -> Result<Self, TimestampError> {
-        DateTime::from_timestamp_micros(micros).map(Self).ok_or(TimestampError::OutOfRange)
+        DateTime::from_timestamp_micros(micros)
+            .map(Self)
+            .ok_or(TimestampError::OutOfRange)
     }
 
     pub fn unix_micros(self) -> i64 {
@@ -82,7 +84,13 @@ mod tests {
 
     #[test]
     fn text_that_is_not_rfc3339_is_refused() {
-        assert_eq!(Timestamp::parse_rfc3339("yesterday"), Err(TimestampError::NotRfc3339));
-        assert_eq!(Timestamp::parse_rfc3339("2026-01-01"), Err(TimestampError::NotRfc3339));
+        assert_eq!(
+            Timestamp::parse_rfc3339("yesterday"),
+            Err(TimestampError::NotRfc3339)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-01"),
+            Err(TimestampError::NotRfc3339)
+        );
     }
 }

@@ -50,25 +50,37 @@ impl CompileCache {
                 None
             }
         });
-        Self { dir, engine: hex(&hasher.0.finalize()[..12]) }
+        Self {
+            dir,
+            engine: hex(&hasher.0.finalize()[..12]),
+        }
     }
 
     /// The component for `wasm` (whose sha256 is `digest`): from the cache when a sound entry
     /// is there, compiled (and stored) otherwise. CPU-heavy: run it off the async threads.
     pub fn load(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> wasmtime::Result<Compiled> {
         let Some(dir) = &self.dir else {
-            return Ok(Compiled { component: Component::new(engine, wasm)?, cached: false });
+            return Ok(Compiled {
+                component: Component::new(engine, wasm)?,
+                cached: false,
+            });
         };
         let entry = dir.join(format!("{digest}-{}.cwasm", self.engine));
         if let Some(component) = self.read(engine, &entry) {
-            return Ok(Compiled { component, cached: true });
+            return Ok(Compiled {
+                component,
+                cached: true,
+            });
         }
         let precompiled = engine.precompile_component(wasm)?;
         let component = deserialize(engine, &precompiled)?;
         if let Err(err) = Self::write(&entry, &precompiled) {
             tracing::warn!(entry = %entry.display(), error = %err, "cannot write to the compile cache; going on without it");
         }
-        Ok(Compiled { component, cached: false })
+        Ok(Compiled {
+            component,
+            cached: false,
+        })
     }
 
     fn read(&self, engine: &Engine, entry: &Path) -> Option<Component> {
@@ -98,9 +110,11 @@ impl CompileCache {
         let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
         let mut contents = Sha256::digest(precompiled).to_vec();
         contents.extend_from_slice(precompiled);
-        std::fs::write(&partial, contents).and_then(|()| std::fs::rename(&partial, entry)).inspect_err(|_| {
-            let _ = std::fs::remove_file(&partial);
-        })
+        std::fs::write(&partial, contents)
+            .and_then(|()| std::fs::rename(&partial, entry))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
+            })
     }
 }
 
@@ -114,15 +128,22 @@ fn private_folder(dir: &Path) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .map_err(|err| format!("cannot create it: {err}"))?;
-    let metadata = std::fs::symlink_metadata(dir).map_err(|err| format!("cannot look at it: {err}"))?;
+    let metadata =
+        std::fs::symlink_metadata(dir).map_err(|err| format!("cannot look at it: {err}"))?;
     if !metadata.file_type().is_dir() {
         return Err("it is a symlink or not a folder".into());
     }
     if metadata.uid() != rustix::process::geteuid().as_raw() {
-        return Err(format!("it belongs to user {}, not to the host's", metadata.uid()));
+        return Err(format!(
+            "it belongs to user {}, not to the host's",
+            metadata.uid()
+        ));
     }
     if metadata.permissions().mode() & 0o022 != 0 {
-        return Err(format!("its group or others may write to it (mode {:o}); chmod go-w it", metadata.permissions().mode() & 0o777));
+        return Err(format!(
+            "its group or others may write to it (mode {:o}); chmod go-w it",
+            metadata.permissions().mode() & 0o777
+        ));
     }
     Ok(())
 }
@@ -174,41 +195,86 @@ mod tests {
     }
 
     fn entry_of(dir: &tempdir::Dir) -> PathBuf {
-        std::fs::read_dir(&dir.0).expect("dir").next().expect("an entry").expect("entry").path()
+        std::fs::read_dir(&dir.0)
+            .expect("dir")
+            .next()
+            .expect("an entry")
+            .expect("entry")
+            .path()
     }
 
     #[test]
     fn a_component_compiled_once_comes_from_the_cache_the_next_time() {
         let (_dir, cache, engine) = cache();
         let digest = digest(EMPTY_COMPONENT);
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
-        assert!(cache.load(&engine, &digest, EMPTY_COMPONENT).expect("loads").cached);
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles")
+                .cached
+        );
+        assert!(
+            cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("loads")
+                .cached
+        );
     }
 
     #[test]
     fn a_corrupt_or_foreign_entry_is_compiled_again_and_replaced() {
         let (dir, cache, engine) = cache();
         let digest = digest(EMPTY_COMPONENT);
-        cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles");
+        cache
+            .load(&engine, &digest, EMPTY_COMPONENT)
+            .expect("compiles");
         let entry = entry_of(&dir);
 
         let mut bytes = std::fs::read(&entry).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&entry, &bytes).expect("corrupt it");
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles again").cached);
-        assert!(cache.load(&engine, &digest, EMPTY_COMPONENT).expect("replaced").cached);
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles again")
+                .cached
+        );
+        assert!(
+            cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("replaced")
+                .cached
+        );
 
         std::fs::write(&entry, b"not a compiled component at all").expect("overwrite");
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles again").cached);
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles again")
+                .cached
+        );
 
         // Sound by its digest, but compiled by an engine with other settings: wasmtime refuses it.
         let mut other = wasmtime::Config::new();
         other.consume_fuel(true);
-        let foreign = Engine::new(&other).expect("engine").precompile_component(EMPTY_COMPONENT).expect("precompiles");
+        let foreign = Engine::new(&other)
+            .expect("engine")
+            .precompile_component(EMPTY_COMPONENT)
+            .expect("precompiles");
         CompileCache::write(&entry, &foreign).expect("plant it");
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles again").cached);
-        assert!(cache.load(&engine, &digest, EMPTY_COMPONENT).expect("replaced").cached);
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles again")
+                .cached
+        );
+        assert!(
+            cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("replaced")
+                .cached
+        );
     }
 
     #[test]
@@ -220,9 +286,23 @@ mod tests {
         let engine = Engine::default();
         let cache = CompileCache::new(Some(&dir.0), &engine);
         let digest = digest(EMPTY_COMPONENT);
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
-        assert_eq!(std::fs::read_dir(&dir.0).expect("dir").count(), 0, "nothing was written there");
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles")
+                .cached
+        );
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles")
+                .cached
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir.0).expect("dir").count(),
+            0,
+            "nothing was written there"
+        );
     }
 
     #[test]
@@ -230,8 +310,18 @@ mod tests {
         let engine = Engine::default();
         let cache = CompileCache::new(Some(Path::new("/proc/no-such-folder")), &engine);
         let digest = digest(EMPTY_COMPONENT);
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
-        assert!(!cache.load(&engine, &digest, EMPTY_COMPONENT).expect("compiles").cached);
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles")
+                .cached
+        );
+        assert!(
+            !cache
+                .load(&engine, &digest, EMPTY_COMPONENT)
+                .expect("compiles")
+                .cached
+        );
     }
 
     /// A temporary folder, removed when dropped.
@@ -242,8 +332,14 @@ mod tests {
             pub fn new() -> Self {
                 use std::os::unix::fs::DirBuilderExt;
 
-                let path = std::env::temp_dir().join(format!("compile-cache-test-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::DirBuilder::new().mode(0o700).create(&path).expect("temp dir");
+                let path = std::env::temp_dir().join(format!(
+                    "compile-cache-test-{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&path)
+                    .expect("temp dir");
                 Self(path)
             }
         }

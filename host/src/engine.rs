@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::error::Context;
 use wasmtime::component::Linker;
+use wasmtime::error::Context;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::CompileCache;
@@ -88,8 +88,7 @@ impl Runtime {
         let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .context("cannot link WASI")?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("cannot link WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .context("cannot link wasi:http")?;
         capabilities::add_to_linker(&mut linker)?;
@@ -110,7 +109,12 @@ impl Runtime {
             })
             .context("cannot start the epoch thread")?;
         let cache = CompileCache::new(cache_dir, &engine);
-        Ok(Self { engine, linker, cache, ticking })
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            ticking,
+        })
     }
 }
 
@@ -128,11 +132,16 @@ mod tests {
     fn a_module_using_gc_function_subtyping_is_refused() {
         let runtime = Runtime::new(&crate::config::Limits::for_tests(), None).expect("runtime");
         // A type section holding one non-final (`sub`) function type `[] -> []`.
-        let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x50, 0x00, 0x60, 0x00, 0x00];
+        let module = [
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x50, 0x00, 0x60,
+            0x00, 0x00,
+        ];
         let error = wasmtime::Module::validate(&runtime.engine, &module).expect_err("refused");
         assert!(format!("{error:#}").contains("gc"), "{error:#}");
         // The same type, final, is ordinary WebAssembly.
-        let plain = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00];
+        let plain = [
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00,
+        ];
         wasmtime::Module::validate(&runtime.engine, &plain).expect("valid");
     }
 }

@@ -59,7 +59,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Probe { url, timeout }) = &cli.command {
-        return runtime.block_on(probe(&cli.config, url.as_deref(), Duration::from_secs(*timeout)));
+        return runtime.block_on(probe(
+            &cli.config,
+            url.as_deref(),
+            Duration::from_secs(*timeout),
+        ));
     }
     runtime.block_on(async {
         // The OTLP exporter runs on the runtime, so telemetry starts inside it.

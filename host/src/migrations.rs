@@ -47,7 +47,12 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
     let mut client = connect(component).await?;
     role::check_least_privilege(&client, component)
         .await
-        .with_context(|| format!("checking the database role of component `{}` on {url}", component.name))?;
+        .with_context(|| {
+            format!(
+                "checking the database role of component `{}` on {url}",
+                component.name
+            )
+        })?;
     if component.migrations.is_none() && !component.uses_messaging() {
         return Ok(Vec::new());
     }
@@ -57,8 +62,14 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
         .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .await
         .with_context(|| format!("cannot set the migration session's timeouts on {url}"))?;
-    let most = if when == When::Start { START_LOCK_WAIT } else { RELOAD_LOCK_WAIT };
-    take_lock(&client, most).await.with_context(|| format!("cannot take the migration lock on {url}"))?;
+    let most = if when == When::Start {
+        START_LOCK_WAIT
+    } else {
+        RELOAD_LOCK_WAIT
+    };
+    take_lock(&client, most)
+        .await
+        .with_context(|| format!("cannot take the migration lock on {url}"))?;
     if when == When::Reload {
         client
             .batch_execute(&format!("SET lock_timeout = '{RELOAD_LOCK_TIMEOUT}'"))
@@ -67,15 +78,23 @@ pub async fn migrate_when(component: &ComponentConfig, when: When) -> anyhow::Re
     }
     let applied = migrate_locked(component, &mut client, when).await;
     // Also released when the connection closes below; unlocking explicitly is just tidier.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     applied
 }
 
 /// Takes the migration lock, waiting at most `most` for another host to let it go.
-async fn take_lock(client: &tokio_postgres::Client, most: std::time::Duration) -> anyhow::Result<()> {
+async fn take_lock(
+    client: &tokio_postgres::Client,
+    most: std::time::Duration,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     loop {
-        let taken: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK]).await?.get(0);
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?
+            .get(0);
         if taken {
             return Ok(());
         }
@@ -101,17 +120,24 @@ async fn migrate_locked(
             .await
             .with_context(|| format!("cannot create the outbox and inbox tables in {url}"))?;
     }
-    let Some(folder) = &component.migrations else { return Ok(Vec::new()) };
+    let Some(folder) = &component.migrations else {
+        return Ok(Vec::new());
+    };
     let migrations = refinery::load_sql_migrations(folder)
         .with_context(|| format!("cannot read migrations from {}", folder.display()))?;
-    let mut runner =
-        refinery::Runner::new(&migrations).set_abort_divergent(true).set_abort_missing(true);
+    let mut runner = refinery::Runner::new(&migrations)
+        .set_abort_divergent(true)
+        .set_abort_missing(true);
     runner.set_migration_table_name(HISTORY_TABLE);
     let report = runner
         .run_async(client)
         .await
         .with_context(|| format!("migrating {url} for component `{}` failed", component.name))?;
-    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
 }
 
 /// Connects to the component's database, explaining the usual reasons it fails.

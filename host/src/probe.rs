@@ -23,19 +23,32 @@ pub fn health_url(listen: SocketAddr) -> String {
 
 /// The status `GET url` answers with; `url` is `http://host:port/path`.
 pub async fn status_of(url: &str) -> anyhow::Result<u16> {
-    let uri: Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
         bail!("{url:?}: only http:// URLs can be probed");
     }
     let authority = uri.authority().context("the URL names no host")?.clone();
     let port = authority.port_u16().unwrap_or(80);
     // `[::1]` in a URL is `::1` to connect to.
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let stream = TcpStream::connect((host, port)).await.context("cannot connect")?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = TcpStream::connect((host, port))
+        .await
+        .context("cannot connect")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let path = uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
-    let request = Request::get(path).header(header::HOST, authority.as_str()).body(Empty::<Bytes>::new())?;
+    let path = uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    let request = Request::get(path)
+        .header(header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     Ok(response.status().as_u16())
 }
@@ -54,7 +67,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_ipv6_url_connects_without_its_brackets() {
-        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else { return };
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return;
+        };
         let port = listener.local_addr().expect("address").port();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accepted");
@@ -63,6 +78,11 @@ mod tests {
             let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
             let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, answer).await;
         });
-        assert_eq!(status_of(&format!("http://[::1]:{port}/health")).await.expect("answered"), 204);
+        assert_eq!(
+            status_of(&format!("http://[::1]:{port}/health"))
+                .await
+                .expect("answered"),
+            204
+        );
     }
 }

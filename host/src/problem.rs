@@ -15,7 +15,10 @@ pub fn response(status: StatusCode, detail: impl Into<String>) -> Response<Full<
 }
 
 /// `problem` as a response, with one extension member (RFC 9457 §3.2) when given.
-pub fn into_response(problem: &Problem, extension: Option<(&str, serde_json::Value)>) -> Response<Full<Bytes>> {
+pub fn into_response(
+    problem: &Problem,
+    extension: Option<(&str, serde_json::Value)>,
+) -> Response<Full<Bytes>> {
     let body = match extension {
         None => problem.to_json(),
         Some((name, value)) => {
@@ -28,8 +31,11 @@ pub fn into_response(problem: &Problem, extension: Option<(&str, serde_json::Val
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    *response.status_mut() =
+        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
 }
 
@@ -42,10 +48,18 @@ mod tests {
     #[tokio::test]
     async fn an_extension_member_sits_beside_the_standard_ones() {
         let problem = Problem::new(503, "not ready");
-        let response = into_response(&problem, Some(("checks", serde_json::json!({ "broker": "down" }))));
+        let response = into_response(
+            &problem,
+            Some(("checks", serde_json::json!({ "broker": "down" }))),
+        );
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(json["title"], "Service Unavailable");
         assert_eq!(json["detail"], "not ready");

@@ -29,7 +29,12 @@ impl Registry {
         metrics: Arc<Metrics>,
     ) -> Self {
         services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
-        Self { runtime, services, stopping: AtomicBool::new(false), metrics }
+        Self {
+            runtime,
+            services,
+            stopping: AtomicBool::new(false),
+            metrics,
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -64,22 +64,40 @@ impl Host {
             if !applied.is_empty() {
                 tracing::info!(component = %component.name, ?applied, "migrations applied");
             }
-            let largest_value = component.limits.max_result_bytes.max(component.limits.max_event_bytes);
-            let database = PgDatabase::new(&component.database, largest_value)
-                .with_context(|| format!("cannot set up the pool for {}", component.database.url))?;
+            let largest_value = component
+                .limits
+                .max_result_bytes
+                .max(component.limits.max_event_bytes);
+            let database =
+                PgDatabase::new(&component.database, largest_value).with_context(|| {
+                    format!("cannot set up the pool for {}", component.database.url)
+                })?;
             pools.insert(component.name.clone(), database.pool().clone());
             databases.insert(component.name.clone(), Arc::new(database));
         }
         let mut host = Self::build_with(config, databases).await?;
         for service in host.registry.services() {
-            let (Some(broker), Some(pool)) = (&service.broker, pools.remove(&service.name)) else { continue };
+            let (Some(broker), Some(pool)) = (&service.broker, pools.remove(&service.name)) else {
+                continue;
+            };
             if !service.outbound.topics.is_empty() {
                 let outbound = service.outbound.clone();
                 let metrics = service.metrics.clone();
                 let max_data = service.limits.max_event_bytes;
-                host.relays.push(Relay::new(service.name.clone(), pool.clone(), broker.clone(), outbound, metrics, max_data));
+                host.relays.push(Relay::new(
+                    service.name.clone(),
+                    pool.clone(),
+                    broker.clone(),
+                    outbound,
+                    metrics,
+                    max_data,
+                ));
             }
-            host.retention.push(Retention::new(service.name.clone(), pool, broker.config().retention));
+            host.retention.push(Retention::new(
+                service.name.clone(),
+                pool,
+                broker.config().retention,
+            ));
         }
         Ok(host)
     }
@@ -107,15 +125,22 @@ impl Host {
                 let digest = crate::cache::digest(&wasm);
                 Code::load(&compiling, &name, &wasm, digest, source, subscribes)
             })
-                .await
-                .context("the compile task panicked")??;
+            .await
+            .context("the compile task panicked")??;
             let broker = match (&config.messaging, &component.amqp_url) {
                 (Some(messaging), Some(url)) if component.uses_messaging() => {
                     Some(Broker::new(&component.name, url.clone(), messaging.clone()))
                 }
                 _ => None,
             };
-            services.push(Arc::new(Service::new(component, &config.limits, code, database, broker, &metrics)));
+            services.push(Arc::new(Service::new(
+                component,
+                &config.limits,
+                code,
+                database,
+                broker,
+                &metrics,
+            )));
         }
         let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
             format!(
@@ -129,7 +154,12 @@ impl Host {
             .filter(|service| !service.subscriptions.is_empty())
             .filter_map(|service| {
                 let broker = service.broker.clone()?;
-                Some(Arc::new(MessageTrigger::new(runtime.clone(), service.clone(), broker, deadline)))
+                Some(Arc::new(MessageTrigger::new(
+                    runtime.clone(),
+                    service.clone(),
+                    broker,
+                    deadline,
+                )))
             })
             .collect();
         let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
@@ -159,13 +189,17 @@ impl Host {
     /// The address the HTTP listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TCP listener always has a local address.
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The address the admin listener is bound to.
     pub fn admin_addr(&self) -> SocketAddr {
         // A bound TCP listener always has a local address.
-        self.admin_listener.local_addr().expect("bound listener has an address")
+        self.admin_listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// What the host runs.
@@ -177,48 +211,78 @@ impl Host {
     /// work with de-duplication. `None` if there is no such component.
     pub async fn deliver(&self, component: &str, event: IncomingEvent) -> Option<DeliveryOutcome> {
         let service = self.registry.service(component)?;
-        Some(crate::triggers::messaging::delivery::deliver(self.registry.runtime(), service, event, self.deadline).await)
+        Some(
+            crate::triggers::messaging::delivery::deliver(
+                self.registry.runtime(),
+                service,
+                event,
+                self.deadline,
+            )
+            .await,
+        )
     }
 
     /// Serves until `shutdown` completes, then stops phase by phase (see [`Supervisor`]): the
     /// HTTP listener and the consumers first (each letting the work in flight finish and
     /// acknowledging it), then the relays, retention and the file watcher, then the broker
     /// connection and the admin listener.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "serving HTTP");
         let mut supervisor = Supervisor::new();
         let (http, listener) = (self.http.clone(), self.listener);
         supervisor.spawn(Phase::Intake, move |stop| async move {
-            if let Err(err) = http.serve(listener, async move { stop.cancelled().await }).await {
+            if let Err(err) = http
+                .serve(listener, async move { stop.cancelled().await })
+                .await
+            {
                 tracing::error!(error = %err, "the HTTP listener failed");
             }
         });
         for consumer in self.consumers {
             let name = format!("consumer of {}", consumer.component());
-            supervisor.spawn_restarting(Phase::Intake, name, move |stop| consumer.clone().run(stop));
+            supervisor
+                .spawn_restarting(Phase::Intake, name, move |stop| consumer.clone().run(stop));
         }
         for relay in self.relays {
             let name = format!("outbox relay of {}", relay.component());
-            supervisor.spawn_restarting(Phase::Background, name, move |stop| relay.clone().run(stop));
+            supervisor
+                .spawn_restarting(Phase::Background, name, move |stop| relay.clone().run(stop));
         }
         for pruning in self.retention {
             let pruning = Arc::new(pruning);
             let name = format!("outbox and inbox retention of {}", pruning.component());
-            supervisor.spawn_restarting(Phase::Background, name, move |stop| pruning.clone().run(stop));
+            supervisor.spawn_restarting(Phase::Background, name, move |stop| {
+                pruning.clone().run(stop)
+            });
         }
         if self.admin.watch {
             match control::watch::watch(self.registry.clone()) {
                 Ok(watching) => supervisor.spawn(Phase::Background, watching),
-                Err(err) => tracing::warn!(error = %format!("{err:#}"), "component files are not watched; reload through the admin API"),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "component files are not watched; reload through the admin API")
+                }
             }
         }
         for service in self.registry.services() {
-            let Some(broker) = service.broker.clone() else { continue };
+            let Some(broker) = service.broker.clone() else {
+                continue;
+            };
             let name = format!("broker connection of {}", service.name);
-            supervisor.spawn_restarting(Phase::Connections, name, move |stop| broker.clone().supervise(stop));
+            supervisor.spawn_restarting(Phase::Connections, name, move |stop| {
+                broker.clone().supervise(stop)
+            });
         }
-        let (registry, admin_listener, token) = (self.registry.clone(), self.admin_listener, self.admin.token.clone());
-        supervisor.spawn(Phase::Connections, move |stop| control::serve(admin_listener, registry, token, stop));
+        let (registry, admin_listener, token) = (
+            self.registry.clone(),
+            self.admin_listener,
+            self.admin.token.clone(),
+        );
+        supervisor.spawn(Phase::Connections, move |stop| {
+            control::serve(admin_listener, registry, token, stop)
+        });
 
         shutdown.await;
         self.registry.begin_stopping();

@@ -68,8 +68,16 @@ impl StoreState {
     ) -> Self {
         in_flight.fetch_add(1, Ordering::Relaxed);
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(component.clone(), Stream::Stdout, log_rate.clone()))
-            .stderr(GuestLog::new(component.clone(), Stream::Stderr, log_rate.clone()))
+            .stdout(GuestLog::new(
+                component.clone(),
+                Stream::Stdout,
+                log_rate.clone(),
+            ))
+            .stderr(GuestLog::new(
+                component.clone(),
+                Stream::Stderr,
+                log_rate.clone(),
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -84,7 +92,10 @@ impl StoreState {
             table,
             hooks: crate::capabilities::http::DenyOutgoing,
             limits: GuestMemory {
-                limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(64).build(),
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    .instances(64)
+                    .build(),
                 largest: 0,
             },
             sql,
@@ -109,7 +120,12 @@ pub struct GuestMemory {
 }
 
 impl ResourceLimiter for GuestMemory {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
             self.largest = self.largest.max(desired);
@@ -117,7 +133,12 @@ impl ResourceLimiter for GuestMemory {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 
@@ -150,12 +171,19 @@ pub fn retire(store: Store<StoreState>) {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for StoreState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }

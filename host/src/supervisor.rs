@@ -45,7 +45,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new() -> Self {
-        Self { phases: std::array::from_fn(|_| (CancellationToken::new(), JoinSet::new())) }
+        Self {
+            phases: std::array::from_fn(|_| (CancellationToken::new(), JoinSet::new())),
+        }
     }
 
     /// Runs `task` until it returns; it should return soon after its token is cancelled.
@@ -101,9 +103,16 @@ impl Supervisor {
     pub async fn stop(&mut self, grace: Duration) {
         for (index, (stop, tasks)) in self.phases.iter_mut().enumerate() {
             stop.cancel();
-            let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+            let drained =
+                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                    .await;
             if drained.is_err() {
-                tracing::warn!(phase = index, ?grace, left = tasks.len(), "tasks still running after the grace period; aborting them");
+                tracing::warn!(
+                    phase = index,
+                    ?grace,
+                    left = tasks.len(),
+                    "tasks still running after the grace period; aborting them"
+                );
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
             }
@@ -121,7 +130,11 @@ mod tests {
     async fn phases_stop_in_order_each_after_the_one_before_has_finished() {
         let mut supervisor = Supervisor::new();
         let stopped = Arc::new(Mutex::new(Vec::new()));
-        for (phase, name) in [(Phase::Connections, "broker"), (Phase::Intake, "http"), (Phase::Background, "relay")] {
+        for (phase, name) in [
+            (Phase::Connections, "broker"),
+            (Phase::Intake, "http"),
+            (Phase::Background, "relay"),
+        ] {
             let stopped = stopped.clone();
             supervisor.spawn(phase, move |stop| async move {
                 stop.cancelled().await;
@@ -151,11 +164,23 @@ mod tests {
         });
         let started = std::time::Instant::now();
         while runs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
-            assert!(started.elapsed() < Duration::from_secs(5), "not started again");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not started again"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::timeout(Duration::from_secs(5), supervisor.stop(Duration::from_secs(1))).await.expect("stops");
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3, "not started again once stopping");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            supervisor.stop(Duration::from_secs(1)),
+        )
+        .await
+        .expect("stops");
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "not started again once stopping"
+        );
     }
 
     #[tokio::test]
@@ -168,7 +193,15 @@ mod tests {
             stop.cancelled().await;
             *flag.lock().expect("lock") = true;
         });
-        tokio::time::timeout(Duration::from_secs(5), supervisor.stop(Duration::from_millis(50))).await.expect("stops");
-        assert!(*later.lock().expect("lock"), "the later phase still stopped");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            supervisor.stop(Duration::from_millis(50)),
+        )
+        .await
+        .expect("stops");
+        assert!(
+            *later.lock().expect("lock"),
+            "the later phase still stopped"
+        );
     }
 }

@@ -8,7 +8,10 @@ pub struct Handler;
 
 impl MessageHandler for Handler {
     fn handle(event: IncomingEvent) -> Result<(), HandleError> {
-        Err(HandleError::Reject(format!("bare consumes nothing, not {}", event.topic)))
+        Err(HandleError::Reject(format!(
+            "bare consumes nothing, not {}",
+            event.topic
+        )))
     }
 }
 

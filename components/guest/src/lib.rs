@@ -32,9 +32,9 @@ pub mod bindings {
     });
 }
 
+pub use bindings::export;
 pub use bindings::exports::platform::service::message_handler::{
     Guest as MessageHandler, HandleError, IncomingEvent,
 };
-pub use bindings::export;
-pub use utoipa;
 pub use bindings::platform::service::{messaging, sql};
+pub use utoipa;

@@ -38,18 +38,27 @@ pub const PATH: &str = "/openapi.json";
 /// `GET /openapi.json`: `document` with the shared responses and the request's server, once it
 /// is checked against `routes`.
 pub fn serve(mut document: OpenApi, routes: &[Route], request: &Request) -> Response {
-    let served: BTreeSet<String> =
-        routes.iter().filter(|route| route.path != PATH).map(|route| format!("{} {}", route.method, route.path)).collect();
+    let served: BTreeSet<String> = routes
+        .iter()
+        .filter(|route| route.path != PATH)
+        .map(|route| format!("{} {}", route.method, route.path))
+        .collect();
     let documented = operations(&document);
     if served != documented {
         let undocumented: Vec<&String> = served.difference(&documented).collect();
         let unserved: Vec<&String> = documented.difference(&served).collect();
-        let detail = format!("the API document and the route table disagree: undocumented {undocumented:?}, documented but not served {unserved:?}");
+        let detail = format!(
+            "the API document and the route table disagree: undocumented {undocumented:?}, documented but not served {unserved:?}"
+        );
         eprintln!("{detail}");
         return reply::problem(&Problem::new(500, detail));
     }
     let prefix = reply::prefix(request);
-    document.servers = Some(vec![Server::new(if prefix.is_empty() { "/" } else { prefix })]);
+    document.servers = Some(vec![Server::new(if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
+    })]);
     add_shared_responses(&mut document);
     reply::json(200, &document)
 }
@@ -57,17 +66,32 @@ pub fn serve(mut document: OpenApi, routes: &[Route], request: &Request) -> Resp
 /// Adds the responses the host may give for any operation, and the `Problem` schema they use.
 pub fn add_shared_responses(document: &mut OpenApi) {
     let components = document.components.get_or_insert_with(Default::default);
-    components.schemas.entry(Problem::name().into_owned()).or_insert_with(Problem::schema);
+    components
+        .schemas
+        .entry(Problem::name().into_owned())
+        .or_insert_with(Problem::schema);
     for (name, schema) in problem_schemas() {
         components.schemas.entry(name).or_insert(schema);
     }
     for item in document.paths.paths.values_mut() {
-        let operations = [item.get.as_mut(), item.post.as_mut(), item.put.as_mut(), item.patch.as_mut(), item.delete.as_mut()];
+        let operations = [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.patch.as_mut(),
+            item.delete.as_mut(),
+        ];
         for operation in operations.into_iter().flatten() {
             let mut shared = vec![
                 ("500", "The component failed, or trapped."),
-                ("503", "The database is away or the service is at its limit of requests; retry after `Retry-After`."),
-                ("504", "The request ran out of time: its unit of work was rolled back, or, when its commit got no answer, its outcome is unknown."),
+                (
+                    "503",
+                    "The database is away or the service is at its limit of requests; retry after `Retry-After`.",
+                ),
+                (
+                    "504",
+                    "The request ran out of time: its unit of work was rolled back, or, when its commit got no answer, its outcome is unknown.",
+                ),
             ];
             if operation.request_body.is_some() {
                 shared.push(("413", "The body is over the size limit."));
@@ -75,11 +99,23 @@ pub fn add_shared_responses(document: &mut OpenApi) {
             }
             for (status, description) in shared {
                 let response = operation.responses.responses.entry(status.to_owned());
-                let RefOr::T(response) = response.or_insert_with(|| problem_response(description)) else { continue };
+                let RefOr::T(response) = response.or_insert_with(|| problem_response(description))
+                else {
+                    continue;
+                };
                 if status == "503" {
-                    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build();
-                    let header = HeaderBuilder::new().schema(seconds).description(Some("Seconds to wait before retrying.")).build();
-                    response.headers.entry("Retry-After".into()).or_insert(header);
+                    let seconds = ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .build();
+                    let header = HeaderBuilder::new()
+                        .schema(seconds)
+                        .description(Some("Seconds to wait before retrying."))
+                        .build();
+                    response
+                        .headers
+                        .entry("Retry-After".into())
+                        .or_insert(header);
                 }
             }
         }
@@ -90,7 +126,13 @@ pub fn add_shared_responses(document: &mut OpenApi) {
 fn operations(document: &OpenApi) -> BTreeSet<String> {
     let mut operations = BTreeSet::new();
     for (path, item) in &document.paths.paths {
-        let methods = [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("PATCH", &item.patch), ("DELETE", &item.delete)];
+        let methods = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ];
         for (method, operation) in methods {
             if operation.is_some() {
                 operations.insert(format!("{method} {path}"));
@@ -104,7 +146,12 @@ fn operations(document: &OpenApi) -> BTreeSet<String> {
 pub fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     ResponseBuilder::new()
         .description(description)
-        .content(PROBLEM, ContentBuilder::new().schema(Some(Ref::from_schema_name(Problem::name()))).build())
+        .content(
+            PROBLEM,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(Problem::name())))
+                .build(),
+        )
         .into()
 }
 

@@ -14,14 +14,19 @@ pub struct Page<'a> {
 impl<'a> Page<'a> {
     /// `select` is `SELECT <columns> FROM <table>`, with no `WHERE`.
     pub fn new(select: &'a str) -> Self {
-        Self { select, conditions: Vec::new(), params: Vec::new() }
+        Self {
+            select,
+            conditions: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     /// Keeps rows whose `column` equals `value`, when there is a value.
     pub fn filter(mut self, column: &str, value: Option<Value>) -> Self {
         if let Some(value) = value {
             self.params.push(value);
-            self.conditions.push(format!("{column} = ${}", self.params.len()));
+            self.conditions
+                .push(format!("{column} = ${}", self.params.len()));
         }
         self
     }
@@ -46,9 +51,17 @@ impl<'a> Page<'a> {
         } else {
             format!(" WHERE {}", self.conditions.join(" AND "))
         };
-        let statement = format!("{}{filter} ORDER BY id DESC LIMIT ${}", self.select, self.params.len());
+        let statement = format!(
+            "{}{filter} ORDER BY id DESC LIMIT ${}",
+            self.select,
+            self.params.len()
+        );
         let rows = sql::query(&statement, &self.params)?;
-        let mut items = rows.rows.into_iter().map(read).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .rows
+            .into_iter()
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(id)

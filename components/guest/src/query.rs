@@ -19,9 +19,15 @@ impl Query {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             if !known.contains(&name.as_ref()) && name != "limit" && name != "cursor" {
                 let expected = [known, &["limit", "cursor"]].concat().join(", ");
-                return Err(invalid(&name, &format!("is not a known parameter; expected {expected}")));
+                return Err(invalid(
+                    &name,
+                    &format!("is not a known parameter; expected {expected}"),
+                ));
             }
-            if parameters.insert(name.to_string(), value.to_string()).is_some() {
+            if parameters
+                .insert(name.to_string(), value.to_string())
+                .is_some()
+            {
                 return Err(invalid(&name, "is given more than once"));
             }
         }
@@ -34,7 +40,10 @@ impl Query {
         name: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Result<Option<T>, Problem> {
-        self.0.get(name).map(|value| parse(value).map_err(|err| invalid(name, &err.to_string()))).transpose()
+        self.0
+            .get(name)
+            .map(|value| parse(value).map_err(|err| invalid(name, &err.to_string())))
+            .transpose()
     }
 
     /// `limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
@@ -52,7 +61,9 @@ impl Query {
     /// `cursor`: the last id of the previous page, as `nextCursor` gave it.
     pub fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, Problem> {
         self.get("cursor", |value| {
-            value.parse::<T>().map_err(|_| "is not a cursor this service gave out (use nextCursor from a previous page)")
+            value.parse::<T>().map_err(
+                |_| "is not a cursor this service gave out (use nextCursor from a previous page)",
+            )
         })
     }
 }

@@ -31,7 +31,9 @@ pub fn dispatch(routes: &[Route], request: &Request) -> Response {
     let mut allowed: Vec<String> = Vec::new();
     let mut path_matched = None;
     for route in routes {
-        let Some(params) = capture(route.path, &segments) else { continue };
+        let Some(params) = capture(route.path, &segments) else {
+            continue;
+        };
         if route.method == *method {
             http_route::matched(route.path);
             return (route.handler)(request, &params);

@@ -17,7 +17,8 @@ impl std::fmt::Display for BadColumn {
 
 /// Takes the row's values, checking their count.
 pub fn columns<const N: usize>(row: Vec<Value>) -> Result<[Value; N], BadColumn> {
-    row.try_into().map_err(|row: Vec<Value>| BadColumn(format!("count ({} of {N})", row.len())))
+    row.try_into()
+        .map_err(|row: Vec<Value>| BadColumn(format!("count ({} of {N})", row.len())))
 }
 
 pub fn id<T: std::str::FromStr>(value: Value, column: &str) -> Result<T, BadColumn> {
@@ -27,7 +28,10 @@ pub fn id<T: std::str::FromStr>(value: Value, column: &str) -> Result<T, BadColu
     }
 }
 
-pub fn optional_id<T: std::str::FromStr>(value: Value, column: &str) -> Result<Option<T>, BadColumn> {
+pub fn optional_id<T: std::str::FromStr>(
+    value: Value,
+    column: &str,
+) -> Result<Option<T>, BadColumn> {
     match value {
         Value::Null => Ok(None),
         other => id(other, column).map(Some),
@@ -50,12 +54,16 @@ pub fn text(value: Value, column: &str) -> Result<String, BadColumn> {
 
 /// A text column parsed into a value of its own type (a status enum).
 pub fn parsed<T: std::str::FromStr>(value: Value, column: &str) -> Result<T, BadColumn> {
-    text(value, column)?.parse().map_err(|_| BadColumn(column.into()))
+    text(value, column)?
+        .parse()
+        .map_err(|_| BadColumn(column.into()))
 }
 
 pub fn timestamp(value: Value, column: &str) -> Result<Timestamp, BadColumn> {
     match value {
-        Value::Timestamp(micros) => Timestamp::from_unix_micros(micros).map_err(|_| BadColumn(column.into())),
+        Value::Timestamp(micros) => {
+            Timestamp::from_unix_micros(micros).map_err(|_| BadColumn(column.into()))
+        }
         _ => Err(BadColumn(column.into())),
     }
 }

@@ -41,7 +41,9 @@ pub struct Page {
 pub fn get(id: &str) -> Response {
     let id: InvoiceId = match id.parse() {
         Ok(id) => id,
-        Err(err @ ParseIdError) => return reply::problem(&Problem::invalid(Location::Path, "id", err.to_string())),
+        Err(err @ ParseIdError) => {
+            return reply::problem(&Problem::invalid(Location::Path, "id", err.to_string()));
+        }
     };
     match store::get(id) {
         Ok(Some(invoice)) => reply::json(200, &invoice),

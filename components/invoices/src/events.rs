@@ -1,7 +1,7 @@
 //! The `message-handler` export: Invoices consumes `orders.created`.
 
-use contracts::events::{Event, InvoiceIssued, OrderCreated};
 use contracts::InvoiceId;
+use contracts::events::{Event, InvoiceIssued, OrderCreated};
 use service_guest::{HandleError, IncomingEvent, MessageHandler, events};
 
 use crate::store::{self, Issued};
@@ -12,7 +12,9 @@ impl MessageHandler for Handler {
     fn handle(event: IncomingEvent) -> Result<(), HandleError> {
         match event.topic.as_str() {
             OrderCreated::TOPIC => issue(&events::read(&event)?),
-            other => Err(HandleError::Reject(format!("invoices does not consume {other}"))),
+            other => Err(HandleError::Reject(format!(
+                "invoices does not consume {other}"
+            ))),
         }
     }
 }
@@ -32,5 +34,6 @@ fn issue(order: &OrderCreated) -> Result<(), HandleError> {
         amount: invoice.amount,
         issued_at: invoice.issued_at,
     };
-    events::publish(&issued).map_err(|err| HandleError::Retry(format!("cannot publish invoices.issued: {err:?}")))
+    events::publish(&issued)
+        .map_err(|err| HandleError::Retry(format!("cannot publish invoices.issued: {err:?}")))
 }

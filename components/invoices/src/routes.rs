@@ -8,10 +8,26 @@ use spin_sdk::http::{Method, Request, Response};
 use crate::{api, docs};
 
 const ROUTES: &[Route] = &[
-    Route { method: Method::Get, path: "/health", handler: |_, _| api::health() },
-    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| docs::serve(ROUTES, request) },
-    Route { method: Method::Get, path: "/invoices", handler: |request, _| api::list(request) },
-    Route { method: Method::Get, path: "/invoices/{id}", handler: |_, params| api::get(params.first().copied().unwrap_or_default()) },
+    Route {
+        method: Method::Get,
+        path: "/health",
+        handler: |_, _| api::health(),
+    },
+    Route {
+        method: Method::Get,
+        path: "/openapi.json",
+        handler: |request, _| docs::serve(ROUTES, request),
+    },
+    Route {
+        method: Method::Get,
+        path: "/invoices",
+        handler: |request, _| api::list(request),
+    },
+    Route {
+        method: Method::Get,
+        path: "/invoices/{id}",
+        handler: |_, params| api::get(params.first().copied().unwrap_or_default()),
+    },
 ];
 
 pub fn dispatch(request: &Request) -> Response {

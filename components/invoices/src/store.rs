@@ -3,8 +3,8 @@
 use contracts::events::OrderCreated;
 use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
 use serde::Serialize;
-pub use service_guest::rows::StoreError;
 use service_guest::page::Page;
+pub use service_guest::rows::StoreError;
 use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
@@ -86,16 +86,32 @@ pub fn issue(id: InvoiceId, order: &OrderCreated) -> Result<Issued, StoreError> 
 }
 
 pub fn get(id: InvoiceId) -> Result<Option<Invoice>, StoreError> {
-    let rows = sql::query(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"), &[Value::Uuid(id.to_string())])?;
-    Ok(rows.rows.into_iter().next().map(Invoice::from_row).transpose()?)
+    let rows = sql::query(
+        &format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"),
+        &[Value::Uuid(id.to_string())],
+    )?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .next()
+        .map(Invoice::from_row)
+        .transpose()?)
 }
 
 /// One page of invoices, newest first, and the cursor of the next page if there is one.
 pub fn list(filter: &Filter) -> Result<(Vec<Invoice>, Option<InvoiceId>), StoreError> {
     Page::new(&format!("SELECT {COLUMNS} FROM invoices"))
-        .filter("order_id", filter.order_id.map(|id| Value::Uuid(id.to_string())))
-        .filter("customer_id", filter.customer_id.map(|id| Value::Uuid(id.to_string())))
-        .fetch(filter.cursor, filter.limit, Invoice::from_row, |invoice| invoice.id)
+        .filter(
+            "order_id",
+            filter.order_id.map(|id| Value::Uuid(id.to_string())),
+        )
+        .filter(
+            "customer_id",
+            filter.customer_id.map(|id| Value::Uuid(id.to_string())),
+        )
+        .fetch(filter.cursor, filter.limit, Invoice::from_row, |invoice| {
+            invoice.id
+        })
 }
 
 pub fn ping() -> Result<(), StoreError> {

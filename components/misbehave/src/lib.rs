@@ -50,7 +50,10 @@ pub struct Handler;
 
 impl MessageHandler for Handler {
     fn handle(event: IncomingEvent) -> Result<(), HandleError> {
-        Err(HandleError::Reject(format!("misbehave consumes nothing, not {}", event.topic)))
+        Err(HandleError::Reject(format!(
+            "misbehave consumes nothing, not {}",
+            event.topic
+        )))
     }
 }
 
@@ -76,7 +79,9 @@ fn dispatch(request: &Request) -> Response {
         }
         "/huge-sql" => {
             let rows = number(query, "rows").unwrap_or(100);
-            run(&format!("SELECT repeat('x', 1048576) FROM generate_series(1, {rows})"))
+            run(&format!(
+                "SELECT repeat('x', 1048576) FROM generate_series(1, {rows})"
+            ))
         }
         "/huge-value" => {
             let bytes = number(query, "bytes").unwrap_or(300_000_000);
@@ -105,7 +110,11 @@ fn dispatch(request: &Request) -> Response {
         }
         "/big-header" => {
             let bytes = number(query, "bytes").unwrap_or(1 << 20) as usize;
-            Response::builder().status(200).header("x-big", "x".repeat(bytes)).body("big header").build()
+            Response::builder()
+                .status(200)
+                .header("x-big", "x".repeat(bytes))
+                .body("big header")
+                .build()
         }
         "/log-flood" => {
             for line in 0..number(query, "lines").unwrap_or(100_000) {
@@ -124,7 +133,10 @@ fn publish_flood(query: &str) -> Response {
     use service_guest::messaging::{OutgoingEvent, publish};
     let bytes = number(query, "bytes").unwrap_or(40 << 20) as usize;
     let count = number(query, "count").unwrap_or(30);
-    let field = query.split('&').find_map(|pair| pair.strip_prefix("field=")).unwrap_or("data-schema");
+    let field = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("field="))
+        .unwrap_or("data-schema");
     // JSON (a string) so that only the size could be refused for `data`.
     let long = format!("\"{}\"", "x".repeat(bytes.saturating_sub(2)));
     let mut published = 0;
@@ -159,11 +171,18 @@ fn outcome(result: Result<(), sql::Error>) -> Response {
         Err(sql::Error::Database(db)) => (Some(db.code), db.message),
         Err(other) => (Some("other".to_owned()), format!("{other:?}")),
     };
-    json_response(200, &serde_json::json!({ "code": code, "message": message }))
+    json_response(
+        200,
+        &serde_json::json!({ "code": code, "message": message }),
+    )
 }
 
 fn json_response(status: u16, body: &serde_json::Value) -> Response {
-    Response::builder().status(status).header("content-type", "application/json").body(body.to_string()).build()
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .build()
 }
 
 fn spin() -> ! {
@@ -194,17 +213,26 @@ fn recurse(depth: u64) -> u64 {
 }
 
 fn number(query: &str, key: &str) -> Option<u64> {
-    query.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
 /// Runs `statement` and answers its rows, or its error.
 fn run(statement: &str) -> Response {
     match sql::query(statement, &[]) {
         Ok(rows) => {
-            let rows: Vec<Vec<serde_json::Value>> =
-                rows.rows.iter().map(|row| row.iter().map(json).collect()).collect();
+            let rows: Vec<Vec<serde_json::Value>> = rows
+                .rows
+                .iter()
+                .map(|row| row.iter().map(json).collect())
+                .collect();
             let body = serde_json::json!({ "rows": rows });
-            Response::builder().status(200).header("content-type", "application/json").body(body.to_string()).build()
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .build()
         }
         Err(err) => {
             let (code, message) = match &err {
@@ -214,7 +242,11 @@ fn run(statement: &str) -> Response {
             };
             let status = if code == "unavailable" { 503 } else { 422 };
             let body = serde_json::json!({ "code": code, "message": message });
-            Response::builder().status(status).header("content-type", "application/json").body(body.to_string()).build()
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .build()
         }
     }
 }
@@ -226,12 +258,18 @@ fn json(value: &Value) -> serde_json::Value {
         Value::Int32(n) => (*n).into(),
         Value::Int64(n) => (*n).into(),
         Value::Float64(x) => (*x).into(),
-        Value::Text(text) | Value::Uuid(text) | Value::Numeric(text) | Value::Json(text) => text.as_str().into(),
+        Value::Text(text) | Value::Uuid(text) | Value::Numeric(text) | Value::Json(text) => {
+            text.as_str().into()
+        }
         Value::Bytes(bytes) => bytes.len().into(),
         Value::Timestamp(micros) => (*micros).into(),
     }
 }
 
 fn text(status: u16, body: &str) -> Response {
-    Response::builder().status(status).header("content-type", "text/plain").body(body.to_owned()).build()
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body.to_owned())
+        .build()
 }

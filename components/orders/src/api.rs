@@ -55,7 +55,8 @@ pub struct Page {
     ),
 )]
 pub fn create(request: &Request) -> Response {
-    let parsed = NewOrder::from_request(request).and_then(|order| Ok((order, input::idempotency_key(request)?)));
+    let parsed = NewOrder::from_request(request)
+        .and_then(|order| Ok((order, input::idempotency_key(request)?)));
     let (order, key) = match parsed {
         Ok(parsed) => parsed,
         Err(problem) => return reply::problem(&problem),
@@ -68,7 +69,9 @@ pub fn create(request: &Request) -> Response {
             }
             (created, false)
         }
-        Ok(Created::Existing(existing)) if existing.customer_id == order.customer_id && existing.amount == order.amount => {
+        Ok(Created::Existing(existing))
+            if existing.customer_id == order.customer_id && existing.amount == order.amount =>
+        {
             (existing, true)
         }
         Ok(Created::Existing(_)) => {
@@ -82,7 +85,10 @@ pub fn create(request: &Request) -> Response {
         Err(err) => return failed(err),
     };
     let mut response = reply::json(201, &order);
-    response.set_header("location", format!("{}/orders/{}", reply::prefix(request), order.id));
+    response.set_header(
+        "location",
+        format!("{}/orders/{}", reply::prefix(request), order.id),
+    );
     if replayed {
         response.set_header("idempotent-replayed", "true");
     }

@@ -11,7 +11,9 @@ impl MessageHandler for Handler {
     fn handle(event: IncomingEvent) -> Result<(), HandleError> {
         match event.topic.as_str() {
             InvoiceIssued::TOPIC => invoiced(&events::read(&event)?),
-            other => Err(HandleError::Reject(format!("orders does not consume {other}"))),
+            other => Err(HandleError::Reject(format!(
+                "orders does not consume {other}"
+            ))),
         }
     }
 }
@@ -24,9 +26,10 @@ fn invoiced(issued: &InvoiceIssued) -> Result<(), HandleError> {
             "order {} is already invoiced by {other:?}, not by {}",
             issued.order_id, issued.invoice_id
         ))),
-        Ok(Invoiced::NoSuchOrder) => {
-            Err(HandleError::Reject(format!("invoice {} names unknown order {}", issued.invoice_id, issued.order_id)))
-        }
+        Ok(Invoiced::NoSuchOrder) => Err(HandleError::Reject(format!(
+            "invoice {} names unknown order {}",
+            issued.invoice_id, issued.order_id
+        ))),
         Err(err) => Err(HandleError::Retry(format!("{err:?}"))),
     }
 }

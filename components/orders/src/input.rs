@@ -28,17 +28,25 @@ pub struct NewOrder {
 impl NewOrder {
     /// Parses a `POST /orders` request: content type, size, then the JSON body.
     pub fn from_request(request: &Request) -> Result<Self, Problem> {
-        let content_type = request.header("content-type").and_then(|value| value.as_str());
+        let content_type = request
+            .header("content-type")
+            .and_then(|value| value.as_str());
         if !is_json(content_type) {
             return Err(Problem::invalid_with_status(
                 415,
                 Location::Header,
                 "Content-Type",
-                format!("must be application/json (got {})", content_type.unwrap_or("none")),
+                format!(
+                    "must be application/json (got {})",
+                    content_type.unwrap_or("none")
+                ),
             ));
         }
         if request.body().len() > MAX_BODY_BYTES {
-            return Err(Problem::new(413, format!("the body is over {MAX_BODY_BYTES} bytes")));
+            return Err(Problem::new(
+                413,
+                format!("the body is over {MAX_BODY_BYTES} bytes"),
+            ));
         }
         Self::from_json(request.body())
     }
@@ -57,7 +65,10 @@ impl NewOrder {
         let mut object = Map::new();
         for (name, member) in members {
             if name != "customerId" && name != "amount" {
-                return Err(body_error(&name, "is not a known field; expected customerId and amount"));
+                return Err(body_error(
+                    &name,
+                    "is not a known field; expected customerId and amount",
+                ));
             }
             if object.insert(name.clone(), member).is_some() {
                 return Err(body_error(&name, "is given more than once"));
@@ -73,29 +84,47 @@ impl NewOrder {
         let amount = match amount {
             Value::Number(number) => match (number.as_i64(), number.as_u64()) {
                 (Some(units), _) => Amount::new(units).map_err(|err| body_error("amount", err))?,
-                (None, Some(_)) => return Err(body_error("amount", contracts::AmountError::TooLarge)),
+                (None, Some(_)) => {
+                    return Err(body_error("amount", contracts::AmountError::TooLarge));
+                }
                 // JSON has one number type: `250.0` is the integer 250 (as JSON Schema says),
                 // `250.5` is not a whole number of cents.
                 (None, None) => match number.as_f64().filter(|units| units.fract() == 0.0) {
                     Some(units) if units.abs() <= Amount::MAX.minor_units() as f64 => {
                         Amount::new(units as i64).map_err(|err| body_error("amount", err))?
                     }
-                    Some(units) if units > 0.0 => return Err(body_error("amount", contracts::AmountError::TooLarge)),
-                    Some(_) => return Err(body_error("amount", contracts::AmountError::NotPositive)),
-                    None => return Err(body_error("amount", "must be a whole number of minor units (cents)")),
+                    Some(units) if units > 0.0 => {
+                        return Err(body_error("amount", contracts::AmountError::TooLarge));
+                    }
+                    Some(_) => {
+                        return Err(body_error("amount", contracts::AmountError::NotPositive));
+                    }
+                    None => {
+                        return Err(body_error(
+                            "amount",
+                            "must be a whole number of minor units (cents)",
+                        ));
+                    }
                 },
             },
             _ => return Err(body_error("amount", "must be a number")),
         };
-        Ok(Self { customer_id, amount })
+        Ok(Self {
+            customer_id,
+            amount,
+        })
     }
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
 pub fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
-    let Some(value) = request.header("idempotency-key") else { return Ok(None) };
+    let Some(value) = request.header("idempotency-key") else {
+        return Ok(None);
+    };
     let refuse = |detail: &str| Problem::invalid(Location::Header, "Idempotency-Key", detail);
-    let key = value.as_str().ok_or_else(|| refuse("must be visible ASCII text"))?;
+    let key = value
+        .as_str()
+        .ok_or_else(|| refuse("must be visible ASCII text"))?;
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(refuse("must be 1 to 255 characters"));
     }
@@ -107,7 +136,9 @@ pub fn idempotency_key(request: &Request) -> Result<Option<String>, Problem> {
 
 /// An order id from the path.
 pub fn order_id(segment: &str) -> Result<OrderId, Problem> {
-    segment.parse().map_err(|err: ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
+    segment
+        .parse()
+        .map_err(|err: ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
 }
 
 /// `GET /orders` query parameters. No others are accepted, and none twice.
@@ -151,7 +182,10 @@ impl<'de> serde::Deserialize<'de> for Members {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
                 let mut members = Vec::new();
                 while let Some(member) = map.next_entry()? {
                     members.push(member);

@@ -3,8 +3,8 @@
 
 use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
 use serde::Serialize;
-pub use service_guest::rows::StoreError;
 use service_guest::page::Page;
+pub use service_guest::rows::StoreError;
 use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
@@ -62,7 +62,11 @@ pub enum Created {
 const COLUMNS: &str = "id, customer_id, amount, status, created_at, invoice_id";
 
 /// Inserts the order, unless `idempotency_key` already names one: then returns that order.
-pub fn create(id: OrderId, order: &NewOrder, idempotency_key: Option<&str>) -> Result<Created, StoreError> {
+pub fn create(
+    id: OrderId,
+    order: &NewOrder,
+    idempotency_key: Option<&str>,
+) -> Result<Created, StoreError> {
     let key = idempotency_key.map_or(Value::Null, |key| Value::Text(key.to_owned()));
     let inserted = sql::query(
         &format!(
@@ -81,25 +85,42 @@ pub fn create(id: OrderId, order: &NewOrder, idempotency_key: Option<&str>) -> R
     }
     // The key was taken. `ON CONFLICT` waited for the other transaction to commit, so the
     // order it made is visible now.
-    let existing = sql::query(&format!("SELECT {COLUMNS} FROM orders WHERE idempotency_key = $1"), &[key])?;
-    let row = existing
-        .rows
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Failed("an idempotency key conflicted but its order is gone".into()))?;
+    let existing = sql::query(
+        &format!("SELECT {COLUMNS} FROM orders WHERE idempotency_key = $1"),
+        &[key],
+    )?;
+    let row = existing.rows.into_iter().next().ok_or_else(|| {
+        StoreError::Failed("an idempotency key conflicted but its order is gone".into())
+    })?;
     Ok(Created::Existing(Order::from_row(row)?))
 }
 
 pub fn get(id: OrderId) -> Result<Option<Order>, StoreError> {
-    let rows = sql::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"), &[Value::Uuid(id.to_string())])?;
-    Ok(rows.rows.into_iter().next().map(Order::from_row).transpose()?)
+    let rows = sql::query(
+        &format!("SELECT {COLUMNS} FROM orders WHERE id = $1"),
+        &[Value::Uuid(id.to_string())],
+    )?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .next()
+        .map(Order::from_row)
+        .transpose()?)
 }
 
 /// One page of orders, newest first, and the cursor of the next page if there is one.
 pub fn list(query: &ListQuery) -> Result<(Vec<Order>, Option<OrderId>), StoreError> {
     Page::new(&format!("SELECT {COLUMNS} FROM orders"))
-        .filter("customer_id", query.customer_id.map(|id| Value::Uuid(id.to_string())))
-        .filter("status", query.status.map(|status| Value::Text(status.as_str().to_owned())))
+        .filter(
+            "customer_id",
+            query.customer_id.map(|id| Value::Uuid(id.to_string())),
+        )
+        .filter(
+            "status",
+            query
+                .status
+                .map(|status| Value::Text(status.as_str().to_owned())),
+        )
         .fetch(query.cursor, query.limit, Order::from_row, |order| order.id)
 }
 
@@ -118,7 +139,10 @@ pub enum Invoiced {
 pub fn mark_invoiced(order: OrderId, invoice: InvoiceId) -> Result<Invoiced, StoreError> {
     let changed = sql::execute(
         "UPDATE orders SET status = 'invoiced', invoice_id = $2 WHERE id = $1 AND status = 'pending'",
-        &[Value::Uuid(order.to_string()), Value::Uuid(invoice.to_string())],
+        &[
+            Value::Uuid(order.to_string()),
+            Value::Uuid(invoice.to_string()),
+        ],
     )?;
     if changed > 0 {
         return Ok(Invoiced::Now);

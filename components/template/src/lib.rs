@@ -15,10 +15,10 @@
 //! a handler with `service_guest::export!` (see `components/orders`).
 
 use contracts::{Location, Problem, Timestamp};
+use service_guest::openapi;
 use service_guest::reply::{self, Health};
 use service_guest::router::Route;
 use service_guest::rows::{self, BadColumn, StoreError};
-use service_guest::openapi;
 use service_guest::sql::{self, Value};
 use spin_sdk::http::{Method, Request, Response};
 use utoipa::OpenApi;
@@ -38,16 +38,32 @@ const SERVICE: &str = "template";
 /// Method and path template to handler; paths start at the service's own root (the host strips
 /// its route).
 const ROUTES: &[Route] = &[
-    Route { method: Method::Get, path: "/health", handler: |_, _| health() },
-    Route { method: Method::Get, path: "/openapi.json", handler: |request, _| openapi::serve(Document::openapi(), ROUTES, request) },
-    Route { method: Method::Post, path: "/notes", handler: |request, _| create(request) },
-    Route { method: Method::Get, path: "/notes/{id}", handler: |_, params| get(params.first().copied().unwrap_or_default()) },
+    Route {
+        method: Method::Get,
+        path: "/health",
+        handler: |_, _| health(),
+    },
+    Route {
+        method: Method::Get,
+        path: "/openapi.json",
+        handler: |request, _| openapi::serve(Document::openapi(), ROUTES, request),
+    },
+    Route {
+        method: Method::Post,
+        path: "/notes",
+        handler: |request, _| create(request),
+    },
+    Route {
+        method: Method::Get,
+        path: "/notes/{id}",
+        handler: |_, params| get(params.first().copied().unwrap_or_default()),
+    },
 ];
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Template", description = "Notes: a service's starting point."),
-    paths(create, get, health),
+    paths(create, get, health)
 )]
 struct Document;
 
@@ -81,24 +97,39 @@ struct NewNote {
 fn create(request: &Request) -> Response {
     let note: NewNote = match serde_json::from_slice(request.body()) {
         Ok(note) => note,
-        Err(err) => return reply::problem(&Problem::invalid(Location::Body, "text", err.to_string())),
+        Err(err) => {
+            return reply::problem(&Problem::invalid(Location::Body, "text", err.to_string()));
+        }
     };
     let length = note.text.chars().count();
     if !(1..=1000).contains(&length) {
-        return reply::problem(&Problem::invalid(Location::Body, "text", "must be 1 to 1000 characters"));
+        return reply::problem(&Problem::invalid(
+            Location::Body,
+            "text",
+            "must be 1 to 1000 characters",
+        ));
     }
     let id = uuid::Uuid::now_v7();
     let inserted = sql::query(
         "INSERT INTO notes (id, text) VALUES ($1, $2) RETURNING id, text, created_at",
         &[Value::Uuid(id.to_string()), Value::Text(note.text)],
     );
-    match inserted.map_err(StoreError::from).and_then(|rows| first_note(rows.rows)) {
+    match inserted
+        .map_err(StoreError::from)
+        .and_then(|rows| first_note(rows.rows))
+    {
         Ok(Some(note)) => {
             let mut response = reply::json(201, &note);
-            response.set_header("location", format!("{}/notes/{}", reply::prefix(request), note.id));
+            response.set_header(
+                "location",
+                format!("{}/notes/{}", reply::prefix(request), note.id),
+            );
             response
         }
-        Ok(None) => reply::failed(SERVICE, StoreError::Failed("the insert returned no row".into())),
+        Ok(None) => reply::failed(
+            SERVICE,
+            StoreError::Failed("the insert returned no row".into()),
+        ),
         Err(err) => reply::failed(SERVICE, err),
     }
 }
@@ -117,8 +148,14 @@ fn get(id: &str) -> Response {
     let Ok(id) = uuid::Uuid::try_parse(id) else {
         return reply::problem(&Problem::invalid(Location::Path, "id", "must be a UUID"));
     };
-    let found = sql::query("SELECT id, text, created_at FROM notes WHERE id = $1", &[Value::Uuid(id.to_string())]);
-    match found.map_err(StoreError::from).and_then(|rows| first_note(rows.rows)) {
+    let found = sql::query(
+        "SELECT id, text, created_at FROM notes WHERE id = $1",
+        &[Value::Uuid(id.to_string())],
+    );
+    match found
+        .map_err(StoreError::from)
+        .and_then(|rows| first_note(rows.rows))
+    {
         Ok(Some(note)) => reply::json(200, &note),
         Ok(None) => reply::problem(&Problem::new(404, format!("no note {id}"))),
         Err(err) => reply::failed(SERVICE, err),
@@ -135,10 +172,16 @@ fn health() -> Response {
 
 /// The first row as a note.
 fn first_note(rows: Vec<Vec<Value>>) -> Result<Option<Note>, StoreError> {
-    let Some(row) = rows.into_iter().next() else { return Ok(None) };
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
     let read = || -> Result<Note, BadColumn> {
         let [id, text, created_at] = rows::columns(row)?;
-        Ok(Note { id: rows::id(id, "id")?, text: rows::text(text, "text")?, created_at: rows::timestamp(created_at, "created_at")? })
+        Ok(Note {
+            id: rows::id(id, "id")?,
+            text: rows::text(text, "text")?,
+            created_at: rows::timestamp(created_at, "created_at")?,
+        })
     };
     Ok(Some(read()?))
 }

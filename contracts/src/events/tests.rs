@@ -49,14 +49,20 @@ fn invoice_issued() -> InvoiceIssued {
 #[test]
 fn an_order_created_event_matches_its_schema() {
     let json = serde_json::to_value(envelope(order_created())).expect("serializes");
-    let errors: Vec<String> = schema("orders.created.v1").iter_errors(&json).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = schema("orders.created.v1")
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}\n{json}");
 }
 
 #[test]
 fn an_invoice_issued_event_matches_its_schema() {
     let json = serde_json::to_value(envelope(invoice_issued())).expect("serializes");
-    let errors: Vec<String> = schema("invoices.issued.v1").iter_errors(&json).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = schema("invoices.issued.v1")
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}\n{json}");
 }
 
@@ -75,10 +81,16 @@ fn the_schemas_refuse_what_the_types_refuse() {
     ] {
         let original = json.pointer(pointer).cloned().expect("pointer exists");
         *json.pointer_mut(pointer).expect("pointer exists") = bad.clone();
-        assert!(!order_created.is_valid(&json), "schema accepted {pointer} = {bad}");
+        assert!(
+            !order_created.is_valid(&json),
+            "schema accepted {pointer} = {bad}"
+        );
         let data = serde_json::to_vec(&json["data"]).expect("data");
         if pointer.starts_with("/data") {
-            assert!(decode::<OrderCreated>(Some(OrderCreated::DATA_SCHEMA), &data).is_err(), "type accepted {pointer} = {bad}");
+            assert!(
+                decode::<OrderCreated>(Some(OrderCreated::DATA_SCHEMA), &data).is_err(),
+                "type accepted {pointer} = {bad}"
+            );
         }
         *json.pointer_mut(pointer).expect("pointer exists") = original;
     }
@@ -88,13 +100,21 @@ fn the_schemas_refuse_what_the_types_refuse() {
 fn the_data_schema_is_the_one_dataschema_names() {
     let json = serde_json::to_value(envelope(order_created())).expect("serializes");
     let envelope_schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/schemas/orders.created.v1.json", env!("CARGO_MANIFEST_DIR"))).expect("schema"),
+        &std::fs::read_to_string(format!(
+            "{}/schemas/orders.created.v1.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("schema"),
     )
     .expect("JSON");
     let data_schema = &envelope_schema["$defs"]["data"];
     assert_eq!(data_schema["$id"], OrderCreated::DATA_SCHEMA);
     assert_eq!(json["dataschema"], OrderCreated::DATA_SCHEMA);
-    assert_ne!(envelope_schema["$id"], OrderCreated::DATA_SCHEMA, "the envelope has an id of its own");
+    assert_ne!(
+        envelope_schema["$id"],
+        OrderCreated::DATA_SCHEMA,
+        "the envelope has an id of its own"
+    );
 }
 
 #[test]
@@ -118,5 +138,8 @@ fn decode_refuses_another_schema_version() {
     let data = serde_json::to_vec(&order_created()).expect("data");
     let refused = decode::<OrderCreated>(Some("urn:contracts:orders.created:v2"), &data);
     assert!(matches!(refused, Err(DecodeError::UnknownSchema { .. })));
-    assert!(matches!(decode::<OrderCreated>(None, &data), Err(DecodeError::UnknownSchema { .. })));
+    assert!(matches!(
+        decode::<OrderCreated>(None, &data),
+        Err(DecodeError::UnknownSchema { .. })
+    ));
 }

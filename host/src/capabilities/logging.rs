@@ -66,8 +66,18 @@ pub enum Admit {
 impl LogRate {
     pub fn new(component: &str, per_second: u32, metrics: ComponentMetrics) -> Arc<Self> {
         let now = Instant::now();
-        let bucket = Bucket { tokens: f64::from(per_second), refilled: now, dropped: 0, reported: now };
-        Arc::new(Self { component: component.into(), per_second, bucket: Mutex::new(bucket), metrics })
+        let bucket = Bucket {
+            tokens: f64::from(per_second),
+            refilled: now,
+            dropped: 0,
+            reported: now,
+        };
+        Arc::new(Self {
+            component: component.into(),
+            per_second,
+            bucket: Mutex::new(bucket),
+            metrics,
+        })
     }
 
     /// Takes one line's turn, if there is one now.
@@ -121,11 +131,18 @@ pub struct GuestLog {
 
 impl GuestLog {
     pub fn new(component: Arc<str>, stream: Stream, rate: Arc<LogRate>) -> Self {
-        Self { component, stream, rate }
+        Self {
+            component,
+            stream,
+            rate,
+        }
     }
 
     fn lines(&self) -> Lines {
-        Lines { log: self.clone(), pending: Vec::new() }
+        Lines {
+            log: self.clone(),
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -185,8 +202,12 @@ impl Lines {
         let (trace_id, span_id) = crate::telemetry::propagation::current_ids().unzip();
         let (trace_id, span_id) = (trace_id.as_deref(), span_id.as_deref());
         match self.log.stream {
-            Stream::Stderr => tracing::warn!(target: "component", component, trace_id, span_id, "{text}"),
-            Stream::Stdout => tracing::info!(target: "component", component, trace_id, span_id, "{text}"),
+            Stream::Stderr => {
+                tracing::warn!(target: "component", component, trace_id, span_id, "{text}")
+            }
+            Stream::Stdout => {
+                tracing::info!(target: "component", component, trace_id, span_id, "{text}")
+            }
         }
     }
 }
@@ -219,7 +240,11 @@ impl Pollable for Lines {
 }
 
 impl AsyncWrite for Lines {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -245,7 +270,10 @@ mod tests {
         struct Buffer(Arc<Mutex<Vec<u8>>>);
         impl io::Write for Buffer {
             fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(bytes);
                 Ok(bytes.len())
             }
             fn flush(&mut self) -> io::Result<()> {
@@ -265,7 +293,11 @@ mod tests {
     }
 
     fn rate(per_second: u32) -> Arc<LogRate> {
-        LogRate::new("orders", per_second, Arc::new(crate::telemetry::metrics::Metrics::new()).component("orders"))
+        LogRate::new(
+            "orders",
+            per_second,
+            Arc::new(crate::telemetry::metrics::Metrics::new()).component("orders"),
+        )
     }
 
     fn guest_log(stream: Stream) -> GuestLog {
@@ -281,7 +313,10 @@ mod tests {
         });
         let events: Vec<&str> = log.lines().collect();
         assert_eq!(events.len(), 2, "{log}");
-        assert!(events[0].contains("WARN") && events[0].contains("component=\"orders\""), "{log}");
+        assert!(
+            events[0].contains("WARN") && events[0].contains("component=\"orders\""),
+            "{log}"
+        );
         assert!(events[0].contains("component: first line "), "{log}");
         assert!(events[1].contains("component: second line "), "{log}");
     }
@@ -292,7 +327,10 @@ mod tests {
             let mut lines = guest_log(Stream::Stdout).lines();
             lines.push(b"no newline");
         });
-        assert!(log.contains("INFO") && log.contains("component: no newline "), "{log}");
+        assert!(
+            log.contains("INFO") && log.contains("component: no newline "),
+            "{log}"
+        );
     }
 
     #[test]
@@ -311,8 +349,18 @@ mod tests {
     fn lines_past_the_rate_are_dropped_counted_and_said_once() {
         let rate = rate(10);
         let admitted: Vec<Admit> = (0..25).map(|_| rate.admit()).collect();
-        assert_eq!(admitted.iter().filter(|admit| **admit == Admit::Yes).count(), 10, "a burst of the rate");
-        assert_eq!(admitted.iter().filter(|admit| **admit == Admit::No).count(), 15);
+        assert_eq!(
+            admitted
+                .iter()
+                .filter(|admit| **admit == Admit::Yes)
+                .count(),
+            10,
+            "a burst of the rate"
+        );
+        assert_eq!(
+            admitted.iter().filter(|admit| **admit == Admit::No).count(),
+            15
+        );
         {
             let mut bucket = rate.bucket.lock().expect("lock");
             bucket.refilled -= Duration::from_secs(2);
@@ -321,7 +369,16 @@ mod tests {
         assert_eq!(rate.admit(), Admit::AfterDropping(15));
         assert_eq!(rate.admit(), Admit::Yes, "said once");
         let log = logged(|| {
-            let mut lines = GuestLog::new("orders".into(), Stream::Stdout, LogRate::new("orders", 2, Arc::new(crate::telemetry::metrics::Metrics::new()).component("orders"))).lines();
+            let mut lines = GuestLog::new(
+                "orders".into(),
+                Stream::Stdout,
+                LogRate::new(
+                    "orders",
+                    2,
+                    Arc::new(crate::telemetry::metrics::Metrics::new()).component("orders"),
+                ),
+            )
+            .lines();
             lines.push(b"1\n2\n3\n4\n");
         });
         assert_eq!(log.lines().count(), 2, "{log}");

@@ -39,7 +39,10 @@ pub struct Spent {
 impl HostMemory {
     pub fn new(total: usize) -> Arc<Self> {
         let total = total.min(Semaphore::MAX_PERMITS);
-        Arc::new(Self { bytes: Arc::new(Semaphore::new(total)), total })
+        Arc::new(Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        })
     }
 
     /// Reserves `bytes`, or refuses at once when they do not fit.
@@ -47,9 +50,16 @@ impl HostMemory {
         if bytes == 0 {
             return Ok(Held::default());
         }
-        let spent = || Spent { total: self.total, wanted: bytes };
+        let spent = || Spent {
+            total: self.total,
+            wanted: bytes,
+        };
         let count = u32::try_from(bytes).map_err(|_| spent())?;
-        self.bytes.clone().try_acquire_many_owned(count).map(|permit| Held(Some(permit))).map_err(|_| spent())
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(count)
+            .map(|permit| Held(Some(permit)))
+            .map_err(|_| spent())
     }
 
     /// Bytes not reserved now.
@@ -82,12 +92,21 @@ mod tests {
     fn a_reservation_that_does_not_fit_is_refused_and_dropped_ones_are_given_back() {
         let memory = HostMemory::new(1000);
         let mut first = memory.reserve(600).expect("fits");
-        assert_eq!(memory.reserve(500).err(), Some(Spent { total: 1000, wanted: 500 }));
+        assert_eq!(
+            memory.reserve(500).err(),
+            Some(Spent {
+                total: 1000,
+                wanted: 500
+            })
+        );
         first.merge(memory.reserve(400).expect("fits"));
         assert_eq!(first.bytes(), 1000);
         assert_eq!(memory.available(), 0);
         drop(first);
         assert_eq!(memory.available(), 1000);
-        assert!(memory.reserve(usize::MAX).is_err(), "more than there is, never a panic");
+        assert!(
+            memory.reserve(usize::MAX).is_err(),
+            "more than there is, never a panic"
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! Each capability has one shape: a context built per store (`SqlCtx`, `MessagingCtx`), a view borrowing it
 //! (`Sql<'_>`), the generated `Host` trait implemented on the view, and one `add_to_linker`.
 
-use wasmtime::error::Context;
 use wasmtime::component::Linker;
+use wasmtime::error::Context;
 
 use crate::state::StoreState;
 

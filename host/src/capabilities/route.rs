@@ -106,7 +106,11 @@ pub struct RouteCtx {
 
 impl RouteCtx {
     pub fn new(routes: Arc<Routes>) -> Self {
-        Self { routes, path: None, matched: None }
+        Self {
+            routes,
+            path: None,
+            matched: None,
+        }
     }
 
     /// The unit of work serves an HTTP request for `path` (the prefix already stripped).
@@ -132,10 +136,14 @@ impl<'a> Route<'a> {
 
 impl wit::Host for Route<'_> {
     async fn matched(&mut self, template: String) -> wasmtime::Result<()> {
-        let Some(path) = &self.ctx.path else { return Ok(()) };
+        let Some(path) = &self.ctx.path else {
+            return Ok(());
+        };
         match self.ctx.routes.take(&template, path) {
             Some(route) => self.ctx.matched = Some(route),
-            None => tracing::debug!(%template, %path, "a route that does not match the path was ignored"),
+            None => {
+                tracing::debug!(%template, %path, "a route that does not match the path was ignored")
+            }
         }
         Ok(())
     }
@@ -148,7 +156,10 @@ impl HasData for HasRoute {
 }
 
 /// Adds `platform:service/http-route` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> Route<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Route<'_>,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasRoute>(linker, view)
 }
 
@@ -166,21 +177,37 @@ mod tests {
         assert!(!matches("/orders/{id}", "/orders//"));
         assert!(!matches("/invoices/{id}", "/orders/42"));
         assert!(!matches("orders", "orders"));
-        assert!(!matches("/orders/{}", "/orders/42"), "a placeholder has a name");
-        assert!(!matches("/orders/x{id}", "/orders/x{id}"), "braces are never literal");
+        assert!(
+            !matches("/orders/{}", "/orders/42"),
+            "a placeholder has a name"
+        );
+        assert!(
+            !matches("/orders/x{id}", "/orders/x{id}"),
+            "braces are never literal"
+        );
     }
 
     #[test]
     fn the_full_route_has_the_prefix_and_a_component_cannot_name_routes_without_bound() {
         let routes = Routes::new("orders", "/orders");
-        assert_eq!(routes.take("/orders/{id}", "/orders/42").as_deref(), Some("/orders/orders/{id}"));
-        assert_eq!(routes.take("/orders/42", "/orders/42").as_deref(), Some("/orders/orders/42"));
+        assert_eq!(
+            routes.take("/orders/{id}", "/orders/42").as_deref(),
+            Some("/orders/orders/{id}")
+        );
+        assert_eq!(
+            routes.take("/orders/42", "/orders/42").as_deref(),
+            Some("/orders/orders/42")
+        );
         for n in 0..(2 * MAX_ROUTES) {
             let path = format!("/orders/{n}");
             routes.take(&path, &path);
         }
         assert_eq!(routes.seen.lock().unwrap().len(), MAX_ROUTES);
-        assert_eq!(routes.take("/orders/{id}", "/orders/7").as_deref(), Some("/orders/orders/{id}"), "a known route is still taken");
+        assert_eq!(
+            routes.take("/orders/{id}", "/orders/7").as_deref(),
+            Some("/orders/orders/{id}"),
+            "a known route is still taken"
+        );
         assert_eq!(routes.take("/orders/{x}/{y}", "/orders/7/8"), None);
     }
 }

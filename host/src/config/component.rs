@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{AmqpUrl, DatabaseUrl, Environment, GuestLimitSettings, GuestLimits, Limits, check_positive, check_topic};
+use super::{
+    AmqpUrl, DatabaseUrl, Environment, GuestLimitSettings, GuestLimits, Limits, check_positive,
+    check_topic,
+};
 
 /// One component, as the manifest names it.
 #[derive(Debug, Clone)]
@@ -88,7 +91,10 @@ pub(super) fn check_component(
         && raw.route.starts_with('/')
         && !raw.route.ends_with('/')
         && !raw.route.contains("//")
-        && raw.route.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+        && raw
+            .route
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
     if !route_ok {
         bail!(
             "route: {:?} must be a path prefix such as \"/orders\": a leading '/', no trailing '/', \
@@ -97,7 +103,9 @@ pub(super) fn check_component(
         );
     }
     if raw.route == "/health" {
-        bail!("route: \"/health\" is where the host answers its own readiness check; choose another prefix");
+        bail!(
+            "route: \"/health\" is where the host answers its own readiness check; choose another prefix"
+        );
     }
     let wasm = base.join(&raw.wasm);
     if !wasm.is_file() {
@@ -114,20 +122,31 @@ pub(super) fn check_component(
     {
         bail!("migrations: {} is not a folder", dir.display());
     }
-    let env_name = format!("{}_DATABASE_URL", raw.name.to_ascii_uppercase().replace('-', "_"));
+    let env_name = format!(
+        "{}_DATABASE_URL",
+        raw.name.to_ascii_uppercase().replace('-', "_")
+    );
     let Some(url) = env.var(&env_name).or(raw.database_url) else {
         bail!("database_url: missing; set it in the manifest or in {env_name}");
     };
     let url = DatabaseUrl::parse(&url).with_context(|| format!("database_url (or {env_name})"))?;
     check_positive("max_connections", raw.max_connections as u64)?;
     let limits = raw.limits.over(&limits.guest).resolve(&raw.name)?;
-    let amqp_env = format!("{}_AMQP_URL", raw.name.to_ascii_uppercase().replace('-', "_"));
+    let amqp_env = format!(
+        "{}_AMQP_URL",
+        raw.name.to_ascii_uppercase().replace('-', "_")
+    );
     let amqp_url = match env.var(&amqp_env).or(raw.amqp_url) {
-        Some(url) => Some(AmqpUrl::parse(&url).with_context(|| format!("amqp_url (or {amqp_env})"))?),
+        Some(url) => {
+            Some(AmqpUrl::parse(&url).with_context(|| format!("amqp_url (or {amqp_env})"))?)
+        }
         None => None,
     };
     check_positive("max_concurrency", raw.max_concurrency as u64)?;
-    for (field, topics) in [("subscriptions", &raw.subscriptions), ("publishes", &raw.publishes)] {
+    for (field, topics) in [
+        ("subscriptions", &raw.subscriptions),
+        ("publishes", &raw.publishes),
+    ] {
         for topic in topics {
             check_topic(topic).with_context(|| format!("{field}: {topic:?}"))?;
         }
@@ -156,7 +175,9 @@ pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
     let name_ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !name_ok {
         bail!("{name:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter");
     }

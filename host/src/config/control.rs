@@ -75,20 +75,28 @@ pub(super) struct ManifestCache {
 
 impl Default for ManifestAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), watch: default_watch() }
+        Self {
+            listen: default_admin_listen(),
+            watch: default_watch(),
+        }
     }
 }
 
-pub(super) fn check_admin(raw: ManifestAdmin, env: &impl Environment) -> anyhow::Result<AdminConfig> {
+pub(super) fn check_admin(
+    raw: ManifestAdmin,
+    env: &impl Environment,
+) -> anyhow::Result<AdminConfig> {
     let listen = match env.var("HOST_ADMIN_LISTEN") {
-        Some(listen) => listen
-            .parse()
-            .with_context(|| format!("HOST_ADMIN_LISTEN={listen:?} is not an address such as 127.0.0.1:9000"))?,
+        Some(listen) => listen.parse().with_context(|| {
+            format!("HOST_ADMIN_LISTEN={listen:?} is not an address such as 127.0.0.1:9000")
+        })?,
         None => raw.listen,
     };
     let token = env.var("HOST_ADMIN_TOKEN").map(Token);
     if token.as_ref().is_some_and(|token| token.0.len() < 16) {
-        bail!("HOST_ADMIN_TOKEN: must be at least 16 characters; make one with `openssl rand -hex 32`");
+        bail!(
+            "HOST_ADMIN_TOKEN: must be at least 16 characters; make one with `openssl rand -hex 32`"
+        );
     }
     if !listen.ip().is_loopback() && token.is_none() {
         bail!(
@@ -96,15 +104,28 @@ pub(super) fn check_admin(raw: ManifestAdmin, env: &impl Environment) -> anyhow:
              HOST_ADMIN_TOKEN (such as `openssl rand -hex 32`), or listen on 127.0.0.1"
         );
     }
-    Ok(AdminConfig { listen, token, watch: raw.watch })
+    Ok(AdminConfig {
+        listen,
+        token,
+        watch: raw.watch,
+    })
 }
 
-pub(super) fn check_cache(raw: ManifestCache, base: &Path, env: &impl Environment) -> anyhow::Result<CacheConfig> {
-    let named = env.var("HOST_CACHE_DIR").map(PathBuf::from).or(raw.dir.map(|dir| base.join(dir)));
+pub(super) fn check_cache(
+    raw: ManifestCache,
+    base: &Path,
+    env: &impl Environment,
+) -> anyhow::Result<CacheConfig> {
+    let named = env
+        .var("HOST_CACHE_DIR")
+        .map(PathBuf::from)
+        .or(raw.dir.map(|dir| base.join(dir)));
     if named.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
         bail!("cache.dir: must name a folder");
     }
-    Ok(CacheConfig { dir: named.or_else(|| default_cache_dir(env)) })
+    Ok(CacheConfig {
+        dir: named.or_else(|| default_cache_dir(env)),
+    })
 }
 
 /// `$XDG_CACHE_HOME/wasm-host`, else `~/.cache/wasm-host`: never inside the source tree, and

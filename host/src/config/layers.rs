@@ -11,9 +11,9 @@
 //! - `HOST_` variables without `__` (`HOST_CONFIG`, `HOST_LISTEN`, `HOST_ADMIN_TOKEN`, ...)
 //!   are the host's single-purpose variables, not settings of this scheme.
 
+use figment::error::{Actual, Kind};
 use figment::providers::Serialized;
 use figment::value::{Dict, Map, Value};
-use figment::error::{Actual, Kind};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use super::Environment;
@@ -37,18 +37,24 @@ impl EnvSettings {
         let mut vars = env.vars();
         vars.sort();
         for (name, text) in vars {
-            let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
             if !rest.contains(SEPARATOR) {
                 continue;
             }
             let keys: Vec<String> = rest.split(SEPARATOR).map(str::to_ascii_lowercase).collect();
             if keys.iter().any(String::is_empty) {
-                anyhow::bail!("{name}: a setting is named HOST_<SECTION>__<KEY>, with no empty part");
+                anyhow::bail!(
+                    "{name}: a setting is named HOST_<SECTION>__<KEY>, with no empty part"
+                );
             }
             let value: Value = text.parse().unwrap_or_else(|never| match never {});
             if keys[0] == COMPONENTS {
                 let [_, component, key] = keys.as_slice() else {
-                    anyhow::bail!("{name}: a component's setting is named HOST_COMPONENTS__<NAME>__<SETTING>");
+                    anyhow::bail!(
+                        "{name}: a component's setting is named HOST_COMPONENTS__<NAME>__<SETTING>"
+                    );
                 };
                 let component = settings.components.entry(spelling(component)).or_default();
                 component.insert(key.clone(), value);
@@ -65,15 +71,26 @@ impl EnvSettings {
     }
 
     /// `components` with these settings applied by name; a name the list lacks is added.
-    pub(super) fn apply_to(&self, mut components: Vec<ManifestComponent>) -> anyhow::Result<Vec<ManifestComponent>> {
+    pub(super) fn apply_to(
+        &self,
+        mut components: Vec<ManifestComponent>,
+    ) -> anyhow::Result<Vec<ManifestComponent>> {
         for (spelled, settings) in &self.components {
-            let position = components.iter().position(|c| spelling(&c.name) == spelling(spelled));
+            let position = components
+                .iter()
+                .position(|c| spelling(&c.name) == spelling(spelled));
             let base = match position {
                 Some(index) => Figment::from(Serialized::defaults(&components[index])),
-                None => Figment::from(Serialized::default("name", spelling(spelled).to_ascii_lowercase().replace('_', "-"))),
+                None => Figment::from(Serialized::default(
+                    "name",
+                    spelling(spelled).to_ascii_lowercase().replace('_', "-"),
+                )),
             };
             let component: ManifestComponent = base
-                .merge(Component { name: spelled.clone(), settings: settings.clone() })
+                .merge(Component {
+                    name: spelled.clone(),
+                    settings: settings.clone(),
+                })
                 .extract()
                 .map_err(|err| explain(err, &format!("{PREFIX}COMPONENTS{SEPARATOR}{spelled}")))?;
             match position {
@@ -89,20 +106,35 @@ impl EnvSettings {
 /// environment, the manifest key otherwise. The value itself is described, never shown: it may
 /// be a secret given to the wrong setting.
 pub(super) fn explain(err: figment::Error, otherwise: &str) -> anyhow::Error {
-    let from_env = err.metadata.as_ref().is_some_and(|metadata| metadata.name == ENVIRONMENT);
+    let from_env = err
+        .metadata
+        .as_ref()
+        .is_some_and(|metadata| metadata.name == ENVIRONMENT);
     let at = if err.path.is_empty() {
         otherwise.to_owned()
     } else if from_env {
-        err.metadata.as_ref().map(|m| m.interpolate(&Profile::Default, &err.path)).unwrap_or_default()
+        err.metadata
+            .as_ref()
+            .map(|m| m.interpolate(&Profile::Default, &err.path))
+            .unwrap_or_default()
     } else {
         err.path.join(".")
     };
     let kind = match &err.kind {
-        Kind::InvalidType(actual, expected) => format!("invalid type: found {}, expected {expected}", shape(actual)),
-        Kind::InvalidValue(actual, expected) => format!("invalid value: found {}, expected {expected}", shape(actual)),
+        Kind::InvalidType(actual, expected) => {
+            format!("invalid type: found {}, expected {expected}", shape(actual))
+        }
+        Kind::InvalidValue(actual, expected) => format!(
+            "invalid value: found {}, expected {expected}",
+            shape(actual)
+        ),
         other => other.to_string(),
     };
-    if at.is_empty() { anyhow::anyhow!("{kind}") } else { anyhow::anyhow!("{at}: {kind}") }
+    if at.is_empty() {
+        anyhow::anyhow!("{kind}")
+    } else {
+        anyhow::anyhow!("{at}: {kind}")
+    }
 }
 
 /// What kind of value was found, without the value.
@@ -173,7 +205,9 @@ fn insert(dict: &mut Dict, keys: &[String], value: Value) {
             dict.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict.entry(first.clone()).or_insert_with(|| Dict::new().into());
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Dict::new().into());
             if !matches!(entry, Value::Dict(..)) {
                 *entry = Dict::new().into();
             }

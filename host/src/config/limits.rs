@@ -20,8 +20,8 @@
 //! | --- | --- | --- |
 //! | `host_memory_mib` | 64 | host memory its units of work hold at once: statements and parameters being sent, results on their way to the guest, events published until the commit, response bodies being collected |
 //! | `max_result_bytes` | 16 MiB | one query's result |
-//! | `max_statement_bytes` | 1 MiB | a statement's text and its parameters together |
-//! | `max_parameters` | 4096 | parameters of one statement |
+//! | `max_statement_bytes` | 64 KiB | a statement's text |
+//! | `max_parameters` / `max_parameter_bytes` | 4096 / 1 MiB | parameters of one statement, and their bytes together |
 //! | `max_event_bytes` | 256 KiB | the `data` of one published event |
 //! | `max_published_bytes` | 4 MiB | everything one unit of work publishes |
 //! | `max_resources` | 256 | handles one instance holds at once (requests, streams, fields, pollables, ...) |
@@ -62,6 +62,8 @@ pub struct GuestLimitSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parameters: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parameter_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_event_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_published_bytes: Option<usize>,
@@ -80,6 +82,7 @@ pub struct GuestLimits {
     pub max_result_bytes: usize,
     pub max_statement_bytes: usize,
     pub max_parameters: usize,
+    pub max_parameter_bytes: usize,
     pub max_event_bytes: usize,
     pub max_published_bytes: usize,
     pub max_resources: usize,
@@ -92,8 +95,9 @@ impl Default for GuestLimits {
         Self {
             host_memory_bytes: 64 << 20,
             max_result_bytes: 16 << 20,
-            max_statement_bytes: 1 << 20,
+            max_statement_bytes: 64 << 10,
             max_parameters: 4096,
+            max_parameter_bytes: 1 << 20,
             max_event_bytes: 256 << 10,
             max_published_bytes: 4 << 20,
             max_resources: 256,
@@ -111,6 +115,7 @@ impl GuestLimitSettings {
             max_result_bytes: self.max_result_bytes.or(defaults.max_result_bytes),
             max_statement_bytes: self.max_statement_bytes.or(defaults.max_statement_bytes),
             max_parameters: self.max_parameters.or(defaults.max_parameters),
+            max_parameter_bytes: self.max_parameter_bytes.or(defaults.max_parameter_bytes),
             max_event_bytes: self.max_event_bytes.or(defaults.max_event_bytes),
             max_published_bytes: self.max_published_bytes.or(defaults.max_published_bytes),
             max_resources: self.max_resources.or(defaults.max_resources),
@@ -131,32 +136,59 @@ impl GuestLimitSettings {
         };
         positive("host_memory_mib", self.host_memory_mib)?;
         positive("max_result_bytes", self.max_result_bytes.map(|n| n as u64))?;
-        positive("max_statement_bytes", self.max_statement_bytes.map(|n| n as u64))?;
+        positive(
+            "max_statement_bytes",
+            self.max_statement_bytes.map(|n| n as u64),
+        )?;
         positive("max_parameters", self.max_parameters.map(|n| n as u64))?;
+        positive(
+            "max_parameter_bytes",
+            self.max_parameter_bytes.map(|n| n as u64),
+        )?;
         positive("max_event_bytes", self.max_event_bytes.map(|n| n as u64))?;
-        positive("max_published_bytes", self.max_published_bytes.map(|n| n as u64))?;
+        positive(
+            "max_published_bytes",
+            self.max_published_bytes.map(|n| n as u64),
+        )?;
         positive("max_resources", self.max_resources.map(|n| n as u64))?;
         positive("max_header_bytes", self.max_header_bytes.map(|n| n as u64))?;
-        positive("log_lines_per_second", self.log_lines_per_second.map(u64::from))?;
+        positive(
+            "log_lines_per_second",
+            self.log_lines_per_second.map(u64::from),
+        )?;
         if let Some(mib) = self.host_memory_mib
             && mib > 64 * 1024
         {
-            bail!("{at}.host_memory_mib: {mib} is more than 64 GiB; give a component a share of this machine");
+            bail!(
+                "{at}.host_memory_mib: {mib} is more than 64 GiB; give a component a share of this machine"
+            );
         }
         let limits = GuestLimits {
-            host_memory_bytes: self.host_memory_mib.map_or(defaults.host_memory_bytes, |mib| (mib as usize) << 20),
+            host_memory_bytes: self
+                .host_memory_mib
+                .map_or(defaults.host_memory_bytes, |mib| (mib as usize) << 20),
             max_result_bytes: self.max_result_bytes.unwrap_or(defaults.max_result_bytes),
-            max_statement_bytes: self.max_statement_bytes.unwrap_or(defaults.max_statement_bytes),
+            max_statement_bytes: self
+                .max_statement_bytes
+                .unwrap_or(defaults.max_statement_bytes),
             max_parameters: self.max_parameters.unwrap_or(defaults.max_parameters),
+            max_parameter_bytes: self
+                .max_parameter_bytes
+                .unwrap_or(defaults.max_parameter_bytes),
             max_event_bytes: self.max_event_bytes.unwrap_or(defaults.max_event_bytes),
-            max_published_bytes: self.max_published_bytes.unwrap_or(defaults.max_published_bytes),
+            max_published_bytes: self
+                .max_published_bytes
+                .unwrap_or(defaults.max_published_bytes),
             max_resources: self.max_resources.unwrap_or(defaults.max_resources),
             max_header_bytes: self.max_header_bytes.unwrap_or(defaults.max_header_bytes),
-            log_lines_per_second: self.log_lines_per_second.unwrap_or(defaults.log_lines_per_second),
+            log_lines_per_second: self
+                .log_lines_per_second
+                .unwrap_or(defaults.log_lines_per_second),
         };
         for (key, value) in [
             ("max_result_bytes", limits.max_result_bytes),
             ("max_statement_bytes", limits.max_statement_bytes),
+            ("max_parameter_bytes", limits.max_parameter_bytes),
             ("max_published_bytes", limits.max_published_bytes),
         ] {
             if value > limits.host_memory_bytes {
@@ -206,10 +238,19 @@ mod tests {
 
     #[test]
     fn a_components_own_limit_wins_over_the_hosts_and_unset_ones_are_the_defaults() {
-        let host =
-            GuestLimitSettings { max_result_bytes: Some(1 << 20), max_resources: Some(64), ..Default::default() };
-        let component = GuestLimitSettings { max_resources: Some(32), ..Default::default() };
-        let limits = component.over(&host).resolve("components[0]").expect("valid");
+        let host = GuestLimitSettings {
+            max_result_bytes: Some(1 << 20),
+            max_resources: Some(64),
+            ..Default::default()
+        };
+        let component = GuestLimitSettings {
+            max_resources: Some(32),
+            ..Default::default()
+        };
+        let limits = component
+            .over(&host)
+            .resolve("components[0]")
+            .expect("valid");
         assert_eq!(limits.max_result_bytes, 1 << 20);
         assert_eq!(limits.max_resources, 32);
         assert_eq!(limits.max_parameters, GuestLimits::default().max_parameters);
@@ -217,11 +258,28 @@ mod tests {
 
     #[test]
     fn a_limit_the_memory_share_cannot_hold_is_refused_with_what_to_change() {
-        let settings =
-            GuestLimitSettings { host_memory_mib: Some(8), max_result_bytes: Some(16 << 20), ..Default::default() };
-        let error = settings.resolve("components[1]").expect_err("refused").to_string();
-        assert!(error.contains("components[1].max_result_bytes") && error.contains("host_memory_mib"), "{error}");
-        let zero = GuestLimitSettings { max_parameters: Some(0), ..Default::default() };
-        assert!(zero.resolve("limits").expect_err("refused").to_string().contains("limits.max_parameters"));
+        let settings = GuestLimitSettings {
+            host_memory_mib: Some(8),
+            max_result_bytes: Some(16 << 20),
+            ..Default::default()
+        };
+        let error = settings
+            .resolve("components[1]")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("components[1].max_result_bytes") && error.contains("host_memory_mib"),
+            "{error}"
+        );
+        let zero = GuestLimitSettings {
+            max_parameters: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            zero.resolve("limits")
+                .expect_err("refused")
+                .to_string()
+                .contains("limits.max_parameters")
+        );
     }
 }

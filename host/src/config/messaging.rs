@@ -36,7 +36,6 @@ pub struct MessagingConfig {
     pub publishers: BTreeMap<String, String>,
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ManifestMessaging {
@@ -58,19 +57,26 @@ pub(super) struct ManifestMessaging {
     publishers: BTreeMap<String, String>,
 }
 
-
 /// Topics are dot-separated words (`orders.created`), so they work as AMQP routing keys.
 pub fn check_topic(topic: &str) -> anyhow::Result<()> {
     let word_ok = |word: &str| {
-        !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if topic.len() > 200 || !topic.split('.').all(word_ok) {
-        bail!("must be dot-separated words of letters, digits, '-' or '_', such as \"orders.created\"");
+        bail!(
+            "must be dot-separated words of letters, digits, '-' or '_', such as \"orders.created\""
+        );
     }
     Ok(())
 }
 
-pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) -> anyhow::Result<MessagingConfig> {
+pub(super) fn check_messaging(
+    raw: ManifestMessaging,
+    env: &impl Environment,
+) -> anyhow::Result<MessagingConfig> {
     let url = match env.var("AMQP_URL").or(raw.url) {
         Some(url) => Some(AmqpUrl::parse(&url).context("messaging.url (or AMQP_URL)")?),
         None => None,
@@ -91,7 +97,11 @@ pub(super) fn check_messaging(raw: ManifestMessaging, env: &impl Environment) ->
         url,
         exchange: raw.exchange,
         prefetch: raw.prefetch,
-        retry_delays: raw.retry_delays_ms.into_iter().map(Duration::from_millis).collect(),
+        retry_delays: raw
+            .retry_delays_ms
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect(),
         relay_interval: Duration::from_millis(raw.relay_interval_ms),
         retention: Duration::from_secs(raw.retention_hours * 3600),
         dead_letter_max: raw.dead_letter_max,
@@ -111,7 +121,6 @@ pub(super) fn default_messaging() -> ManifestMessaging {
         publishers: BTreeMap::new(),
     }
 }
-
 
 fn default_exchange() -> String {
     "platform.events".into()
@@ -147,7 +156,9 @@ pub(super) fn resolve_publishers(
                     component.name
                 ),
                 _ => {
-                    messaging.publishers.insert(topic.clone(), component.name.clone());
+                    messaging
+                        .publishers
+                        .insert(topic.clone(), component.name.clone());
                 }
             }
         }
@@ -170,9 +181,18 @@ pub(super) fn resolve_publishers(
 /// own `amqp_url`, else the host's (`AMQP_URL`, `messaging.url`). The login's user must be named
 /// after the component: the relay stamps it on every event (AMQP `user_id`, which RabbitMQ checks
 /// against the login) and consumers accept an event only from its topic's publisher's user.
-pub(super) fn resolve_broker_logins(messaging: &MessagingConfig, components: &mut [super::ComponentConfig]) -> anyhow::Result<()> {
-    for component in components.iter_mut().filter(|component| component.uses_messaging()) {
-        let variable = format!("{}_AMQP_URL", component.name.to_ascii_uppercase().replace('-', "_"));
+pub(super) fn resolve_broker_logins(
+    messaging: &MessagingConfig,
+    components: &mut [super::ComponentConfig],
+) -> anyhow::Result<()> {
+    for component in components
+        .iter_mut()
+        .filter(|component| component.uses_messaging())
+    {
+        let variable = format!(
+            "{}_AMQP_URL",
+            component.name.to_ascii_uppercase().replace('-', "_")
+        );
         let url = match component.amqp_url.take() {
             Some(own) => own,
             None => match &messaging.url {

@@ -41,14 +41,17 @@ mod messaging;
 pub mod postgres_tls;
 mod urls;
 
+use component::check_name;
 pub use component::{ComponentConfig, DatabaseConfig};
 use component::{ManifestComponent, check_component};
-use component::check_name;
 pub use control::{AdminConfig, CacheConfig, Token};
-pub use limits::{GuestLimitSettings, GuestLimits, Limits};
 use control::{ManifestAdmin, ManifestCache, check_admin, check_cache};
+pub use limits::{GuestLimitSettings, GuestLimits, Limits};
+use messaging::{
+    ManifestMessaging, check_messaging, default_messaging, resolve_broker_logins,
+    resolve_publishers,
+};
 pub use messaging::{MessagingConfig, check_topic};
-use messaging::{ManifestMessaging, check_messaging, default_messaging, resolve_broker_logins, resolve_publishers};
 pub use urls::{AmqpUrl, DatabaseUrl};
 
 /// The whole configuration of one host process.
@@ -84,18 +87,34 @@ pub struct HttpConfig {
     #[serde(default)]
     pub max_connections_per_client: Option<usize>,
     /// How long a new connection may take to begin its first request before it is closed.
-    #[serde(rename = "first_request_timeout_ms", default = "default_first_request_timeout", with = "millis")]
+    #[serde(
+        rename = "first_request_timeout_ms",
+        default = "default_first_request_timeout",
+        with = "millis"
+    )]
     pub first_request_timeout: Duration,
     /// How long a request may wait for a turn when its component is at `max_concurrency`;
     /// then it gets 503 with `Retry-After`.
-    #[serde(rename = "queue_timeout_ms", default = "default_queue_timeout", with = "millis")]
+    #[serde(
+        rename = "queue_timeout_ms",
+        default = "default_queue_timeout",
+        with = "millis"
+    )]
     pub queue_timeout: Duration,
     /// How long one request may take, component and database together.
-    #[serde(rename = "request_timeout_ms", default = "default_request_timeout", with = "millis")]
+    #[serde(
+        rename = "request_timeout_ms",
+        default = "default_request_timeout",
+        with = "millis"
+    )]
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal (and each later
     /// stage of stopping, such as relays and the broker connection).
-    #[serde(rename = "shutdown_grace_ms", default = "default_shutdown_grace", with = "millis")]
+    #[serde(
+        rename = "shutdown_grace_ms",
+        default = "default_shutdown_grace",
+        with = "millis"
+    )]
     pub shutdown_grace: Duration,
     /// Whether a gateway's `X-Forwarded-Prefix` is passed on to components instead of the
     /// route, so the links and API documents they send back carry the path the client used
@@ -152,18 +171,23 @@ impl Environment for ProcessEnv {
 
 impl<const N: usize> Environment for [(&str, &str); N] {
     fn var(&self, name: &str) -> Option<String> {
-        self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
     }
 
     fn vars(&self) -> Vec<(String, String)> {
-        self.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
+        self.iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
     }
 }
 
 impl HttpConfig {
     /// Connections one client address may hold open.
     pub fn connections_per_client(&self) -> usize {
-        self.max_connections_per_client.unwrap_or((self.max_connections / 2).max(1))
+        self.max_connections_per_client
+            .unwrap_or((self.max_connections / 2).max(1))
     }
 }
 
@@ -186,7 +210,10 @@ impl Config {
             anyhow::anyhow!("{}", err.message().trim())
         })?;
         let settings = layers::EnvSettings::read(env)?;
-        let mut manifest: Manifest = settings.over(file).extract().map_err(|err| layers::explain(err, ""))?;
+        let mut manifest: Manifest = settings
+            .over(file)
+            .extract()
+            .map_err(|err| layers::explain(err, ""))?;
         manifest.components = settings.apply_to(manifest.components)?;
         let mut http = manifest.http;
         if let Some(listen) = env.var("HOST_LISTEN") {
@@ -200,10 +227,19 @@ impl Config {
         if let Some(per_client) = http.max_connections_per_client {
             check_positive("http.max_connections_per_client", per_client as u64)?;
         }
-        check_positive("http.first_request_timeout_ms", http.first_request_timeout.as_millis() as u64)?;
-        check_positive("http.request_timeout_ms", http.request_timeout.as_millis() as u64)?;
+        check_positive(
+            "http.first_request_timeout_ms",
+            http.first_request_timeout.as_millis() as u64,
+        )?;
+        check_positive(
+            "http.request_timeout_ms",
+            http.request_timeout.as_millis() as u64,
+        )?;
         check_positive("limits.memory_mib", manifest.limits.memory_mib)?;
-        check_positive("limits.max_instances", u64::from(manifest.limits.max_instances))?;
+        check_positive(
+            "limits.max_instances",
+            u64::from(manifest.limits.max_instances),
+        )?;
         manifest.limits.guest.resolve("limits")?;
 
         let mut names = HashSet::new();
@@ -214,10 +250,16 @@ impl Config {
             let component =
                 check_component(raw, base, &manifest.limits, env).with_context(|| at.clone())?;
             if !names.insert(component.name.clone()) {
-                bail!("{at}.name: {:?} is used by two components; names must be unique", component.name);
+                bail!(
+                    "{at}.name: {:?} is used by two components; names must be unique",
+                    component.name
+                );
             }
             if !routes.insert(component.route.clone()) {
-                bail!("{at}.route: {:?} is used by two components; routes must be unique", component.route);
+                bail!(
+                    "{at}.route: {:?} is used by two components; routes must be unique",
+                    component.route
+                );
             }
             components.push(component);
         }
@@ -226,7 +268,9 @@ impl Config {
         }
         let mut messaging = match manifest.messaging {
             Some(messaging) => Some(check_messaging(messaging, env)?),
-            None if env.var("AMQP_URL").is_some() => Some(check_messaging(default_messaging(), env)?),
+            None if env.var("AMQP_URL").is_some() => {
+                Some(check_messaging(default_messaging(), env)?)
+            }
             None => None,
         };
         if let Some(messaging) = &mut messaging {
@@ -242,24 +286,47 @@ impl Config {
                 component.name
             );
         }
-        check_instances(manifest.limits.max_instances, &components, messaging.as_ref())?;
+        check_instances(
+            manifest.limits.max_instances,
+            &components,
+            messaging.as_ref(),
+        )?;
         let admin = check_admin(manifest.admin, env)?;
         let cache = check_cache(manifest.cache, base, env)?;
-        Ok(Self { http, limits: manifest.limits, messaging, admin, cache, components })
+        Ok(Self {
+            http,
+            limits: manifest.limits,
+            messaging,
+            admin,
+            cache,
+            components,
+        })
     }
 }
 
 /// Refuses a pool of instances smaller than what the components may run at once (their requests
 /// and their deliveries): otherwise one busy component could take every instance and leave its
 /// neighbours none.
-fn check_instances(max_instances: u32, components: &[ComponentConfig], messaging: Option<&MessagingConfig>) -> anyhow::Result<()> {
+fn check_instances(
+    max_instances: u32,
+    components: &[ComponentConfig],
+    messaging: Option<&MessagingConfig>,
+) -> anyhow::Result<()> {
     let prefetch = messaging.map_or(0, |messaging| usize::from(messaging.prefetch));
     let share = |component: &ComponentConfig| {
-        component.max_concurrency + if component.subscriptions.is_empty() { 0 } else { prefetch }
+        component.max_concurrency
+            + if component.subscriptions.is_empty() {
+                0
+            } else {
+                prefetch
+            }
     };
     let needed: usize = components.iter().map(share).sum();
     if needed > max_instances as usize {
-        let shares: Vec<String> = components.iter().map(|c| format!("{} {}", c.name, share(c))).collect();
+        let shares: Vec<String> = components
+            .iter()
+            .map(|c| format!("{} {}", c.name, share(c)))
+            .collect();
         bail!(
             "limits.max_instances: {max_instances} is fewer than the components may run at once ({needed}: {}, \
              max_concurrency plus messaging.prefetch for a subscriber), so one component could take every \

@@ -25,9 +25,12 @@ impl AmqpUrl {
         let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
             anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
         })?;
-        let ca_file = url::Url::parse(raw)
-            .ok()
-            .and_then(|parsed| parsed.query_pairs().find(|(key, _)| key == "cacertfile").map(|(_, path)| path.into_owned()));
+        let ca_file = url::Url::parse(raw).ok().and_then(|parsed| {
+            parsed
+                .query_pairs()
+                .find(|(key, _)| key == "cacertfile")
+                .map(|(_, path)| path.into_owned())
+        });
         let ca = match ca_file {
             None => None,
             Some(_) if uri.scheme != lapin::uri::AMQPScheme::AMQPS => {
@@ -41,12 +44,18 @@ impl AmqpUrl {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|err| anyhow::anyhow!("cacertfile: {path} is not valid PEM: {err}"))?;
                 if certs.is_empty() {
-                    bail!("cacertfile: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+                    bail!(
+                        "cacertfile: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                    );
                 }
                 Some(pem)
             }
         };
-        Ok(Self { raw: raw.to_owned(), ca, user: uri.authority.userinfo.username.clone() })
+        Ok(Self {
+            raw: raw.to_owned(),
+            ca,
+            user: uri.authority.userinfo.username.clone(),
+        })
     }
 
     /// The CAs `cacertfile` named, in PEM, trusted beside the built-in roots.
@@ -67,7 +76,11 @@ impl AmqpUrl {
 
 impl fmt::Display for AmqpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.raw.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        match self
+            .raw
+            .split_once("://")
+            .and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?)))
+        {
             Some((scheme, (credentials, host))) => {
                 let user = credentials.split(':').next().unwrap_or_default();
                 write!(f, "{scheme}://{user}:***@{host}")
@@ -82,7 +95,6 @@ impl fmt::Debug for AmqpUrl {
         fmt::Display::fmt(self, f)
     }
 }
-
 
 /// A PostgreSQL URL, with the TLS its `sslmode` and `sslrootcert` ask for (see
 /// [`postgres_tls`]). It may hold a password, so it prints with the password masked.
@@ -102,11 +114,17 @@ impl DatabaseUrl {
             )
         })?;
         if parsed.get_dbname().is_none() {
-            bail!("names no database; add it after the host, as in postgres://localhost:5432/orders");
+            bail!(
+                "names no database; add it after the host, as in postgres://localhost:5432/orders"
+            );
         }
         let tls = tls.settle(parsed.get_ssl_mode());
         parsed.ssl_mode(tls.driver_mode());
-        Ok(Self { raw: raw.to_owned(), parsed, tls })
+        Ok(Self {
+            raw: raw.to_owned(),
+            parsed,
+            tls,
+        })
     }
 
     /// The connection settings, TLS negotiation included; connect with [`Self::tls`].
@@ -132,8 +150,16 @@ impl fmt::Display for DatabaseUrl {
     /// `postgres://user:***@host:port/db`, built from the parsed parts.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = self.parsed.get_user().unwrap_or("");
-        let password = if self.parsed.get_password().is_some() { ":***" } else { "" };
-        let at = if user.is_empty() && password.is_empty() { "" } else { "@" };
+        let password = if self.parsed.get_password().is_some() {
+            ":***"
+        } else {
+            ""
+        };
+        let at = if user.is_empty() && password.is_empty() {
+            ""
+        } else {
+            "@"
+        };
         let host = match self.parsed.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             #[cfg(unix)]
@@ -141,7 +167,11 @@ impl fmt::Display for DatabaseUrl {
             None => "localhost".to_owned(),
         };
         let port = self.parsed.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "postgres://{user}{password}{at}{host}:{port}/{}", self.database_name())?;
+        write!(
+            f,
+            "postgres://{user}{password}{at}{host}:{port}/{}",
+            self.database_name()
+        )?;
         match self.tls.mode() {
             SslMode::Prefer => Ok(()),
             mode => write!(f, "?sslmode={mode}"),

@@ -36,11 +36,17 @@ pub struct DeadLetter {
 }
 
 /// Up to `limit` messages of `subscription`'s dead-letter queue, oldest first, left in place.
-pub async fn list(connection: &Connection, subscription: &Subscription, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+pub async fn list(
+    connection: &Connection,
+    subscription: &Subscription,
+    limit: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
     let channel = connection.create_channel().await?;
     let mut listed = Vec::new();
     while listed.len() < limit {
-        let Some(message) = take(&channel, subscription).await? else { break };
+        let Some(message) = take(&channel, subscription).await? else {
+            break;
+        };
         listed.push(describe(subscription, &message.delivery));
     }
     // Unacknowledged, every message taken goes back to the queue.
@@ -58,11 +64,16 @@ pub async fn replay(
     only: Option<&str>,
 ) -> anyhow::Result<usize> {
     let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let waiting = channel
         .queue_declare(
             subscription.dead.as_str().into(),
-            QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
             FieldTable::default(),
         )
         .await?
@@ -70,7 +81,9 @@ pub async fn replay(
     let mut replayed = 0;
     let outcome = async {
         for _ in 0..waiting {
-            let Some(message) = take(&channel, subscription).await? else { break };
+            let Some(message) = take(&channel, subscription).await? else {
+                break;
+            };
             let delivery = &message.delivery;
             if only.is_some_and(|id| describe(subscription, delivery).id.as_deref() != Some(id)) {
                 continue; // not acknowledged: back in its place when the channel closes
@@ -83,20 +96,46 @@ pub async fn replay(
     }
     .await;
     let _ = channel.close(200, "replayed".into()).await;
-    outcome.map(|()| replayed).map_err(|err| err.context(format!("{replayed} replayed before it failed")))
+    outcome
+        .map(|()| replayed)
+        .map_err(|err| err.context(format!("{replayed} replayed before it failed")))
 }
 
-async fn take(channel: &Channel, subscription: &Subscription) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
-    channel.basic_get(subscription.dead.as_str().into(), BasicGetOptions { no_ack: false }).await
+async fn take(
+    channel: &Channel,
+    subscription: &Subscription,
+) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
+    channel
+        .basic_get(
+            subscription.dead.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
 }
 
 /// The message again, in the subscription's queue, as a first attempt (its attempt count and
 /// reason are not copied).
-async fn send_back(channel: &Channel, own: &str, subscription: &Subscription, delivery: &lapin::message::Delivery) -> anyhow::Result<()> {
+async fn send_back(
+    channel: &Channel,
+    own: &str,
+    subscription: &Subscription,
+    delivery: &lapin::message::Delivery,
+) -> anyhow::Result<()> {
     let replayed = [(REPLAYED, AMQPValue::Boolean(true))];
     let published_by = topology::published_by(&delivery.properties, own);
-    let stamp = Stamp { own, published_by: published_by.as_deref() };
-    topology::send_to(channel, &subscription.queue, &delivery.data, &delivery.properties, &stamp, &replayed).await
+    let stamp = Stamp {
+        own,
+        published_by: published_by.as_deref(),
+    };
+    topology::send_to(
+        channel,
+        &subscription.queue,
+        &delivery.data,
+        &delivery.properties,
+        &stamp,
+        &replayed,
+    )
+    .await
 }
 
 fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {
@@ -107,15 +146,33 @@ fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) ->
         kind: Option<String>,
     }
     let event: Option<Event> = serde_json::from_slice(&delivery.data).ok();
-    let header = |name: &str| delivery.properties.headers().as_ref().and_then(|headers| headers.inner().get(name).cloned());
+    let header = |name: &str| {
+        delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get(name).cloned())
+    };
     let reason = header(topology::REASON).and_then(|value| match value {
-        AMQPValue::LongString(text) => Some(truncated(&String::from_utf8_lossy(text.as_bytes()), topology::MAX_REASON).to_owned()),
+        AMQPValue::LongString(text) => Some(
+            truncated(
+                &String::from_utf8_lossy(text.as_bytes()),
+                topology::MAX_REASON,
+            )
+            .to_owned(),
+        ),
         _ => None,
     });
-    let preview = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(PREVIEW_BYTES)]).into_owned();
+    let preview = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(PREVIEW_BYTES)])
+        .into_owned();
     DeadLetter {
-        id: event.as_ref().and_then(|event| event.id.as_deref().map(|id| truncated(id, 200).to_owned())),
-        topic: event.and_then(|event| event.kind).map_or_else(|| subscription.topic.clone(), |kind| truncated(&kind, 200).to_owned()),
+        id: event
+            .as_ref()
+            .and_then(|event| event.id.as_deref().map(|id| truncated(id, 200).to_owned())),
+        topic: event.and_then(|event| event.kind).map_or_else(
+            || subscription.topic.clone(),
+            |kind| truncated(&kind, 200).to_owned(),
+        ),
         reason,
         attempts: topology::attempt_of(&delivery.properties),
         bytes: delivery.data.len(),

@@ -68,18 +68,37 @@ struct Admin {
 pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
     let admin = Admin { registry, token };
     Router::new()
-        .route("/livez", get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }))
+        .route(
+            "/livez",
+            get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
+        )
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/components", get(list))
         .route("/components/{name}", get(one))
         .route("/components/{name}/reload", post(reload_file))
-        .route("/components/{name}/wasm", put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .route(
+            "/components/{name}/wasm",
+            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .route("/components/{name}/dead-letters", get(dead_letters_list))
-        .route("/components/{name}/dead-letters/replay", post(dead_letters_replay))
+        .route(
+            "/components/{name}/dead-letters/replay",
+            post(dead_letters_replay),
+        )
         .route("/components/{name}/outbox/unsendable", get(unsendable))
-        .fallback(|| async { fail(StatusCode::NOT_FOUND, "no such admin call; see the README's admin API") })
-        .method_not_allowed_fallback(|| async { fail(StatusCode::METHOD_NOT_ALLOWED, "that method is not allowed here") })
+        .fallback(|| async {
+            fail(
+                StatusCode::NOT_FOUND,
+                "no such admin call; see the README's admin API",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "that method is not allowed here",
+            )
+        })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
 }
@@ -87,14 +106,31 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
 /// Every metric, with the state gauges read now (the databases' within a bound).
 async fn metrics(State(admin): State<Admin>) -> Response {
     let registry = &admin.registry;
-    let services = futures::future::join_all(registry.services().iter().map(|service| service.snapshot())).await;
+    let services =
+        futures::future::join_all(registry.services().iter().map(|service| service.snapshot()))
+            .await;
     let text = registry.metrics().encode(&Snapshot { services });
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(telemetry::metrics::CONTENT_TYPE))], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(telemetry::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Serves the admin API on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: Option<Token>, stop: CancellationToken) {
-    let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    token: Option<Token>,
+    stop: CancellationToken,
+) {
+    let address = listener
+        .local_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default();
     tracing::info!(%address, "admin API listening");
     let served = axum::serve(listener, router(registry, token))
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -121,8 +157,13 @@ async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> 
     if offered.is_some_and(|offered| token.matches(offered)) {
         return next.run(request).await;
     }
-    let mut refused = fail(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <HOST_ADMIN_TOKEN>");
-    refused.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let mut refused = fail(
+        StatusCode::UNAUTHORIZED,
+        "this call needs Authorization: Bearer <HOST_ADMIN_TOKEN>",
+    );
+    refused
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     refused
 }
 
@@ -133,7 +174,11 @@ fn local_caller(request: &Request) -> Result<(), &'static str> {
     if request.headers().contains_key(header::ORIGIN) {
         return Err("the admin API takes no calls from web pages");
     }
-    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
@@ -149,7 +194,9 @@ async fn ready(State(admin): State<Admin>) -> Response {
         return fail(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
     }
     let reasons = crate::triggers::http::health::Detail::Reasons;
-    crate::triggers::http::health::check(admin.registry.services(), reasons).await.map(Body::new)
+    crate::triggers::http::health::check(admin.registry.services(), reasons)
+        .await
+        .map(Body::new)
 }
 
 /// A component as the admin API shows it.
@@ -184,7 +231,12 @@ fn view_of(service: &Service, code: &Code) -> ComponentView {
 }
 
 async fn list(State(admin): State<Admin>) -> Response {
-    let components: Vec<ComponentView> = admin.registry.services().iter().map(|service| view(service)).collect();
+    let components: Vec<ComponentView> = admin
+        .registry
+        .services()
+        .iter()
+        .map(|service| view(service))
+        .collect();
     axum::Json(serde_json::json!({ "components": components })).into_response()
 }
 
@@ -201,7 +253,10 @@ async fn reload_file(State(admin): State<Admin>, Path(name): Path<String>) -> Re
 
 async fn upload(State(admin): State<Admin>, Path(name): Path<String>, body: Bytes) -> Response {
     if body.is_empty() {
-        return fail(StatusCode::BAD_REQUEST, "the body must be the component's .wasm file");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "the body must be the component's .wasm file",
+        );
     }
     swap(&admin, &name, Source::Upload(body)).await
 }
@@ -213,16 +268,23 @@ async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
     };
     // In a task of its own: a caller that hangs up does not cut a reload short.
     let (runtime, reloading) = (admin.registry.runtime().clone(), service.clone());
-    let reloaded = tokio::spawn(async move { reload::reload(&runtime, &reloading, source).await }).await;
+    let reloaded =
+        tokio::spawn(async move { reload::reload(&runtime, &reloading, source).await }).await;
     let reloaded = reloaded.unwrap_or_else(|err| Err(format!("the reload failed: {err}")));
     match reloaded {
         Ok(Reloaded::Swapped(code)) => axum::Json(view_of(&service, &code)).into_response(),
         Ok(Reloaded::Unchanged(code)) => {
             let mut unchanged = axum::Json(view_of(&service, &code)).into_response();
-            unchanged.headers_mut().insert("x-unchanged", HeaderValue::from_static("this code was already serving"));
+            unchanged.headers_mut().insert(
+                "x-unchanged",
+                HeaderValue::from_static("this code was already serving"),
+            );
             unchanged
         }
-        Err(why) => fail(StatusCode::UNPROCESSABLE_ENTITY, format!("nothing changed: {why}")),
+        Err(why) => fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("nothing changed: {why}"),
+        ),
     }
 }
 
@@ -255,8 +317,14 @@ async fn dead_letters_list(
         Err(refused) => return refused,
     };
     match dead_letters::list(&connection, &subscription, limit).await {
-        Ok(letters) => axum::Json(serde_json::json!({ "queue": subscription.dead, "messages": letters })).into_response(),
-        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read {}: {err}", subscription.dead)),
+        Ok(letters) => {
+            axum::Json(serde_json::json!({ "queue": subscription.dead, "messages": letters }))
+                .into_response()
+        }
+        Err(err) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read {}: {err}", subscription.dead),
+        ),
     }
 }
 
@@ -269,14 +337,31 @@ async fn dead_letters_replay(
         Ok(query) => query,
         Err(refused) => return refused,
     };
-    let (broker, connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    match dead_letters::replay(&connection, broker.user(), &subscription, query.id.as_deref()).await {
-        Ok(0) if query.id.is_some() => fail(StatusCode::NOT_FOUND, format!("no dead letter with that id in {}", subscription.dead)),
-        Ok(replayed) => axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue })).into_response(),
-        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot replay from {}: {err:#}", subscription.dead)),
+    let (broker, connection, subscription) =
+        match subscription(&admin, &name, query.topic.as_deref()) {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
+    match dead_letters::replay(
+        &connection,
+        broker.user(),
+        &subscription,
+        query.id.as_deref(),
+    )
+    .await
+    {
+        Ok(0) if query.id.is_some() => fail(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter with that id in {}", subscription.dead),
+        ),
+        Ok(replayed) => {
+            axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue }))
+                .into_response()
+        }
+        Err(err) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot replay from {}: {err:#}", subscription.dead),
+        ),
     }
 }
 
@@ -287,7 +372,11 @@ struct UnsendableQuery {
 }
 
 /// The outbox rows the relay set aside as unsendable, oldest first, with why.
-async fn unsendable(State(admin): State<Admin>, Path(name): Path<String>, query: Result<Query<UnsendableQuery>, QueryRejection>) -> Response {
+async fn unsendable(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    query: Result<Query<UnsendableQuery>, QueryRejection>,
+) -> Response {
     let query = match parameters(query) {
         Ok(query) => query,
         Err(refused) => return refused,
@@ -298,20 +387,35 @@ async fn unsendable(State(admin): State<Admin>, Path(name): Path<String>, query:
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST) as i64;
     match service.database.unsendable(limit).await {
-        Ok(rows) => axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response(),
-        Err(err) => fail(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the outbox of `{name}`: {err}")),
+        Ok(rows) => {
+            axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response()
+        }
+        Err(err) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the outbox of `{name}`: {err}"),
+        ),
     }
 }
 
 /// The query parameters, or a problem naming what is wrong with them.
 fn parameters<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
-    query.map(|Query(query)| query).map_err(|rejected| fail(StatusCode::BAD_REQUEST, rejected.body_text()))
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejected| fail(StatusCode::BAD_REQUEST, rejected.body_text()))
 }
 
 fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Response> {
     admin.registry.service(name).ok_or_else(|| {
-        let names: Vec<&str> = admin.registry.services().iter().map(|service| service.name.as_str()).collect();
-        fail(StatusCode::NOT_FOUND, format!("no component `{name}`; this host runs {}", names.join(", ")))
+        let names: Vec<&str> = admin
+            .registry
+            .services()
+            .iter()
+            .map(|service| service.name.as_str())
+            .collect();
+        fail(
+            StatusCode::NOT_FOUND,
+            format!("no component `{name}`; this host runs {}", names.join(", ")),
+        )
     })
 }
 
@@ -326,23 +430,43 @@ fn subscription(
     let topic = match (topic, service.subscriptions.as_slice()) {
         (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
         (None, [only]) => only.clone(),
-        (_, []) => return Err(fail(StatusCode::NOT_FOUND, format!("`{name}` subscribes to no topic"))),
+        (_, []) => {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                format!("`{name}` subscribes to no topic"),
+            ));
+        }
         (_, subscribed) => {
             return Err(fail(
                 StatusCode::BAD_REQUEST,
-                format!("topic: name one of the topics `{name}` subscribes to: {}", subscribed.join(", ")),
+                format!(
+                    "topic: name one of the topics `{name}` subscribes to: {}",
+                    subscribed.join(", ")
+                ),
             ));
         }
     };
     let Some(broker) = &service.broker else {
-        return Err(fail(StatusCode::NOT_FOUND, format!("`{name}` has no broker connection")));
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            format!("`{name}` has no broker connection"),
+        ));
     };
     let Some(connection) = broker.connection() else {
-        return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "the broker is unreachable; try again shortly"));
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker is unreachable; try again shortly",
+        ));
     };
     let config = broker.config();
     let publisher = config.publishers.get(&topic).map_or("", String::as_str);
-    let subscription = Subscription::new(&config.exchange, name, &topic, publisher, &config.retry_delays);
+    let subscription = Subscription::new(
+        &config.exchange,
+        name,
+        &topic,
+        publisher,
+        &config.retry_delays,
+    );
     Ok((broker.clone(), connection, subscription))
 }
 

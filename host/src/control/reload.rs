@@ -42,7 +42,11 @@ pub enum Reloaded {
 }
 
 /// Loads new code for `service` from `source` and swaps it in; why not, when nothing changed.
-pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -> Result<Reloaded, String> {
+pub async fn reload(
+    runtime: &Arc<Runtime>,
+    service: &Service,
+    source: Source,
+) -> Result<Reloaded, String> {
     let _one_at_a_time = service.reloading.lock().await;
     let from_file = !matches!(source, Source::Upload(_));
     let watched = matches!(source, Source::Watched);
@@ -51,7 +55,13 @@ pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -
             let path = service.config.wasm.clone();
             match tokio::fs::read(&path).await {
                 Ok(bytes) => (bytes::Bytes::from(bytes), path.display().to_string()),
-                Err(err) => return Err(fail(service, path.display().to_string(), format!("cannot read it: {err}"))),
+                Err(err) => {
+                    return Err(fail(
+                        service,
+                        path.display().to_string(),
+                        format!("cannot read it: {err}"),
+                    ));
+                }
             }
         }
         Source::Upload(bytes) => (bytes, "upload".to_owned()),
@@ -62,15 +72,27 @@ pub async fn reload(runtime: &Arc<Runtime>, service: &Service, source: Source) -
     if digest == current.identity.sha256 || seen_in_file {
         return Ok(Reloaded::Unchanged(current));
     }
-    let (compiling, name, subscribes, label) =
-        (runtime.clone(), service.name.clone(), !service.subscriptions.is_empty(), origin.clone());
+    let (compiling, name, subscribes, label) = (
+        runtime.clone(),
+        service.name.clone(),
+        !service.subscriptions.is_empty(),
+        origin.clone(),
+    );
     let hashed = digest.clone();
-    let compiled =
-        tokio::task::spawn_blocking(move || Code::load(&compiling, &name, &wasm, hashed, label, subscribes)).await;
+    let compiled = tokio::task::spawn_blocking(move || {
+        Code::load(&compiling, &name, &wasm, hashed, label, subscribes)
+    })
+    .await;
     let code = match compiled {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => return Err(fail(service, origin, format!("{err:#}"))),
-        Err(err) => return Err(fail(service, origin, format!("the compile task failed: {err}"))),
+        Err(err) => {
+            return Err(fail(
+                service,
+                origin,
+                format!("the compile task failed: {err}"),
+            ));
+        }
     };
     match migrations::migrate_when(&service.config, migrations::When::Reload).await {
         Ok(applied) if !applied.is_empty() => {

@@ -26,12 +26,17 @@ use crate::registry::Registry;
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Starts watching; the returned future reloads components as their files change, until `stop`.
-pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()>> {
+pub fn watch(
+    registry: Arc<Registry>,
+) -> anyhow::Result<impl FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()>> {
     let (changed, mut changes) = mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
         Ok(events) => {
             // `AnyContinuous` fires while a long write is still going on; wait for its end.
-            for event in events.into_iter().filter(|event| event.kind == DebouncedEventKind::Any) {
+            for event in events
+                .into_iter()
+                .filter(|event| event.kind == DebouncedEventKind::Any)
+            {
                 let _ = changed.send(event.path);
             }
         }
@@ -42,7 +47,13 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(Cancellation
         .services()
         .iter()
         .filter_map(|service| service.config.wasm.parent())
-        .map(|folder| if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder.to_owned() })
+        .map(|folder| {
+            if folder.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                folder.to_owned()
+            }
+        })
         .collect();
     for folder in &folders {
         debouncer
@@ -51,26 +62,32 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<impl FnOnce(Cancellation
             .with_context(|| format!("cannot watch {}", folder.display()))?;
     }
     tracing::info!(folders = ?folders, "watching component files; a changed .wasm is loaded and swapped in");
-    Ok(move |stop: CancellationToken| -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(async move {
-            // Lives as long as the watching.
-            let _debouncer = debouncer;
-            loop {
-                let path = tokio::select! {
-                    path = changes.recv() => match path {
-                        Some(path) => path,
-                        None => return,
-                    },
-                    () = stop.cancelled() => return,
-                };
-                for service in registry.services().iter().filter(|service| reload::is_wasm_of(service, &path)) {
-                    if !path.is_file() {
-                        continue; // removed, about to be replaced: its replacement brings an event of its own
+    Ok(
+        move |stop: CancellationToken| -> futures::future::BoxFuture<'static, ()> {
+            Box::pin(async move {
+                // Lives as long as the watching.
+                let _debouncer = debouncer;
+                loop {
+                    let path = tokio::select! {
+                        path = changes.recv() => match path {
+                            Some(path) => path,
+                            None => return,
+                        },
+                        () = stop.cancelled() => return,
+                    };
+                    for service in registry
+                        .services()
+                        .iter()
+                        .filter(|service| reload::is_wasm_of(service, &path))
+                    {
+                        if !path.is_file() {
+                            continue; // removed, about to be replaced: its replacement brings an event of its own
+                        }
+                        // A failure is recorded on the service and logged by `reload`.
+                        let _ = reload::reload(registry.runtime(), service, Source::Watched).await;
                     }
-                    // A failure is recorded on the service and logged by `reload`.
-                    let _ = reload::reload(registry.runtime(), service, Source::Watched).await;
                 }
-            }
-        })
-    })
+            })
+        },
+    )
 }

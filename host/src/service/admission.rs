@@ -49,7 +49,8 @@ impl Admission {
         if _waiting.ahead >= self.max_queued {
             return Err(Busy::QueueFull);
         }
-        let waited = tokio::time::timeout(queue_timeout, self.permits.clone().acquire_owned()).await;
+        let waited =
+            tokio::time::timeout(queue_timeout, self.permits.clone().acquire_owned()).await;
         match waited {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it as a full queue all the same.
@@ -91,7 +92,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once_and_a_freed_permit_admits_the_next() {
         let admission = Arc::new(Admission::new(1, 1));
-        let running = admission.admit(Duration::from_secs(5)).await.expect("first runs");
+        let running = admission
+            .admit(Duration::from_secs(5))
+            .await
+            .expect("first runs");
         assert_eq!(admission.in_flight(), 1);
 
         let queued = tokio::spawn({
@@ -101,7 +105,10 @@ mod tests {
         while admission.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(admission.admit(Duration::from_secs(5)).await.err(), Some(Busy::QueueFull));
+        assert_eq!(
+            admission.admit(Duration::from_secs(5)).await.err(),
+            Some(Busy::QueueFull)
+        );
 
         drop(running);
         assert_eq!(queued.await.expect("joins"), Ok(()));
@@ -111,7 +118,10 @@ mod tests {
     #[tokio::test]
     async fn a_wait_past_the_queue_timeout_is_refused() {
         let admission = Admission::new(1, 4);
-        let _running = admission.admit(Duration::from_secs(5)).await.expect("first runs");
+        let _running = admission
+            .admit(Duration::from_secs(5))
+            .await
+            .expect("first runs");
         let waited = admission.admit(Duration::from_millis(20)).await.err();
         assert_eq!(waited, Some(Busy::Waited(Duration::from_millis(20))));
         assert_eq!(admission.waiting.load(Ordering::Acquire), 0);

@@ -95,7 +95,11 @@ impl Code {
             load_ms = identity.load_ms,
             "component compiled"
         );
-        Ok(Self { proxy, subscriber, identity })
+        Ok(Self {
+            proxy,
+            subscriber,
+            identity,
+        })
     }
 }
 
@@ -107,6 +111,8 @@ pub(crate) mod rfc3339 {
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&DateTime::<Utc>::from(*time).to_rfc3339_opts(SecondsFormat::Millis, true))
+        serializer.serialize_str(
+            &DateTime::<Utc>::from(*time).to_rfc3339_opts(SecondsFormat::Millis, true),
+        )
     }
 }

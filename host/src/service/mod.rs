@@ -13,11 +13,11 @@ use arc_swap::ArcSwap;
 use wasmtime::Store;
 
 use crate::capabilities::logging::LogRate;
-use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::memory::HostMemory;
+use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::messaging::{MessagingCtx, Outbound, PublishLimits};
 use crate::capabilities::route::{RouteCtx, Routes};
-use crate::capabilities::sql::{Database, SqlCtx, SqlLimits};
+use crate::capabilities::sql::{Database, SqlComponent, SqlCtx, SqlLimits};
 use crate::config::{ComponentConfig, GuestLimits, Limits};
 use crate::engine::Runtime;
 use crate::state::StoreState;
@@ -58,6 +58,8 @@ pub struct Service {
     pub host_memory: Arc<HostMemory>,
     /// Its guests' log lines, at most so many a second.
     log_rate: Arc<LogRate>,
+    /// What its units of work's statements share.
+    sql: Arc<SqlComponent>,
     /// Bounds the HTTP requests running in this component at once.
     pub admission: Admission,
     /// Shares the CPU between this component's long-running guests and everything else.
@@ -93,6 +95,21 @@ impl Service {
     ) -> Self {
         code.identity.version = 1;
         let file_digest = Mutex::new(Some(code.identity.sha256.clone()));
+        let guest = &config.limits;
+        let host_memory = HostMemory::new(guest.host_memory_bytes);
+        let turns = Turns::new();
+        let sql = Arc::new(SqlComponent {
+            database: database.clone(),
+            limits: SqlLimits {
+                max_statement_bytes: guest.max_statement_bytes,
+                max_parameters: guest.max_parameters,
+                max_parameter_bytes: guest.max_parameter_bytes,
+                max_result_bytes: guest.max_result_bytes,
+            },
+            memory: host_memory.clone(),
+            turns: turns.permits(),
+            verdicts: Default::default(),
+        });
         Self {
             name: config.name.clone(),
             config: config.clone(),
@@ -111,10 +128,15 @@ impl Service {
             code: ArcSwap::from_pointee(code),
             memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
             limits: config.limits,
-            host_memory: HostMemory::new(config.limits.host_memory_bytes),
-            log_rate: LogRate::new(&config.name, config.limits.log_lines_per_second, metrics.component(&config.name)),
+            host_memory,
+            sql,
+            log_rate: LogRate::new(
+                &config.name,
+                config.limits.log_lines_per_second,
+                metrics.component(&config.name),
+            ),
             admission: Admission::new(config.max_concurrency, config.max_queued),
-            turns: Turns::new(),
+            turns,
             in_flight: Arc::default(),
             last_failure: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
@@ -140,7 +162,11 @@ impl Service {
 
     /// Records a load that failed and changed nothing.
     pub fn failed_load(&self, source: String, reason: String) {
-        *self.lock_failure() = Some(FailedLoad { source, at: SystemTime::now(), reason });
+        *self.lock_failure() = Some(FailedLoad {
+            source,
+            at: SystemTime::now(),
+            reason,
+        });
         self.metrics.load_failed();
     }
 
@@ -149,15 +175,23 @@ impl Service {
     }
 
     fn lock_failure(&self) -> std::sync::MutexGuard<'_, Option<FailedLoad>> {
-        self.last_failure.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn file_digest(&self) -> Option<String> {
-        self.file_digest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.file_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_file_digest(&self, digest: String) {
-        *self.file_digest.lock().unwrap_or_else(PoisonError::into_inner) = Some(digest);
+        *self
+            .file_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(digest);
     }
 
     /// The lines its guests log, and the host's lines about its units of work, share this rate.
@@ -180,10 +214,23 @@ impl Service {
                 let queues: Vec<String> = self
                     .subscriptions
                     .iter()
-                    .map(|topic| crate::triggers::messaging::topology::Subscription::new(&config.exchange, &self.name, topic, "", &[]).dead)
+                    .map(|topic| {
+                        crate::triggers::messaging::topology::Subscription::new(
+                            &config.exchange,
+                            &self.name,
+                            topic,
+                            "",
+                            &[],
+                        )
+                        .dead
+                    })
                     .collect();
                 let depths = broker.queue_depths(&queues).await.unwrap_or_default();
-                self.subscriptions.iter().zip(depths).map(|(topic, depth)| (topic.clone(), depth, config.dead_letter_max)).collect()
+                self.subscriptions
+                    .iter()
+                    .zip(depths)
+                    .map(|(topic, depth)| (topic.clone(), depth, config.dead_letter_max))
+                    .collect()
             }
             _ => Vec::new(),
         };
@@ -192,8 +239,15 @@ impl Service {
             component: self.metrics.name().clone(),
             instances: self.in_flight(),
             connections: self.database.connections(),
-            broker_connected: self.broker.as_ref().map(|broker| broker.connection().is_some()),
-            messaging: if uses_messaging { self.database.messaging_sample(&self.config.publishes).await } else { None },
+            broker_connected: self
+                .broker
+                .as_ref()
+                .map(|broker| broker.connection().is_some()),
+            messaging: if uses_messaging {
+                self.database.messaging_sample(&self.config.publishes).await
+            } else {
+                None
+            },
         }
     }
 
@@ -204,17 +258,20 @@ impl Service {
     /// computes for long neither starves other requests nor outlives its unit of work.
     pub fn new_store(&self, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
         let limits = &self.limits;
-        let sql = SqlLimits {
-            max_statement_bytes: limits.max_statement_bytes,
-            max_parameters: limits.max_parameters,
-            max_result_bytes: limits.max_result_bytes,
+        let publish = PublishLimits {
+            max_event_bytes: limits.max_event_bytes,
+            max_published_bytes: limits.max_published_bytes,
         };
-        let publish = PublishLimits { max_event_bytes: limits.max_event_bytes, max_published_bytes: limits.max_published_bytes };
         let state = StoreState::new(
             &self.log_name,
             &self.log_rate,
-            SqlCtx::new(self.database.clone(), deadline, sql, self.host_memory.clone(), self.turns.permits()),
-            MessagingCtx::new(self.outbound.clone(), self.metrics.clone(), publish, self.host_memory.clone()),
+            SqlCtx::new(self.sql.clone(), deadline),
+            MessagingCtx::new(
+                self.outbound.clone(),
+                self.metrics.clone(),
+                publish,
+                self.host_memory.clone(),
+            ),
             RouteCtx::new(self.routes.clone()),
             self.metrics.clone(),
             self.memory_bytes,

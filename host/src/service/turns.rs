@@ -66,7 +66,9 @@ impl TurnSlot {
 impl Turns {
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { long_runners: Arc::new(Semaphore::new(cores.div_ceil(2))) }
+        Self {
+            long_runners: Arc::new(Semaphore::new(cores.div_ceil(2))),
+        }
     }
 
     /// The turns themselves, for host work done on the component's behalf that should share
@@ -110,7 +112,10 @@ impl Turns {
             match hook {
                 CallHook::CallingHost => runner.host_since = Some(Instant::now()),
                 CallHook::ReturningFromHost => {
-                    let waited = runner.host_since.take().is_some_and(|since| since.elapsed() >= EPOCH_TICK);
+                    let waited = runner
+                        .host_since
+                        .take()
+                        .is_some_and(|since| since.elapsed() >= EPOCH_TICK);
                     if waited && !runner.long {
                         store.set_epoch_deadline(FIRST_SLICE);
                     }

@@ -80,11 +80,14 @@ impl BatchConfig {
                     .parse::<u64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| anyhow::anyhow!("{name}: {text:?} is not a positive whole number")),
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{name}: {text:?} is not a positive whole number")
+                    }),
             }
         };
         let max_queue_size = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
-        let max_export_batch_size = (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize).min(max_queue_size);
+        let max_export_batch_size =
+            (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize).min(max_queue_size);
         Ok(Self {
             max_queue_size,
             max_export_batch_size,
@@ -136,9 +139,20 @@ pub struct Export<E> {
 }
 
 /// Builds the processor and its export task.
-pub fn pipeline<E: SpanExporter>(exporter: E, config: BatchConfig, host: Resource) -> (Queue, Export<E>) {
+pub fn pipeline<E: SpanExporter>(
+    exporter: E,
+    config: BatchConfig,
+    host: Resource,
+) -> (Queue, Export<E>) {
     let (sender, receiver) = mpsc::channel(config.max_queue_size);
-    let export = Export { exporter, spans: receiver, config, host, components: HashMap::new(), healthy: true };
+    let export = Export {
+        exporter,
+        spans: receiver,
+        config,
+        host,
+        components: HashMap::new(),
+        healthy: true,
+    };
     (Queue { spans: sender }, export)
 }
 
@@ -226,7 +240,8 @@ impl<E: SpanExporter> Export<E> {
             };
             self.exporter.set_resource(&resource);
             let count = spans.len() as u64;
-            let outcome = tokio::time::timeout(self.config.export_timeout, self.exporter.export(spans)).await;
+            let outcome =
+                tokio::time::timeout(self.config.export_timeout, self.exporter.export(spans)).await;
             match outcome {
                 Ok(Ok(())) => {
                     STATS.exported.fetch_add(count, Ordering::Relaxed);
@@ -236,7 +251,10 @@ impl<E: SpanExporter> Export<E> {
                     }
                 }
                 Ok(Err(err)) => self.failed(count, &err.to_string()),
-                Err(_) => self.failed(count, &format!("no answer within {:?}", self.config.export_timeout)),
+                Err(_) => self.failed(
+                    count,
+                    &format!("no answer within {:?}", self.config.export_timeout),
+                ),
             }
         }
     }
@@ -262,7 +280,9 @@ fn component_resource(host: &Resource, component: &str) -> Resource {
         .filter(|(key, _)| key.as_str() != "service.name")
         .map(|(key, value)| KeyValue::new(key.clone(), value.clone()))
         .chain([KeyValue::new("service.name", component.to_owned())]);
-    Resource::builder_empty().with_attributes(attributes).build()
+    Resource::builder_empty()
+        .with_attributes(attributes)
+        .build()
 }
 
 #[cfg(test)]
@@ -272,23 +292,50 @@ mod tests {
     #[test]
     fn batch_settings_come_from_the_standard_variables_and_bad_ones_are_refused() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value.to_string())
+            }
         };
-        let config = BatchConfig::from_env(vars(&[("OTEL_BSP_SCHEDULE_DELAY", "200"), ("OTEL_BSP_MAX_QUEUE_SIZE", "100")])).unwrap();
+        let config = BatchConfig::from_env(vars(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ]))
+        .unwrap();
         assert_eq!(config.schedule_delay, Duration::from_millis(200));
         assert_eq!(config.max_queue_size, 100);
-        assert_eq!(config.max_export_batch_size, 100, "a batch is never larger than the queue");
-        let error = BatchConfig::from_env(vars(&[("OTEL_BSP_EXPORT_TIMEOUT", "soon")])).unwrap_err();
-        assert!(error.to_string().contains("OTEL_BSP_EXPORT_TIMEOUT"), "{error}");
+        assert_eq!(
+            config.max_export_batch_size, 100,
+            "a batch is never larger than the queue"
+        );
+        let error =
+            BatchConfig::from_env(vars(&[("OTEL_BSP_EXPORT_TIMEOUT", "soon")])).unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_BSP_EXPORT_TIMEOUT"),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_components_resource_is_the_hosts_with_its_own_service_name() {
         let host = Resource::builder_empty()
-            .with_attributes([KeyValue::new("service.name", "host"), KeyValue::new("deployment.environment.name", "dev")])
+            .with_attributes([
+                KeyValue::new("service.name", "host"),
+                KeyValue::new("deployment.environment.name", "dev"),
+            ])
             .build();
         let orders = component_resource(&host, "orders");
-        assert_eq!(orders.get(&"service.name".into()).map(|v| v.to_string()), Some("orders".into()));
-        assert_eq!(orders.get(&"deployment.environment.name".into()).map(|v| v.to_string()), Some("dev".into()));
+        assert_eq!(
+            orders.get(&"service.name".into()).map(|v| v.to_string()),
+            Some("orders".into())
+        );
+        assert_eq!(
+            orders
+                .get(&"deployment.environment.name".into())
+                .map(|v| v.to_string()),
+            Some("dev".into())
+        );
     }
 }

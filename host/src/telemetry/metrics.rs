@@ -21,17 +21,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::labels::status_class;
 pub use super::labels::{Name, method_label};
 pub use super::snapshot::{MessagingSample, ServiceSnapshot, Snapshot};
-use super::labels::status_class;
 
 /// The content type of what [`Metrics::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Bucket bounds in seconds: OpenTelemetry's advice for HTTP durations, with finer ones below
 /// 5 ms, where most of a service's requests and statements fall.
-const SECONDS_BUCKETS: [f64; 17] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
+const SECONDS_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 fn seconds_histogram() -> Histogram {
     Histogram::new(SECONDS_BUCKETS)
@@ -138,7 +140,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Seconds::<RequestLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let requests =
+            Seconds::<RequestLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "http_server_request_duration",
             "Duration of HTTP requests served by components, from the first byte read to the response, unit of work included",
@@ -146,8 +149,14 @@ impl Metrics {
             requests.clone(),
         );
         let units_of_work = Family::default();
-        registry.register("units_of_work", "Units of work ended, by how", units_of_work.clone());
-        let statements = Seconds::<OperationLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register(
+            "units_of_work",
+            "Units of work ended, by how",
+            units_of_work.clone(),
+        );
+        let statements = Seconds::<OperationLabels>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
         registry.register_with_unit(
             "db_client_operation_duration",
             "Duration of components' SQL statements, by operation",
@@ -161,7 +170,11 @@ impl Metrics {
             published.clone(),
         );
         let relayed = Family::default();
-        registry.register("messaging_events_relayed", "Outbox events the broker confirmed", relayed.clone());
+        registry.register(
+            "messaging_events_relayed",
+            "Outbox events the broker confirmed",
+            relayed.clone(),
+        );
         let unsendable = Family::default();
         registry.register(
             "messaging_events_unsendable",
@@ -192,7 +205,8 @@ impl Metrics {
             "Deliveries settled, by outcome: handled, duplicate, retried, dead_lettered, requeued (database away)",
             deliveries.clone(),
         );
-        let lag = Seconds::<TopicLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        let lag =
+            Seconds::<TopicLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "messaging_event_lag",
             "Time from the start of the unit of work that published an event to the commit of its handling here",
@@ -200,19 +214,47 @@ impl Metrics {
             lag.clone(),
         );
         let traps = Family::default();
-        registry.register("wasm_traps", "Calls into a component that trapped or ran out of time", traps.clone());
+        registry.register(
+            "wasm_traps",
+            "Calls into a component that trapped or ran out of time",
+            traps.clone(),
+        );
         let swaps = Family::default();
-        registry.register("component_swaps", "New code swapped in while running", swaps.clone());
+        registry.register(
+            "component_swaps",
+            "New code swapped in while running",
+            swaps.clone(),
+        );
         let failed_loads = Family::default();
-        registry.register("component_load_failures", "Loads of new code that failed and changed nothing", failed_loads.clone());
+        registry.register(
+            "component_load_failures",
+            "Loads of new code that failed and changed nothing",
+            failed_loads.clone(),
+        );
         let instances = Family::default();
-        registry.register("wasm_instances_running", "Units of work running now (one instance each)", instances.clone());
+        registry.register(
+            "wasm_instances_running",
+            "Units of work running now (one instance each)",
+            instances.clone(),
+        );
         let connections = Family::default();
-        registry.register("db_client_connection_count", "Pooled database connections, by state", connections.clone());
+        registry.register(
+            "db_client_connection_count",
+            "Pooled database connections, by state",
+            connections.clone(),
+        );
         let connections_max = Family::default();
-        registry.register("db_client_connection_max", "Most connections the pool opens", connections_max.clone());
+        registry.register(
+            "db_client_connection_max",
+            "Most connections the pool opens",
+            connections_max.clone(),
+        );
         let outbox_backlog = Family::default();
-        registry.register("outbox_backlog_events", "Committed events not yet confirmed by the broker", outbox_backlog.clone());
+        registry.register(
+            "outbox_backlog_events",
+            "Committed events not yet confirmed by the broker",
+            outbox_backlog.clone(),
+        );
         let outbox_age = Family::default();
         registry.register_with_unit(
             "outbox_oldest_unsent_age",
@@ -221,7 +263,11 @@ impl Metrics {
             outbox_age.clone(),
         );
         let inbox = Family::default();
-        registry.register("inbox_events", "Events recorded as handled (the inbox), estimated", inbox.clone());
+        registry.register(
+            "inbox_events",
+            "Events recorded as handled (the inbox), estimated",
+            inbox.clone(),
+        );
         let broker_connected = Family::default();
         registry.register(
             "messaging_broker_connected",
@@ -229,7 +275,11 @@ impl Metrics {
             broker_connected.clone(),
         );
         let spans_exported = Counter::default();
-        registry.register("otel_spans_exported", "Spans the OTLP collector accepted", spans_exported.clone());
+        registry.register(
+            "otel_spans_exported",
+            "Spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
         let spans_dropped = Counter::default();
         registry.register(
             "otel_spans_dropped",
@@ -237,7 +287,11 @@ impl Metrics {
             spans_dropped.clone(),
         );
         let span_exports_failed = Counter::default();
-        registry.register("otel_span_exports_failed", "Span exports that failed or timed out", span_exports_failed.clone());
+        registry.register(
+            "otel_span_exports_failed",
+            "Span exports that failed or timed out",
+            span_exports_failed.clone(),
+        );
         let log_lines_dropped = Family::default();
         registry.register(
             "component_log_lines_dropped",
@@ -284,38 +338,68 @@ impl Metrics {
 
     /// The handles of one component.
     pub fn component(self: &Arc<Self>, name: &str) -> ComponentMetrics {
-        ComponentMetrics { name: Name::from(name), metrics: self.clone() }
+        ComponentMetrics {
+            name: Name::from(name),
+            metrics: self.clone(),
+        }
     }
 
     /// Writes every metric, with the state gauges set from `snapshot`.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
         // One scrape at a time sets the state gauges and writes them out, so two scrapers at
         // once (a Prometheus pair) each see their own snapshot.
-        let _scrape = self.scraping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _scrape = self
+            .scraping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for service in &snapshot.services {
-            let component = ComponentLabel { component: service.component.clone() };
-            self.instances.get_or_create(&component).set(service.instances as i64);
+            let component = ComponentLabel {
+                component: service.component.clone(),
+            };
+            self.instances
+                .get_or_create(&component)
+                .set(service.instances as i64);
             if let Some((used, idle, max)) = service.connections {
                 for (state, count) in [("used", used), ("idle", idle)] {
-                    let labels = ConnectionLabels { component: service.component.clone(), state };
+                    let labels = ConnectionLabels {
+                        component: service.component.clone(),
+                        state,
+                    };
                     self.connections.get_or_create(&labels).set(count as i64);
                 }
-                self.connections_max.get_or_create(&component).set(max as i64);
+                self.connections_max
+                    .get_or_create(&component)
+                    .set(max as i64);
             }
             for (topic, depth, limit) in &service.dead_letters {
-                let labels = TopicLabels { component: service.component.clone(), topic: topic.as_str().into() };
-                self.dead_letters.get_or_create(&labels).set(i64::from(*depth));
-                self.dead_letter_limit.get_or_create(&labels).set(i64::from(*limit));
+                let labels = TopicLabels {
+                    component: service.component.clone(),
+                    topic: topic.as_str().into(),
+                };
+                self.dead_letters
+                    .get_or_create(&labels)
+                    .set(i64::from(*depth));
+                self.dead_letter_limit
+                    .get_or_create(&labels)
+                    .set(i64::from(*limit));
             }
             if let Some(connected) = service.broker_connected {
-                self.broker_connected.get_or_create(&component).set(i64::from(connected));
+                self.broker_connected
+                    .get_or_create(&component)
+                    .set(i64::from(connected));
             }
             match service.messaging {
                 Some(sample) => {
-                    self.outbox_backlog.get_or_create(&component).set(sample.outbox_backlog);
-                    self.outbox_age.get_or_create(&component).set(sample.outbox_oldest_age_seconds);
+                    self.outbox_backlog
+                        .get_or_create(&component)
+                        .set(sample.outbox_backlog);
+                    self.outbox_age
+                        .get_or_create(&component)
+                        .set(sample.outbox_oldest_age_seconds);
                     self.inbox.get_or_create(&component).set(sample.inbox_rows);
-                    self.outbox_unsendable.get_or_create(&component).set(sample.outbox_unsendable);
+                    self.outbox_unsendable
+                        .get_or_create(&component)
+                        .set(sample.outbox_unsendable);
                 }
                 // Not read this time (the database did not answer): no value rather than a stale one.
                 None => {
@@ -359,70 +443,128 @@ impl ComponentMetrics {
         &self.name
     }
 
-    pub fn request(&self, route: Option<&Arc<str>>, method: &http::Method, status: u16, seconds: f64) {
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        method: &http::Method,
+        status: u16,
+        seconds: f64,
+    ) {
         let labels = RequestLabels {
             component: self.name.clone(),
             http_route: Name(route.cloned().unwrap_or_else(|| "".into())),
             http_request_method: method_label(method),
             http_response_status_class: status_class(status),
         };
-        self.metrics.requests.get_or_create(&labels).observe(seconds);
+        self.metrics
+            .requests
+            .get_or_create(&labels)
+            .observe(seconds);
     }
 
     /// A unit of work ended: `committed`, `rolled_back`, `empty` or `duplicate`.
     pub fn unit_of_work(&self, trigger: &'static str, outcome: &'static str) {
-        let labels = UnitOfWorkLabels { component: self.name.clone(), trigger, outcome };
+        let labels = UnitOfWorkLabels {
+            component: self.name.clone(),
+            trigger,
+            outcome,
+        };
         self.metrics.units_of_work.get_or_create(&labels).inc();
     }
 
     pub fn statement(&self, operation: &'static str, seconds: f64) {
-        let labels = OperationLabels { component: self.name.clone(), db_operation_name: operation };
-        self.metrics.statements.get_or_create(&labels).observe(seconds);
+        let labels = OperationLabels {
+            component: self.name.clone(),
+            db_operation_name: operation,
+        };
+        self.metrics
+            .statements
+            .get_or_create(&labels)
+            .observe(seconds);
     }
 
     pub fn published(&self, topic: &str, events: u64) {
-        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
+        let labels = TopicLabels {
+            component: self.name.clone(),
+            topic: topic.into(),
+        };
         self.metrics.published.get_or_create(&labels).inc_by(events);
     }
 
     pub fn relayed(&self, topic: &str) {
-        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
+        let labels = TopicLabels {
+            component: self.name.clone(),
+            topic: topic.into(),
+        };
         self.metrics.relayed.get_or_create(&labels).inc();
     }
 
     /// The relay set `rows` outbox rows aside as unsendable.
     pub fn unsendable(&self, rows: u64) {
-        self.metrics.unsendable.get_or_create(&ComponentLabel { component: self.name.clone() }).inc_by(rows);
+        self.metrics
+            .unsendable
+            .get_or_create(&ComponentLabel {
+                component: self.name.clone(),
+            })
+            .inc_by(rows);
     }
 
     /// A delivery settled: `handled`, `duplicate`, `retried`, `dead_lettered` or `requeued`.
     pub fn delivery(&self, topic: &str, outcome: &'static str) {
-        let labels = DeliveryLabels { component: self.name.clone(), topic: topic.into(), outcome };
+        let labels = DeliveryLabels {
+            component: self.name.clone(),
+            topic: topic.into(),
+            outcome,
+        };
         self.metrics.deliveries.get_or_create(&labels).inc();
     }
 
     /// An event was handled `seconds` after its publisher committed it.
     pub fn event_lag(&self, topic: &str, seconds: f64) {
-        let labels = TopicLabels { component: self.name.clone(), topic: topic.into() };
-        self.metrics.lag.get_or_create(&labels).observe(seconds.max(0.0));
+        let labels = TopicLabels {
+            component: self.name.clone(),
+            topic: topic.into(),
+        };
+        self.metrics
+            .lag
+            .get_or_create(&labels)
+            .observe(seconds.max(0.0));
     }
 
     pub fn trap(&self, trigger: &'static str) {
-        let labels = TrapLabels { component: self.name.clone(), trigger };
+        let labels = TrapLabels {
+            component: self.name.clone(),
+            trigger,
+        };
         self.metrics.traps.get_or_create(&labels).inc();
     }
 
     pub fn swapped(&self) {
-        self.metrics.swaps.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+        self.metrics
+            .swaps
+            .get_or_create(&ComponentLabel {
+                component: self.name.clone(),
+            })
+            .inc();
     }
 
     /// One of its guests' log lines was dropped.
     pub fn log_line_dropped(&self) {
-        self.metrics.log_lines_dropped.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+        self.metrics
+            .log_lines_dropped
+            .get_or_create(&ComponentLabel {
+                component: self.name.clone(),
+            })
+            .inc();
     }
 
     pub fn load_failed(&self) {
-        self.metrics.failed_loads.get_or_create(&ComponentLabel { component: self.name.clone() }).inc();
+        self.metrics
+            .failed_loads
+            .get_or_create(&ComponentLabel {
+                component: self.name.clone(),
+            })
+            .inc();
     }
 }
 
@@ -434,7 +576,12 @@ mod tests {
     fn the_exposition_names_metrics_with_their_units_and_ends_with_eof() {
         let metrics = Arc::new(Metrics::new());
         let orders = metrics.component("orders");
-        orders.request(Some(&Arc::from("/orders/orders/{id}")), &http::Method::GET, 200, 0.002);
+        orders.request(
+            Some(&Arc::from("/orders/orders/{id}")),
+            &http::Method::GET,
+            200,
+            0.002,
+        );
         orders.unit_of_work("http", "committed");
         let orders_state = ServiceSnapshot {
             component: Name::from("orders"),
@@ -444,7 +591,9 @@ mod tests {
             dead_letters: Vec::new(),
             messaging: None,
         };
-        let text = metrics.encode(&Snapshot { services: vec![orders_state] });
+        let text = metrics.encode(&Snapshot {
+            services: vec![orders_state],
+        });
         assert!(
             text.contains(
                 "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
@@ -452,8 +601,16 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"} 1"), "{text}");
-        assert!(text.contains("messaging_broker_connected{component=\"orders\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("messaging_broker_connected{component=\"orders\"} 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

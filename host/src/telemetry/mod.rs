@@ -36,8 +36,7 @@ pub mod propagation;
 pub mod snapshot;
 
 /// What `RUST_LOG` is when unset.
-const DEFAULT_LOG_FILTER: &str =
-    "info,wasmtime_cranelift=warn,cranelift=warn,tokio_postgres=warn,refinery_core=error,opentelemetry_sdk=warn";
+const DEFAULT_LOG_FILTER: &str = "info,wasmtime_cranelift=warn,cranelift=warn,tokio_postgres=warn,refinery_core=error,opentelemetry_sdk=warn";
 
 /// Events kept per span (a guest's log lines among them); later ones are dropped.
 const MAX_EVENTS_PER_SPAN: u32 = 16;
@@ -53,11 +52,14 @@ const HOST_SERVICE_NAME: &str = "host";
 const LOG_BUFFER_LINES: usize = 16 * 1024;
 
 /// Counts the log lines the process's output dropped, once logging is set up.
-static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
 
 /// Log lines dropped so far because the output could not keep up.
 pub fn log_lines_dropped() -> u64 {
-    LOG_DROPS.get().map_or(0, |counter| counter.dropped_lines() as u64)
+    LOG_DROPS
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
 /// The process's telemetry, until [`Telemetry::shutdown`].
@@ -87,17 +89,25 @@ pub fn protocol_from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
     if set("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
-    match set("OTEL_TRACES_EXPORTER").map(|value| value.trim().to_ascii_lowercase()).as_deref() {
+    match set("OTEL_TRACES_EXPORTER")
+        .map(|value| value.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("otlp") => {}
         Some("none") => return Ok(None),
         Some(other) => bail!("OTEL_TRACES_EXPORTER: {other:?} is not supported; use otlp or none"),
     }
-    if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() && set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+    if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+        && set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+    {
         return Ok(None);
     }
     let (name, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
         Some(protocol) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol),
-        None => ("OTEL_EXPORTER_OTLP_PROTOCOL", set("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into())),
+        None => (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            set("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into()),
+        ),
     };
     match protocol.trim() {
         "grpc" => Ok(Some(Protocol::Grpc)),
@@ -110,7 +120,8 @@ pub fn protocol_from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
 /// runtime, once.
 pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
     let env = |name: &str| std::env::var(name).ok();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let (stderr, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_BUFFER_LINES)
@@ -118,14 +129,23 @@ pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
         .finish(std::io::stderr());
     let _ = LOG_DROPS.set(stderr.error_counter());
     let logs = if log_json {
-        fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(stderr).boxed()
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(stderr)
+            .boxed()
     } else {
         fmt::layer().with_writer(stderr).boxed()
     };
     let logs = logs.with_filter(filter);
     let Some(protocol) = protocol_from_env(env)? else {
         tracing_subscriber::registry().with(logs).init();
-        return Ok(Telemetry { export: None, _log_writer: log_writer });
+        return Ok(Telemetry {
+            export: None,
+            _log_writer: log_writer,
+        });
     };
     let batch = export::BatchConfig::from_env(env)?;
     let exporter = match protocol {
@@ -154,7 +174,14 @@ pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
     let stop = CancellationToken::new();
     let task = tokio::spawn(export.run(stop.clone(), FLUSH_WITHIN));
     tracing::info!(?protocol, "exporting spans over OTLP");
-    Ok(Telemetry { export: Some(Running { provider, stop, task }), _log_writer: log_writer })
+    Ok(Telemetry {
+        export: Some(Running {
+            provider,
+            stop,
+            task,
+        }),
+        _log_writer: log_writer,
+    })
 }
 
 /// Which `tracing` spans and events become OpenTelemetry spans and span events: the host's own
@@ -164,7 +191,11 @@ fn traced(metadata: &Metadata<'_>) -> bool {
     let target = metadata.target();
     let ours = target == "host" || target.starts_with("host::") || target == "component";
     let level = *metadata.level();
-    ours && if metadata.is_span() { level <= Level::DEBUG } else { level <= Level::INFO }
+    ours && if metadata.is_span() {
+        level <= Level::DEBUG
+    } else {
+        level <= Level::INFO
+    }
 }
 
 /// The resource of the host's own spans: the SDK's detectors (`OTEL_SERVICE_NAME`,
@@ -172,10 +203,16 @@ fn traced(metadata: &Metadata<'_>) -> bool {
 fn host_resource(var: &impl Fn(&str) -> Option<String>) -> Resource {
     let named = var("OTEL_SERVICE_NAME").is_some_and(|name| !name.trim().is_empty())
         || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| {
-            attributes.split(',').any(|pair| pair.trim_start().starts_with("service.name="))
+            attributes
+                .split(',')
+                .any(|pair| pair.trim_start().starts_with("service.name="))
         });
     let resource = Resource::builder();
-    if named { resource.build() } else { resource.with_service_name(HOST_SERVICE_NAME).build() }
+    if named {
+        resource.build()
+    } else {
+        resource.with_service_name(HOST_SERVICE_NAME).build()
+    }
 }
 
 /// `text`, cut at a character boundary to at most `max` bytes: for guest- and client-made text
@@ -207,7 +244,12 @@ mod tests {
     use super::*;
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
     }
 
     #[test]
@@ -220,25 +262,56 @@ mod tests {
     #[test]
     fn nothing_is_exported_unless_an_endpoint_is_set() {
         assert_eq!(protocol_from_env(vars(&[])).unwrap(), None);
-        assert_eq!(protocol_from_env(vars(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap(), None);
+        assert_eq!(
+            protocol_from_env(vars(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap(),
+            None
+        );
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
-        assert_eq!(protocol_from_env(vars(&[endpoint])).unwrap(), Some(Protocol::HttpProtobuf));
-        assert_eq!(protocol_from_env(vars(&[endpoint, ("OTEL_SDK_DISABLED", "true")])).unwrap(), None);
-        assert_eq!(protocol_from_env(vars(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")])).unwrap(), None);
+        assert_eq!(
+            protocol_from_env(vars(&[endpoint])).unwrap(),
+            Some(Protocol::HttpProtobuf)
+        );
+        assert_eq!(
+            protocol_from_env(vars(&[endpoint, ("OTEL_SDK_DISABLED", "true")])).unwrap(),
+            None
+        );
+        assert_eq!(
+            protocol_from_env(vars(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")])).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn the_protocol_is_grpc_or_http_protobuf_and_anything_else_is_named_as_the_fault() {
-        let grpc = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
-        assert_eq!(protocol_from_env(vars(&grpc)).unwrap(), Some(Protocol::Grpc));
-        let json = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")];
+        let grpc = [
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4317",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ];
+        assert_eq!(
+            protocol_from_env(vars(&grpc)).unwrap(),
+            Some(Protocol::Grpc)
+        );
+        let json = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ];
         let error = protocol_from_env(vars(&json)).unwrap_err().to_string();
-        assert!(error.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && error.contains("http/json"), "{error}");
+        assert!(
+            error.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && error.contains("http/json"),
+            "{error}"
+        );
     }
 
     #[test]
     fn the_hosts_spans_are_named_host_unless_the_environment_names_them() {
-        let name = |resource: Resource| resource.get(&"service.name".into()).map(|value| value.to_string());
+        let name = |resource: Resource| {
+            resource
+                .get(&"service.name".into())
+                .map(|value| value.to_string())
+        };
         assert_eq!(name(host_resource(&vars(&[]))), Some("host".into()));
     }
 
@@ -256,10 +329,27 @@ mod tests {
         }
         static SITE: Site = Site;
         let meta = |target: &'static str, level: Level, kind: Kind| {
-            Metadata::new("x", target, level, None, None, None, FieldSet::new(&[], Identifier(&SITE)), kind)
+            Metadata::new(
+                "x",
+                target,
+                level,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], Identifier(&SITE)),
+                kind,
+            )
         };
-        assert!(traced(&meta("host::capabilities::sql", Level::DEBUG, Kind::SPAN)));
-        assert!(!traced(&meta("host::capabilities::sql", Level::DEBUG, Kind::EVENT)));
+        assert!(traced(&meta(
+            "host::capabilities::sql",
+            Level::DEBUG,
+            Kind::SPAN
+        )));
+        assert!(!traced(&meta(
+            "host::capabilities::sql",
+            Level::DEBUG,
+            Kind::EVENT
+        )));
         assert!(traced(&meta("component", Level::INFO, Kind::EVENT)));
         assert!(!traced(&meta("h2", Level::INFO, Kind::SPAN)));
     }

@@ -28,7 +28,10 @@ pub fn from_amqp(headers: Option<&FieldTable>, traceparent: Option<&str>) -> Con
     if let Some(headers) = headers {
         for key in [TRACEPARENT, TRACESTATE] {
             if let Some(AMQPValue::LongString(value)) = headers.inner().get(key) {
-                carrier.insert(key.to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+                carrier.insert(
+                    key.to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                );
             }
         }
     }
@@ -52,7 +55,12 @@ pub fn valid_traceparent(traceparent: Option<&str>) -> Option<String> {
     let span = context.span();
     let span_context = span.span_context();
     span_context.is_valid().then(|| {
-        format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8())
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
     })
 }
 
@@ -85,9 +93,12 @@ pub fn current_ids() -> Option<(String, String)> {
     let context = tracing::Span::current().context();
     let span = context.span();
     let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }
 
 struct HttpHeaders<'a>(&'a http::HeaderMap);
@@ -114,7 +125,10 @@ mod tests {
         headers.insert("traceparent", PARENT.parse().unwrap());
         let context = from_http(&headers);
         let span = context.span();
-        assert_eq!(span.span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            span.span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(span.span_context().is_remote());
     }
 
@@ -124,17 +138,33 @@ mod tests {
         headers.insert("traceparent".into(), AMQPValue::LongString(PARENT.into()));
         let other = "00-11111111111111111111111111111111-2222222222222222-01";
         let context = from_amqp(Some(&headers), Some(other));
-        assert_eq!(context.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            context.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         let context = from_amqp(None, Some(other));
-        assert_eq!(context.span().span_context().trace_id().to_string(), "11111111111111111111111111111111");
-        assert!(!from_traceparent(Some("00-not-a-trace")).span().span_context().is_valid());
+        assert_eq!(
+            context.span().span_context().trace_id().to_string(),
+            "11111111111111111111111111111111"
+        );
+        assert!(
+            !from_traceparent(Some("00-not-a-trace"))
+                .span()
+                .span_context()
+                .is_valid()
+        );
     }
 
     #[test]
     fn only_a_valid_traceparent_passes_through() {
         assert_eq!(valid_traceparent(Some(PARENT)).as_deref(), Some(PARENT));
         assert_eq!(valid_traceparent(Some(&"x".repeat(100_000))), None);
-        assert_eq!(valid_traceparent(Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01")), None);
+        assert_eq!(
+            valid_traceparent(Some(
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+            )),
+            None
+        );
         assert_eq!(valid_traceparent(None), None);
     }
 }

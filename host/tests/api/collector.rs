@@ -23,10 +23,20 @@ async fn a_collector_that_never_answers_drops_spans_counts_them_and_is_logged_on
         traced.post_order(&client_context().2).await;
     }
     let metrics = wait_for_metric_above(&traced.host, "otel_span_exports_failed_total", 1.0).await;
-    assert!(metric(&metrics, "otel_spans_dropped_total").is_some_and(|dropped| dropped > 0.0), "{metrics}");
-    assert_eq!(metric(&metrics, "otel_spans_exported_total"), Some(0.0), "{metrics}");
+    assert!(
+        metric(&metrics, "otel_spans_dropped_total").is_some_and(|dropped| dropped > 0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "otel_spans_exported_total"),
+        Some(0.0),
+        "{metrics}"
+    );
     let complaints = complaints(&traced.host);
-    assert_eq!(complaints, 1, "the export problem is logged once, not per span or batch");
+    assert_eq!(
+        complaints, 1,
+        "the export problem is logged once, not per span or batch"
+    );
 }
 
 #[tokio::test]
@@ -47,7 +57,11 @@ async fn spans_still_queued_at_shutdown_reach_the_collector() {
 
     let spans = receiver.trace(&trace_id);
     let server = spans.iter().find(|span| span.name == "POST /orders/orders");
-    assert!(server.is_some_and(|server| server.parent_span_id == client_span), "flushed on shutdown:\n{}", otlp::tree(&spans));
+    assert!(
+        server.is_some_and(|server| server.parent_span_id == client_span),
+        "flushed on shutdown:\n{}",
+        otlp::tree(&spans)
+    );
 }
 
 #[tokio::test]
@@ -65,14 +79,25 @@ async fn the_host_stops_promptly_while_an_export_hangs() {
     let stopping = Instant::now();
     assert!(traced.host.stop().await.success());
     // The flush gives up after 5 s; the rest of shutdown takes well under a second here.
-    assert!(stopping.elapsed() < Duration::from_secs(20), "shutdown waited on the collector: {:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "shutdown waited on the collector: {:?}",
+        stopping.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_collector_is_logged_once() {
     // A port nothing listens on.
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
-    let traced = start(|_| helpers::amqp_base(), &exporting_to(format!("http://{unused}"))).await;
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address");
+    let traced = start(
+        |_| helpers::amqp_base(),
+        &exporting_to(format!("http://{unused}")),
+    )
+    .await;
     for _ in 0..10 {
         traced.post_order(&client_context().2).await;
     }
@@ -83,5 +108,12 @@ async fn an_unreachable_collector_is_logged_once() {
 
 /// How many times the host logged that it cannot export.
 fn complaints(host: &HostProcess) -> usize {
-    host.log().iter().filter(|line| line["message"].as_str().is_some_and(|m| m.contains("cannot export spans"))).count()
+    host.log()
+        .iter()
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot export spans"))
+        })
+        .count()
 }

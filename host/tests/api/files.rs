@@ -7,7 +7,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("host-test-{}", uuid::Uuid::new_v4().simple()));
+        let path =
+            std::env::temp_dir().join(format!("host-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path).expect("temp dir");
         Self(path)
     }

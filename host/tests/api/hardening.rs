@@ -25,24 +25,39 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { request_timeout_ms: 2000, misbehave: "" }
+        Self {
+            request_timeout_ms: 2000,
+            misbehave: "",
+        }
     }
 }
 
 impl Bench {
     async fn start(setup: Setup) -> Self {
-        let (orders, misbehave) = (Arc::new(TestDatabase::create().await), Arc::new(TestDatabase::create().await));
+        let (orders, misbehave) = (
+            Arc::new(TestDatabase::create().await),
+            Arc::new(TestDatabase::create().await),
+        );
         let broker = TestBroker::new();
         let manifest = format!(
             "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n{}\n",
-            helpers::orders_manifest(&broker, &orders.url())
-                .replace("request_timeout_ms = 5000", &format!("request_timeout_ms = {}", setup.request_timeout_ms)),
+            helpers::orders_manifest(&broker, &orders.url()).replace(
+                "request_timeout_ms = 5000",
+                &format!("request_timeout_ms = {}", setup.request_timeout_ms)
+            ),
             helpers::component_wasm("misbehave").display(),
             misbehave.url(),
             setup.misbehave,
         );
         let host = TestHost::start(&manifest).await;
-        Self { app: OrdersApp { host, db: orders, broker }, misbehave }
+        Self {
+            app: OrdersApp {
+                host,
+                db: orders,
+                broker,
+            },
+            misbehave,
+        }
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -82,7 +97,10 @@ impl Bench {
         let until = Instant::now() + period;
         let readers: Vec<_> = (0..8)
             .map(|_| {
-                let (client, url) = (self.app.host.client.clone(), self.app.host.url(&format!("/orders/orders/{id}")));
+                let (client, url) = (
+                    self.app.host.client.clone(),
+                    self.app.host.url(&format!("/orders/orders/{id}")),
+                );
                 tokio::spawn(async move {
                     let mut timings = Vec::new();
                     while Instant::now() < until {
@@ -104,7 +122,10 @@ impl Bench {
     }
 
     async fn new_order(&self) -> String {
-        let response = self.app.post_order(&json!({ "customerId": CUSTOMER, "amount": 10 })).await;
+        let response = self
+            .app
+            .post_order(&json!({ "customerId": CUSTOMER, "amount": 10 }))
+            .await;
         assert_eq!(response.status(), 201);
         let order: Value = response.json().await.expect("JSON");
         order["id"].as_str().expect("id").to_owned()
@@ -125,8 +146,15 @@ async fn each_misbehaviour_fails_only_its_own_call_promptly_as_a_problem() {
         let response = bench.get(path).await;
         let elapsed = started.elapsed();
         assert_eq!(response.status(), 500, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
-        assert!(elapsed < Duration::from_secs(1), "{path} answered after {elapsed:?}, not at once");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{path} answered after {elapsed:?}, not at once"
+        );
     }
 
     for path in ["/loop", "/slow-sql?seconds=30"] {
@@ -134,25 +162,52 @@ async fn each_misbehaviour_fails_only_its_own_call_promptly_as_a_problem() {
         let response = bench.get(path).await;
         let elapsed = started.elapsed();
         assert_eq!(response.status(), 504, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
-        assert!(elapsed < Duration::from_millis(3000), "{path} answered after {elapsed:?}, past its 2 s deadline");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(3000),
+            "{path} answered after {elapsed:?}, past its 2 s deadline"
+        );
     }
 
     let started = Instant::now();
     let response = bench.get("/huge-sql?rows=200").await;
-    assert_eq!(response.status(), 422, "the component is told its result is too large");
+    assert_eq!(
+        response.status(),
+        422,
+        "the component is told its result is too large"
+    );
     let answer: Value = response.json().await.expect("JSON");
     assert_eq!(answer["code"], "54000", "{answer}");
-    assert!(answer["message"].as_str().is_some_and(|m| m.contains("select fewer rows")), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2), "answered promptly");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("select fewer rows")),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered promptly"
+    );
 
-    assert_eq!(bench.get("/ok").await.status(), 200, "the component still serves");
+    assert_eq!(
+        bench.get("/ok").await.status(),
+        200,
+        "the component still serves"
+    );
     bench.new_order().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_looping_calls_leave_orders_latency_alone() {
-    let bench = Bench::start(Setup { request_timeout_ms: 8000, ..Setup::default() }).await;
+    let bench = Bench::start(Setup {
+        request_timeout_ms: 8000,
+        ..Setup::default()
+    })
+    .await;
     let id = bench.new_order().await;
     let before = bench.time_reads(&id, 30).await;
 
@@ -161,8 +216,18 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
     let loops: Vec<_> = (0..16)
         .map(|index| {
             let client = bench.app.host.client.clone();
-            let url = bench.app.host.url(if index % 2 == 0 { "/misbehave/loop" } else { "/misbehave/busy-host" });
-            tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
+            let url = bench.app.host.url(if index % 2 == 0 {
+                "/misbehave/loop"
+            } else {
+                "/misbehave/busy-host"
+            });
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
         })
         .collect();
     // Let every looping call get going.
@@ -179,10 +244,21 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
         percentile(&during, 0.9),
         percentile(&during, 1.0),
     );
-    assert_eq!(looping, 16, "the loops were still running while Orders was timed");
+    assert_eq!(
+        looping, 16,
+        "the loops were still running while Orders was timed"
+    );
     // Generous bounds for a shared machine: alone, a read takes about a millisecond.
-    assert!(percentile(&during, 0.5) < Duration::from_millis(100), "p50 {:?}", percentile(&during, 0.5));
-    assert!(percentile(&during, 1.0) < Duration::from_secs(1), "max {:?}", percentile(&during, 1.0));
+    assert!(
+        percentile(&during, 0.5) < Duration::from_millis(100),
+        "p50 {:?}",
+        percentile(&during, 0.5)
+    );
+    assert!(
+        percentile(&during, 1.0) < Duration::from_secs(1),
+        "max {:?}",
+        percentile(&during, 1.0)
+    );
     for call in loops {
         assert_eq!(call.await.expect("task").expect("answered"), 504);
     }
@@ -192,19 +268,38 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
 /// with every other test, a bound far from it guards the behaviour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eighty_hostile_calls_at_once_fail_only_themselves_while_orders_serves() {
-    let bench = Bench::start(Setup { request_timeout_ms: 10_000, ..Setup::default() }).await;
+    let bench = Bench::start(Setup {
+        request_timeout_ms: 10_000,
+        ..Setup::default()
+    })
+    .await;
     let id = bench.new_order().await;
     bench.time_reads(&id, 50).await;
     let alone = bench.read_under_load(&id, Duration::from_secs(2)).await;
 
     // 16 calls of each kind, all at once, while 8 clients read from Orders.
-    let hostile = ["/recurse", "/huge-sql?rows=40", "/slow-sql?seconds=30", "/alloc", "/busy-host"];
+    let hostile = [
+        "/recurse",
+        "/huge-sql?rows=40",
+        "/slow-sql?seconds=30",
+        "/alloc",
+        "/busy-host",
+    ];
     let calls: Vec<_> = hostile
         .iter()
         .flat_map(|path| std::iter::repeat_n(*path, 16))
         .map(|path| {
-            let (client, url) = (bench.app.host.client.clone(), bench.app.host.url(&format!("/misbehave{path}")));
-            tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
+            let (client, url) = (
+                bench.app.host.client.clone(),
+                bench.app.host.url(&format!("/misbehave{path}")),
+            );
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
         })
         .collect();
     let beside = bench.read_under_load(&id, Duration::from_secs(2)).await;
@@ -222,9 +317,15 @@ async fn eighty_hostile_calls_at_once_fail_only_themselves_while_orders_serves()
     for call in calls {
         let status = call.await.expect("task").expect("answered");
         // 503: the component at its own limit of calls at once.
-        assert!(matches!(status, 422 | 500 | 503 | 504), "each hostile call fails as itself: {status}");
+        assert!(
+            matches!(status, 422 | 500 | 503 | 504),
+            "each hostile call fails as itself: {status}"
+        );
     }
-    assert!(p99_beside < Duration::from_millis(500), "p99 {p99_beside:?} beside them, {p99_alone:?} alone");
+    assert!(
+        p99_beside < Duration::from_millis(500),
+        "p99 {p99_beside:?} beside them, {p99_alone:?} alone"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +342,13 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
         .map(|_| {
             let client = bench.app.host.client.clone();
             let url = bench.app.host.url("/misbehave/loop");
-            tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
         })
         .collect();
 
@@ -250,12 +357,22 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
     let started = Instant::now();
     loop {
         let admin = &bench.app.host;
-        let component: Value =
-            admin.client.get(admin.admin_url("/components/misbehave")).send().await.expect("sent").json().await.expect("JSON");
+        let component: Value = admin
+            .client
+            .get(admin.admin_url("/components/misbehave"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
         if component["in_flight"] == 2 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(8), "the loops never both ran: {component}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the loops never both ran: {component}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let asked = Instant::now();
@@ -263,14 +380,32 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
     assert_eq!(refused.0.status(), 503);
     let (refused, waited) = refused;
     assert_eq!(refused.headers()["retry-after"], "1");
-    assert_eq!(refused.headers()["content-type"], "application/problem+json");
-    assert!(waited < Duration::from_secs(5), "refused after {waited:?}, not when the loops ended");
-    assert_eq!(bench.app.get(&format!("/orders/orders/{id}")).await.status(), 200, "Orders has permits of its own");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "refused after {waited:?}, not when the loops ended"
+    );
+    assert_eq!(
+        bench
+            .app
+            .get(&format!("/orders/orders/{id}"))
+            .await
+            .status(),
+        200,
+        "Orders has permits of its own"
+    );
 
     for call in loops {
         assert_eq!(call.await.expect("task").expect("answered"), 504);
     }
-    assert_eq!(bench.get("/ok").await.status(), 200, "permits come back when the loops end");
+    assert_eq!(
+        bench.get("/ok").await.status(),
+        200,
+        "permits come back when the loops end"
+    );
 }
 
 #[tokio::test]
@@ -285,19 +420,33 @@ async fn a_components_sql_cannot_read_files_run_programs_or_grant_itself_more() 
         let (status, answer) = bench.sql(statement).await;
         assert_eq!(status, 422, "{statement}: {answer}");
         let code = answer["code"].as_str().unwrap_or_default();
-        assert_eq!(code, "42501", "{statement} must be refused for lack of privilege: {answer}");
+        assert_eq!(
+            code, "42501",
+            "{statement} must be refused for lack of privilege: {answer}"
+        );
     }
     // These the host refuses itself, before PostgreSQL would.
-    for statement in ["COPY (SELECT 1) TO PROGRAM 'touch /tmp/escaped'", "ALTER ROLE CURRENT_USER SUPERUSER"] {
+    for statement in [
+        "COPY (SELECT 1) TO PROGRAM 'touch /tmp/escaped'",
+        "ALTER ROLE CURRENT_USER SUPERUSER",
+    ] {
         let (status, answer) = bench.sql(statement).await;
         assert_eq!(status, 422, "{statement}: {answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| m.contains("Refused")), "{statement}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Refused")),
+            "{statement}: {answer}"
+        );
     }
     let (status, answer) = bench
         .sql("SELECT current_database()::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["rows"], json!([[bench.misbehave.name, false, false, false]]));
+    assert_eq!(
+        answer["rows"],
+        json!([[bench.misbehave.name, false, false, false]])
+    );
 }
 
 #[tokio::test]
@@ -314,23 +463,38 @@ async fn the_host_refuses_a_superuser_database_role_unless_told_it_is_developmen
     let tables: i64 = db
         .connect()
         .await
-        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
     assert_eq!(tables, 0, "nothing was migrated as the superuser");
 
-    let allowed = manifest.replace("max_connections = 8", "max_connections = 8\nallow_privileged_role = true");
-    assert!(host::Host::build(helpers::config(&allowed)).await.is_ok(), "the development override works");
+    let allowed = manifest.replace(
+        "max_connections = 8",
+        "max_connections = 8\nallow_privileged_role = true",
+    );
+    assert!(
+        host::Host::build(helpers::config(&allowed)).await.is_ok(),
+        "the development override works"
+    );
 }
 
 #[tokio::test]
 async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
     // One connection, so both units of work run on the same one.
-    let bench = Bench::start(Setup { misbehave: "max_connections = 1", ..Setup::default() }).await;
+    let bench = Bench::start(Setup {
+        misbehave: "max_connections = 1",
+        ..Setup::default()
+    })
+    .await;
     // The host refuses set_config in a guest's statement; a function made in the component's
     // database (as a migration could) still gets there with dynamic SQL.
-    let (status, refused) = bench.sql("SELECT set_config('app.leak', 'yes', false)").await;
+    let (status, refused) = bench
+        .sql("SELECT set_config('app.leak', 'yes', false)")
+        .await;
     assert_eq!(status, 422, "{refused}");
     bench
         .misbehave
@@ -342,7 +506,9 @@ async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
         )
         .await
         .expect("function");
-    let (status, first) = bench.sql("SELECT pg_backend_pid(), leak_setting(), pg_try_advisory_lock(7)").await;
+    let (status, first) = bench
+        .sql("SELECT pg_backend_pid(), leak_setting(), pg_try_advisory_lock(7)")
+        .await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["rows"][0][1], "yes");
     assert_eq!(first["rows"][0][2], true);
@@ -357,38 +523,70 @@ async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
         )
         .await;
     assert_eq!(status, 200, "{next}");
-    assert_eq!(next["rows"][0][0], first["rows"][0][0], "the same pooled connection: {first} {next}");
+    assert_eq!(
+        next["rows"][0][0], first["rows"][0][0],
+        "the same pooled connection: {first} {next}"
+    );
     assert_eq!(next["rows"][0][1], "", "the setting was reset: {next}");
-    assert_eq!(next["rows"][0][2], 0, "the advisory lock was released: {next}");
-    assert_eq!(next["rows"][0][3], Value::Null, "the temporary table was dropped: {next}");
+    assert_eq!(
+        next["rows"][0][2], 0,
+        "the advisory lock was released: {next}"
+    );
+    assert_eq!(
+        next["rows"][0][3],
+        Value::Null,
+        "the temporary table was dropped: {next}"
+    );
 }
 
 #[tokio::test]
 async fn timed_out_statements_do_not_outlive_their_requests_on_the_server() {
-    let bench = Bench::start(Setup { request_timeout_ms: 1000, ..Setup::default() }).await;
+    let bench = Bench::start(Setup {
+        request_timeout_ms: 1000,
+        ..Setup::default()
+    })
+    .await;
     let calls: Vec<_> = (0..12)
         .map(|_| {
             let client = bench.app.host.client.clone();
             let url = bench.app.host.url("/misbehave/slow-sql?seconds=60");
-            tokio::spawn(async move { client.get(url).send().await.map(|response| response.status().as_u16()) })
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
         })
         .collect();
     let mut statuses = Vec::new();
     for call in calls {
         statuses.push(call.await.expect("task").expect("answered"));
     }
-    assert!(statuses.iter().all(|status| *status == 504 || *status == 503), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 504 || *status == 503),
+        "{statuses:?}"
+    );
 
     let observer = bench.misbehave.connect().await;
     let running = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' \
                    AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()";
     let started = Instant::now();
     loop {
-        let count: i64 = observer.query_one(running, &[&bench.misbehave.name]).await.expect("activity").get(0);
+        let count: i64 = observer
+            .query_one(running, &[&bench.misbehave.name])
+            .await
+            .expect("activity")
+            .get(0);
         if count == 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "{count} statements still running after their requests ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{count} statements still running after their requests ended"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(bench.get("/ok").await.status(), 200);
@@ -397,7 +595,9 @@ async fn timed_out_statements_do_not_outlive_their_requests_on_the_server() {
 #[tokio::test]
 async fn a_connection_terminated_mid_statement_or_mid_commit_is_a_503_then_recovers() {
     let bench = Bench::start(Setup::default()).await;
-    let (status, answer) = bench.sql("SELECT pg_terminate_backend(pg_backend_pid())").await;
+    let (status, answer) = bench
+        .sql("SELECT pg_terminate_backend(pg_backend_pid())")
+        .await;
     assert_eq!(status, 503, "mid-statement: {answer}");
 
     // A deferred trigger ends the session inside COMMIT.
@@ -414,9 +614,16 @@ async fn a_connection_terminated_mid_statement_or_mid_commit_is_a_503_then_recov
         .expect("trigger");
     let (status, answer) = bench.sql("INSERT INTO doomed VALUES (1) RETURNING x").await;
     assert_eq!(status, 503, "mid-commit: {answer}");
-    let count: i64 = owner.query_one("SELECT count(*) FROM doomed", &[]).await.expect("count").get(0);
+    let count: i64 = owner
+        .query_one("SELECT count(*) FROM doomed", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 0);
 
     let (status, answer) = bench.sql("SELECT 1").await;
-    assert_eq!(status, 200, "a fresh connection serves the next request: {answer}");
+    assert_eq!(
+        status, 200,
+        "a fresh connection serves the next request: {answer}"
+    );
 }

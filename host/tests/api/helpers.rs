@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 pub use super::tcp_proxy::TcpProxy;
 
 pub fn postgres_base() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@localhost:5432".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@localhost:5432".into())
 }
 
 /// The folder of the workspace.
@@ -47,7 +48,10 @@ fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt().with_env_filter("info,host=debug").with_test_writer().init();
+            tracing_subscriber::fmt()
+                .with_env_filter("info,host=debug")
+                .with_test_writer()
+                .init();
         }
     });
 }
@@ -55,8 +59,13 @@ fn init_logging() {
 /// `host:port` of the PostgreSQL server, from [`postgres_base`].
 pub fn postgres_server() -> String {
     let base = postgres_base();
-    let rest = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
-    rest.rsplit_once('@').map_or(rest, |(_, server)| server).trim_end_matches('/').to_owned()
+    let rest = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, rest)| rest);
+    rest.rsplit_once('@')
+        .map_or(rest, |(_, server)| server)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// A database of its own for one test, owned by a role of the same name as a component's
@@ -83,7 +92,12 @@ impl TestDatabase {
 
     /// URL of this database on the real server, as its own role: what a component gets.
     pub fn url(&self) -> String {
-        format!("postgres://{}@{}/{}", self.name, postgres_server(), self.name)
+        format!(
+            "postgres://{}@{}/{}",
+            self.name,
+            postgres_server(),
+            self.name
+        )
     }
 
     /// URL of this database as the superuser, which no component may use.
@@ -96,15 +110,18 @@ impl TestDatabase {
         let url = format!("{}/postgres", postgres_base());
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
-            .unwrap_or_else(|err| panic!("cannot reach PostgreSQL at {url}: {err}; is it running?"));
+            .unwrap_or_else(|err| {
+                panic!("cannot reach PostgreSQL at {url}: {err}; is it running?")
+            });
         tokio::spawn(connection);
         client
     }
 
     /// A direct connection as the database's own role, to look at what the service wrote.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to the test database");
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
         tokio::spawn(connection);
         client
     }
@@ -118,7 +135,9 @@ impl Drop for TestDatabase {
         ];
         // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             for statement in &statements {
                 runtime.block_on(admin_execute(statement));
             }
@@ -133,7 +152,10 @@ impl Drop for TestDatabase {
 
 async fn admin_execute(statement: &str) {
     let client = TestDatabase::connect_admin().await;
-    client.batch_execute(statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
+    client
+        .batch_execute(statement)
+        .await
+        .unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
 /// The vhost of the tests' exchanges and queues.
@@ -145,7 +167,8 @@ pub const BROKER_USERS: [&str; 4] = ["orders", "invoices", "misbehave", "intrude
 
 /// `host:port` of RabbitMQ, from `TEST_AMQP_URL`.
 pub fn amqp_server() -> String {
-    let base = std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".into());
+    let base = std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".into());
     server_of(&base)
 }
 
@@ -166,8 +189,13 @@ pub fn amqp_base() -> String {
 /// in there, in the tests' vhost.
 pub fn as_user(url: &str, user: &str) -> String {
     let scheme = url.split_once("://").map_or("amqp", |(scheme, _)| scheme);
-    let query = url.split_once('?').map_or(String::new(), |(_, query)| format!("?{query}"));
-    format!("{scheme}://{user}:{user}-dev@{}/{TEST_VHOST}{query}", server_of(url))
+    let query = url
+        .split_once('?')
+        .map_or(String::new(), |(_, query)| format!("?{query}"));
+    format!(
+        "{scheme}://{user}:{user}-dev@{}/{TEST_VHOST}{query}",
+        server_of(url)
+    )
 }
 
 /// Makes the tests' vhost and users once per test process, with RabbitMQ's management API: each
@@ -274,7 +302,9 @@ subscriptions = ["{subscribes}"]
 "#,
             amqp = as_user(amqp_url, name),
             wasm = component_wasm(name).display(),
-            migrations = workspace.join(format!("components/{name}/migrations")).display(),
+            migrations = workspace
+                .join(format!("components/{name}/migrations"))
+                .display(),
         ));
     }
     manifest
@@ -322,7 +352,13 @@ impl TestHost {
         let serving = tokio::spawn(host.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Self { address, admin, client: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+        Self {
+            address,
+            admin,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            serving: Some(serving),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -336,7 +372,12 @@ impl TestHost {
 
     /// `GET` of an admin call that must answer 200, as JSON.
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
-        let response = self.client.get(self.admin_url(path)).send().await.expect("sent");
+        let response = self
+            .client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(response.status(), 200, "{path}");
         response.json().await.expect("JSON")
     }
@@ -399,12 +440,21 @@ impl OrdersApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.host.client.get(self.host.url(path)).send().await.expect("request sent")
+        self.host
+            .client
+            .get(self.host.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn count_orders(&self) -> i64 {
         let client = self.db.connect().await;
-        client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0)
+        client
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .expect("count")
+            .get(0)
     }
 }
 

@@ -8,7 +8,10 @@ const CUSTOMER: &str = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
 
 async fn problem(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     assert_eq!(content_type, "application/problem+json", "status {status}");
     (status, response.json().await.expect("problem JSON"))
 }
@@ -17,15 +20,25 @@ async fn problem(response: reqwest::Response) -> (u16, Value) {
 async fn a_valid_order_is_created_stored_and_found_at_its_location() {
     let app = OrdersApp::spawn().await;
 
-    let response = app.post_order(&json!({ "customerId": CUSTOMER, "amount": 100 })).await;
+    let response = app
+        .post_order(&json!({ "customerId": CUSTOMER, "amount": 100 }))
+        .await;
 
     assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().expect("ascii").to_owned();
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let order: Value = response.json().await.expect("order JSON");
     assert_eq!(order["customerId"], CUSTOMER);
     assert_eq!(order["amount"], 100);
     assert_eq!(order["status"], "pending");
-    assert!(order["createdAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{order}");
+    assert!(
+        order["createdAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{order}"
+    );
     let id = order["id"].as_str().expect("id");
     assert_eq!(location, format!("/orders/orders/{id}"));
 
@@ -42,20 +55,58 @@ async fn bad_bodies_are_refused_with_the_field_named_and_nothing_written() {
     let cases = [
         (json!({ "amount": 100 }), "customerId", "is required"),
         (json!({ "customerId": CUSTOMER }), "amount", "is required"),
-        (json!({ "customerId": "not-a-uuid", "amount": 100 }), "customerId", "must be a UUID"),
-        (json!({ "customerId": 42, "amount": 100 }), "customerId", "must be a string"),
-        (json!({ "customerId": CUSTOMER, "amount": "100" }), "amount", "must be a number"),
-        (json!({ "customerId": CUSTOMER, "amount": 0 }), "amount", "greater than 0"),
-        (json!({ "customerId": CUSTOMER, "amount": -3 }), "amount", "greater than 0"),
-        (json!({ "customerId": CUSTOMER, "amount": 2.5 }), "amount", "whole number"),
-        (json!({ "customerId": CUSTOMER, "amount": 100_000_000_001_i64 }), "amount", "at most"),
-        (json!({ "customerId": CUSTOMER, "amount": 5, "note": "x" }), "note", "not a known field"),
+        (
+            json!({ "customerId": "not-a-uuid", "amount": 100 }),
+            "customerId",
+            "must be a UUID",
+        ),
+        (
+            json!({ "customerId": 42, "amount": 100 }),
+            "customerId",
+            "must be a string",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": "100" }),
+            "amount",
+            "must be a number",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": 0 }),
+            "amount",
+            "greater than 0",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": -3 }),
+            "amount",
+            "greater than 0",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": 2.5 }),
+            "amount",
+            "whole number",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": 100_000_000_001_i64 }),
+            "amount",
+            "at most",
+        ),
+        (
+            json!({ "customerId": CUSTOMER, "amount": 5, "note": "x" }),
+            "note",
+            "not a known field",
+        ),
     ];
     for (body, field, says) in cases {
         let (status, problem) = problem(app.post_order(&body).await).await;
         assert_eq!(status, 400, "{body} → {problem}");
         assert_eq!(problem["errors"][0]["field"], field, "{body} → {problem}");
-        assert!(problem["detail"].as_str().unwrap_or_default().contains(says), "{body} → {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{body} → {problem}"
+        );
     }
     assert_eq!(app.count_orders().await, 0);
 }
@@ -64,7 +115,8 @@ async fn bad_bodies_are_refused_with_the_field_named_and_nothing_written() {
 async fn malformed_json_and_non_objects_are_400_problems() {
     let app = OrdersApp::spawn().await;
     for body in ["{\"customerId\":", "[1,2]", "null", ""] {
-        let (status, problem) = problem(app.post_raw("application/json", body.to_owned()).await).await;
+        let (status, problem) =
+            problem(app.post_raw("application/json", body.to_owned()).await).await;
         assert_eq!(status, 400, "{body:?} → {problem}");
     }
     assert_eq!(app.count_orders().await, 0);
@@ -73,7 +125,12 @@ async fn malformed_json_and_non_objects_are_400_problems() {
 #[tokio::test]
 async fn a_wrong_content_type_is_415_naming_the_header() {
     let app = OrdersApp::spawn().await;
-    let response = app.post_raw("text/plain", format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1}}")).await;
+    let response = app
+        .post_raw(
+            "text/plain",
+            format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1}}"),
+        )
+        .await;
     let (status, problem) = problem(response).await;
     assert_eq!(status, 415);
     assert_eq!(problem["errors"][0]["field"], "Content-Type");
@@ -84,11 +141,19 @@ async fn a_wrong_content_type_is_415_naming_the_header() {
 async fn bodies_over_the_limits_are_413() {
     let app = OrdersApp::spawn().await;
     // Over the component's 16 KiB limit, under the host's 1 MiB one.
-    let padded = format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1{}}}", " ".repeat(17 * 1024));
+    let padded = format!(
+        "{{\"customerId\":\"{CUSTOMER}\",\"amount\":1{}}}",
+        " ".repeat(17 * 1024)
+    );
     // Over the host's limit: refused before any component runs.
     let huge = "x".repeat(2 * 1024 * 1024);
     for body in [padded, huge] {
-        assert_eq!(problem(app.post_raw("application/json", body).await).await.0, 413);
+        assert_eq!(
+            problem(app.post_raw("application/json", body).await)
+                .await
+                .0,
+            413
+        );
     }
     assert_eq!(app.count_orders().await, 0);
 }
@@ -96,12 +161,24 @@ async fn bodies_over_the_limits_are_413() {
 #[tokio::test]
 async fn wrong_methods_are_405_with_allow() {
     let app = OrdersApp::spawn().await;
-    let response = app.host.client.delete(app.host.url("/orders/orders")).send().await.expect("sent");
+    let response = app
+        .host
+        .client
+        .delete(app.host.url("/orders/orders"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.headers()["allow"], "GET, POST");
     assert_eq!(problem(response).await.0, 405);
 
     let id = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
-    let response = app.host.client.put(app.host.url(&format!("/orders/orders/{id}"))).send().await.expect("sent");
+    let response = app
+        .host
+        .client
+        .put(app.host.url(&format!("/orders/orders/{id}")))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.headers()["allow"], "GET");
     assert_eq!(problem(response).await.0, 405);
 }
@@ -114,7 +191,11 @@ async fn a_malformed_id_is_400_and_an_unknown_one_404() {
     assert_eq!(body["errors"][0]["field"], "id");
     assert_eq!(body["errors"][0]["in"], "path");
 
-    let (status, _) = problem(app.get("/orders/orders/0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f").await).await;
+    let (status, _) = problem(
+        app.get("/orders/orders/0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f")
+            .await,
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
@@ -132,9 +213,15 @@ async fn the_list_pages_newest_first_and_filters_by_customer() {
     let other = "0190b3b2-8c1a-7d2e-9f00-000000000001";
     let mut mine = Vec::new();
     for amount in 1..=5 {
-        let order: Value = app.post_order(&json!({ "customerId": CUSTOMER, "amount": amount })).await.json().await.expect("JSON");
+        let order: Value = app
+            .post_order(&json!({ "customerId": CUSTOMER, "amount": amount }))
+            .await
+            .json()
+            .await
+            .expect("JSON");
         mine.push(order["id"].as_str().expect("id").to_owned());
-        app.post_order(&json!({ "customerId": other, "amount": amount })).await;
+        app.post_order(&json!({ "customerId": other, "amount": amount }))
+            .await;
     }
     mine.reverse();
 
@@ -147,13 +234,20 @@ async fn the_list_pages_newest_first_and_filters_by_customer() {
             seen.push(item["id"].as_str().expect("id").to_owned());
         }
         match page["nextCursor"].as_str() {
-            Some(cursor) => path = format!("/orders/orders?customerId={CUSTOMER}&limit=2&cursor={cursor}"),
+            Some(cursor) => {
+                path = format!("/orders/orders?customerId={CUSTOMER}&limit=2&cursor={cursor}")
+            }
             None => break,
         }
     }
     assert_eq!(seen, mine);
 
-    let all: Value = app.get("/orders/orders?limit=100").await.json().await.expect("JSON");
+    let all: Value = app
+        .get("/orders/orders?limit=100")
+        .await
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(all["items"].as_array().map(Vec::len), Some(10));
     assert_eq!(all["nextCursor"], Value::Null);
 }
@@ -201,14 +295,28 @@ async fn health_is_up_on_the_host_and_in_the_component() {
 async fn a_repeated_or_misspelt_member_is_named() {
     let app = OrdersApp::spawn().await;
     let cases = [
-        (format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1,\"amount\":999}}"), "amount", "more than once"),
-        (format!("{{\"customer_id\":\"{CUSTOMER}\",\"amount\":1}}"), "customer_id", "not a known field"),
+        (
+            format!("{{\"customerId\":\"{CUSTOMER}\",\"amount\":1,\"amount\":999}}"),
+            "amount",
+            "more than once",
+        ),
+        (
+            format!("{{\"customer_id\":\"{CUSTOMER}\",\"amount\":1}}"),
+            "customer_id",
+            "not a known field",
+        ),
     ];
     for (body, field, says) in cases {
         let (status, problem) = problem(app.post_raw("application/json", body.clone()).await).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(problem["errors"][0]["field"], field, "{body} → {problem}");
-        assert!(problem["detail"].as_str().unwrap_or_default().contains(says), "{body} → {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{body} → {problem}"
+        );
     }
     assert_eq!(app.count_orders().await, 0);
 }

@@ -52,7 +52,8 @@ async fn concurrent_posts_with_one_key_create_one_order() {
     let app = OrdersApp::spawn().await;
     let body = json!({ "customerId": CUSTOMER, "amount": 42 });
 
-    let responses = futures::future::join_all((0..16).map(|_| post_with_key(&app, "burst", &body))).await;
+    let responses =
+        futures::future::join_all((0..16).map(|_| post_with_key(&app, "burst", &body))).await;
 
     let mut ids = Vec::new();
     for response in responses {

@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 
@@ -31,7 +35,10 @@ pub struct Received {
 
 impl Received {
     pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+        self.attributes
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -54,33 +61,56 @@ impl Receiver {
                         return (StatusCode::BAD_REQUEST, Vec::new());
                     };
                     kept.lock().expect("not poisoned").extend(flatten(request));
-                    (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
+                    (
+                        StatusCode::OK,
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let serving = tokio::spawn(async move {
-            let app = app.layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
-                response.headers_mut().insert(header::CONTENT_TYPE, "application/x-protobuf".parse().expect("valid"));
-                response
-            }));
+            let app = app.layer(axum::middleware::map_response(
+                |mut response: axum::response::Response| async move {
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        "application/x-protobuf".parse().expect("valid"),
+                    );
+                    response
+                },
+            ));
             let _ = axum::serve(listener, app).await;
         });
-        Self { address, spans, serving }
+        Self {
+            address,
+            spans,
+            serving,
+        }
     }
 
     /// A receiver of OTLP over gRPC.
     pub async fn start_grpc() -> Self {
         let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
         let service = TraceServiceServer::new(Grpc(spans.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let serving = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
         });
-        Self { address, spans, serving }
+        Self {
+            address,
+            spans,
+            serving,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -89,19 +119,34 @@ impl Receiver {
 
     /// The spans of `trace_id` received so far.
     pub fn trace(&self, trace_id: &str) -> Vec<Received> {
-        self.spans.lock().expect("not poisoned").iter().filter(|span| span.trace_id == trace_id).cloned().collect()
+        self.spans
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|span| span.trace_id == trace_id)
+            .cloned()
+            .collect()
     }
 
     /// Waits until the spans of `trace_id` satisfy `done`, or panics after `within` with the
     /// spans seen.
-    pub async fn wait_for(&self, trace_id: &str, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub async fn wait_for(
+        &self,
+        trace_id: &str,
+        within: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let started = Instant::now();
         loop {
             let spans = self.trace(trace_id);
             if done(&spans) {
                 return spans;
             }
-            assert!(started.elapsed() < within, "the trace never completed; spans so far:\n{}", tree(&spans));
+            assert!(
+                started.elapsed() < within,
+                "the trace never completed; spans so far:\n{}",
+                tree(&spans)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -121,7 +166,10 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().expect("not poisoned").extend(flatten(request.into_inner()));
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend(flatten(request.into_inner()));
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -134,7 +182,9 @@ pub struct Silent {
 
 impl Silent {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let accepting = tokio::spawn(async move {
             let mut held = Vec::new();
@@ -155,7 +205,10 @@ impl Drop for Silent {
 fn flatten(request: ExportTraceServiceRequest) -> Vec<Received> {
     let mut spans = Vec::new();
     for resource_spans in request.resource_spans {
-        let attributes = resource_spans.resource.map(|resource| resource.attributes).unwrap_or_default();
+        let attributes = resource_spans
+            .resource
+            .map(|resource| resource.attributes)
+            .unwrap_or_default();
         let service = text_of(&attributes, "service.name").unwrap_or_default();
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
@@ -166,7 +219,11 @@ fn flatten(request: ExportTraceServiceRequest) -> Vec<Received> {
                     parent_span_id: hex(&span.parent_span_id),
                     name: span.name,
                     kind: span.kind,
-                    attributes: span.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect(),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                        .collect(),
                     events: span.events.into_iter().map(|event| event.name).collect(),
                 });
             }
@@ -176,7 +233,10 @@ fn flatten(request: ExportTraceServiceRequest) -> Vec<Received> {
 }
 
 fn text_of(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).map(|kv| text(kv.value.as_ref()))
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| text(kv.value.as_ref()))
 }
 
 fn text(value: Option<&AnyValue>) -> String {
@@ -198,18 +258,30 @@ fn hex(bytes: &[u8]) -> String {
 pub fn tree(spans: &[Received]) -> String {
     fn walk(spans: &[Received], parent: &str, depth: usize, out: &mut String) {
         for span in spans.iter().filter(|span| span.parent_span_id == parent) {
-            out.push_str(&format!("{}{}: {}\n", "  ".repeat(depth), span.service, span.name));
+            out.push_str(&format!(
+                "{}{}: {}\n",
+                "  ".repeat(depth),
+                span.service,
+                span.name
+            ));
             walk(spans, &span.span_id, depth + 1, out);
         }
     }
-    let ids: std::collections::HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().map(|span| span.span_id.as_str()).collect();
     let mut out = String::new();
-    let mut roots: Vec<&str> =
-        spans.iter().filter(|span| !ids.contains(span.parent_span_id.as_str())).map(|span| span.parent_span_id.as_str()).collect();
+    let mut roots: Vec<&str> = spans
+        .iter()
+        .filter(|span| !ids.contains(span.parent_span_id.as_str()))
+        .map(|span| span.parent_span_id.as_str())
+        .collect();
     roots.sort_unstable();
     roots.dedup();
     for root in roots {
-        out.push_str(&format!("(parent {})\n", if root.is_empty() { "none" } else { root }));
+        out.push_str(&format!(
+            "(parent {})\n",
+            if root.is_empty() { "none" } else { root }
+        ));
         walk(spans, root, 1, &mut out);
     }
     out

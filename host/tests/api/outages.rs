@@ -11,7 +11,9 @@ use contracts::{Amount, InvoiceId, OrderId, Timestamp};
 use serde_json::json;
 
 use crate::helpers::{TcpProxy, TestDatabase};
-use crate::system::{CUSTOMER, System, end_sessions_on_insert, new_id, reason, take, wait_for_dead_letter};
+use crate::system::{
+    CUSTOMER, System, end_sessions_on_insert, new_id, reason, take, wait_for_dead_letter,
+};
 
 fn invoice_issued(order: OrderId, invoice: InvoiceId, source: &str) -> Vec<u8> {
     let data = InvoiceIssued {
@@ -41,20 +43,54 @@ async fn an_event_from_anyone_but_its_topics_publisher_is_dead_lettered_and_chan
     let order = system.insert_pending_order().await;
     let status = "SELECT count(*) FROM orders WHERE status = 'invoiced'";
 
-    system.broker.publish(InvoiceIssued::TOPIC, &invoice_issued(order, new_id(), "mallory")).await;
+    system
+        .broker
+        .publish(
+            InvoiceIssued::TOPIC,
+            &invoice_issued(order, new_id(), "mallory"),
+        )
+        .await;
     let dead = wait_for_dead_letter(&system.broker.dead_letters("orders")).await;
-    assert!(reason(&dead).contains("forged event: its source \"mallory\" is not \"invoices\""), "{}", reason(&dead));
+    assert!(
+        reason(&dead).contains("forged event: its source \"mallory\" is not \"invoices\""),
+        "{}",
+        reason(&dead)
+    );
 
-    let mut wrong_type: serde_json::Value = serde_json::from_slice(&invoice_issued(order, new_id(), "invoices")).expect("JSON");
+    let mut wrong_type: serde_json::Value =
+        serde_json::from_slice(&invoice_issued(order, new_id(), "invoices")).expect("JSON");
     wrong_type["type"] = json!("orders.created");
-    system.broker.publish(InvoiceIssued::TOPIC, &serde_json::to_vec(&wrong_type).expect("JSON")).await;
+    system
+        .broker
+        .publish(
+            InvoiceIssued::TOPIC,
+            &serde_json::to_vec(&wrong_type).expect("JSON"),
+        )
+        .await;
     let dead = wait_for_dead_letter(&system.broker.dead_letters("orders")).await;
-    assert!(reason(&dead).contains("forged event: its type \"orders.created\""), "{}", reason(&dead));
-    assert_eq!(System::count(&system.orders, status).await, 0, "the forged events changed nothing");
-    assert_eq!(System::count(&system.orders, "SELECT count(*) FROM platform_inbox").await, 0);
+    assert!(
+        reason(&dead).contains("forged event: its type \"orders.created\""),
+        "{}",
+        reason(&dead)
+    );
+    assert_eq!(
+        System::count(&system.orders, status).await,
+        0,
+        "the forged events changed nothing"
+    );
+    assert_eq!(
+        System::count(&system.orders, "SELECT count(*) FROM platform_inbox").await,
+        0
+    );
 
     // The same event from its real publisher is applied.
-    system.broker.publish(InvoiceIssued::TOPIC, &invoice_issued(order, new_id(), "invoices")).await;
+    system
+        .broker
+        .publish(
+            InvoiceIssued::TOPIC,
+            &invoice_issued(order, new_id(), "invoices"),
+        )
+        .await;
     System::wait_for_count(&system.orders, status, 1, Duration::from_secs(10)).await;
 }
 
@@ -83,12 +119,22 @@ async fn rows_written_into_the_outbox_by_hand_go_out_only_as_the_components_own_
     let dead = wait_for_dead_letter(&system.broker.dead_letters("invoices")).await;
     let envelope: serde_json::Value = serde_json::from_slice(&dead.delivery.data).expect("JSON");
     assert_eq!(envelope["id"], "forged-2");
-    assert_eq!(envelope["source"], "orders", "sent under the component's own name");
+    assert_eq!(
+        envelope["source"], "orders",
+        "sent under the component's own name"
+    );
     // The first never leaves: Orders does not publish invoices.issued.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let unsent = "SELECT count(*) FROM platform_outbox WHERE id = 'forged-1' AND sent_at IS NULL";
     assert_eq!(System::count(&system.orders, unsent).await, 1);
-    assert_eq!(System::count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'").await, 0);
+    assert_eq!(
+        System::count(
+            &system.orders,
+            "SELECT count(*) FROM orders WHERE status = 'invoiced'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -103,12 +149,44 @@ async fn sessions_ended_mid_inbox_insert_and_mid_statement_are_retried_without_c
 
     let order = system.post_order(42).await;
 
-    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(30)).await;
-    System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", 1, Duration::from_secs(10)).await;
-    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM platform_inbox_inserts").await, 7);
-    assert_eq!(System::count(&system.invoices, "SELECT last_value FROM invoices_inserts").await, 4);
-    assert!(take(&system.broker.dead_letters("invoices")).await.is_none(), "outages never dead-letter");
-    let page = system.get(&format!("/invoices/invoices?orderId={}", order["id"].as_str().expect("id"))).await;
+    System::wait_for_count(
+        &system.invoices,
+        "SELECT count(*) FROM invoices",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    System::wait_for_count(
+        &system.orders,
+        "SELECT count(*) FROM orders WHERE status = 'invoiced'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        System::count(
+            &system.invoices,
+            "SELECT last_value FROM platform_inbox_inserts"
+        )
+        .await,
+        7
+    );
+    assert_eq!(
+        System::count(&system.invoices, "SELECT last_value FROM invoices_inserts").await,
+        4
+    );
+    assert!(
+        take(&system.broker.dead_letters("invoices"))
+            .await
+            .is_none(),
+        "outages never dead-letter"
+    );
+    let page = system
+        .get(&format!(
+            "/invoices/invoices?orderId={}",
+            order["id"].as_str().expect("id")
+        ))
+        .await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
 }
 
@@ -167,29 +245,60 @@ async fn sessions_terminated_under_load_lose_no_order_and_answer_503_never_500()
         statuses.extend(codes);
     }
     let refused = statuses.iter().filter(|status| **status == 503).count();
-    println!("{} POSTs: {} accepted, {refused} answered 503, {terminated} sessions terminated", statuses.len(), accepted.len());
-    assert!(statuses.iter().all(|status| *status == 201 || *status == 503), "only 201 or 503: {statuses:?}");
+    println!(
+        "{} POSTs: {} accepted, {refused} answered 503, {terminated} sessions terminated",
+        statuses.len(),
+        accepted.len()
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 201 || *status == 503),
+        "only 201 or 503: {statuses:?}"
+    );
     assert!(terminated >= 5, "sessions were terminated under load");
 
     // Every order in the database (accepted, or committed just before its answer was lost) ends
     // invoiced exactly once, and no event was dead-lettered.
     let all = System::count(&system.orders, "SELECT count(*) FROM orders").await;
     assert!(all >= accepted.len() as i64);
-    System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", all, Duration::from_secs(60)).await;
-    assert_eq!(System::count(&system.invoices, "SELECT count(*) FROM invoices").await, all);
-    assert_eq!(System::count(&system.invoices, "SELECT count(DISTINCT order_id) FROM invoices").await, all);
+    System::wait_for_count(
+        &system.orders,
+        "SELECT count(*) FROM orders WHERE status = 'invoiced'",
+        all,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        System::count(&system.invoices, "SELECT count(*) FROM invoices").await,
+        all
+    );
+    assert_eq!(
+        System::count(
+            &system.invoices,
+            "SELECT count(DISTINCT order_id) FROM invoices"
+        )
+        .await,
+        all
+    );
     let ids: Vec<&str> = accepted.iter().map(String::as_str).collect();
     let invoiced = system
         .orders
         .connect()
         .await
-        .query_one("SELECT count(*) FROM orders WHERE id::text = ANY($1) AND status = 'invoiced'", &[&ids])
+        .query_one(
+            "SELECT count(*) FROM orders WHERE id::text = ANY($1) AND status = 'invoiced'",
+            &[&ids],
+        )
         .await
         .expect("count")
         .get::<_, i64>(0);
     assert_eq!(invoiced, accepted.len() as i64, "every 201 ends invoiced");
     for component in ["orders", "invoices"] {
-        assert!(take(&system.broker.dead_letters(component)).await.is_none(), "no dead letter for {component}");
+        assert!(
+            take(&system.broker.dead_letters(component)).await.is_none(),
+            "no dead letter for {component}"
+        );
     }
 }
 
@@ -199,7 +308,13 @@ async fn after_fifteen_seconds_without_the_broker_events_flow_within_about_a_sec
     let system = Arc::new(System::start_with(|_| proxy.amqp_url()).await);
     system.wait_for_health("up").await;
     system.post_order(1).await;
-    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", 1, Duration::from_secs(10)).await;
+    System::wait_for_count(
+        &system.invoices,
+        "SELECT count(*) FROM invoices",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
 
     proxy.set_up(false);
     system.wait_for_health("down").await;
@@ -217,7 +332,10 @@ async fn after_fifteen_seconds_without_the_broker_events_flow_within_about_a_sec
         })
     };
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(System::count(&system.invoices, "SELECT count(*) FROM invoices").await, 1);
+    assert_eq!(
+        System::count(&system.invoices, "SELECT count(*) FROM invoices").await,
+        1
+    );
 
     proxy.set_up(true);
     let returned = Instant::now();
@@ -225,13 +343,33 @@ async fn after_fifteen_seconds_without_the_broker_events_flow_within_about_a_sec
         if System::count(&system.invoices, "SELECT count(*) FROM invoices").await > 1 {
             break returned.elapsed();
         }
-        assert!(returned.elapsed() < Duration::from_secs(10), "no event flowed within 10 s of the broker's return");
+        assert!(
+            returned.elapsed() < Duration::from_secs(10),
+            "no event flowed within 10 s of the broker's return"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     loading.store(false, Ordering::Relaxed);
     let posted = load.await.expect("load") + 1;
-    println!("broker back after 15 s: the first event flowed {flowing:?} after its return ({posted} orders posted)");
-    assert!(flowing < Duration::from_secs(5), "events flowed {flowing:?} after the broker returned");
-    System::wait_for_count(&system.invoices, "SELECT count(*) FROM invoices", posted, Duration::from_secs(30)).await;
-    System::wait_for_count(&system.orders, "SELECT count(*) FROM orders WHERE status = 'invoiced'", posted, Duration::from_secs(30)).await;
+    println!(
+        "broker back after 15 s: the first event flowed {flowing:?} after its return ({posted} orders posted)"
+    );
+    assert!(
+        flowing < Duration::from_secs(5),
+        "events flowed {flowing:?} after the broker returned"
+    );
+    System::wait_for_count(
+        &system.invoices,
+        "SELECT count(*) FROM invoices",
+        posted,
+        Duration::from_secs(30),
+    )
+    .await;
+    System::wait_for_count(
+        &system.orders,
+        "SELECT count(*) FROM orders WHERE status = 'invoiced'",
+        posted,
+        Duration::from_secs(30),
+    )
+    .await;
 }

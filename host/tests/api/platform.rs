@@ -15,10 +15,21 @@ async fn migrating_twice_is_harmless() {
     let manifest = helpers::orders_manifest(&TestBroker::new(), &db.url());
     let config = helpers::config(&manifest);
 
-    let first = host::migrations::migrate(&config.components[0]).await.expect("first run");
-    let second = host::migrations::migrate(&config.components[0]).await.expect("second run");
+    let first = host::migrations::migrate(&config.components[0])
+        .await
+        .expect("first run");
+    let second = host::migrations::migrate(&config.components[0])
+        .await
+        .expect("second run");
 
-    assert_eq!(first, ["V1__create_orders", "V2__link_invoices", "V3__status_index_and_amount_bound"]);
+    assert_eq!(
+        first,
+        [
+            "V1__create_orders",
+            "V2__link_invoices",
+            "V3__status_index_and_amount_bound"
+        ]
+    );
     assert!(second.is_empty(), "nothing left to apply: {second:?}");
 }
 
@@ -28,12 +39,23 @@ async fn hosts_starting_at_once_migrate_once() {
     let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
     let component = &config.components[0];
 
-    let runs = futures::future::join_all((0..4).map(|_| host::migrations::migrate(component))).await;
+    let runs =
+        futures::future::join_all((0..4).map(|_| host::migrations::migrate(component))).await;
 
-    let applied: Vec<Vec<String>> = runs.into_iter().map(|run| run.expect("migration run")).collect();
-    assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "{applied:?}");
+    let applied: Vec<Vec<String>> = runs
+        .into_iter()
+        .map(|run| run.expect("migration run"))
+        .collect();
+    assert_eq!(
+        applied.iter().filter(|a| !a.is_empty()).count(),
+        1,
+        "{applied:?}"
+    );
     let client = db.connect().await;
-    let rows = client.query("SELECT version FROM platform_schema_history", &[]).await.expect("history");
+    let rows = client
+        .query("SELECT version FROM platform_schema_history", &[])
+        .await
+        .expect("history");
     assert_eq!(rows.len(), 3);
 }
 
@@ -42,7 +64,11 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
     let db = Arc::new(TestDatabase::create().await);
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let broker = TestBroker::new();
-    let host = TestHost::start(&helpers::orders_manifest(&broker, &proxy.postgres_url(&db.name))).await;
+    let host = TestHost::start(&helpers::orders_manifest(
+        &broker,
+        &proxy.postgres_url(&db.name),
+    ))
+    .await;
     let app = OrdersApp { host, db, broker };
     let body = json!({ "customerId": CUSTOMER, "amount": 5 });
     assert_eq!(app.post_order(&body).await.status(), 201);
@@ -61,10 +87,18 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
     assert_eq!(health.headers()["content-type"], "application/problem+json");
     let health: Value = health.json().await.expect("JSON");
     assert_eq!(health["status"], 503, "{health}");
-    assert!(health["checks"]["orders.database"].as_str().is_some_and(|s| s.starts_with("down")), "{health}");
+    assert!(
+        health["checks"]["orders.database"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("down")),
+        "{health}"
+    );
     let response = app.post_order(&body).await;
     assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 
     proxy.set_up(true);
     let mut recovered = false;
@@ -75,7 +109,10 @@ async fn a_database_outage_answers_503_and_recovers_without_a_restart() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "orders are accepted again once the database is back");
+    assert!(
+        recovered,
+        "orders are accepted again once the database is back"
+    );
     assert_eq!(app.get("/health").await.status(), 200);
     assert_eq!(app.count_orders().await, 2);
 }
@@ -91,13 +128,19 @@ async fn an_unreachable_database_at_start_is_a_clear_error() {
         Err(err) => format!("{err:#}"),
     };
 
-    assert!(error.contains("cannot reach PostgreSQL at postgres://orders@127.0.0.1"), "{error}");
+    assert!(
+        error.contains("cannot reach PostgreSQL at postgres://orders@127.0.0.1"),
+        "{error}"
+    );
     assert!(error.contains("component `orders`"), "{error}");
 }
 
 #[tokio::test]
 async fn a_missing_database_says_how_to_create_it() {
-    let manifest = helpers::orders_manifest(&TestBroker::new(), &format!("{}/no_such_database_here", helpers::postgres_base()));
+    let manifest = helpers::orders_manifest(
+        &TestBroker::new(),
+        &format!("{}/no_such_database_here", helpers::postgres_base()),
+    );
 
     let error = match host::Host::build(helpers::config(&manifest)).await {
         Ok(_) => panic!("the host must not start without its database"),
@@ -113,18 +156,29 @@ async fn shutdown_lets_requests_in_flight_finish() {
     // Hold the orders table so the POST below waits inside its transaction.
     let mut blocker = app.db.connect().await;
     let lock = blocker.transaction().await.expect("begin");
-    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE").await.expect("lock");
+    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
 
     let client = app.host.client.clone();
     let url = app.host.url("/orders/orders");
     let in_flight = tokio::spawn(async move {
-        client.post(url).json(&json!({ "customerId": CUSTOMER, "amount": 9 })).send().await
+        client
+            .post(url)
+            .json(&json!({ "customerId": CUSTOMER, "amount": 9 }))
+            .send()
+            .await
     });
     // Wait until the POST is inside its transaction, blocked on the lock.
     let observer = app.db.connect().await;
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
     for attempt in 0.. {
-        let blocked: i64 = observer.query_one(waiting, &[&app.db.name]).await.expect("activity").get(0);
+        let blocked: i64 = observer
+            .query_one(waiting, &[&app.db.name])
+            .await
+            .expect("activity")
+            .get(0);
         if blocked == 1 {
             break;
         }
@@ -132,7 +186,11 @@ async fn shutdown_lets_requests_in_flight_finish() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 
-    let OrdersApp { host, db, broker: _broker } = app;
+    let OrdersApp {
+        host,
+        db,
+        broker: _broker,
+    } = app;
     let address = host.address;
     let stopping = tokio::spawn(host.stop());
     // No longer accepting: new connections are refused while the POST is still held.
@@ -143,14 +201,24 @@ async fn shutdown_lets_requests_in_flight_finish() {
         assert!(attempt < 200, "the listener is still accepting");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(!in_flight.is_finished(), "the in-flight request is still waiting on the lock");
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight request is still waiting on the lock"
+    );
     lock.rollback().await.expect("release the lock");
 
-    let response = in_flight.await.expect("task").expect("the in-flight request was answered");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered");
     assert_eq!(response.status(), 201);
     stopping.await.expect("task").expect("clean stop");
     let client = db.connect().await;
-    let count: i64 = client.query_one("SELECT count(*) FROM orders", &[]).await.expect("count").get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 1);
 }
 
@@ -158,7 +226,9 @@ async fn shutdown_lets_requests_in_flight_finish() {
 async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
     let db = TestDatabase::create().await;
     let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
-    host::migrations::migrate(&config.components[0]).await.expect("migrated");
+    host::migrations::migrate(&config.components[0])
+        .await
+        .expect("migrated");
     let client = db.connect().await;
     client
         .batch_execute(
@@ -173,10 +243,11 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
         )
         .await
         .expect("rows");
-    let pool = host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database, 1 << 20)
-        .expect("pool")
-        .pool()
-        .clone();
+    let pool =
+        host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database, 1 << 20)
+            .expect("pool")
+            .pool()
+            .clone();
 
     let retention = host::capabilities::messaging::retention::Retention::new(
         "orders".into(),
@@ -185,11 +256,25 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
     );
     assert_eq!(retention.prune().await.expect("pruned"), 2);
 
-    let outbox: Vec<String> =
-        client.query("SELECT id FROM platform_outbox ORDER BY id", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
-    assert_eq!(outbox, ["new-sent", "old-unsent"], "unsent events are never deleted");
-    let inbox: Vec<String> =
-        client.query("SELECT event_id FROM platform_inbox", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+    let outbox: Vec<String> = client
+        .query("SELECT id FROM platform_outbox ORDER BY id", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        outbox,
+        ["new-sent", "old-unsent"],
+        "unsent events are never deleted"
+    );
+    let inbox: Vec<String> = client
+        .query("SELECT event_id FROM platform_inbox", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(inbox, ["new"]);
 }
 
@@ -197,19 +282,37 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
 async fn a_request_over_its_deadline_is_a_504_and_leaves_nothing_behind() {
     let db = Arc::new(TestDatabase::create().await);
     let broker = TestBroker::new();
-    let manifest = helpers::orders_manifest(&broker, &db.url()).replace("request_timeout_ms = 5000", "request_timeout_ms = 1000");
-    let app = OrdersApp { host: TestHost::start(&manifest).await, db, broker };
+    let manifest = helpers::orders_manifest(&broker, &db.url())
+        .replace("request_timeout_ms = 5000", "request_timeout_ms = 1000");
+    let app = OrdersApp {
+        host: TestHost::start(&manifest).await,
+        db,
+        broker,
+    };
     let mut blocker = app.db.connect().await;
     let lock = blocker.transaction().await.expect("begin");
-    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE").await.expect("lock");
+    lock.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
     let body = json!({ "customerId": CUSTOMER, "amount": 4 });
 
     let started = std::time::Instant::now();
     let response = app.post_order(&body).await;
 
     assert_eq!(response.status(), 504);
-    assert!(started.elapsed() < Duration::from_secs(3), "answered at the deadline, not after the lock");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at the deadline, not after the lock"
+    );
     lock.rollback().await.expect("release the lock");
-    assert_eq!(app.post_order(&body).await.status(), 201, "the pool still works");
-    assert_eq!(app.count_orders().await, 1, "the timed-out order was rolled back");
+    assert_eq!(
+        app.post_order(&body).await.status(),
+        201,
+        "the pool still works"
+    );
+    assert_eq!(
+        app.count_orders().await,
+        1,
+        "the timed-out order was rolled back"
+    );
 }

@@ -16,7 +16,10 @@ async fn probe(manifest: &std::path::Path, env: &[(&str, String)]) -> (i32, Stri
         .output()
         .await
         .expect("probe runs");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -37,7 +40,11 @@ async fn probe_answers_whether_the_host_of_its_configuration_is_ready() {
     host.stop().await;
     let (status, said) = probe(&path, &listen).await;
     assert_eq!(status, 1, "{said}");
-    assert!(said.contains(&format!("http://127.0.0.1:{}/health", stopped.port())) && said.contains("not ready"), "{said}");
+    assert!(
+        said.contains(&format!("http://127.0.0.1:{}/health", stopped.port()))
+            && said.contains("not ready"),
+        "{said}"
+    );
 
     let (status, said) = probe(&dir.0.join("missing.toml"), &[]).await;
     assert_eq!(status, 1, "{said}");
@@ -56,7 +63,14 @@ async fn the_log_switch_takes_the_values_the_readme_gives() {
             .await
             .expect("runs");
         let said = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "HOST_LOG_JSON={value:?}: {said}");
-        assert!(said.contains("cannot read the manifest"), "HOST_LOG_JSON={value:?}: {said}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "HOST_LOG_JSON={value:?}: {said}"
+        );
+        assert!(
+            said.contains("cannot read the manifest"),
+            "HOST_LOG_JSON={value:?}: {said}"
+        );
     }
 }

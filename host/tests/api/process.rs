@@ -48,27 +48,50 @@ impl HostProcess {
                 if echo {
                     eprintln!("{line}");
                 }
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "message": line }));
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line }));
                 kept.lock().expect("not poisoned").push(value);
             }
         });
         let started = Instant::now();
         let (address, admin) = loop {
             let found = |message: &str| {
-                log.lock().expect("not poisoned").iter().find(|line| line["message"] == message).and_then(|line| {
-                    line["address"].as_str().and_then(|address| address.parse::<SocketAddr>().ok())
-                })
+                log.lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .find(|line| line["message"] == message)
+                    .and_then(|line| {
+                        line["address"]
+                            .as_str()
+                            .and_then(|address| address.parse::<SocketAddr>().ok())
+                    })
             };
-            if let (Some(address), Some(admin)) = (found("serving HTTP"), found("admin API listening")) {
+            if let (Some(address), Some(admin)) =
+                (found("serving HTTP"), found("admin API listening"))
+            {
                 break (address, admin);
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("the host exited with {status}: {:#?}", log.lock().expect("not poisoned"));
+                panic!(
+                    "the host exited with {status}: {:#?}",
+                    log.lock().expect("not poisoned")
+                );
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the host never served: {:#?}", log.lock().expect("not poisoned"));
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the host never served: {:#?}",
+                log.lock().expect("not poisoned")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        Self { child, address, admin, log, client: reqwest::Client::new(), _dir: dir }
+        Self {
+            child,
+            address,
+            admin,
+            log,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -82,7 +105,14 @@ impl HostProcess {
         let field = |name: &str| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .trim()
+                        .strip_suffix("kB")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
                 .expect("a memory field")
                 * 1024
         };
@@ -105,7 +135,12 @@ impl HostProcess {
 
     /// `/metrics` of the admin listener.
     pub async fn metrics(&self) -> String {
-        let response = self.client.get(self.admin_url("/metrics")).send().await.expect("sent");
+        let response = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(response.status(), 200);
         response.text().await.expect("text")
     }
@@ -114,21 +149,40 @@ impl HostProcess {
     pub async fn wait_until_broker_up(&self) {
         let started = Instant::now();
         loop {
-            let health: serde_json::Value =
-                self.client.get(self.url("/health")).send().await.expect("sent").json().await.expect("JSON");
-            let brokers: Vec<&serde_json::Value> =
-                health["checks"].as_object().into_iter().flatten().filter(|(check, _)| check.ends_with(".broker")).map(|(_, state)| state).collect();
+            let health: serde_json::Value = self
+                .client
+                .get(self.url("/health"))
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("JSON");
+            let brokers: Vec<&serde_json::Value> = health["checks"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(check, _)| check.ends_with(".broker"))
+                .map(|(_, state)| state)
+                .collect();
             if !brokers.is_empty() && brokers.iter().all(|state| *state == "up") {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "the broker never came up: {health}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the broker never came up: {health}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Sends SIGTERM and waits for the process to end.
     pub async fn stop(mut self) -> ExitStatus {
-        if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())

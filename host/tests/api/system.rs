@@ -36,7 +36,12 @@ impl System {
             &[("orders", &orders.url()), ("invoices", &invoices.url())],
         );
         let host = TestHost::start(&manifest).await;
-        Self { host, orders, invoices, broker }
+        Self {
+            host,
+            orders,
+            invoices,
+            broker,
+        }
     }
 
     pub async fn post_order(&self, amount: i64) -> Value {
@@ -68,22 +73,43 @@ impl System {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        self.host.client.get(self.host.url(path)).send().await.expect("sent").json().await.expect("JSON")
+        self.host
+            .client
+            .get(self.host.url(path))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON")
     }
 
     pub async fn count(db: &TestDatabase, statement: &str) -> i64 {
-        db.connect().await.query_one(statement, &[]).await.expect(statement).get(0)
+        db.connect()
+            .await
+            .query_one(statement, &[])
+            .await
+            .expect(statement)
+            .get(0)
     }
 
     /// Waits until `statement` on `db` counts `expected`, or panics after `within`.
-    pub async fn wait_for_count(db: &TestDatabase, statement: &str, expected: i64, within: Duration) {
+    pub async fn wait_for_count(
+        db: &TestDatabase,
+        statement: &str,
+        expected: i64,
+        within: Duration,
+    ) {
         let started = Instant::now();
         loop {
             let count = Self::count(db, statement).await;
             if count == expected {
                 return;
             }
-            assert!(started.elapsed() < within, "{statement}: {count}, expected {expected} within {within:?}");
+            assert!(
+                started.elapsed() < within,
+                "{statement}: {count}, expected {expected} within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -94,7 +120,12 @@ impl System {
         let started = Instant::now();
         loop {
             let health = self.get("/health").await;
-            let brokers = ["orders.broker", "invoices.broker"].map(|check| health["checks"][check].as_str().unwrap_or_default().to_owned());
+            let brokers = ["orders.broker", "invoices.broker"].map(|check| {
+                health["checks"][check]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
             if brokers.iter().all(|state| state.starts_with(broker)) {
                 if broker == "up" {
                     self.broker.wait_for_consumer("orders").await;
@@ -102,7 +133,10 @@ impl System {
                 }
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "broker never {broker}: {health}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker never {broker}: {health}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -130,14 +164,21 @@ pub fn order_created(order: OrderId, event: EventId) -> Vec<u8> {
 }
 
 pub fn new_id<T: std::str::FromStr>() -> T {
-    uuid::Uuid::new_v4().to_string().parse().ok().expect("a UUID parses")
+    uuid::Uuid::new_v4()
+        .to_string()
+        .parse()
+        .ok()
+        .expect("a UUID parses")
 }
 
 /// Takes one message from `queue`, if there is one.
 pub async fn take(queue: &str) -> Option<lapin::message::BasicGetMessage> {
     let channel = TestBroker::channel().await;
     channel
-        .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
         .await
         .expect("basic.get")
 }
@@ -148,19 +189,28 @@ pub async fn wait_for_dead_letter(queue: &str) -> lapin::message::BasicGetMessag
         if let Some(message) = take(queue).await {
             return message;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "nothing reached {queue}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "nothing reached {queue}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 pub fn reason(message: &lapin::message::BasicGetMessage) -> String {
-    let headers = message.delivery.properties.headers().clone().unwrap_or_default();
+    let headers = message
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
     match headers.inner().get("x-dead-reason") {
-        Some(lapin::types::AMQPValue::LongString(text)) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+        Some(lapin::types::AMQPValue::LongString(text)) => {
+            String::from_utf8_lossy(text.as_bytes()).into_owned()
+        }
         other => panic!("no x-dead-reason header: {other:?}"),
     }
 }
-
 
 /// Installs a trigger on `table` that runs `action` (PL/pgSQL) on each of the first `times`
 /// inserts. A sequence counts the inserts, since a sequence is not rolled back with the failed
@@ -183,11 +233,23 @@ async fn on_first_inserts(db: &TestDatabase, table: &str, times: i64, action: &s
 
 /// Makes the invoices table refuse the first `failures` inserts, as a bug in the handler would.
 pub async fn make_invoices_flaky(db: &TestDatabase, failures: i64) {
-    on_first_inserts(db, "invoices", failures, "RAISE EXCEPTION 'flaky database';").await;
+    on_first_inserts(
+        db,
+        "invoices",
+        failures,
+        "RAISE EXCEPTION 'flaky database';",
+    )
+    .await;
 }
 
 /// Makes the first `times` inserts into `table` end their own database session, as a server
 /// restart or `pg_terminate_backend` does (SQLSTATE 57P01).
 pub async fn end_sessions_on_insert(db: &TestDatabase, table: &str, times: i64) {
-    on_first_inserts(db, table, times, "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1);").await;
+    on_first_inserts(
+        db,
+        table,
+        times,
+        "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1);",
+    )
+    .await;
 }

@@ -21,7 +21,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding to `upstream` (host:port).
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let address = listener.local_addr().expect("proxy address");
         let (up, watching) = watch::channel(true);
         let upstream: Arc<str> = upstream.into();
@@ -34,7 +36,9 @@ impl TcpProxy {
                 }
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&*upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(&*upstream).await else {
+                        return;
+                    };
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -43,7 +47,11 @@ impl TcpProxy {
                 });
             }
         });
-        Self { address, up, accepting }
+        Self {
+            address,
+            up,
+            accepting,
+        }
     }
 
     /// A PostgreSQL URL through the proxy for `database`, as the role of the same name (the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::helpers::{self, TcpProxy, TestBroker, TestDatabase};
-use crate::otlp::{self, Receiver, Received};
+use crate::otlp::{self, Received, Receiver};
 use crate::process::HostProcess;
 use crate::system::CUSTOMER;
 
@@ -25,17 +25,32 @@ pub(crate) struct Traced {
 }
 
 /// Orders and Invoices in one host process, on `amqp_url`, exporting to `endpoint`.
-pub(crate) async fn start(amqp: impl FnOnce(&TestBroker) -> String, otel: &[(&str, String)]) -> Traced {
+pub(crate) async fn start(
+    amqp: impl FnOnce(&TestBroker) -> String,
+    otel: &[(&str, String)],
+) -> Traced {
     let orders = Arc::new(TestDatabase::create().await);
     let invoices = Arc::new(TestDatabase::create().await);
     let broker = TestBroker::new();
-    let manifest = helpers::manifest(&broker, &amqp(&broker), &[("orders", &orders.url()), ("invoices", &invoices.url())]);
+    let manifest = helpers::manifest(
+        &broker,
+        &amqp(&broker),
+        &[("orders", &orders.url()), ("invoices", &invoices.url())],
+    );
     let host = HostProcess::start(&manifest, otel).await;
-    Traced { host, orders, broker, invoices }
+    Traced {
+        host,
+        orders,
+        broker,
+        invoices,
+    }
 }
 
 pub(crate) fn exporting_to(endpoint: String) -> Vec<(&'static str, String)> {
-    vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]
 }
 
 /// A client's trace context: a fresh trace id, and the client's own span id.
@@ -63,19 +78,29 @@ impl Traced {
     }
 
     async fn wait_until_invoiced(&self, id: &str) {
-        let statement = format!("SELECT count(*) FROM orders WHERE id = '{id}' AND status = 'invoiced'");
-        crate::system::System::wait_for_count(&self.orders, &statement, 1, Duration::from_secs(30)).await;
+        let statement =
+            format!("SELECT count(*) FROM orders WHERE id = '{id}' AND status = 'invoiced'");
+        crate::system::System::wait_for_count(&self.orders, &statement, 1, Duration::from_secs(30))
+            .await;
     }
 }
 
 pub(crate) fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
     let found: Vec<&Received> = spans.iter().filter(|span| span.name == name).collect();
-    assert_eq!(found.len(), 1, "one span named {name:?} expected:\n{}", otlp::tree(spans));
+    assert_eq!(
+        found.len(),
+        1,
+        "one span named {name:?} expected:\n{}",
+        otlp::tree(spans)
+    );
     found[0]
 }
 
 fn children<'a>(spans: &'a [Received], parent: &Received) -> Vec<&'a Received> {
-    spans.iter().filter(|span| span.parent_span_id == parent.span_id).collect()
+    spans
+        .iter()
+        .filter(|span| span.parent_span_id == parent.span_id)
+        .collect()
 }
 
 /// Whether `span` descends from `ancestor`.
@@ -103,10 +128,22 @@ fn complete(spans: &[Received]) -> bool {
         "publish invoices.issued",
         "process invoices.issued",
     ];
-    let named = names.iter().all(|name| spans.iter().any(|span| span.name == *name));
-    let inserts = ["orders", "invoices"].iter().all(|service| spans.iter().any(|span| span.name == "INSERT" && span.service == *service));
-    let processed = spans.iter().find(|span| span.name == "process invoices.issued");
-    let updated = processed.is_some_and(|process| spans.iter().any(|span| span.name == "UPDATE" && descends(spans, span, process)));
+    let named = names
+        .iter()
+        .all(|name| spans.iter().any(|span| span.name == *name));
+    let inserts = ["orders", "invoices"].iter().all(|service| {
+        spans
+            .iter()
+            .any(|span| span.name == "INSERT" && span.service == *service)
+    });
+    let processed = spans
+        .iter()
+        .find(|span| span.name == "process invoices.issued");
+    let updated = processed.is_some_and(|process| {
+        spans
+            .iter()
+            .any(|span| span.name == "UPDATE" && descends(spans, span, process))
+    });
     named && inserts && updated
 }
 
@@ -119,11 +156,20 @@ fn relayed(spans: &[Received], name: &str, written: &Received, processed: &Recei
     let publishes: Vec<&Received> = spans.iter().filter(|span| span.name == name).collect();
     assert!(!publishes.is_empty(), "{tree}");
     for publish in &publishes {
-        assert_eq!(publish.parent_span_id, written.span_id, "the relay continues the writer's context:\n{tree}");
-        assert_eq!((publish.service.as_str(), publish.kind), ("host", PRODUCER), "{tree}");
+        assert_eq!(
+            publish.parent_span_id, written.span_id,
+            "the relay continues the writer's context:\n{tree}"
+        );
+        assert_eq!(
+            (publish.service.as_str(), publish.kind),
+            ("host", PRODUCER),
+            "{tree}"
+        );
     }
     assert!(
-        publishes.iter().any(|publish| processed.parent_span_id == publish.span_id),
+        publishes
+            .iter()
+            .any(|publish| processed.parent_span_id == publish.span_id),
         "the delivery's parent is the relay's publish:\n{tree}"
     );
 }
@@ -133,23 +179,54 @@ fn relayed(spans: &[Received], name: &str, written: &Received, processed: &Recei
 fn assert_one_connected_trace(spans: &[Received], client_span: &str) {
     let tree = otlp::tree(spans);
     let server = one(spans, "POST /orders/orders");
-    assert_eq!(server.parent_span_id, client_span, "the request continues the client's trace:\n{tree}");
-    assert_eq!((server.service.as_str(), server.kind), ("orders", SERVER), "{tree}");
-    assert_eq!(server.attribute("http.route"), Some("/orders/orders"), "{tree}");
-    assert_eq!(server.attribute("http.response.status_code"), Some("201"), "{tree}");
+    assert_eq!(
+        server.parent_span_id, client_span,
+        "the request continues the client's trace:\n{tree}"
+    );
+    assert_eq!(
+        (server.service.as_str(), server.kind),
+        ("orders", SERVER),
+        "{tree}"
+    );
+    assert_eq!(
+        server.attribute("http.route"),
+        Some("/orders/orders"),
+        "{tree}"
+    );
+    assert_eq!(
+        server.attribute("http.response.status_code"),
+        Some("201"),
+        "{tree}"
+    );
 
     let created = one(spans, "create orders.created");
-    assert!(descends(spans, created, server), "the outbox write is part of the request:\n{tree}");
-    let insert = spans.iter().find(|span| span.name == "INSERT" && span.service == "orders" && descends(spans, span, server));
+    assert!(
+        descends(spans, created, server),
+        "the outbox write is part of the request:\n{tree}"
+    );
+    let insert = spans.iter().find(|span| {
+        span.name == "INSERT" && span.service == "orders" && descends(spans, span, server)
+    });
     let insert = insert.unwrap_or_else(|| panic!("the order's INSERT is in the request:\n{tree}"));
     assert_eq!(insert.attribute("db.system.name"), Some("postgresql"));
-    assert!(insert.attribute("db.query.text").is_some_and(|text| text.contains("$1")), "statements, never values:\n{tree}");
+    assert!(
+        insert
+            .attribute("db.query.text")
+            .is_some_and(|text| text.contains("$1")),
+        "statements, never values:\n{tree}"
+    );
 
     let process_orders = one(spans, "process orders.created");
     relayed(spans, "publish orders.created", created, process_orders);
-    assert_eq!((process_orders.service.as_str(), process_orders.kind), ("invoices", CONSUMER), "{tree}");
+    assert_eq!(
+        (process_orders.service.as_str(), process_orders.kind),
+        ("invoices", CONSUMER),
+        "{tree}"
+    );
     assert!(
-        spans.iter().any(|span| span.service == "invoices" && span.name == "INSERT" && descends(spans, span, process_orders)),
+        spans.iter().any(|span| span.service == "invoices"
+            && span.name == "INSERT"
+            && descends(spans, span, process_orders)),
         "the invoice's INSERT is in the delivery:\n{tree}"
     );
 
@@ -173,11 +250,19 @@ async fn one_order_is_one_trace_from_the_clients_request_to_the_invoice_and_back
     let id = traced.post_order(&traceparent).await;
     traced.wait_until_invoiced(&id).await;
 
-    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), complete).await;
+    let spans = receiver
+        .wait_for(&trace_id, Duration::from_secs(20), complete)
+        .await;
     println!("the trace of one order:\n{}", otlp::tree(&spans));
     assert_one_connected_trace(&spans, &client_span);
-    let services: std::collections::BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
-    assert_eq!(services, ["host", "invoices", "orders"].into(), "{}", otlp::tree(&spans));
+    let services: std::collections::BTreeSet<&str> =
+        spans.iter().map(|span| span.service.as_str()).collect();
+    assert_eq!(
+        services,
+        ["host", "invoices", "orders"].into(),
+        "{}",
+        otlp::tree(&spans)
+    );
 
     let status = traced.host.stop().await;
     assert!(status.success(), "the host stops cleanly: {status}");
@@ -196,19 +281,52 @@ async fn a_retried_delivery_stays_in_the_orders_trace_with_the_reason_as_an_even
     let id = traced.post_order(&traceparent).await;
     traced.wait_until_invoiced(&id).await;
 
-    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), complete).await;
+    let spans = receiver
+        .wait_for(&trace_id, Duration::from_secs(20), complete)
+        .await;
     let tree = otlp::tree(&spans);
-    let publishes: Vec<&str> =
-        spans.iter().filter(|span| span.name == "publish orders.created").map(|span| span.span_id.as_str()).collect();
-    let deliveries: Vec<&Received> = spans.iter().filter(|span| span.name == "process orders.created").collect();
-    assert_eq!(deliveries.len(), 2, "the first attempt and the retry:\n{tree}");
-    assert_eq!(deliveries[0].parent_span_id, deliveries[1].parent_span_id, "the retry keeps the publisher's context:\n{tree}");
-    assert!(publishes.contains(&deliveries[0].parent_span_id.as_str()), "{tree}");
-    let attempts: Vec<&str> = deliveries.iter().filter_map(|delivery| delivery.attribute("attempt")).collect();
-    assert!(attempts.contains(&"1") && attempts.contains(&"2"), "{attempts:?}");
-    let first = deliveries.iter().find(|delivery| delivery.attribute("attempt") == Some("1")).expect("attempt 1");
+    let publishes: Vec<&str> = spans
+        .iter()
+        .filter(|span| span.name == "publish orders.created")
+        .map(|span| span.span_id.as_str())
+        .collect();
+    let deliveries: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.name == "process orders.created")
+        .collect();
+    assert_eq!(
+        deliveries.len(),
+        2,
+        "the first attempt and the retry:\n{tree}"
+    );
+    assert_eq!(
+        deliveries[0].parent_span_id, deliveries[1].parent_span_id,
+        "the retry keeps the publisher's context:\n{tree}"
+    );
+    assert!(
+        publishes.contains(&deliveries[0].parent_span_id.as_str()),
+        "{tree}"
+    );
+    let attempts: Vec<&str> = deliveries
+        .iter()
+        .filter_map(|delivery| delivery.attribute("attempt"))
+        .collect();
+    assert!(
+        attempts.contains(&"1") && attempts.contains(&"2"),
+        "{attempts:?}"
+    );
+    let first = deliveries
+        .iter()
+        .find(|delivery| delivery.attribute("attempt") == Some("1"))
+        .expect("attempt 1");
     assert_eq!(first.attribute("outcome"), Some("retried"), "{first:?}");
-    assert!(first.events.iter().any(|event| event.contains("retrying later")), "{first:?}");
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|event| event.contains("retrying later")),
+        "{first:?}"
+    );
     let server = one(&spans, "POST /orders/orders");
     assert_eq!(server.parent_span_id, client_span);
 }
@@ -225,14 +343,27 @@ async fn spans_go_over_grpc_when_the_protocol_says_so() {
     traced.post_order(&traceparent).await;
 
     let arrived = |spans: &[Received]| {
-        ["POST /orders/orders", "publish orders.created"].iter().all(|name| spans.iter().any(|span| span.name == *name))
+        ["POST /orders/orders", "publish orders.created"]
+            .iter()
+            .all(|name| spans.iter().any(|span| span.name == *name))
     };
-    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), arrived).await;
+    let spans = receiver
+        .wait_for(&trace_id, Duration::from_secs(20), arrived)
+        .await;
     let server = one(&spans, "POST /orders/orders");
-    assert_eq!((server.parent_span_id.as_str(), server.service.as_str()), (client_span.as_str(), "orders"));
+    assert_eq!(
+        (server.parent_span_id.as_str(), server.service.as_str()),
+        (client_span.as_str(), "orders")
+    );
     // (More than one publish when the first came before the consumer had bound its queue.)
-    for publish in spans.iter().filter(|span| span.name == "publish orders.created") {
-        assert_eq!(publish.service, "edge-host", "OTEL_SERVICE_NAME names the host's own spans");
+    for publish in spans
+        .iter()
+        .filter(|span| span.name == "publish orders.created")
+    {
+        assert_eq!(
+            publish.service, "edge-host",
+            "OTEL_SERVICE_NAME names the host's own spans"
+        );
     }
 }
 
@@ -250,20 +381,47 @@ async fn a_guests_log_lines_carry_its_trace_and_become_events_of_its_span() {
     let host = HostProcess::start(&manifest, &exporting_to(receiver.endpoint())).await;
     let (trace_id, _, traceparent) = client_context();
 
-    let response = host.client.get(host.url("/misbehave/log")).header("traceparent", traceparent).send().await.expect("sent");
+    let response = host
+        .client
+        .get(host.url("/misbehave/log"))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 200);
 
-    let spans = receiver.wait_for(&trace_id, Duration::from_secs(20), |spans| spans.iter().any(|s| s.name == "component.call")).await;
+    let spans = receiver
+        .wait_for(&trace_id, Duration::from_secs(20), |spans| {
+            spans.iter().any(|s| s.name == "component.call")
+        })
+        .await;
     let call = one(&spans, "component.call");
-    assert!(call.events.iter().any(|event| event == "a line on stdout"), "{call:?}");
-    assert!(call.events.iter().any(|event| event == "a line on stderr"), "{call:?}");
-    let lines: Vec<serde_json::Value> = host.log().into_iter().filter(|line| line["target"] == "component").collect();
+    assert!(
+        call.events.iter().any(|event| event == "a line on stdout"),
+        "{call:?}"
+    );
+    assert!(
+        call.events.iter().any(|event| event == "a line on stderr"),
+        "{call:?}"
+    );
+    let lines: Vec<serde_json::Value> = host
+        .log()
+        .into_iter()
+        .filter(|line| line["target"] == "component")
+        .collect();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for line in &lines {
         assert_eq!(line["component"], "misbehave", "{line}");
         assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
-        assert_eq!(line["span_id"], call.span_id.as_str(), "the span the guest was running in: {line}");
-        assert!(line["timestamp"].is_string() && line["level"].is_string(), "{line}");
+        assert_eq!(
+            line["span_id"],
+            call.span_id.as_str(),
+            "the span the guest was running in: {line}"
+        );
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
     }
 }
 
@@ -276,24 +434,55 @@ async fn with_the_broker_away_the_event_waits_in_the_outbox_and_its_trace_still_
     let (trace_id, client_span, traceparent) = client_context();
 
     let id = traced.post_order(&traceparent).await;
-    let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 1.0).await;
-    assert_eq!(metric(&metrics, "messaging_broker_connected{component=\"orders\"}"), Some(0.0), "{metrics}");
+    let metrics = wait_for_metric(
+        &traced.host,
+        "outbox_backlog_events{component=\"orders\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&metrics, "messaging_broker_connected{component=\"orders\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
     assert!(
-        metric(&metrics, "outbox_oldest_unsent_age_seconds{component=\"orders\"}").is_some_and(|age| age >= 0.0),
+        metric(
+            &metrics,
+            "outbox_oldest_unsent_age_seconds{component=\"orders\"}"
+        )
+        .is_some_and(|age| age >= 0.0),
         "{metrics}"
     );
 
     proxy.set_up(true);
     traced.wait_until_invoiced(&id).await;
-    let spans = receiver.wait_for(&trace_id, Duration::from_secs(30), complete).await;
+    let spans = receiver
+        .wait_for(&trace_id, Duration::from_secs(30), complete)
+        .await;
     assert_one_connected_trace(&spans, &client_span);
-    let metrics = wait_for_metric(&traced.host, "outbox_backlog_events{component=\"orders\"}", 0.0).await;
-    assert_eq!(metric(&metrics, "messaging_broker_connected{component=\"orders\"}"), Some(1.0), "{metrics}");
+    let metrics = wait_for_metric(
+        &traced.host,
+        "outbox_backlog_events{component=\"orders\"}",
+        0.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&metrics, "messaging_broker_connected{component=\"orders\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 /// The value of the sample named exactly `series` (name and labels as exposed), if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 async fn wait_for_metric(host: &HostProcess, series: &str, value: f64) -> String {
@@ -303,7 +492,10 @@ async fn wait_for_metric(host: &HostProcess, series: &str, value: f64) -> String
         if metric(&text, series) == Some(value) {
             return text;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{series} never became {value}:\n{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{series} never became {value}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -315,7 +507,10 @@ pub(crate) async fn wait_for_metric_above(host: &HostProcess, series: &str, floo
         if metric(&text, series).is_some_and(|value| value > floor) {
             return text;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{series} never rose above {floor}:\n{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{series} never rose above {floor}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -329,10 +524,23 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
     let order = system.post_order(300).await;
     let id = order["id"].as_str().expect("id");
     let invoiced = format!("SELECT count(*) FROM orders WHERE id = '{id}' AND status = 'invoiced'");
-    crate::system::System::wait_for_count(&system.orders, &invoiced, 1, Duration::from_secs(20)).await;
-    system.broker.publish("orders.created", b"{ not an event").await;
+    crate::system::System::wait_for_count(&system.orders, &invoiced, 1, Duration::from_secs(20))
+        .await;
+    system
+        .broker
+        .publish("orders.created", b"{ not an event")
+        .await;
     crate::system::wait_for_dead_letter(&system.broker.dead_letters("invoices")).await;
-    let missing = system.host.client.get(system.host.url(&format!("/orders/orders/{}", uuid::Uuid::new_v4()))).send().await;
+    let missing = system
+        .host
+        .client
+        .get(
+            system
+                .host
+                .url(&format!("/orders/orders/{}", uuid::Uuid::new_v4())),
+        )
+        .send()
+        .await;
     assert_eq!(missing.expect("sent").status(), 404);
 
     // Each count is made when its work is done (after the ack, the commit, the next scrape):
@@ -348,17 +556,50 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
              http_request_method=\"GET\",http_response_status_class=\"4xx\"}",
             1.0,
         ),
-        ("units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"}", 2.0),
-        ("units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"rolled_back\"}", 1.0),
-        ("units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"committed\"}", 1.0),
-        ("messaging_events_published_total{component=\"orders\",topic=\"orders.created\"}", 1.0),
-        ("messaging_events_relayed_total{component=\"orders\",topic=\"orders.created\"}", 1.0),
-        ("messaging_events_relayed_total{component=\"invoices\",topic=\"invoices.issued\"}", 1.0),
-        ("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"retried\"}", 1.0),
-        ("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"handled\"}", 1.0),
-        ("messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"dead_lettered\"}", 1.0),
-        ("messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",outcome=\"handled\"}", 1.0),
-        ("messaging_event_lag_seconds_count{component=\"invoices\",topic=\"orders.created\"}", 1.0),
+        (
+            "units_of_work_total{component=\"orders\",trigger=\"http\",outcome=\"committed\"}",
+            2.0,
+        ),
+        (
+            "units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"rolled_back\"}",
+            1.0,
+        ),
+        (
+            "units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"committed\"}",
+            1.0,
+        ),
+        (
+            "messaging_events_published_total{component=\"orders\",topic=\"orders.created\"}",
+            1.0,
+        ),
+        (
+            "messaging_events_relayed_total{component=\"orders\",topic=\"orders.created\"}",
+            1.0,
+        ),
+        (
+            "messaging_events_relayed_total{component=\"invoices\",topic=\"invoices.issued\"}",
+            1.0,
+        ),
+        (
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"retried\"}",
+            1.0,
+        ),
+        (
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"handled\"}",
+            1.0,
+        ),
+        (
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"dead_lettered\"}",
+            1.0,
+        ),
+        (
+            "messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",outcome=\"handled\"}",
+            1.0,
+        ),
+        (
+            "messaging_event_lag_seconds_count{component=\"invoices\",topic=\"orders.created\"}",
+            1.0,
+        ),
         ("messaging_broker_connected{component=\"orders\"}", 1.0),
         ("messaging_broker_connected{component=\"invoices\"}", 1.0),
         ("outbox_backlog_events{component=\"orders\"}", 0.0),
@@ -368,7 +609,16 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
     ];
     let started = Instant::now();
     let text = loop {
-        let text = system.host.client.get(system.host.admin_url("/metrics")).send().await.expect("sent").text().await.expect("text");
+        let text = system
+            .host
+            .client
+            .get(system.host.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
         let wrong: Vec<String> = expected
             .iter()
             .filter(|(series, value)| metric(&text, series) != Some(*value))
@@ -377,10 +627,21 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
         if wrong.is_empty() {
             break text;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{}\n{text}", wrong.join("\n"));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}\n{text}",
+            wrong.join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(metric(&text, "db_client_connection_count{component=\"orders\",state=\"idle\"}").is_some(), "{text}");
+    assert!(
+        metric(
+            &text,
+            "db_client_connection_count{component=\"orders\",state=\"idle\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
     assert!(
         metric(&text, "db_client_operation_duration_seconds_count{component=\"orders\",db_operation_name=\"INSERT\"}")
             .is_some_and(|count| count >= 1.0),

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use host::Host;
-use host::startup::IncomingEvent;
-use host::capabilities::sql::fake::{Call, FakeDatabase};
 use host::capabilities::sql::Database;
+use host::capabilities::sql::fake::{Call, FakeDatabase};
 use host::config::Config;
+use host::startup::IncomingEvent;
 use serde_json::Value as Json;
 
 const CUSTOMER: &str = "0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f";
@@ -43,7 +43,11 @@ fn workspace() -> PathBuf {
 /// A host running `component` (publishing `publishes`, consuming `consumes`) on `database`.
 async fn host(component: &str, publishes: &str, consumes: &str, database: FakeDatabase) -> Host {
     let wasm = workspace().join(format!("target/wasm32-wasip2/component/{component}.wasm"));
-    assert!(wasm.is_file(), "{} is missing: run the README's test command", wasm.display());
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run the README's test command",
+        wasm.display()
+    );
     // No broker runs here: the host only ever tries to reach one, and events stay in the
     // (fake) outbox.
     let manifest = format!(
@@ -58,8 +62,13 @@ async fn host(component: &str, publishes: &str, consumes: &str, database: FakeDa
         wasm.display()
     );
     let config = Config::from_toml(&manifest, &workspace(), &[("UNUSED", "")]).expect("manifest");
-    let databases = HashMap::from([(component.to_owned(), Arc::new(database) as Arc<dyn Database>)]);
-    Host::build_with(config, databases).await.expect("host builds")
+    let databases = HashMap::from([(
+        component.to_owned(),
+        Arc::new(database) as Arc<dyn Database>,
+    )]);
+    Host::build_with(config, databases)
+        .await
+        .expect("host builds")
 }
 
 /// An event as the consumer hands it over.
@@ -82,9 +91,11 @@ fn names(calls: &[Call]) -> Vec<String> {
         .iter()
         .map(|call| match call {
             Call::Begin => "begin".to_owned(),
-            Call::Query(statement, _) | Call::Execute(statement, _) => {
-                statement.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-            }
+            Call::Query(statement, _) | Call::Execute(statement, _) => statement
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
             Call::Commit => "commit".to_owned(),
             Call::Rollback => "rollback".to_owned(),
         })
@@ -99,6 +110,9 @@ async fn serve(database: FakeDatabase) -> Served {
     tokio::spawn(host.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    Served { base, client: reqwest::Client::new(), stop: Some(stop) }
+    Served {
+        base,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+    }
 }
-

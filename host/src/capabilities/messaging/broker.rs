@@ -69,7 +69,10 @@ impl Broker {
 
     /// The live connection, if there is one now.
     pub fn connection(&self) -> Option<Arc<Connection>> {
-        self.current.borrow().clone().filter(|connection| connection.status().connected())
+        self.current
+            .borrow()
+            .clone()
+            .filter(|connection| connection.status().connected())
     }
 
     /// Changes whenever a connection is made or lost: relays wake on it to catch up at once.
@@ -100,9 +103,15 @@ impl Broker {
         let read = async {
             let channel = connection.create_channel().await.ok()?;
             let mut depths = Vec::with_capacity(queues.len());
-            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
             for queue in queues {
-                match channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await {
+                match channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
                     Ok(declared) => depths.push(declared.message_count()),
                     // A refused passive declaration closes the channel: the rest are unknown.
                     Err(_) => return None,
@@ -111,19 +120,27 @@ impl Broker {
             let _ = channel.close(200, "counted".into()).await;
             Some(depths)
         };
-        tokio::time::timeout(Duration::from_secs(1), read).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// `Ok` while connected, or why not: for the readiness check.
     pub fn state(&self) -> Result<(), String> {
         match self.connection() {
             Some(_) => Ok(()),
-            None => Err(self.lock_reason().clone().unwrap_or_else(|| "reconnecting".into())),
+            None => Err(self
+                .lock_reason()
+                .clone()
+                .unwrap_or_else(|| "reconnecting".into())),
         }
     }
 
     fn lock_reason(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.down_because.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.down_because
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Keeps a connection up until `shutdown`, then closes it.
@@ -192,8 +209,12 @@ impl Broker {
             cert_chain: self.url.extra_ca().map(str::to_owned),
             ..lapin::tcp::OwnedTLSConfig::default()
         };
-        let connecting =
-            Connection::connect_with_config(self.url.expose(), properties, tls, lapin::runtime::default_runtime()?);
+        let connecting = Connection::connect_with_config(
+            self.url.expose(),
+            properties,
+            tls,
+            lapin::runtime::default_runtime()?,
+        );
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
@@ -202,7 +223,10 @@ impl Broker {
             .exchange_declare(
                 self.config.exchange.as_str().into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;

@@ -51,7 +51,12 @@ pub struct Envelope {
 
 /// `application/json`, `application/json; charset=utf-8`, or a `+json` type.
 pub fn is_json(content_type: &str) -> bool {
-    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
@@ -101,13 +106,24 @@ pub fn encode(event: &Outgoing<'_>) -> Result<Vec<u8>, serde_json::Error> {
 /// Reads a delivered message body into what the component's handler receives, and the
 /// publisher's `traceparent`. A body over `max_data` bytes of data (plus [`ENVELOPE_BYTES`]) or
 /// a field over its limit is refused, and a refusal shows at most a few bytes of any value.
-pub fn decode(body: &[u8], attempt: u32, max_data: usize) -> Result<(IncomingEvent, Option<String>), String> {
+pub fn decode(
+    body: &[u8],
+    attempt: u32,
+    max_data: usize,
+) -> Result<(IncomingEvent, Option<String>), String> {
     let most = max_data.saturating_add(ENVELOPE_BYTES);
     if body.len() > most {
-        return Err(format!("the message is {} bytes, over the {most} bytes its subscriber takes", body.len()));
+        return Err(format!(
+            "the message is {} bytes, over the {most} bytes its subscriber takes",
+            body.len()
+        ));
     }
-    let envelope: Envelope = serde_json::from_slice(body)
-        .map_err(|err| format!("not a CloudEvents JSON envelope: {}", truncated(&err.to_string(), 2 * SHOWN)))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|err| {
+        format!(
+            "not a CloudEvents JSON envelope: {}",
+            truncated(&err.to_string(), 2 * SHOWN)
+        )
+    })?;
     let fields = [
         Some(&envelope.specversion),
         Some(&envelope.id),
@@ -124,13 +140,20 @@ pub fn decode(body: &[u8], attempt: u32, max_data: usize) -> Result<(IncomingEve
         }
     }
     if envelope.specversion != "1.0" {
-        return Err(format!("specversion {:?} is not 1.0", truncated(&envelope.specversion, SHOWN)));
+        return Err(format!(
+            "specversion {:?} is not 1.0",
+            truncated(&envelope.specversion, SHOWN)
+        ));
     }
     if envelope.id.is_empty() || envelope.source.is_empty() || envelope.kind.is_empty() {
         return Err("id, source and type must not be empty".into());
     }
-    let time = DateTime::parse_from_rfc3339(&envelope.time)
-        .map_err(|err| format!("time {:?} is not RFC 3339: {err}", truncated(&envelope.time, SHOWN)))?;
+    let time = DateTime::parse_from_rfc3339(&envelope.time).map_err(|err| {
+        format!(
+            "time {:?} is not RFC 3339: {err}",
+            truncated(&envelope.time, SHOWN)
+        )
+    })?;
     let event = IncomingEvent {
         id: envelope.id,
         topic: envelope.kind,
@@ -169,7 +192,10 @@ mod tests {
         assert_eq!(event.topic, "orders.created");
         assert_eq!(event.source, "orders");
         assert_eq!(event.time, 1_767_225_600_000_001);
-        assert_eq!(event.data_schema.as_deref(), Some("urn:contracts:orders.created:v1"));
+        assert_eq!(
+            event.data_schema.as_deref(),
+            Some("urn:contracts:orders.created:v1")
+        );
         assert_eq!(event.data, br#"{"orderId":"x","amount":5}"#);
         assert_eq!(event.attempt, 2);
     }
@@ -187,11 +213,23 @@ mod tests {
 
     #[test]
     fn garbage_and_incomplete_envelopes_are_refused_with_a_reason() {
-        assert!(decode(b"not json", 1, 1024).expect_err("refused").contains("not a CloudEvents JSON envelope"));
+        assert!(
+            decode(b"not json", 1, 1024)
+                .expect_err("refused")
+                .contains("not a CloudEvents JSON envelope")
+        );
         let wrong_version = br#"{"specversion":"0.3","id":"1","type":"t","source":"s","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
-        assert!(decode(wrong_version, 1, 1024).expect_err("refused").contains("specversion"));
+        assert!(
+            decode(wrong_version, 1, 1024)
+                .expect_err("refused")
+                .contains("specversion")
+        );
         let bad_time = br#"{"specversion":"1.0","id":"1","type":"t","source":"s","time":"yesterday","datacontenttype":"application/json","data":{}}"#;
-        assert!(decode(bad_time, 1, 1024).expect_err("refused").contains("RFC 3339"));
+        assert!(
+            decode(bad_time, 1, 1024)
+                .expect_err("refused")
+                .contains("RFC 3339")
+        );
     }
 
     #[test]
@@ -214,13 +252,24 @@ mod tests {
             json[field] = huge.clone().into();
             serde_json::to_vec(&json).expect("JSON")
         };
-        for field in ["specversion", "id", "type", "source", "time", "datacontenttype", "dataschema", "traceparent"] {
+        for field in [
+            "specversion",
+            "id",
+            "type",
+            "source",
+            "time",
+            "datacontenttype",
+            "dataschema",
+            "traceparent",
+        ] {
             let refused = decode(&envelope(field), 1, 1 << 20).expect_err(field);
-            assert!(refused.contains(field) && refused.len() < 200, "{field}: {refused}");
+            assert!(
+                refused.contains(field) && refused.len() < 200,
+                "{field}: {refused}"
+            );
         }
         let big = serde_json::to_vec(&serde_json::json!({ "data": huge })).expect("JSON");
         let refused = decode(&big, 1, 1024).expect_err("too large");
         assert!(refused.contains("over") && refused.len() < 200, "{refused}");
     }
 }
-

@@ -73,8 +73,21 @@ pub struct MessagingCtx {
 }
 
 impl MessagingCtx {
-    pub fn new(outbound: Arc<Outbound>, metrics: ComponentMetrics, limits: PublishLimits, memory: Arc<HostMemory>) -> Self {
-        Self { outbound, published: Vec::new(), metrics, limits, memory, held: Held::default(), published_bytes: 0 }
+    pub fn new(
+        outbound: Arc<Outbound>,
+        metrics: ComponentMetrics,
+        limits: PublishLimits,
+        memory: Arc<HostMemory>,
+    ) -> Self {
+        Self {
+            outbound,
+            published: Vec::new(),
+            metrics,
+            limits,
+            memory,
+            held: Held::default(),
+            published_bytes: 0,
+        }
     }
 
     /// Call once the unit of work committed: counts what it published and wakes the relay.
@@ -102,14 +115,22 @@ impl<'a> Messaging<'a> {
     /// Checks `event` against the rules and the unit of work's limits, and reserves what the host
     /// keeps of it until the commit. Lengths first: nothing of a value over its limit is read.
     fn check(&mut self, event: &OutgoingEvent) -> Result<Held, PublishError> {
-        let too_long = |field: &str, limit: usize| PublishError::Invalid(format!("{field} is over {limit} bytes"));
+        let too_long = |field: &str, limit: usize| {
+            PublishError::Invalid(format!("{field} is over {limit} bytes"))
+        };
         if event.id.trim().is_empty() || event.id.len() > MAX_ID_BYTES {
-            return Err(PublishError::Invalid(format!("id must be 1 to {MAX_ID_BYTES} bytes")));
+            return Err(PublishError::Invalid(format!(
+                "id must be 1 to {MAX_ID_BYTES} bytes"
+            )));
         }
         if event.content_type.len() > MAX_CONTENT_TYPE_BYTES {
             return Err(too_long("content-type", MAX_CONTENT_TYPE_BYTES));
         }
-        if event.data_schema.as_ref().is_some_and(|schema| schema.len() > MAX_DATA_SCHEMA_BYTES) {
+        if event
+            .data_schema
+            .as_ref()
+            .is_some_and(|schema| schema.len() > MAX_DATA_SCHEMA_BYTES)
+        {
             return Err(too_long("data-schema", MAX_DATA_SCHEMA_BYTES));
         }
         if event.data.len() > self.ctx.limits.max_event_bytes {
@@ -123,9 +144,18 @@ impl<'a> Messaging<'a> {
             )));
         }
         // PostgreSQL text cannot hold NUL; refused here, since the row is only written at commit.
-        let texts = [("id", Some(&event.id)), ("content-type", Some(&event.content_type)), ("data-schema", event.data_schema.as_ref())];
-        if let Some((field, _)) = texts.iter().find(|(_, text)| text.is_some_and(|text| text.contains('\0'))) {
-            return Err(PublishError::Invalid(format!("{field} contains a NUL character")));
+        let texts = [
+            ("id", Some(&event.id)),
+            ("content-type", Some(&event.content_type)),
+            ("data-schema", event.data_schema.as_ref()),
+        ];
+        if let Some((field, _)) = texts
+            .iter()
+            .find(|(_, text)| text.is_some_and(|text| text.contains('\0')))
+        {
+            return Err(PublishError::Invalid(format!(
+                "{field} contains a NUL character"
+            )));
         }
         if !cloudevent::is_json(&event.content_type) {
             return Err(PublishError::Invalid(format!(
@@ -148,7 +178,11 @@ impl<'a> Messaging<'a> {
                 self.ctx.limits.max_published_bytes
             )));
         }
-        let held = self.ctx.memory.reserve(bytes).map_err(|spent| PublishError::Invalid(spent.to_string()))?;
+        let held = self
+            .ctx
+            .memory
+            .reserve(bytes)
+            .map_err(|spent| PublishError::Invalid(spent.to_string()))?;
         self.ctx.published_bytes = published;
         Ok(held)
     }
@@ -170,7 +204,10 @@ impl wit::Host for Messaging<'_> {
             messaging.message.id = %truncated(&event.id, MAX_ID_BYTES),
         )
     )]
-    async fn publish(&mut self, event: OutgoingEvent) -> wasmtime::Result<Result<(), PublishError>> {
+    async fn publish(
+        &mut self,
+        event: OutgoingEvent,
+    ) -> wasmtime::Result<Result<(), PublishError>> {
         let held = match self.check(&event) {
             Ok(held) => held,
             Err(refused) => return Ok(Err(refused)),
@@ -194,7 +231,9 @@ impl wit::Host for Messaging<'_> {
                 Ok(Ok(()))
             }
             Err(SqlError::Unavailable(why)) => Ok(Err(PublishError::Unavailable(why))),
-            Err(other) => Ok(Err(PublishError::Unavailable(format!("cannot write the outbox: {other:?}")))),
+            Err(other) => Ok(Err(PublishError::Unavailable(format!(
+                "cannot write the outbox: {other:?}"
+            )))),
         }
     }
 }
@@ -216,8 +255,8 @@ pub fn add_to_linker<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::sql::fake::{Call, FakeDatabase};
     use crate::capabilities::sql::RowSet;
+    use crate::capabilities::sql::fake::{Call, FakeDatabase};
 
     fn event(id: &str, data_schema: Option<&str>) -> OutgoingEvent {
         OutgoingEvent {
@@ -230,16 +269,42 @@ mod tests {
     }
 
     async fn publish(event: OutgoingEvent) -> (Result<(), PublishError>, Vec<Call>) {
-        let database = FakeDatabase::new(|_, _| Ok(RowSet { columns: vec![], rows: vec![vec![]] }));
-        let outbound = Outbound { source: "orders".into(), topics: ["orders.created".to_owned()].into(), ..Outbound::default() };
+        let database = FakeDatabase::new(|_, _| {
+            Ok(RowSet {
+                columns: vec![],
+                rows: vec![vec![]],
+            })
+        });
+        let outbound = Outbound {
+            source: "orders".into(),
+            topics: ["orders.created".to_owned()].into(),
+            ..Outbound::default()
+        };
         let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let memory = HostMemory::new(64 << 20);
         let metrics = Arc::new(crate::telemetry::metrics::Metrics::new()).component("test");
-        let limits = PublishLimits { max_event_bytes: 256 << 10, max_published_bytes: 1 << 20 };
+        let limits = PublishLimits {
+            max_event_bytes: 256 << 10,
+            max_published_bytes: 1 << 20,
+        };
         let mut ctx = MessagingCtx::new(Arc::new(outbound), metrics, limits, memory.clone());
-        let sql_limits = crate::capabilities::sql::SqlLimits { max_statement_bytes: 1 << 20, max_parameters: 64, max_result_bytes: 1 << 20 };
-        let mut sql = SqlCtx::new(Arc::new(database.clone()), far, sql_limits, memory, Arc::new(tokio::sync::Semaphore::new(1)));
-        let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event).await.expect("no trap");
+        let limits = crate::capabilities::sql::SqlLimits {
+            max_statement_bytes: 1 << 16,
+            max_parameters: 64,
+            max_parameter_bytes: 1 << 20,
+            max_result_bytes: 1 << 20,
+        };
+        let component = crate::capabilities::sql::SqlComponent {
+            database: Arc::new(database.clone()),
+            limits,
+            memory,
+            turns: Arc::new(tokio::sync::Semaphore::new(1)),
+            verdicts: Default::default(),
+        };
+        let mut sql = SqlCtx::new(Arc::new(component), far);
+        let published = wit::Host::publish(&mut Messaging::new(&mut ctx, &mut sql), event)
+            .await
+            .expect("no trap");
         (published, database.calls())
     }
 
@@ -247,7 +312,10 @@ mod tests {
     async fn text_with_a_nul_character_is_refused_at_publish_not_left_to_fail_the_commit() {
         for event in [event("a\0b", None), event("order-1", Some("urn:x\0"))] {
             let (published, calls) = publish(event).await;
-            assert!(matches!(published, Err(PublishError::Invalid(ref why)) if why.contains("NUL")), "{published:?}");
+            assert!(
+                matches!(published, Err(PublishError::Invalid(ref why)) if why.contains("NUL")),
+                "{published:?}"
+            );
             assert!(calls.is_empty(), "{calls:?}");
         }
         let (published, calls) = publish(event("order-1", Some("urn:orders:created:v1"))).await;

@@ -33,8 +33,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::PublisherConfirm;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +81,12 @@ CREATE TABLE IF NOT EXISTS platform_inbox (
 pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data, traceparent) \
                           VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-/// Rows published per transaction.
+/// Rows published per transaction, at most.
 const BATCH: i64 = 100;
+
+/// Bytes of data one batch holds at most: a component whose events may be large relays fewer
+/// of them a batch.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// How long the relay waits for the broker to confirm a publish before giving the batch up.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -98,6 +102,8 @@ pub struct Relay {
     unrouted: HashSet<String>,
     /// The longest value of each column it reads.
     bounds: Bounds,
+    /// Rows a batch takes: at most [`BATCH`], and fewer for large events ([`BATCH_BYTES`]).
+    batch: i64,
     /// The component's metrics: events relayed, rows set aside.
     metrics: ComponentMetrics,
 }
@@ -143,7 +149,17 @@ impl Relay {
         metrics: ComponentMetrics,
         max_data: usize,
     ) -> Self {
-        Self { component, pool, broker, outbound, unrouted: HashSet::new(), bounds: Bounds::new(max_data), metrics }
+        let batch = (BATCH_BYTES / max_data.max(1)).clamp(1, BATCH as usize) as i64;
+        Self {
+            component,
+            pool,
+            broker,
+            outbound,
+            unrouted: HashSet::new(),
+            bounds: Bounds::new(max_data),
+            batch,
+            metrics,
+        }
     }
     /// The component it relays for.
     pub fn component(&self) -> &str {
@@ -162,7 +178,9 @@ impl Relay {
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.cancelled() => return,
             }
-            let Some(connection) = self.broker.connection() else { continue };
+            let Some(connection) = self.broker.connection() else {
+                continue;
+            };
             if !channel.as_ref().is_some_and(|c| c.status().connected()) {
                 channel = match open_channel(&connection).await {
                     Ok(opened) => Some(opened),
@@ -212,9 +230,13 @@ impl Relay {
         let Some(last) = rows.last().map(Row::seq) else {
             client.batch_execute("COMMIT").await?;
             transaction.close();
-            return Ok(Batch { sent: 0, last: None, full: false });
+            return Ok(Batch {
+                sent: 0,
+                last: None,
+                full: false,
+            });
         };
-        let full = rows.len() as i64 == BATCH;
+        let full = rows.len() as i64 == self.batch;
         let mut unsendable = Vec::new();
         let mut in_flight = Vec::with_capacity(rows.len());
         for row in rows {
@@ -232,7 +254,11 @@ impl Relay {
         for (_, topic) in &sent {
             self.metrics.relayed(topic);
         }
-        Ok(Batch { sent: sent.len(), last: Some(last), full })
+        Ok(Batch {
+            sent: sent.len(),
+            last: Some(last),
+            full,
+        })
     }
 
     /// Begins a transaction and locks the next batch of rows in it, in one round trip (a select
@@ -240,20 +266,43 @@ impl Relay {
     async fn lock_batch(&self, client: &Object, after: i64) -> Result<Vec<Row>, RelayError> {
         let select = client.prepare_cached(rows::SELECT).await?;
         let bounds = self.bounds.params();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-            [&BATCH, &after, &bounds[0], &bounds[1], &bounds[2], &bounds[3], &bounds[4], &bounds[5]];
-        let (begun, rows) = futures::future::join(client.batch_execute("BEGIN"), client.query(&select, &params)).await;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &self.batch,
+            &after,
+            &bounds[0],
+            &bounds[1],
+            &bounds[2],
+            &bounds[3],
+            &bounds[4],
+            &bounds[5],
+        ];
+        let (begun, rows) = futures::future::join(
+            client.batch_execute("BEGIN"),
+            client.query(&select, &params),
+        )
+        .await;
         begun?;
         let topics = &self.outbound.topics;
-        let classified: Result<Vec<Row>, _> =
-            rows?.iter().map(|row| rows::classify(row, topics, &self.bounds, &self.component)).collect();
+        let classified: Result<Vec<Row>, _> = rows?
+            .iter()
+            .map(|row| rows::classify(row, topics, &self.bounds, &self.component))
+            .collect();
         Ok(classified?)
     }
 
     /// Publishes one row's event: its confirmation to wait for, or why the row can never be sent.
-    async fn publish(&mut self, channel: &Channel, row: Pending) -> Result<Result<InFlight, (i64, String)>, RelayError> {
+    async fn publish(
+        &mut self,
+        channel: &Channel,
+        row: Pending,
+    ) -> Result<Result<InFlight, (i64, String)>, RelayError> {
         let publishing = Publishing {
-            span: publish_span(&self.component, &row.topic, &row.id, row.traceparent.as_deref()),
+            span: publish_span(
+                &self.component,
+                &row.topic,
+                &row.id,
+                row.traceparent.as_deref(),
+            ),
             confirmed: false,
         };
         // The consumer's span continues this one; with no exporter, the writer's context
@@ -285,17 +334,44 @@ impl Relay {
             .with_delivery_mode(2)
             .with_headers(trace_headers(traceparent.as_deref()));
         let exchange = self.broker.config().exchange.as_str();
-        let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let confirm = channel.basic_publish(exchange.into(), row.topic.as_str().into(), mandatory, &body, properties).await?;
-        Ok(Ok(InFlight { seq: row.seq, topic: row.topic, confirm, publishing }))
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                row.topic.as_str().into(),
+                mandatory,
+                &body,
+                properties,
+            )
+            .await?;
+        Ok(Ok(InFlight {
+            seq: row.seq,
+            topic: row.topic,
+            confirm,
+            publishing,
+        }))
     }
 
     /// Waits for each publish's confirmation: the rows the broker took and routed, with their
     /// topics. A refused or unrouted one stays in the outbox for the next pass.
-    async fn confirmed(&mut self, in_flight: Vec<InFlight>) -> Result<Vec<(i64, String)>, RelayError> {
+    async fn confirmed(
+        &mut self,
+        in_flight: Vec<InFlight>,
+    ) -> Result<Vec<(i64, String)>, RelayError> {
         let mut sent = Vec::with_capacity(in_flight.len());
-        for InFlight { seq, topic, confirm, mut publishing } in in_flight {
-            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await.map_err(|_| RelayError::Unconfirmed)??;
+        for InFlight {
+            seq,
+            topic,
+            confirm,
+            mut publishing,
+        } in in_flight
+        {
+            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .map_err(|_| RelayError::Unconfirmed)??;
             match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {
                     publishing.succeeded();
@@ -321,11 +397,22 @@ impl Relay {
 
     /// Marks the rows sent and the ones set aside, and commits, in one round trip: after a failed
     /// update, `COMMIT` rolls back.
-    async fn mark(&self, client: &Object, sent: &[(i64, String)], unsendable: &[(i64, String)]) -> Result<(), RelayError> {
+    async fn mark(
+        &self,
+        client: &Object,
+        sent: &[(i64, String)],
+        unsendable: &[(i64, String)],
+    ) -> Result<(), RelayError> {
         let sent: Vec<i64> = sent.iter().map(|(seq, _)| *seq).collect();
-        let (set_aside, reasons): (Vec<i64>, Vec<&str>) = unsendable.iter().map(|(seq, why)| (*seq, why.as_str())).unzip();
-        let (mark_sent, mark_unsendable) =
-            futures::future::try_join(client.prepare_cached(rows::MARK_SENT), client.prepare_cached(rows::MARK_UNSENDABLE)).await?;
+        let (set_aside, reasons): (Vec<i64>, Vec<&str>) = unsendable
+            .iter()
+            .map(|(seq, why)| (*seq, why.as_str()))
+            .unzip();
+        let (mark_sent, mark_unsendable) = futures::future::try_join(
+            client.prepare_cached(rows::MARK_SENT),
+            client.prepare_cached(rows::MARK_UNSENDABLE),
+        )
+        .await?;
         let (updated, set, committed) = futures::future::join3(
             client.execute(&mark_sent, &[&sent]),
             client.execute(&mark_unsendable, &[&set_aside, &reasons]),
@@ -366,7 +453,10 @@ fn publish_span(component: &str, topic: &str, id: &str, written_in: Option<&str>
     );
     // Only for a span something records; fails without an OpenTelemetry layer.
     if !span.is_disabled() {
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, propagation::from_traceparent(written_in));
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(
+            &span,
+            propagation::from_traceparent(written_in),
+        );
     }
     span
 }
@@ -396,7 +486,10 @@ impl Drop for Publishing {
 fn trace_headers(traceparent: Option<&str>) -> lapin::types::FieldTable {
     let mut headers = lapin::types::FieldTable::default();
     if let Some(traceparent) = traceparent {
-        headers.insert("traceparent".into(), lapin::types::AMQPValue::LongString(traceparent.into()));
+        headers.insert(
+            "traceparent".into(),
+            lapin::types::AMQPValue::LongString(traceparent.into()),
+        );
     }
     headers
 }
@@ -408,7 +501,9 @@ struct OpenTransaction(Option<Object>);
 
 impl OpenTransaction {
     fn client(&self) -> Result<&Object, RelayError> {
-        self.0.as_ref().ok_or_else(|| RelayError::Database("the transaction has ended".into()))
+        self.0
+            .as_ref()
+            .ok_or_else(|| RelayError::Database("the transaction has ended".into()))
     }
 
     /// The transaction ended: the connection goes back to the pool.
@@ -435,6 +530,8 @@ struct Batch {
 
 async fn open_channel(connection: &lapin::Connection) -> lapin::Result<Channel> {
     let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     Ok(channel)
 }

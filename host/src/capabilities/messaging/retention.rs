@@ -25,7 +25,11 @@ pub struct Retention {
 
 impl Retention {
     pub fn new(component: String, pool: Pool, keep: Duration) -> Self {
-        Self { component, pool, keep }
+        Self {
+            component,
+            pool,
+            keep,
+        }
     }
 
     /// The component whose tables it prunes.
@@ -37,8 +41,12 @@ impl Retention {
         loop {
             match self.prune().await {
                 Ok(0) => {}
-                Ok(deleted) => tracing::info!(component = %self.component, deleted, "old outbox and inbox rows deleted"),
-                Err(err) => tracing::warn!(component = %self.component, error = %err, "pruning the outbox and inbox failed"),
+                Ok(deleted) => {
+                    tracing::info!(component = %self.component, deleted, "old outbox and inbox rows deleted")
+                }
+                Err(err) => {
+                    tracing::warn!(component = %self.component, error = %err, "pruning the outbox and inbox failed")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(EVERY) => {}

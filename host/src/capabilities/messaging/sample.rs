@@ -17,9 +17,16 @@ const SAMPLE_MAX_BACKLOG: i64 = 100_000;
 /// so no scan), in one round trip; `None` if the database does not answer within
 /// [`SAMPLE_TIMEOUT`]. A query still running then is cancelled on the server and its
 /// connection closed, not pooled.
-pub async fn sample(pool: &Pool, connector: &Arc<Connector>, topics: &[String]) -> Option<MessagingSample> {
+pub async fn sample(
+    pool: &Pool,
+    connector: &Arc<Connector>,
+    topics: &[String],
+) -> Option<MessagingSample> {
     let deadline = tokio::time::Instant::now() + SAMPLE_TIMEOUT;
-    let client = tokio::time::timeout_at(deadline, pool.get()).await.ok()?.ok()?;
+    let client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .ok()?
+        .ok()?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
     let query = client.query_one(
         "SELECT (SELECT count(*) FROM (SELECT FROM platform_outbox \

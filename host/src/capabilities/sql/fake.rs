@@ -33,8 +33,16 @@ pub struct FakeDatabase {
 }
 
 impl FakeDatabase {
-    pub fn new(answer: impl Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync + 'static) -> Self {
-        Self { answer: Arc::new(answer), calls: Arc::default(), ahead: None, ahead_outcome: None, down: Arc::default() }
+    pub fn new(
+        answer: impl Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            answer: Arc::new(answer),
+            calls: Arc::default(),
+            ahead: None,
+            ahead_outcome: None,
+            down: Arc::default(),
+        }
     }
 
     /// Every call so far, in order.
@@ -44,12 +52,17 @@ impl FakeDatabase {
 
     /// Makes `begin` fail with `unavailable(reason)` from now on.
     pub fn go_down(&self, reason: &str) {
-        *self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_owned());
+        *self
+            .down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_owned());
     }
 
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
         // A panicking test thread must not hide what was recorded.
-        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn record(&self, call: Call) {
@@ -69,15 +82,29 @@ impl FakeDatabase {
 #[async_trait]
 impl Database for FakeDatabase {
     async fn begin(&self, _deadline: std::time::Instant) -> Result<Box<dyn Transaction>, Error> {
-        if let Some(reason) = self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
+        if let Some(reason) = self
+            .down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+        {
             return Err(Error::Unavailable(reason));
         }
         self.record(Call::Begin);
-        Ok(Box::new(Self { ahead: None, ahead_outcome: None, ..self.clone() }))
+        Ok(Box::new(Self {
+            ahead: None,
+            ahead_outcome: None,
+            ..self.clone()
+        }))
     }
 
     async fn ping(&self) -> Result<(), String> {
-        match self.down.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
+        match self
+            .down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+        {
             Some(reason) => Err(reason),
             None => Ok(()),
         }
@@ -87,7 +114,12 @@ impl Database for FakeDatabase {
 #[async_trait]
 impl Transaction for FakeDatabase {
     /// Counts the answer's rows against `budget` as a real database's would be.
-    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error> {
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+        budget: &mut ResultBudget,
+    ) -> Result<RowSet, Error> {
         self.run_ahead();
         let answer = (self.answer)(statement, &params);
         self.record(Call::Query(statement.to_owned(), params));

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
 use crate::capabilities::memory::{Held, HostMemory};
 use crate::telemetry::metrics::MessagingSample;
+use tokio::sync::Semaphore;
 
+pub mod budget;
 pub mod convert;
 pub mod fake;
 pub mod postgres;
@@ -23,7 +25,8 @@ pub mod role;
 pub mod statement;
 mod view;
 
-pub use statement::{Statement, inspect};
+pub use budget::{ResultBudget, SqlLimits, limit_exceeded, memory_spent, params_size};
+pub use statement::{Statement, Verdicts, inspect};
 pub use view::{Sql, add_to_linker};
 
 /// A component's database.
@@ -72,7 +75,12 @@ pub struct Unsendable {
 #[async_trait]
 pub trait Transaction: Send {
     /// Runs a query; its rows are counted against `budget` as they arrive.
-    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error>;
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+        budget: &mut ResultBudget,
+    ) -> Result<RowSet, Error>;
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
     /// Runs a statement whose only outcome that matters is whether it worked, as late as it
     /// may: with the commit, in the same round trip. Its failure is the commit's. An error
@@ -86,93 +94,6 @@ pub trait Transaction: Send {
     fn ahead_outcome(&mut self) -> Option<Result<u64, Error>>;
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     async fn rollback(self: Box<Self>);
-}
-
-/// How much of the host one unit of work's statements may use (from the component's limits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqlLimits {
-    /// A statement's text and its parameters together, in bytes.
-    pub max_statement_bytes: usize,
-    /// Parameters of one statement.
-    pub max_parameters: usize,
-    /// One query's result, in bytes as the host holds it.
-    pub max_result_bytes: usize,
-}
-
-/// What one query's rows may take of the host: at most `max_result_bytes`, reserved from the
-/// component's [`HostMemory`] as they arrive (ahead, in steps, so most rows reserve nothing).
-/// Past [`ResultBudget::HEAVY`] bytes, the rest is read in one of the component's turns (see
-/// [`crate::service::turns`]): reading, decrypting and converting a large result is the host's
-/// work on the component's behalf, and a component's large results together take no more of the
-/// machine than its looping guests may.
-pub struct ResultBudget {
-    max_bytes: usize,
-    memory: Arc<HostMemory>,
-    held: Held,
-    /// Bytes of the rows counted so far.
-    used: usize,
-    /// The component's turns, and the one this result holds once it is large.
-    turns: Arc<tokio::sync::Semaphore>,
-    turn: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl ResultBudget {
-    /// Bytes reserved ahead at a time.
-    const STEP: usize = 64 * 1024;
-
-    /// Bytes of a result read before the rest waits for a turn.
-    pub const HEAVY: usize = 256 * 1024;
-
-    pub fn new(max_bytes: usize, memory: Arc<HostMemory>, turns: Arc<tokio::sync::Semaphore>) -> Self {
-        Self { max_bytes, memory, held: Held::default(), used: 0, turns, turn: None }
-    }
-
-    /// Counts `bytes` more of the result, refusing them past the query's limit or the
-    /// component's share of memory (a `54000` error for the guest); once the result is large,
-    /// waits for a turn of the component's before going on.
-    pub async fn take(&mut self, bytes: usize) -> Result<(), Error> {
-        self.count(bytes)?;
-        if self.used > Self::HEAVY && self.turn.is_none() {
-            // The semaphore is never closed; without a permit the result simply goes on.
-            self.turn = self.turns.clone().acquire_owned().await.ok();
-        }
-        Ok(())
-    }
-
-    fn count(&mut self, bytes: usize) -> Result<(), Error> {
-        let used = self.used.saturating_add(bytes);
-        if used > self.max_bytes {
-            return Err(limit_exceeded(format!(
-                "the result is over {} bytes (max_result_bytes); select fewer rows or columns (LIMIT, paging)",
-                self.max_bytes
-            )));
-        }
-        let held = self.held.bytes();
-        if used > held {
-            let step = (used - held).max(Self::STEP).min(self.max_bytes - held);
-            let more = self.memory.reserve(step).map_err(|spent| limit_exceeded(spent.to_string()))?;
-            self.held.merge(more);
-        }
-        self.used = used;
-        Ok(())
-    }
-
-    /// The reservation, to keep while the rows are on their way to the guest.
-    pub fn into_held(self) -> Held {
-        self.held
-    }
-}
-
-/// A statement, its parameters or its result over one of the host's limits: PostgreSQL's own
-/// code for a limit, `54000` (program_limit_exceeded), so a component matches it as it would
-/// the server's.
-pub fn limit_exceeded(message: String) -> Error {
-    Error::Database(DatabaseError { code: "54000".into(), message, constraint: None, column: None, detail: None })
-}
-
-/// About how many bytes `params` take in the host.
-pub fn params_size(params: &[Value]) -> usize {
-    params.iter().map(convert::size).sum()
 }
 
 /// Why `COMMIT` did not report success.
@@ -212,7 +133,10 @@ impl Fault {
     pub fn of(err: &Error) -> Self {
         match err {
             Error::Unavailable(_) => Self::Outage,
-            Error::Database(db) if db.code == "40001" || db.code == "40P01" => Self::Conflict,
+            // 53200: the component's share of host memory was held by its other units of work.
+            Error::Database(db) if matches!(db.code.as_str(), "40001" | "40P01" | "53200") => {
+                Self::Conflict
+            }
             _ => Self::UnitOfWork,
         }
     }
@@ -240,9 +164,20 @@ pub enum FinishError {
     OutcomeUnknown(String),
 }
 
+/// What every unit of work of one component shares, built once with its service: its database,
+/// its limits, its share of host memory, its turns, and what its statements were found to be.
+pub struct SqlComponent {
+    pub database: Arc<dyn Database>,
+    pub limits: SqlLimits,
+    pub memory: Arc<HostMemory>,
+    /// The component's turns, in which large results are read.
+    pub turns: Arc<Semaphore>,
+    pub verdicts: Verdicts,
+}
+
 /// The database side of one unit of work.
 pub struct SqlCtx {
-    database: Arc<dyn Database>,
+    component: Arc<SqlComponent>,
     /// When the unit of work must be over; the server is told too.
     deadline: Instant,
     /// Opened on the first statement; `None` before it and after `finish`.
@@ -259,25 +194,14 @@ pub struct SqlCtx {
     guard: Option<(String, Vec<Value>)>,
     /// What the guard found, once sent.
     guarded: Option<Guard>,
-    limits: SqlLimits,
-    /// The component's share of host memory.
-    memory: Arc<HostMemory>,
-    /// The component's turns, in which large results are read.
-    turns: Arc<tokio::sync::Semaphore>,
     /// The last result's reservation: its rows are in the guest by the next call.
     result_held: Held,
 }
 
 impl SqlCtx {
-    pub fn new(
-        database: Arc<dyn Database>,
-        deadline: Instant,
-        limits: SqlLimits,
-        memory: Arc<HostMemory>,
-        turns: Arc<tokio::sync::Semaphore>,
-    ) -> Self {
+    pub fn new(component: Arc<SqlComponent>, deadline: Instant) -> Self {
         Self {
-            database,
+            component,
             deadline,
             transaction: None,
             aborted: None,
@@ -285,9 +209,6 @@ impl SqlCtx {
             failed: None,
             guard: None,
             guarded: None,
-            limits,
-            memory,
-            turns,
             result_held: Held::default(),
         }
     }
@@ -297,34 +218,44 @@ impl SqlCtx {
     /// A statement over a limit fails the unit of work, as a failed statement does; a refused
     /// one does not (nothing of it reached the database).
     pub fn check<'a>(&mut self, text: &'a str) -> Result<Statement<'a>, Error> {
-        if text.len() > self.limits.max_statement_bytes {
-            return self.note(Err(limit_exceeded(format!(
+        let limits = &self.component.limits;
+        if text.len() > limits.max_statement_bytes {
+            let over = format!(
                 "the statement is {} bytes, over {} (max_statement_bytes)",
                 text.len(),
-                self.limits.max_statement_bytes
-            ))));
+                limits.max_statement_bytes
+            );
+            return self.note(Err(limit_exceeded(over)));
         }
-        statement::inspect(text).map_err(|refusal| Error::Refused(refusal.0))
+        self.component
+            .verdicts
+            .inspect(text)
+            .map_err(|refusal| Error::Refused(refusal.0))
     }
 
     /// Reserves what a statement and its parameters take while they are sent, refusing them past
     /// the component's limits.
     fn admit(&mut self, statement: &str, params: &[Value]) -> Result<Held, Error> {
-        if params.len() > self.limits.max_parameters {
+        let limits = &self.component.limits;
+        if params.len() > limits.max_parameters {
             return Err(limit_exceeded(format!(
                 "{} parameters, over {} (max_parameters)",
                 params.len(),
-                self.limits.max_parameters
+                limits.max_parameters
             )));
         }
-        let bytes = statement.len() + params_size(params);
-        if bytes > self.limits.max_statement_bytes {
-            return Err(limit_exceeded(format!(
-                "the statement and its parameters are {bytes} bytes, over {} (max_statement_bytes)",
-                self.limits.max_statement_bytes
-            )));
+        let bytes = params_size(params);
+        if bytes > limits.max_parameter_bytes {
+            let over = format!(
+                "the parameters are {bytes} bytes, over {} (max_parameter_bytes)",
+                limits.max_parameter_bytes
+            );
+            return Err(limit_exceeded(over));
         }
-        self.memory.reserve(bytes).map_err(|spent| limit_exceeded(spent.to_string()))
+        self.component
+            .memory
+            .reserve(statement.len() + bytes)
+            .map_err(|spent| memory_spent(&spent))
     }
 
     /// Refuses a statement after one failed: PostgreSQL would answer `25P02`.
@@ -364,7 +295,11 @@ impl SqlCtx {
     }
 
     /// Runs a statement that returns rows, in this unit of work's transaction.
-    pub async fn query(&mut self, statement: Statement<'_>, params: Vec<Value>) -> Result<RowSet, Error> {
+    pub async fn query(
+        &mut self,
+        statement: Statement<'_>,
+        params: Vec<Value>,
+    ) -> Result<RowSet, Error> {
         // The previous result is in the guest by now.
         self.result_held = Held::default();
         self.refuse_after_guard()?;
@@ -373,9 +308,18 @@ impl SqlCtx {
             Ok(held) => held,
             Err(err) => return self.note(Err(err)),
         };
-        let mut budget = ResultBudget::new(self.limits.max_result_bytes, self.memory.clone(), self.turns.clone());
+        let component = &self.component;
+        let mut budget = ResultBudget::new(
+            component.limits.max_result_bytes,
+            component.memory.clone(),
+            component.turns.clone(),
+        );
         let result = match self.transaction_with_guard().await {
-            Ok(transaction) => transaction.query(statement.text(), params, &mut budget).await,
+            Ok(transaction) => {
+                transaction
+                    .query(statement.text(), params, &mut budget)
+                    .await
+            }
             Err(err) => Err(err),
         };
         self.result_held = budget.into_held();
@@ -384,7 +328,11 @@ impl SqlCtx {
     }
 
     /// Runs a statement and returns the rows it changed, in this unit of work's transaction.
-    pub async fn execute(&mut self, statement: Statement<'_>, params: Vec<Value>) -> Result<u64, Error> {
+    pub async fn execute(
+        &mut self,
+        statement: Statement<'_>,
+        params: Vec<Value>,
+    ) -> Result<u64, Error> {
         self.result_held = Held::default();
         self.refuse_after_guard()?;
         self.refuse_after_failure()?;
@@ -415,7 +363,11 @@ impl SqlCtx {
     /// Records what the guard found, if it went with this statement, and puts its verdict in
     /// place of the statement's result when it did not pass.
     fn settle_guard<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
-        let Some(outcome) = self.transaction.as_mut().and_then(|transaction| transaction.ahead_outcome()) else {
+        let Some(outcome) = self
+            .transaction
+            .as_mut()
+            .and_then(|transaction| transaction.ahead_outcome())
+        else {
             return result;
         };
         let guarded = match outcome {
@@ -448,7 +400,9 @@ impl SqlCtx {
     /// Sends the guard by itself if it is still due (no statement went with it), so that
     /// [`SqlCtx::guarded`] has its verdict; `finish` does so before committing in any case.
     pub async fn send_guard_alone(&mut self) {
-        let Some((statement, params)) = self.guard.take() else { return };
+        let Some((statement, params)) = self.guard.take() else {
+            return;
+        };
         let result = match self.transaction().await {
             Ok(transaction) => transaction.execute(&statement, params).await,
             Err(err) => Err(err),
@@ -507,10 +461,12 @@ impl SqlCtx {
 
     async fn transaction(&mut self) -> Result<&mut Box<dyn Transaction>, Error> {
         if self.transaction.is_none() {
-            self.transaction = Some(self.database.begin(self.deadline).await?);
+            self.transaction = Some(self.component.database.begin(self.deadline).await?);
         }
         // Set just above when it was empty.
-        self.transaction.as_mut().ok_or_else(|| Error::Unavailable("no transaction".into()))
+        self.transaction
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no transaction".into()))
     }
 
     /// Remembers an error that leaves the PostgreSQL transaction aborted, and its fault.

@@ -35,9 +35,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deadpool::managed::{PoolError, TimeoutType, Timeouts};
 
-use super::{CommitError, Database, DatabaseError, Error, ResultBudget, RowSet, Transaction, Value};
+use super::{
+    CommitError, Database, DatabaseError, Error, ResultBudget, RowSet, Transaction, Value,
+};
 use crate::config::DatabaseConfig;
 use crate::telemetry::metrics::MessagingSample;
+use crate::telemetry::truncated;
 
 pub mod connection;
 mod statements;
@@ -94,7 +97,11 @@ impl PgDatabase {
         let mut pg = config.url.pg_config().clone();
         pg.connect_timeout(CONNECTION_WAIT);
         let limit = largest_value.saturating_add(MESSAGE_SLACK);
-        let connector = Arc::new(Connector::new(pg, config.url.tls().connector().clone(), limit));
+        let connector = Arc::new(Connector::new(
+            pg,
+            config.url.tls().connector().clone(),
+            limit,
+        ));
         let pool = Pool::builder(connection::PgManager::new(connector.clone()))
             .max_size(config.max_connections)
             .wait_timeout(Some(CONNECTION_WAIT))
@@ -116,7 +123,10 @@ impl PgDatabase {
     }
 
     async fn connection(&self) -> Result<Object, Error> {
-        self.pool.get().await.map_err(|err| Error::Unavailable(pool_failed(err)))
+        self.pool
+            .get()
+            .await
+            .map_err(|err| Error::Unavailable(pool_failed(err)))
     }
 }
 
@@ -137,18 +147,29 @@ impl Database for PgDatabase {
     }
 
     async fn ping(&self) -> Result<(), String> {
-        let timeouts = Timeouts { wait: Some(PING_WAIT), ..self.pool.timeouts() };
+        let timeouts = Timeouts {
+            wait: Some(PING_WAIT),
+            ..self.pool.timeouts()
+        };
         let client = match self.pool.timeout_get(&timeouts).await {
             Ok(client) => client,
             Err(PoolError::Timeout(TimeoutType::Wait)) => return Ok(()),
             Err(err) => return Err(pool_failed(err)),
         };
-        client.simple_query("SELECT 1").await.map(drop).map_err(|err| err.to_string())
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
     }
 
     fn connections(&self) -> Option<(usize, usize, usize)> {
         let status = self.pool.status();
-        Some((status.size.saturating_sub(status.available), status.available, status.max_size))
+        Some((
+            status.size.saturating_sub(status.available),
+            status.available,
+            status.max_size,
+        ))
     }
 
     async fn unsendable(&self, limit: i64) -> Result<Vec<super::Unsendable>, String> {
@@ -200,7 +221,9 @@ struct PgTransaction {
 
 impl PgTransaction {
     fn client(&self) -> Result<&Object, Error> {
-        self.client.as_ref().ok_or_else(|| Error::Unavailable("the transaction has ended".into()))
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the transaction has ended".into()))
     }
 
     /// The `BEGIN` batch, when it has not been sent yet.
@@ -208,7 +231,8 @@ impl PgTransaction {
         let deadline = self.begin.take()?;
         // A little past the deadline: the host ends the unit of work at the deadline and cancels
         // what is running; the server's own timeouts are the backstop should that cancel be lost.
-        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN).as_millis();
+        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN)
+            .as_millis();
         // READ COMMITTED is stated, not assumed from the server's default: `ON CONFLICT` waits
         // and the lookups after it rely on each statement seeing what committed before it.
         Some(format!(
@@ -222,14 +246,23 @@ impl PgTransaction {
     /// `Parse` is answered, so only prepared statements keep the order they are sent in. When
     /// the one ahead cannot be prepared or encoded, that is its outcome and nothing is sent;
     /// when `statement` cannot, the one ahead stays queued.
-    async fn prepare_in_order(&mut self, statement: &str, params: &[Value]) -> Result<(Option<Ready>, Ready), Error> {
+    async fn prepare_in_order(
+        &mut self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<(Option<Ready>, Ready), Error> {
         let ahead = self.ahead.take();
         let client = self.client()?;
         let before = async {
             let (statement, params) = ahead.as_ref()?;
-            Some(prepare(client, statement, params).await.and_then(|ready| check_encoding(&ready).map(|()| ready)))
+            Some(
+                prepare(client, statement, params)
+                    .await
+                    .and_then(|ready| check_encoding(&ready).map(|()| ready)),
+            )
         };
-        let (before, ready) = futures::future::join(before, prepare(client, statement, params)).await;
+        let (before, ready) =
+            futures::future::join(before, prepare(client, statement, params)).await;
         let before = match before.transpose() {
             Ok(before) => before,
             Err(err) => {
@@ -248,13 +281,19 @@ impl PgTransaction {
 
     /// The requests that send `BEGIN`, when it is still due, and the deferred statements; nothing
     /// is sent until they are polled.
-    fn due_requests<'a>(client: &'a Object, begin: Option<String>, deferred: Vec<Ready>) -> Vec<Request<'a>> {
+    fn due_requests<'a>(
+        client: &'a Object,
+        begin: Option<String>,
+        deferred: Vec<Ready>,
+    ) -> Vec<Request<'a>> {
         let mut requests: Vec<Request<'a>> = Vec::with_capacity(deferred.len() + 3);
         if let Some(begin) = begin {
             requests.push(Box::pin(async move { client.batch_execute(&begin).await }));
         }
         for (prepared, params) in deferred {
-            requests.push(Box::pin(async move { client.execute(&prepared, &refs(&params)).await.map(drop) }));
+            requests.push(Box::pin(async move {
+                client.execute(&prepared, &refs(&params)).await.map(drop)
+            }));
         }
         requests
     }
@@ -264,7 +303,11 @@ impl PgTransaction {
         let (begin, deferred) = (self.take_begin(), std::mem::take(&mut self.deferred));
         let client = self.client()?;
         let requests = Self::due_requests(client, begin, deferred);
-        pipeline(requests).await.into_iter().collect::<Result<(), _>>().map_err(query_failed)
+        pipeline(requests)
+            .await
+            .into_iter()
+            .collect::<Result<(), _>>()
+            .map_err(query_failed)
     }
 
     /// Ends the transaction with `COMMIT` (after the deferred statements) or `ROLLBACK`, returning
@@ -272,27 +315,40 @@ impl PgTransaction {
     /// its way to it (otherwise, or if cancelled, `Drop` detaches it).
     async fn end(&mut self, commit: bool) -> Result<(), CommitError> {
         let (begin, deferred) = (self.take_begin(), std::mem::take(&mut self.deferred));
-        let Some(client) = &self.client else { return Ok(()) };
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
         if begin.is_some() && (!commit || deferred.is_empty()) {
             // Nothing was sent: the connection is as clean as it was taken.
             drop(self.client.take());
             return Ok(());
         }
         let command = if commit { "COMMIT" } else { "ROLLBACK" };
-        let mut requests = if commit { Self::due_requests(client, begin, deferred) } else { Vec::new() };
+        let mut requests = if commit {
+            Self::due_requests(client, begin, deferred)
+        } else {
+            Vec::new()
+        };
         // The reset is its own request, so its outcome is never mistaken for the commit's.
         requests.push(Box::pin(client.batch_execute(command)));
         requests.push(Box::pin(client.batch_execute(RESET_SESSION)));
         let Ok(mut outcomes) = tokio::time::timeout(END_TIMEOUT, pipeline(requests)).await else {
-            return Err(CommitError::Unknown(format!("{command} got no answer within {END_TIMEOUT:?}")));
+            return Err(CommitError::Unknown(format!(
+                "{command} got no answer within {END_TIMEOUT:?}"
+            )));
         };
         self.ended = true;
         let reset = outcomes.pop().unwrap_or(Ok(()));
         // A statement that failed on the server aborted the transaction, and the `COMMIT` after it
         // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
-        // (A connection that broke is `unavailable`, as for `COMMIT` alone.)
+        // (A connection that broke is `unavailable`, as for `COMMIT` alone.) A connection closed
+        // by the guard (a message over the limit, from a deferred trigger, say) leaves the
+        // commit's outcome unknown.
         let ended = match outcomes.into_iter().find_map(Result::err) {
             None => Ok(()),
+            Some(err) if wire::is_cut(&err) => {
+                Err(CommitError::Unknown(format!("{command}: {err}")))
+            }
             Some(err) => Err(CommitError::Failed(query_failed(err))),
         };
         match reset {
@@ -307,7 +363,12 @@ impl PgTransaction {
 
 #[async_trait]
 impl Transaction for PgTransaction {
-    async fn query(&mut self, statement: &str, params: Vec<Value>, budget: &mut ResultBudget) -> Result<RowSet, Error> {
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+        budget: &mut ResultBudget,
+    ) -> Result<RowSet, Error> {
         let (ahead, ready) = self.prepare_in_order(statement, &params).await?;
         let begin = self.take_begin();
         let client = self.client()?;
@@ -366,7 +427,9 @@ impl Transaction for PgTransaction {
 
 impl Drop for PgTransaction {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
+        let Some(client) = self.client.take() else {
+            return;
+        };
         if self.begin.is_some() {
             // Nothing was ever sent on it: it goes back to the pool as it came.
             return;
@@ -383,6 +446,10 @@ impl Drop for PgTransaction {
     }
 }
 
+/// Longest text of the server's error the host keeps (its message, detail, names), in bytes:
+/// a guest's `RAISE` writes it, and it travels to spans, logs and later errors.
+const MAX_ERROR_TEXT: usize = 2048;
+
 /// The one place a tokio-postgres error becomes the WIT `error`. A server that is unreachable,
 /// going away or full (SQLSTATE class 08, `53100` disk full, `53300` too many connections,
 /// `57P01`–`57P03` shutting down or starting) is `unavailable`, like a broken connection: the
@@ -390,22 +457,27 @@ impl Drop for PgTransaction {
 /// or locks, a temporary file limit) stay the unit of work's `database` errors.
 fn query_failed(err: tokio_postgres::Error) -> Error {
     match err.as_db_error() {
-        Some(db) if is_server_outage(db.code().code()) => {
-            Error::Unavailable(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
-        }
+        Some(db) if is_server_outage(db.code().code()) => Error::Unavailable(format!(
+            "{} (SQLSTATE {})",
+            truncated(db.message(), MAX_ERROR_TEXT),
+            db.code().code()
+        )),
         Some(db) => Error::Database(DatabaseError {
-            code: db.code().code().to_owned(),
-            message: db.message().to_owned(),
-            constraint: db.constraint().map(str::to_owned),
-            column: db.column().map(str::to_owned),
-            detail: db.detail().map(str::to_owned),
+            code: truncated(db.code().code(), 5).to_owned(),
+            message: truncated(db.message(), MAX_ERROR_TEXT).to_owned(),
+            constraint: db.constraint().map(|text| truncated(text, 256).to_owned()),
+            column: db.column().map(|text| truncated(text, 256).to_owned()),
+            detail: db
+                .detail()
+                .map(|text| truncated(text, MAX_ERROR_TEXT).to_owned()),
         }),
         None => Error::Unavailable(err.to_string()),
     }
 }
 
 fn is_server_outage(sqlstate: &str) -> bool {
-    sqlstate.starts_with("08") || matches!(sqlstate, "53100" | "53300" | "57P01" | "57P02" | "57P03")
+    sqlstate.starts_with("08")
+        || matches!(sqlstate, "53100" | "53300" | "57P01" | "57P02" | "57P03")
 }
 
 fn pool_failed(err: PoolError<ConnectError>) -> String {

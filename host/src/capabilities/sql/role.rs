@@ -26,7 +26,10 @@ const PRIVILEGED_ROLES: &[&str] = &[
 ];
 
 /// Refuses a role that could escape the component's database, with how to make one that cannot.
-pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &ComponentConfig) -> anyhow::Result<()> {
+pub async fn check_least_privilege(
+    client: &tokio_postgres::Client,
+    component: &ComponentConfig,
+) -> anyhow::Result<()> {
     let role = client
         .query_one(
             "SELECT current_user::text, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls \
@@ -35,11 +38,17 @@ pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &
         )
         .await?;
     let name: String = role.get(0);
-    let mut too_much: Vec<String> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "CREATEDB"), (4, "REPLICATION"), (5, "BYPASSRLS")]
-        .into_iter()
-        .filter(|(column, _)| role.get::<_, bool>(*column))
-        .map(|(_, attribute)| attribute.to_owned())
-        .collect();
+    let mut too_much: Vec<String> = [
+        (1, "SUPERUSER"),
+        (2, "CREATEROLE"),
+        (3, "CREATEDB"),
+        (4, "REPLICATION"),
+        (5, "BYPASSRLS"),
+    ]
+    .into_iter()
+    .filter(|(column, _)| role.get::<_, bool>(*column))
+    .map(|(_, attribute)| attribute.to_owned())
+    .collect();
     let memberships = client
         .query(
             "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND pg_has_role(current_user, oid, 'MEMBER') \
@@ -47,7 +56,11 @@ pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &
             &[&PRIVILEGED_ROLES],
         )
         .await?;
-    too_much.extend(memberships.iter().map(|row| format!("member of {}", row.get::<_, String>(0))));
+    too_much.extend(
+        memberships
+            .iter()
+            .map(|row| format!("member of {}", row.get::<_, String>(0))),
+    );
     // Any other role it belongs to, it could act as (`SET LOCAL ROLE`).
     let granted = client
         .query(
@@ -57,7 +70,11 @@ pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &
             &[&PRIVILEGED_ROLES],
         )
         .await?;
-    too_much.extend(granted.iter().map(|row| format!("member of {}", row.get::<_, String>(0))));
+    too_much.extend(
+        granted
+            .iter()
+            .map(|row| format!("member of {}", row.get::<_, String>(0))),
+    );
     if too_much.is_empty() {
         return Ok(());
     }
@@ -81,6 +98,9 @@ pub async fn check_least_privilege(client: &tokio_postgres::Client, component: &
         component.name,
         too_much.join(", "),
         component_role = component.name.replace('-', "_"),
-        env = format!("{}_DATABASE_URL", component.name.to_ascii_uppercase().replace('-', "_")),
+        env = format!(
+            "{}_DATABASE_URL",
+            component.name.to_ascii_uppercase().replace('-', "_")
+        ),
     );
 }

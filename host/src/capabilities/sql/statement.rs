@@ -13,20 +13,29 @@
 //! - session state that would outlive the unit of work (`SET` without `LOCAL`, `RESET`,
 //!   `DISCARD`, `LISTEN`, `DEALLOCATE`, `ALTER ROLE` / `DATABASE` / `SYSTEM`, `LOAD`);
 //! - the limits the host sets for the unit of work (`SET LOCAL statement_timeout`, `work_mem`
-//!   and the others in [`PROTECTED_SETTINGS`], and `set_config` anywhere in a statement);
-//! - `DO` blocks, which run dynamic SQL, and `COPY`, which the interface does not carry;
+//!   and the others in [`PROTECTED_SETTINGS`], quoted or not; `set_config` and `pg_settings`
+//!   anywhere in a statement);
+//! - code that runs dynamic SQL or carries settings of its own: `DO` blocks, and making or
+//!   changing functions and procedures, which belong in migrations;
+//! - `COPY`, which the interface does not carry; identifiers written with Unicode escapes;
 //! - more than one statement in one call.
 //!
-//! Dynamic SQL in a function a migration created can still change a setting; the host does not
-//! rely on the settings alone (see [`crate::capabilities::sql::postgres`]: it cancels a
-//! statement past its deadline and terminates a session that outlives the cancel).
+//! This is one layer, not the last: dynamic SQL in a function a migration made can still change
+//! a setting for its transaction, so the host does not rely on the settings alone (see
+//! [`crate::capabilities::sql::postgres`]: it cancels a statement past its deadline and
+//! terminates a session that outlives the cancel).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Operations named in spans and metrics; anything else is `OTHER`.
-const OPERATIONS: [&str; 11] =
-    ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP", "TRUNCATE"];
+const OPERATIONS: [&str; 11] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "VALUES", "CREATE", "ALTER", "DROP",
+    "TRUNCATE",
+];
 
 /// Settings the host sets for a unit of work, or that bound what it may take of the server.
 pub const PROTECTED_SETTINGS: &[&str] = &[
@@ -69,47 +78,120 @@ impl<'a> Statement<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
 
+/// Statements whose verdict is kept, per component: a component sends the same few texts over
+/// and over, so most are read once.
+const MAX_VERDICTS: usize = 256;
+
+/// Longest statement whose verdict is kept, in bytes.
+const MAX_KEPT_TEXT: usize = 4096;
+
+/// What [`inspect`] found for a component's statements, kept: built once per component.
+#[derive(Default)]
+pub struct Verdicts {
+    kept: Mutex<HashMap<Box<str>, Result<&'static str, Refusal>>>,
+}
+
+impl Verdicts {
+    /// [`inspect`], from what was kept when the same text was read before.
+    pub fn inspect<'a>(&self, statement: &'a str) -> Result<Statement<'a>, Refusal> {
+        let with = |verdict: Result<&'static str, Refusal>| {
+            verdict.map(|operation| Statement {
+                text: statement,
+                operation,
+            })
+        };
+        if statement.len() > MAX_KEPT_TEXT {
+            return inspect(statement);
+        }
+        if let Some(verdict) = self.lock().get(statement) {
+            return with(verdict.clone());
+        }
+        let verdict = inspect(statement).map(|statement| statement.operation);
+        let mut kept = self.lock();
+        if kept.len() >= MAX_VERDICTS {
+            // A component that builds its statements' text must not grow this without bound.
+            kept.clear();
+        }
+        kept.insert(statement.into(), verdict.clone());
+        drop(kept);
+        with(verdict)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Result<&'static str, Refusal>>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Reads `statement`: the statement to send, or why the host will not send it.
 pub fn inspect(statement: &str) -> Result<Statement<'_>, Refusal> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, statement)
         .tokenize()
         .map_err(|err| Refusal(format!("the statement cannot be read: {err}")))?;
-    let mut significant = tokens.iter().filter(|token| !matches!(token, Token::Whitespace(_)));
-    let words: Vec<&Token> = significant.by_ref().take(3).collect();
-    let word = |index: usize| match words.get(index) {
+    let mut significant = tokens
+        .iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_)));
+    let words: Vec<&Token> = significant.by_ref().take(4).collect();
+    // Keywords are plain words; a setting's name may be quoted too.
+    let word = |index: usize, quoted: bool| match words.get(index) {
         Some(Token::Word(word)) if word.quote_style.is_none() => word.value.to_ascii_uppercase(),
+        Some(Token::Word(word)) if quoted => word.value.clone(),
         _ => String::new(),
     };
-    let first = word(0);
-    refuse_first(&first, &word(1), &word(2))?;
+    let first = word(0, false);
+    refuse_first(&first, &word(1, false), &word(2, true), &word(3, false))?;
     let mut after_end = false;
     for token in &tokens {
         match token {
             Token::Whitespace(_) => {}
             Token::SemiColon => after_end = true,
             _ if after_end => {
-                return Err(Refusal("one statement per call: send the next one in a call of its own".into()));
-            }
-            Token::Word(word) if word.value.eq_ignore_ascii_case("set_config") => {
                 return Err(Refusal(
-                    "set_config: settings are changed with SET LOCAL, and the host's limits not at all".into(),
+                    "one statement per call: send the next one in a call of its own".into(),
+                ));
+            }
+            Token::Word(word)
+                if ["set_config", "pg_settings"]
+                    .iter()
+                    .any(|name| word.value.eq_ignore_ascii_case(name)) =>
+            {
+                return Err(Refusal(format!(
+                    "{}: settings are changed with SET LOCAL, and the host's limits not at all",
+                    word.value.to_ascii_lowercase()
+                )));
+            }
+            Token::Word(word) if word.quote_style.is_some() && word.value.contains('\\') => {
+                return Err(Refusal(
+                    "identifiers with Unicode escapes are not carried; write them plainly".into(),
                 ));
             }
             _ => {}
         }
     }
-    let operation = OPERATIONS.into_iter().find(|known| *known == first).unwrap_or("OTHER");
-    Ok(Statement { text: statement, operation })
+    let operation = OPERATIONS
+        .into_iter()
+        .find(|known| *known == first)
+        .unwrap_or("OTHER");
+    Ok(Statement {
+        text: statement,
+        operation,
+    })
 }
 
-/// Refuses a statement by its first words (upper-cased; empty when not a plain word).
-fn refuse_first(first: &str, second: &str, third: &str) -> Result<(), Refusal> {
+/// Refuses a statement by its first words (keywords upper-cased, empty when not a plain word;
+/// `third` as written when quoted).
+fn refuse_first(first: &str, second: &str, third: &str, fourth: &str) -> Result<(), Refusal> {
+    let routine = |word: &str| matches!(word, "FUNCTION" | "PROCEDURE");
     let why = match first {
-        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "PREPARE" => {
-            "the host begins and ends the unit of work's transaction"
+        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE"
+        | "PREPARE" => "the host begins and ends the unit of work's transaction",
+        "SET" if second != "LOCAL" => {
+            "session settings would outlive the unit of work; use SET LOCAL"
         }
-        "SET" if second != "LOCAL" => "session settings would outlive the unit of work; use SET LOCAL",
-        "SET" if PROTECTED_SETTINGS.iter().any(|setting| setting.eq_ignore_ascii_case(third)) => {
+        "SET"
+            if PROTECTED_SETTINGS
+                .iter()
+                .any(|setting| setting.eq_ignore_ascii_case(third)) =>
+        {
             return Err(Refusal(format!(
                 "SET LOCAL {}: the host sets this for the unit of work",
                 third.to_ascii_lowercase()
@@ -122,10 +204,20 @@ fn refuse_first(first: &str, second: &str, third: &str) -> Result<(), Refusal> {
             "settings of the role or database would outlive the unit of work"
         }
         "DO" => "anonymous code blocks run dynamic SQL; put such code in a migration",
+        "CREATE" if routine(second) || (second == "OR" && routine(fourth)) => {
+            "functions and procedures are made in migrations, not by a unit of work"
+        }
+        "ALTER" | "DROP" if routine(second) => {
+            "functions and procedures are changed in migrations, not by a unit of work"
+        }
         "COPY" => "COPY is not carried by the sql interface; use INSERT or SELECT",
         _ => return Ok(()),
     };
-    let statement = if first == "ALTER" { format!("{first} {second}") } else { first.to_owned() };
+    let statement = if matches!(first, "ALTER" | "CREATE" | "DROP") {
+        format!("{first} {second}")
+    } else {
+        first.to_owned()
+    };
     Err(Refusal(format!("{statement}: {why}")))
 }
 
@@ -169,6 +261,12 @@ mod tests {
             "SELECT pg_catalog.set_config('work_mem', '4GB', true)",
             "SELECT \"set_config\"('work_mem', '4GB', true)",
             "SELECT 1 # length(set_config('work_mem', '4GB', true))",
+            "SET LOCAL \"statement_timeout\" = 0",
+            "SELECT U&\"set\\005fconfig\"('work_mem', '4GB', true)",
+            "UPDATE pg_settings SET setting = '4GB' WHERE name = 'work_mem'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET work_mem = '4GB' AS 'SELECT 1'",
+            "create or replace procedure p() language sql as 'select 1'",
+            "ALTER FUNCTION f() SET statement_timeout = 0",
             "DO $$ BEGIN EXECUTE 'SET LOCAL statement_timeout = 0'; END $$",
             "ALTER ROLE CURRENT_USER SET work_mem = '4GB'",
             "alter database x set statement_timeout = 0",
@@ -193,7 +291,11 @@ mod tests {
             "SET LOCAL application_name = 'x'",
             "SET LOCAL ROLE NONE",
         ] {
-            assert!(!refused(statement), "{statement:?} must be sent: {:?}", inspect(statement));
+            assert!(
+                !refused(statement),
+                "{statement:?} must be sent: {:?}",
+                inspect(statement)
+            );
         }
     }
 
@@ -201,7 +303,9 @@ mod tests {
     fn a_string_is_read_with_standard_quoting_as_the_server_reads_it() {
         // With standard_conforming_strings (PostgreSQL's default) a backslash is no escape: the
         // string ends at the second quote and set_config is a call.
-        assert!(refused("SELECT 'x\\', set_config('work_mem', '4GB', true) --'"));
+        assert!(refused(
+            "SELECT 'x\\', set_config('work_mem', '4GB', true) --'"
+        ));
     }
 
     #[test]
@@ -226,5 +330,21 @@ mod tests {
         assert_eq!(operation("with x as (select 1) select * from x"), "WITH");
         assert_eq!(operation("vacuum"), "OTHER");
         assert_eq!(operation(""), "OTHER");
+    }
+
+    #[test]
+    fn a_kept_verdict_is_the_same_as_a_fresh_one() {
+        let verdicts = Verdicts::default();
+        for _ in 0..2 {
+            assert_eq!(
+                verdicts.inspect("SELECT 1").map(|s| s.operation()),
+                Ok("SELECT")
+            );
+            assert!(verdicts.inspect("COMMIT").is_err());
+        }
+        for n in 0..(2 * MAX_VERDICTS) {
+            assert!(verdicts.inspect(&format!("SELECT {n}")).is_ok());
+        }
+        assert!(verdicts.lock().len() <= MAX_VERDICTS, "bounded");
     }
 }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use super::fake::{Call, FakeDatabase};
 use super::*;
-use crate::capabilities::memory::HostMemory;
 use crate::bindings::sql as wit;
+use crate::capabilities::memory::HostMemory;
 
 fn one_row() -> Result<RowSet, Error> {
-    Ok(RowSet { columns: vec!["n".into()], rows: vec![vec![Value::Int32(1)]] })
+    Ok(RowSet {
+        columns: vec!["n".into()],
+        rows: vec![vec![Value::Int32(1)]],
+    })
 }
 
 fn failing() -> Result<RowSet, Error> {
@@ -25,14 +28,26 @@ fn far_deadline() -> std::time::Instant {
     std::time::Instant::now() + std::time::Duration::from_secs(60)
 }
 
-const LIMITS: SqlLimits = SqlLimits { max_statement_bytes: 4096, max_parameters: 8, max_result_bytes: 64 * 1024 };
+const LIMITS: SqlLimits = SqlLimits {
+    max_statement_bytes: 4096,
+    max_parameters: 8,
+    max_parameter_bytes: 4096,
+    max_result_bytes: 64 * 1024,
+};
 
 fn context(database: &FakeDatabase) -> SqlCtx {
     context_with(database, LIMITS, HostMemory::new(1 << 20))
 }
 
 fn context_with(database: &FakeDatabase, limits: SqlLimits, memory: Arc<HostMemory>) -> SqlCtx {
-    SqlCtx::new(Arc::new(database.clone()), far_deadline(), limits, memory, Arc::new(tokio::sync::Semaphore::new(1)))
+    let component = SqlComponent {
+        database: Arc::new(database.clone()),
+        limits,
+        memory,
+        turns: Arc::new(Semaphore::new(1)),
+        verdicts: Verdicts::default(),
+    };
+    SqlCtx::new(Arc::new(component), far_deadline())
 }
 
 fn stmt(text: &str) -> Statement<'_> {
@@ -56,12 +71,17 @@ fn names(calls: &[Call]) -> Vec<&'static str> {
         .collect()
 }
 
-async fn run(answer: fn() -> Result<RowSet, Error>, succeeded: bool) -> (Result<Outcome, FinishError>, Vec<Call>) {
+async fn run(
+    answer: fn() -> Result<RowSet, Error>,
+    succeeded: bool,
+) -> (Result<Outcome, FinishError>, Vec<Call>) {
     let database = FakeDatabase::new(move |_, _| answer());
     let mut ctx = context(&database);
     let metrics = test_metrics();
     let mut sql = Sql::new(&mut ctx, &metrics);
-    let _ = wit::Host::query(&mut sql, "SELECT 1".into(), vec![]).await.expect("no trap");
+    let _ = wit::Host::query(&mut sql, "SELECT 1".into(), vec![])
+        .await
+        .expect("no trap");
     let outcome = ctx.finish(succeeded).await;
     (outcome, database.calls())
 }
@@ -102,10 +122,27 @@ async fn success_after_a_failed_statement_rolls_back_and_says_why() {
 async fn transaction_control_and_session_settings_are_refused_before_anything_is_sent() {
     let database = FakeDatabase::new(|_, _| one_row());
     let mut ctx = context(&database);
-    for statement in ["COMMIT", "  rollback;", "BEGIN ISOLATION LEVEL SERIALIZABLE", "-- note\nSAVEPOINT a",
-                      "/* x */ set search_path = evil", "RESET ALL", "DISCARD ALL", "START TRANSACTION"] {
-        let answer = wit::Host::execute(&mut Sql::new(&mut ctx, &test_metrics()), statement.into(), vec![]).await.expect("no trap");
-        assert!(matches!(answer, Err(Error::Refused(_))), "{statement}: {answer:?}");
+    for statement in [
+        "COMMIT",
+        "  rollback;",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "-- note\nSAVEPOINT a",
+        "/* x */ set search_path = evil",
+        "RESET ALL",
+        "DISCARD ALL",
+        "START TRANSACTION",
+    ] {
+        let answer = wit::Host::execute(
+            &mut Sql::new(&mut ctx, &test_metrics()),
+            statement.into(),
+            vec![],
+        )
+        .await
+        .expect("no trap");
+        assert!(
+            matches!(answer, Err(Error::Refused(_))),
+            "{statement}: {answer:?}"
+        );
     }
     assert!(database.calls().is_empty(), "{:?}", database.calls());
     assert!(matches!(ctx.finish(true).await, Ok(Outcome::NoStatements)));
@@ -115,8 +152,16 @@ async fn transaction_control_and_session_settings_are_refused_before_anything_is
 async fn ordinary_statements_and_set_local_go_through() {
     let database = FakeDatabase::new(|_, _| one_row());
     let mut ctx = context(&database);
-    for statement in ["SET LOCAL application_name = 'x'", "SELECT 1", "  -- c\n update t set a = 1", "WITH x AS (SELECT 1) SELECT * FROM x"] {
-        assert!(ctx.execute(stmt(statement), vec![]).await.is_ok(), "{statement}");
+    for statement in [
+        "SET LOCAL application_name = 'x'",
+        "SELECT 1",
+        "  -- c\n update t set a = 1",
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+    ] {
+        assert!(
+            ctx.execute(stmt(statement), vec![]).await.is_ok(),
+            "{statement}"
+        );
     }
     assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
 }
@@ -126,11 +171,23 @@ async fn a_database_that_is_down_reports_unavailable_to_the_guest() {
     let database = FakeDatabase::new(|_, _| one_row());
     database.go_down("connection refused");
     let mut ctx = context(&database);
-    let answer = wit::Host::execute(&mut Sql::new(&mut ctx, &test_metrics()), "DELETE FROM t".into(), vec![]).await.expect("no trap");
-    assert!(matches!(answer, Err(Error::Unavailable(ref why)) if why == "connection refused"), "{answer:?}");
+    let answer = wit::Host::execute(
+        &mut Sql::new(&mut ctx, &test_metrics()),
+        "DELETE FROM t".into(),
+        vec![],
+    )
+    .await
+    .expect("no trap");
+    assert!(
+        matches!(answer, Err(Error::Unavailable(ref why)) if why == "connection refused"),
+        "{answer:?}"
+    );
     assert_eq!(ctx.fault(), Some(Fault::Outage));
     // A handler that ignores the error and answers success is not believed: nothing was saved.
-    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
+    assert!(matches!(
+        ctx.finish(true).await,
+        Err(FinishError::StatementFailed(_))
+    ));
 }
 
 #[test]
@@ -144,18 +201,30 @@ fn an_unreachable_database_is_an_outage_and_a_deadlock_a_conflict() {
             detail: None,
         })
     };
-    assert_eq!(Fault::of(&Error::Unavailable("connection reset".into())), Fault::Outage);
+    assert_eq!(
+        Fault::of(&Error::Unavailable("connection reset".into())),
+        Fault::Outage
+    );
     assert_eq!(Fault::of(&database("40001")), Fault::Conflict);
     assert_eq!(Fault::of(&database("40P01")), Fault::Conflict);
     assert_eq!(Fault::of(&database("23505")), Fault::UnitOfWork);
-    assert_eq!(Fault::of(&database("57014")), Fault::UnitOfWork, "a statement timeout is the work's own");
-    assert_eq!(Fault::of(&Error::Refused("BEGIN".into())), Fault::UnitOfWork);
+    assert_eq!(
+        Fault::of(&database("57014")),
+        Fault::UnitOfWork,
+        "a statement timeout is the work's own"
+    );
+    assert_eq!(
+        Fault::of(&Error::Refused("BEGIN".into())),
+        Fault::UnitOfWork
+    );
 }
 
 #[tokio::test]
 async fn the_gravest_fault_of_a_unit_of_work_is_kept() {
     let database = FakeDatabase::new(|statement, _| match statement {
-        "down" => Err(Error::Unavailable("terminating connection (SQLSTATE 57P01)".into())),
+        "down" => Err(Error::Unavailable(
+            "terminating connection (SQLSTATE 57P01)".into(),
+        )),
         _ => failing(),
     });
     let mut ctx = context(&database);
@@ -172,7 +241,10 @@ const GUARD: &str = "INSERT INTO platform_inbox VALUES ($1)";
 fn guarded(guard_rows: usize) -> (SqlCtx, FakeDatabase) {
     let database = FakeDatabase::new(move |statement, _| {
         let rows = if statement == GUARD { guard_rows } else { 1 };
-        Ok(RowSet { columns: vec![], rows: vec![vec![]; rows] })
+        Ok(RowSet {
+            columns: vec![],
+            rows: vec![vec![]; rows],
+        })
     });
     let mut ctx = context(&database);
     ctx.guard(GUARD, vec![Value::Text("event-1".into())]);
@@ -182,34 +254,63 @@ fn guarded(guard_rows: usize) -> (SqlCtx, FakeDatabase) {
 #[tokio::test]
 async fn a_guard_that_passes_goes_ahead_of_the_first_statement_and_lets_the_work_commit() {
     let (mut ctx, database) = guarded(1);
-    assert_eq!(ctx.execute(stmt("UPDATE orders SET status = 'x'"), vec![]).await.ok(), Some(1));
+    assert_eq!(
+        ctx.execute(stmt("UPDATE orders SET status = 'x'"), vec![])
+            .await
+            .ok(),
+        Some(1)
+    );
     assert!(matches!(ctx.guarded(), Some(Guard::Passed)));
     assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
-    assert_eq!(names(&database.calls()), ["begin", "execute", "execute", "commit"]);
+    assert_eq!(
+        names(&database.calls()),
+        ["begin", "execute", "execute", "commit"]
+    );
     assert!(matches!(&database.calls()[1], Call::Execute(statement, _) if statement == GUARD));
 }
 
 #[tokio::test]
 async fn a_guard_that_changes_no_row_refuses_the_work_and_rolls_it_back() {
     let (mut ctx, database) = guarded(0);
-    assert!(matches!(ctx.execute(stmt("UPDATE orders SET status = 'x'"), vec![]).await, Err(Error::Refused(_))));
+    assert!(matches!(
+        ctx.execute(stmt("UPDATE orders SET status = 'x'"), vec![])
+            .await,
+        Err(Error::Refused(_))
+    ));
     // Later statements, and statements deferred to the commit, are refused without reaching
     // the database.
-    assert!(matches!(ctx.query(stmt("SELECT 1"), vec![]).await, Err(Error::Refused(_))));
-    assert!(matches!(ctx.defer("INSERT INTO platform_outbox VALUES (1)", vec![]).await, Err(Error::Refused(_))));
+    assert!(matches!(
+        ctx.query(stmt("SELECT 1"), vec![]).await,
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(
+        ctx.defer("INSERT INTO platform_outbox VALUES (1)", vec![])
+            .await,
+        Err(Error::Refused(_))
+    ));
     assert!(matches!(ctx.guarded(), Some(Guard::NoRow)));
-    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
-    assert_eq!(names(&database.calls()), ["begin", "execute", "execute", "rollback"]);
+    assert!(matches!(
+        ctx.finish(true).await,
+        Err(FinishError::StatementFailed(_))
+    ));
+    assert_eq!(
+        names(&database.calls()),
+        ["begin", "execute", "execute", "rollback"]
+    );
 }
 
 #[tokio::test]
-async fn a_guard_is_sent_alone_before_a_commit_without_statements_and_not_at_all_before_a_rollback() {
+async fn a_guard_is_sent_alone_before_a_commit_without_statements_and_not_at_all_before_a_rollback()
+{
     let (mut ctx, database) = guarded(1);
     assert!(matches!(ctx.finish(true).await, Ok(Outcome::Committed)));
     assert_eq!(names(&database.calls()), ["begin", "execute", "commit"]);
 
     let (mut ctx, database) = guarded(0);
-    assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
+    assert!(matches!(
+        ctx.finish(true).await,
+        Err(FinishError::StatementFailed(_))
+    ));
     assert!(matches!(ctx.guarded(), Some(Guard::NoRow)));
     assert_eq!(names(&database.calls()), ["begin", "execute", "rollback"]);
 
@@ -234,42 +335,93 @@ async fn a_statement_over_the_limits_is_refused_unsent_and_fails_the_unit_of_wor
     ];
     for (statement, params) in cases {
         let mut ctx = context(&database);
-        let answer = wit::Host::query(&mut Sql::new(&mut ctx, &metrics), statement, params).await.expect("no trap");
+        let answer = wit::Host::query(&mut Sql::new(&mut ctx, &metrics), statement, params)
+            .await
+            .expect("no trap");
         assert!(program_limit(&answer), "{answer:?}");
-        assert!(matches!(ctx.finish(true).await, Err(FinishError::StatementFailed(_))));
+        assert!(matches!(
+            ctx.finish(true).await,
+            Err(FinishError::StatementFailed(_))
+        ));
     }
-    assert!(database.calls().is_empty(), "nothing was sent: {:?}", database.calls());
+    assert!(
+        database.calls().is_empty(),
+        "nothing was sent: {:?}",
+        database.calls()
+    );
 }
 
 #[tokio::test]
 async fn after_a_failed_statement_later_ones_are_refused_unsent_as_postgresql_would() {
-    let database = FakeDatabase::new(|statement, _| if statement.contains("bad") { failing() } else { one_row() });
+    let database = FakeDatabase::new(|statement, _| {
+        if statement.contains("bad") {
+            failing()
+        } else {
+            one_row()
+        }
+    });
     let mut ctx = context(&database);
     assert!(ctx.query(stmt("SELECT bad"), vec![]).await.is_err());
     let next = ctx.query(stmt("SELECT 1"), vec![]).await;
-    assert!(matches!(&next, Err(Error::Database(db)) if db.code == "25P02" && db.message.contains("23505")), "{next:?}");
+    assert!(
+        matches!(&next, Err(Error::Database(db)) if db.code == "25P02" && db.message.contains("23505")),
+        "{next:?}"
+    );
     assert_eq!(names(&database.calls()), ["begin", "query"]);
 }
 
 #[tokio::test]
 async fn a_result_over_its_limit_or_the_components_memory_is_refused() {
-    let big = |_: &str, _: &[Value]| Ok(RowSet { columns: vec!["t".into()], rows: vec![vec![Value::Text("z".repeat(10_000))]; 10] });
+    let big = |_: &str, _: &[Value]| {
+        Ok(RowSet {
+            columns: vec!["t".into()],
+            rows: vec![vec![Value::Text("z".repeat(10_000))]; 10],
+        })
+    };
     let database = FakeDatabase::new(big);
     let mut ctx = context(&database);
     let answer = ctx.query(stmt("SELECT t FROM big"), vec![]).await;
-    assert!(matches!(&answer, Err(Error::Database(db)) if db.message.contains("max_result_bytes")), "{answer:?}");
+    assert!(
+        matches!(&answer, Err(Error::Database(db)) if db.message.contains("max_result_bytes")),
+        "{answer:?}"
+    );
 
     // Within its own limit, but the component's share of memory is held by another unit of work.
     let memory = HostMemory::new(200 * 1024);
     let other = memory.reserve(150 * 1024).expect("fits");
-    let generous = SqlLimits { max_result_bytes: 150 * 1024, ..LIMITS };
+    let generous = SqlLimits {
+        max_result_bytes: 150 * 1024,
+        ..LIMITS
+    };
     let mut ctx = context_with(&database, generous, memory.clone());
     let answer = ctx.query(stmt("SELECT t FROM big"), vec![]).await;
-    assert!(matches!(&answer, Err(Error::Database(db)) if db.message.contains("host_memory_mib")), "{answer:?}");
+    assert!(
+        matches!(&answer, Err(Error::Database(db)) if db.code == "53200" && db.message.contains("host_memory_mib")),
+        "{answer:?}"
+    );
+    assert_eq!(
+        ctx.fault(),
+        Some(Fault::Conflict),
+        "it may pass: a retry, not the work's own fault"
+    );
     drop(other);
     let mut ctx = context_with(&database, generous, memory.clone());
-    assert_eq!(ctx.query(stmt("SELECT t FROM big"), vec![]).await.expect("fits now").rows.len(), 10);
-    assert!(memory.available() < 200 * 1024, "the rows on their way to the guest are held");
+    assert_eq!(
+        ctx.query(stmt("SELECT t FROM big"), vec![])
+            .await
+            .expect("fits now")
+            .rows
+            .len(),
+        10
+    );
+    assert!(
+        memory.available() < 200 * 1024,
+        "the rows on their way to the guest are held"
+    );
     drop(ctx);
-    assert_eq!(memory.available(), 200 * 1024, "and given back with the unit of work");
+    assert_eq!(
+        memory.available(),
+        200 * 1024,
+        "and given back with the unit of work"
+    );
 }

@@ -63,14 +63,22 @@ impl wit::Host for Sql<'_> {
     ) -> wasmtime::Result<Result<RowSet, Error>> {
         // Checked before anything is done with it: the text may be up to the guest's memory.
         let checked = self.ctx.check(&statement);
-        let operation = checked.as_ref().map_or("OTHER", |checked| checked.operation());
+        let operation = checked
+            .as_ref()
+            .map_or("OTHER", |checked| checked.operation());
         let span = self.span(&statement, operation);
         let started = Instant::now();
         let result = match checked {
-            Ok(checked) => self.ctx.query(checked, params).instrument(span.clone()).await,
+            Ok(checked) => {
+                self.ctx
+                    .query(checked, params)
+                    .instrument(span.clone())
+                    .await
+            }
             Err(refused) => Err(refused),
         };
-        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        self.metrics
+            .statement(operation, started.elapsed().as_secs_f64());
         match &result {
             Ok(rows) => {
                 span.record("db.response.returned_rows", rows.rows.len() as u64);
@@ -86,14 +94,22 @@ impl wit::Host for Sql<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let checked = self.ctx.check(&statement);
-        let operation = checked.as_ref().map_or("OTHER", |checked| checked.operation());
+        let operation = checked
+            .as_ref()
+            .map_or("OTHER", |checked| checked.operation());
         let span = self.span(&statement, operation);
         let started = Instant::now();
         let result = match checked {
-            Ok(checked) => self.ctx.execute(checked, params).instrument(span.clone()).await,
+            Ok(checked) => {
+                self.ctx
+                    .execute(checked, params)
+                    .instrument(span.clone())
+                    .await
+            }
             Err(refused) => Err(refused),
         };
-        self.metrics.statement(operation, started.elapsed().as_secs_f64());
+        self.metrics
+            .statement(operation, started.elapsed().as_secs_f64());
         match &result {
             Ok(changed) => {
                 span.record("db.response.affected_rows", *changed);

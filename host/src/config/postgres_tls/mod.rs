@@ -53,8 +53,12 @@ impl SslMode {
             "require" => Self::Require,
             "verify-ca" => Self::VerifyCa,
             "verify-full" => Self::VerifyFull,
-            "allow" => bail!("sslmode=allow is not supported; use prefer (TLS when offered) or disable"),
-            other => bail!("sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"),
+            "allow" => {
+                bail!("sslmode=allow is not supported; use prefer (TLS when offered) or disable")
+            }
+            other => bail!(
+                "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
+            ),
         })
     }
 
@@ -120,7 +124,9 @@ impl PgTls {
         match self.mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
         }
     }
 }
@@ -129,18 +135,29 @@ impl PgTls {
 /// TLS settings they ask for (reading the CA file now, so a wrong path is a configuration error).
 /// Key-value connection strings (`host=… dbname=…`) pass through as they are (see [`PgTls::settle`]).
 pub fn split(raw: &str) -> anyhow::Result<(String, PgTls)> {
-    let Some(scheme_end) = ["postgres://", "postgresql://"].iter().find_map(|scheme| raw.starts_with(scheme).then_some(scheme.len()))
+    let Some(scheme_end) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| raw.starts_with(scheme).then_some(scheme.len()))
     else {
         return Ok((raw.to_owned(), settings(None, None)?));
     };
     // The query starts after the credentials: tokio-postgres reads a password up to the first
     // `@`, so a `?` in it is not the query's.
-    let after_credentials = raw[scheme_end..].find('@').map_or(scheme_end, |at| scheme_end + at + 1);
-    let Some(question) = raw[after_credentials..].find('?').map(|at| after_credentials + at) else {
+    let after_credentials = raw[scheme_end..]
+        .find('@')
+        .map_or(scheme_end, |at| scheme_end + at + 1);
+    let Some(question) = raw[after_credentials..]
+        .find('?')
+        .map(|at| after_credentials + at)
+    else {
         return Ok((raw.to_owned(), settings(None, None)?));
     };
     let (base, query) = (&raw[..question], &raw[question + 1..]);
-    let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let (mut mode, mut roots, mut kept) = (None, None, Vec::new());
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -150,7 +167,11 @@ pub fn split(raw: &str) -> anyhow::Result<(String, PgTls)> {
             _ => kept.push(pair),
         }
     }
-    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
     Ok((url, settings(mode, roots)?))
 }
 
@@ -163,24 +184,35 @@ fn settings(given: Option<SslMode>, roots: Option<String>) -> anyhow::Result<PgT
         // As libpq 16: `sslrootcert=system` alone means verify-full.
         (None, Some(Roots::System)) => SslMode::VerifyFull,
         (Some(mode), Some(Roots::System)) if mode != SslMode::VerifyFull => {
-            bail!("sslrootcert=system needs sslmode=verify-full, not {mode}: the system's CAs vouch for names, so the name must be checked")
+            bail!(
+                "sslrootcert=system needs sslmode=verify-full, not {mode}: the system's CAs vouch for names, so the name must be checked"
+            )
         }
         (None | Some(SslMode::Prefer | SslMode::Disable), Some(Roots::File(_))) => {
-            bail!("sslrootcert is given but sslmode does not check certificates; add sslmode=verify-full (or verify-ca)")
+            bail!(
+                "sslrootcert is given but sslmode does not check certificates; add sslmode=verify-full (or verify-ca)"
+            )
         }
         (mode, _) => mode.unwrap_or(SslMode::Prefer),
     };
     let check = match (mode, roots) {
         // `require` with the system's roots was refused above.
-        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None | Some(Roots::System)) => Check::None,
-        (SslMode::Require | SslMode::VerifyCa, Some(Roots::File(path))) => Check::Chain(trusted(&Roots::File(path))?),
+        (SslMode::Disable | SslMode::Prefer, _)
+        | (SslMode::Require, None | Some(Roots::System)) => Check::None,
+        (SslMode::Require | SslMode::VerifyCa, Some(Roots::File(path))) => {
+            Check::Chain(trusted(&Roots::File(path))?)
+        }
         (SslMode::VerifyCa, _) => bail!(
             "sslmode=verify-ca needs sslrootcert=/path/ca.pem, the CA that signs the server's certificate; \
              with a public CA use sslmode=verify-full"
         ),
         (SslMode::VerifyFull, roots) => Check::Full(trusted(&roots.unwrap_or(Roots::System))?),
     };
-    Ok(PgTls { mode, explicit: given.is_some(), connector: MakeRustlsConnect::new(client_config(check)?) })
+    Ok(PgTls {
+        mode,
+        explicit: given.is_some(),
+        connector: MakeRustlsConnect::new(client_config(check)?),
+    })
 }
 
 fn trusted(roots: &Roots) -> anyhow::Result<RootCertStore> {
@@ -189,12 +221,25 @@ fn trusted(roots: &Roots) -> anyhow::Result<RootCertStore> {
         Roots::File(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("sslrootcert: cannot read CA certificates from {}", path.display()))?;
+                .with_context(|| {
+                    format!(
+                        "sslrootcert: cannot read CA certificates from {}",
+                        path.display()
+                    )
+                })?;
             for cert in certs {
-                store.add(cert).with_context(|| format!("sslrootcert: {} holds a certificate that is not a CA", path.display()))?;
+                store.add(cert).with_context(|| {
+                    format!(
+                        "sslrootcert: {} holds a certificate that is not a CA",
+                        path.display()
+                    )
+                })?;
             }
             if store.is_empty() {
-                bail!("sslrootcert: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display());
+                bail!(
+                    "sslrootcert: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                );
             }
         }
         Roots::System => {
@@ -216,11 +261,17 @@ pub fn explain(err: &(dyn std::error::Error + 'static), mode: SslMode) -> Option
     let mut source = Some(err);
     while let Some(current) = source {
         let tls = current.downcast_ref::<rustls::Error>().or_else(|| {
-            current.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>()
+            current
+                .downcast_ref::<std::io::Error>()?
+                .get_ref()?
+                .downcast_ref::<rustls::Error>()
         });
         if let Some(tls) = tls {
             return Some(match tls {
-                rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                ) => {
                     format!(
                         "the server's certificate does not name the URL's host (sslmode={mode}: {tls}); connect by a \
                          name the certificate holds"
@@ -234,7 +285,9 @@ pub fn explain(err: &(dyn std::error::Error + 'static), mode: SslMode) -> Option
             });
         }
         if current.to_string().contains("server does not support TLS") {
-            return Some(format!("the server does not offer TLS, which sslmode={mode} requires; turn ssl on in postgresql.conf"));
+            return Some(format!(
+                "the server does not offer TLS, which sslmode={mode} requires; turn ssl on in postgresql.conf"
+            ));
         }
         source = current.source();
     }
@@ -253,7 +306,10 @@ mod tests {
     fn the_ssl_parameters_leave_the_url_and_the_rest_stays_as_written() {
         let (url, tls) = split("postgres://u:p%40ss@db:5432/orders?application_name=a%20b&sslmode=require&connect_timeout=3")
             .expect("valid");
-        assert_eq!(url, "postgres://u:p%40ss@db:5432/orders?application_name=a%20b&connect_timeout=3");
+        assert_eq!(
+            url,
+            "postgres://u:p%40ss@db:5432/orders?application_name=a%20b&connect_timeout=3"
+        );
         assert_eq!(tls.mode(), SslMode::Require);
         assert_eq!(tls.driver_mode(), tokio_postgres::config::SslMode::Require);
         let (url, _) = split("postgres://db/orders?sslmode=disable").expect("valid");
@@ -264,39 +320,83 @@ mod tests {
     fn the_default_is_libpqs_prefer() {
         assert_eq!(mode_of("postgres://db/orders"), SslMode::Prefer);
         assert_eq!(mode_of("host=db dbname=orders"), SslMode::Prefer);
-        assert_eq!(split("host=db dbname=orders sslmode=require").expect("valid").0, "host=db dbname=orders sslmode=require");
-        assert_eq!(split("postgres://db/orders").expect("valid").1.driver_mode(), tokio_postgres::config::SslMode::Prefer);
+        assert_eq!(
+            split("host=db dbname=orders sslmode=require")
+                .expect("valid")
+                .0,
+            "host=db dbname=orders sslmode=require"
+        );
+        assert_eq!(
+            split("postgres://db/orders")
+                .expect("valid")
+                .1
+                .driver_mode(),
+            tokio_postgres::config::SslMode::Prefer
+        );
     }
 
     #[test]
     fn every_libpq_mode_is_read() {
         for mode in ["disable", "prefer", "require", "verify-full"] {
-            assert_eq!(mode_of(&format!("postgresql://db/orders?sslmode={mode}")).as_str(), mode);
+            assert_eq!(
+                mode_of(&format!("postgresql://db/orders?sslmode={mode}")).as_str(),
+                mode
+            );
         }
         // A file of CAs, as verify-ca needs (the system's bundle stands in for a private CA).
         let bundle = "/etc/ssl/certs/ca-certificates.crt";
-        assert_eq!(mode_of(&format!("postgres://db/o?sslmode=verify-ca&sslrootcert={bundle}")), SslMode::VerifyCa);
-        assert_eq!(mode_of(&format!("postgres://db/o?sslmode=require&sslrootcert={bundle}")), SslMode::Require);
-        assert_eq!(mode_of("postgres://db/orders?sslrootcert=system"), SslMode::VerifyFull);
+        assert_eq!(
+            mode_of(&format!(
+                "postgres://db/o?sslmode=verify-ca&sslrootcert={bundle}"
+            )),
+            SslMode::VerifyCa
+        );
+        assert_eq!(
+            mode_of(&format!(
+                "postgres://db/o?sslmode=require&sslrootcert={bundle}"
+            )),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode_of("postgres://db/orders?sslrootcert=system"),
+            SslMode::VerifyFull
+        );
     }
 
     #[test]
     fn a_question_mark_in_the_password_is_not_the_query_and_keys_may_be_encoded() {
         let (url, tls) = split("postgres://u:pa?ss@db/o?ssl%6Dode=disable").expect("valid");
-        assert_eq!((url.as_str(), tls.mode()), ("postgres://u:pa?ss@db/o", SslMode::Disable));
+        assert_eq!(
+            (url.as_str(), tls.mode()),
+            ("postgres://u:pa?ss@db/o", SslMode::Disable)
+        );
         let (url, tls) = split("postgres://u:pa?ss@db/o").expect("valid");
-        assert_eq!((url.as_str(), tls.mode()), ("postgres://u:pa?ss@db/o", SslMode::Prefer));
+        assert_eq!(
+            (url.as_str(), tls.mode()),
+            ("postgres://u:pa?ss@db/o", SslMode::Prefer)
+        );
     }
 
     #[test]
     fn mistakes_are_named() {
         let error = |raw: &str| format!("{:#}", split(raw).err().expect(raw));
-        assert!(error("postgres://db/o?sslmode=verify_full").contains("not one of disable"), "{}", error("postgres://db/o?sslmode=verify_full"));
+        assert!(
+            error("postgres://db/o?sslmode=verify_full").contains("not one of disable"),
+            "{}",
+            error("postgres://db/o?sslmode=verify_full")
+        );
         assert!(error("postgres://db/o?sslmode=allow").contains("prefer"));
-        assert!(error("postgres://db/o?sslmode=require&sslrootcert=system").contains("verify-full"));
-        assert!(error("postgres://db/o?sslmode=verify-ca&sslrootcert=system").contains("needs sslmode=verify-full"));
+        assert!(
+            error("postgres://db/o?sslmode=require&sslrootcert=system").contains("verify-full")
+        );
+        assert!(
+            error("postgres://db/o?sslmode=verify-ca&sslrootcert=system")
+                .contains("needs sslmode=verify-full")
+        );
         assert!(error("postgres://db/o?sslmode=verify-ca").contains("needs sslrootcert"));
-        assert!(error("postgres://db/o?sslrootcert=/etc/ca.pem").contains("add sslmode=verify-full"));
+        assert!(
+            error("postgres://db/o?sslrootcert=/etc/ca.pem").contains("add sslmode=verify-full")
+        );
         let missing = error("postgres://db/o?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
         assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
     }
@@ -307,7 +407,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("empty.pem");
         std::fs::write(&file, "not a certificate\n").expect("write");
-        let raw = format!("postgres://db/o?sslmode=verify-ca&sslrootcert={}", file.display());
+        let raw = format!(
+            "postgres://db/o?sslmode=verify-ca&sslrootcert={}",
+            file.display()
+        );
         let error = format!("{:#}", split(&raw).err().expect("refused"));
         assert!(error.contains("holds no PEM certificate"), "{error}");
         std::fs::remove_dir_all(&dir).ok();

@@ -25,14 +25,20 @@ pub fn client_config(check: Check) -> anyhow::Result<ClientConfig> {
     // ring, as lapin's TLS: one provider in the binary.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
-    let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
     let roots = match check {
-        Check::Full(store) => return Ok(builder.with_root_certificates(store).with_no_client_auth()),
+        Check::Full(store) => {
+            return Ok(builder.with_root_certificates(store).with_no_client_auth());
+        }
         Check::Chain(store) => Some(store),
         Check::None => None,
     };
     let verifier = Arc::new(Libpq { roots, algorithms });
-    Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
 }
 
 /// The checks libpq makes that rustls's own verifier does not: `verify-ca` (with `roots`), the
@@ -56,7 +62,13 @@ impl ServerCertVerifier for Libpq {
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(roots) = &self.roots {
             let cert = ParsedCertificate::try_from(end_entity)?;
-            verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, self.algorithms.all)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
         }
         Ok(ServerCertVerified::assertion())
     }

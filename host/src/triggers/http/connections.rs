@@ -69,7 +69,13 @@ pub struct Busy {
 
 impl Connections {
     pub fn new(max: usize, per_client: usize) -> Arc<Self> {
-        Arc::new(Self { max, per_client, epoch: Instant::now(), open: Mutex::default(), room: Notify::new() })
+        Arc::new(Self {
+            max,
+            per_client,
+            epoch: Instant::now(),
+            open: Mutex::default(),
+            room: Notify::new(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -119,7 +125,11 @@ impl Connections {
         });
         open.by_id.insert(id, state.clone());
         *open.per_address.entry(address).or_default() += 1;
-        Some(Connection { id, state, connections: self.clone() })
+        Some(Connection {
+            id,
+            state,
+            connections: self.clone(),
+        })
     }
 
     /// Connections open now.
@@ -133,7 +143,9 @@ impl Connections {
 fn oldest_idle(open: &Open, address: Option<IpAddr>) -> Option<u64> {
     open.by_id
         .iter()
-        .filter(|(_, state)| state.is_idle() && address.is_none_or(|address| state.address == address))
+        .filter(|(_, state)| {
+            state.is_idle() && address.is_none_or(|address| state.address == address)
+        })
         .min_by_key(|(_, state)| state.idle_since.load(Ordering::Relaxed))
         .map(|(id, _)| *id)
 }
@@ -174,7 +186,10 @@ impl Connection {
 
     /// What counts its requests, for the request handler to hold.
     pub fn requests(&self) -> Requests {
-        Requests { state: self.state.clone(), connections: self.connections.clone() }
+        Requests {
+            state: self.state.clone(),
+            connections: self.connections.clone(),
+        }
     }
 }
 
@@ -189,13 +204,18 @@ impl Requests {
     pub fn begin(&self) -> Busy {
         self.state.asked.store(true, Ordering::Release);
         self.state.busy.fetch_add(1, Ordering::AcqRel);
-        Busy { state: self.state.clone(), connections: self.connections.clone() }
+        Busy {
+            state: self.state.clone(),
+            connections: self.connections.clone(),
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.state.idle_since.store(self.connections.now(), Ordering::Relaxed);
+        self.state
+            .idle_since
+            .store(self.connections.now(), Ordering::Relaxed);
         if self.state.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.connections.room.notify_one();
         }
@@ -229,7 +249,10 @@ mod tests {
         let third = connections.admit(address(2)).expect("room");
         let _asking = second.requests().begin();
         let fourth = connections.admit(address(3)).expect("an idle one is shed");
-        assert!(first.closing().is_cancelled(), "the oldest idle connection closes");
+        assert!(
+            first.closing().is_cancelled(),
+            "the oldest idle connection closes"
+        );
         assert!(!second.closing().is_cancelled() && !third.closing().is_cancelled());
         assert_eq!(connections.len(), 3);
         drop((first, fourth));
@@ -239,7 +262,10 @@ mod tests {
     #[test]
     fn when_every_connection_is_busy_there_is_no_room() {
         let connections = Connections::new(2, 2);
-        let (a, b) = (connections.admit(address(1)).expect("room"), connections.admit(address(2)).expect("room"));
+        let (a, b) = (
+            connections.admit(address(1)).expect("room"),
+            connections.admit(address(2)).expect("room"),
+        );
         let (_a_busy, _b_busy) = (a.requests().begin(), b.requests().begin());
         assert!(connections.admit(address(3)).is_none());
     }
@@ -248,12 +274,24 @@ mod tests {
     fn one_address_over_its_share_loses_its_own_idle_connections_not_others() {
         let connections = Connections::new(10, 2);
         let other = connections.admit(address(9)).expect("room");
-        let (a, b) = (connections.admit(address(1)).expect("room"), connections.admit(address(1)).expect("room"));
-        let _c = connections.admit(address(1)).expect("its own oldest idle one is shed");
-        assert!(a.closing().is_cancelled() && !b.closing().is_cancelled() && !other.closing().is_cancelled());
+        let (a, b) = (
+            connections.admit(address(1)).expect("room"),
+            connections.admit(address(1)).expect("room"),
+        );
+        let _c = connections
+            .admit(address(1))
+            .expect("its own oldest idle one is shed");
+        assert!(
+            a.closing().is_cancelled()
+                && !b.closing().is_cancelled()
+                && !other.closing().is_cancelled()
+        );
         let _b_busy = b.requests().begin();
         let _d = connections.admit(address(1));
-        assert!(!other.closing().is_cancelled(), "never another address's connection");
+        assert!(
+            !other.closing().is_cancelled(),
+            "never another address's connection"
+        );
     }
 
     #[tokio::test]
@@ -268,6 +306,9 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
         drop(busy);
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.expect("room").expect("task");
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("room")
+            .expect("task");
     }
 }

@@ -37,7 +37,10 @@ static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
 
 /// Whether `path` (under a component's route) is the docs page or one of its assets.
 pub fn is_docs(path: &str) -> bool {
-    path == PATH || path.strip_prefix(PATH).is_some_and(|rest| rest.starts_with('/'))
+    path == PATH
+        || path
+            .strip_prefix(PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The request that asks a component for its document, to learn whether it has one.
@@ -83,20 +86,29 @@ pub fn refuse(method: &Method) -> Option<Response<Full<Bytes>>> {
     if method == Method::GET || method == Method::HEAD {
         return None;
     }
-    let mut refused = problem::response(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here; allowed: GET, HEAD"));
-    refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    let mut refused = problem::response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here; allowed: GET, HEAD"),
+    );
+    refused
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     Some(refused)
 }
 
 /// Whether serving `path` depends on the component having a document: the page and its
 /// initializer do; the assets they load are the same for every component.
 pub fn needs_document(path: &str) -> bool {
-    matches!(file_of(path), None | Some("" | "index.html" | "swagger-initializer.js"))
+    matches!(
+        file_of(path),
+        None | Some("" | "index.html" | "swagger-initializer.js")
+    )
 }
 
 /// The file `path` names in the page's folder; `None` for the bare `<route>/docs`.
 fn file_of(path: &str) -> Option<&str> {
-    path.strip_prefix(PATH).and_then(|rest| rest.strip_prefix('/'))
+    path.strip_prefix(PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
 }
 
 /// The page or asset at `path` (under the component's route).
@@ -105,7 +117,9 @@ pub fn serve(path: &str, component: &str) -> Response<Full<Bytes>> {
         // `<route>/docs` → `<route>/docs/`, relative so that a gateway's prefix stays.
         let mut moved = Response::new(Full::new(Bytes::new()));
         *moved.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        moved.headers_mut().insert(header::LOCATION, HeaderValue::from_static("docs/"));
+        moved
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("docs/"));
         return moved;
     };
     match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
@@ -116,14 +130,24 @@ pub fn serve(path: &str, component: &str) -> Response<Full<Bytes>> {
             };
             let mut response = Response::new(Full::new(bytes));
             if let Ok(content_type) = HeaderValue::from_str(&asset.content_type) {
-                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
             }
             // The assets change only with the host binary; the initializer carries the config.
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        Ok(None) => problem::response(StatusCode::NOT_FOUND, format!("the {component} docs page has no {file}")),
-        Err(err) => problem::response(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot serve the docs page: {err}")),
+        Ok(None) => problem::response(
+            StatusCode::NOT_FOUND,
+            format!("the {component} docs page has no {file}"),
+        ),
+        Err(err) => problem::response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serve the docs page: {err}"),
+        ),
     }
 }
 
@@ -152,14 +176,26 @@ mod tests {
 
     #[test]
     fn only_the_page_and_its_initializer_need_the_components_document() {
-        for path in ["/docs", "/docs/", "/docs/index.html", "/docs/swagger-initializer.js"] {
+        for path in [
+            "/docs",
+            "/docs/",
+            "/docs/index.html",
+            "/docs/swagger-initializer.js",
+        ] {
             assert!(needs_document(path), "{path}");
         }
-        for path in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/favicon-32x32.png"] {
+        for path in [
+            "/docs/swagger-ui-bundle.js",
+            "/docs/swagger-ui.css",
+            "/docs/favicon-32x32.png",
+        ] {
             assert!(!needs_document(path), "{path}");
         }
         assert!(refuse(&Method::HEAD).is_none());
-        assert_eq!(refuse(&Method::POST).map(|r| r.status()), Some(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            refuse(&Method::POST).map(|r| r.status()),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
     }
 
     #[tokio::test]
@@ -169,13 +205,26 @@ mod tests {
         assert_eq!(moved.headers()[header::LOCATION], "docs/");
         let page = serve("/docs/", "orders");
         assert_eq!(page.status(), StatusCode::OK);
-        assert!(page.headers()[header::CONTENT_TYPE].to_str().expect("text").starts_with("text/html"));
+        assert!(
+            page.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .expect("text")
+                .starts_with("text/html")
+        );
         let initializer = serve("/docs/swagger-initializer.js", "orders");
-        let body = initializer.into_body().collect().await.expect("body").to_bytes();
+        let body = initializer
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains("\"url\": \"../openapi.json\""), "{body}");
         // No call from the visitor's browser to Swagger's online validator.
         assert!(body.contains("\"validatorUrl\": \"none\""), "{body}");
-        assert_eq!(serve("/docs/nothing.js", "orders").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("/docs/nothing.js", "orders").status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -49,7 +49,9 @@ pub async fn check(services: &[Arc<Service>], detail: Detail) -> Response<Full<B
     let mut checks: BTreeMap<String, String> = checks.into_iter().collect();
     let mut brokers_up = true;
     for service in services {
-        let Some(broker) = &service.broker else { continue };
+        let Some(broker) = &service.broker else {
+            continue;
+        };
         let state = match broker.state() {
             Ok(()) => "up".to_owned(),
             Err(why) => {
@@ -60,13 +62,20 @@ pub async fn check(services: &[Arc<Service>], detail: Detail) -> Response<Full<B
         checks.insert(format!("{}.broker", service.name), state);
     }
     if !up {
-        let down: Vec<&str> = checks.iter().filter(|(_, state)| *state != "up").map(|(name, _)| name.as_str()).collect();
+        let down: Vec<&str> = checks
+            .iter()
+            .filter(|(_, state)| *state != "up")
+            .map(|(name, _)| name.as_str())
+            .collect();
         let not_ready = problem::Problem::new(503, format!("not ready: {} down", down.join(", ")));
         return problem::into_response(&not_ready, Some(("checks", serde_json::json!(checks))));
     }
     let status = if brokers_up { "up" } else { "degraded" };
     let body = serde_json::json!({ "status": status, "checks": checks });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

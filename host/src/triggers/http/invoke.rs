@@ -64,12 +64,20 @@ pub async fn call(
         outcome = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut unit = UnitOfWork { metrics: &service.metrics, counted: false };
+    let mut unit = UnitOfWork {
+        metrics: &service.metrics,
+        counted: false,
+    };
     let (response, route) = async {
         let deadline = started + config.request_timeout;
         let mut store = service.new_store(runtime, deadline);
         store.data_mut().route.serving(request.uri().path());
-        let answer = match tokio::time::timeout_at(deadline.into(), run_guest(&mut store, service, request, config)).await {
+        let answer = match tokio::time::timeout_at(
+            deadline.into(),
+            run_guest(&mut store, service, request, config),
+        )
+        .await
+        {
             Ok(answer) => answer,
             Err(_elapsed) => Err(Failure::TimedOut),
         };
@@ -83,7 +91,10 @@ pub async fn call(
             crate::state::retire(store);
             tracing::Span::current().record("outcome", "timed out");
             unit.count("rolled_back");
-            return (respond(service, answer, Ok(Outcome::RolledBack), None), route);
+            return (
+                respond(service, answer, Ok(Outcome::RolledBack), None),
+                route,
+            );
         }
         let succeeded = matches!(&answer, Ok(response) if !response.status().is_server_error());
         let finished = store.data_mut().sql.finish(succeeded).await;
@@ -147,7 +158,10 @@ fn respond(
         (Ok(response), Ok(_)) if !response.status().is_server_error() => response,
         (Err(Failure::TimedOut), _) => problem::response(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("the {} service did not answer in time; its work was rolled back", service.name),
+            format!(
+                "the {} service did not answer in time; its work was rolled back",
+                service.name
+            ),
         ),
         (_, Err(FinishError::OutcomeUnknown(why))) => {
             tracing::error!(component = %service.name, error = %why, "the commit's outcome is unknown");
@@ -161,9 +175,16 @@ fn respond(
             )
         }
         // The database failed the unit of work, whatever the component made of it.
-        _ if database_failed => unavailable(format!("the {} database is unavailable; try again shortly", service.name)),
+        _ if database_failed => unavailable(format!(
+            "the {} database is unavailable; try again shortly",
+            service.name
+        )),
         // The component declined (4xx) after a statement failed: the rollback is what it meant.
-        (Ok(response), Err(FinishError::StatementFailed(_))) if response.status().is_client_error() => response,
+        (Ok(response), Err(FinishError::StatementFailed(_)))
+            if response.status().is_client_error() =>
+        {
+            response
+        }
         // A 5xx of the component's own, rolled back.
         (Ok(response), Ok(_)) => response,
         (Err(Failure::Trapped(trap)), _) => {
@@ -172,10 +193,16 @@ fn respond(
             }
             problem::response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the {} service failed while handling the request", service.name),
+                format!(
+                    "the {} service failed while handling the request",
+                    service.name
+                ),
             )
         }
-        (Err(Failure::Busy(why)), _) => unavailable(format!("the {} service {why}; try again shortly", service.name)),
+        (Err(Failure::Busy(why)), _) => unavailable(format!(
+            "the {} service {why}; try again shortly",
+            service.name
+        )),
         (Err(Failure::BadResponse(why)), _) => {
             if service.log_rate().allows_line() {
                 tracing::error!(component = %service.name, error = %why, "the component gave no usable response");
@@ -198,7 +225,9 @@ fn respond(
 /// 503 with `Retry-After`.
 pub fn unavailable(detail: String) -> Response<Full<Bytes>> {
     let mut response = problem::response(StatusCode::SERVICE_UNAVAILABLE, detail);
-    response.headers_mut().insert(http::header::RETRY_AFTER, RETRY_AFTER.as_secs().into());
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, RETRY_AFTER.as_secs().into());
     response
 }
 
@@ -210,7 +239,9 @@ async fn run_guest(
     config: &HttpConfig,
 ) -> Result<Response<Full<Bytes>>, Failure> {
     let code = service.code();
-    let request = request.map(|body| body.map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }));
+    let request = request.map(|body| {
+        body.map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} })
+    });
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {
         let mut http = store.data_mut().http();
@@ -218,21 +249,32 @@ async fn run_guest(
         let outparam = http.new_response_outparam(sender);
         match (incoming, outparam) {
             (Ok(incoming), Ok(outparam)) => (incoming, outparam),
-            (Err(err), _) | (_, Err(err)) => return Err(Failure::BadResponse(format!("cannot pass the request: {err}"))),
+            (Err(err), _) | (_, Err(err)) => {
+                return Err(Failure::BadResponse(format!(
+                    "cannot pass the request: {err}"
+                )));
+            }
         }
     };
-    let proxy = code.proxy.instantiate_async(&mut *store).await.map_err(|err| {
-        if err.is::<wasmtime::PoolConcurrencyLimitError>() {
-            Failure::Busy(format!("has no free instance: {err}"))
-        } else {
-            trapped("instantiation failed", &err)
-        }
-    })?;
+    let proxy = code
+        .proxy
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(|err| {
+            if err.is::<wasmtime::PoolConcurrencyLimitError>() {
+                Failure::Busy(format!("has no free instance: {err}"))
+            } else {
+                trapped("instantiation failed", &err)
+            }
+        })?;
 
     // Set once `handle` has returned: a response not set by then never will be.
     let (returned, handle_returned) = tokio::sync::oneshot::channel::<()>();
     let handle = async {
-        let handled = proxy.wasi_http_incoming_handler().call_handle(&mut *store, incoming, outparam).await;
+        let handled = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, incoming, outparam)
+            .await;
         drop(returned);
         handled
     };
@@ -244,7 +286,8 @@ async fn run_guest(
             _ = handle_returned => receiver.try_recv().ok(),
         };
         let response = response.ok_or("the component returned without setting a response")?;
-        let response = response.map_err(|code| format!("the component answered with error {code:?}"))?;
+        let response =
+            response.map_err(|code| format!("the component answered with error {code:?}"))?;
         let (parts, body) = response.into_parts();
         let body = collect_body(body, config.max_response_bytes, &service.host_memory).await?;
         Ok::<_, String>(Response::from_parts(parts, Full::new(body)))
@@ -263,7 +306,9 @@ async fn run_guest(
         }
     };
     if !handled {
-        handle.await.map_err(|trap| trapped("the handler trapped", &trap))?;
+        handle
+            .await
+            .map_err(|trap| trapped("the handler trapped", &trap))?;
     }
     collected.map_err(Failure::BadResponse)
 }
@@ -278,13 +323,22 @@ where
     let mut body = std::pin::pin!(body);
     let (mut chunks, mut held, mut total) = (Vec::new(), Held::default(), 0usize);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| format!("cannot read the component's response body: {err}"))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame =
+            frame.map_err(|err| format!("cannot read the component's response body: {err}"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         total += data.len();
         if total > max {
-            return Err(format!("the component's response body is over {max} bytes (http.max_response_bytes)"));
+            return Err(format!(
+                "the component's response body is over {max} bytes (http.max_response_bytes)"
+            ));
         }
-        held.merge(memory.reserve(data.len()).map_err(|spent| spent.to_string())?);
+        held.merge(
+            memory
+                .reserve(data.len())
+                .map_err(|spent| spent.to_string())?,
+        );
         chunks.push(data);
     }
     Ok(match chunks.len() {

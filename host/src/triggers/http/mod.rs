@@ -63,7 +63,11 @@ pub struct HttpTrigger {
 impl HttpTrigger {
     pub fn new(registry: Arc<Registry>, config: HttpConfig) -> Self {
         let connections = Connections::new(config.max_connections, config.connections_per_client());
-        Self { registry, config, connections }
+        Self {
+            registry,
+            config,
+            connections,
+        }
     }
 
     /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
@@ -75,7 +79,8 @@ impl HttpTrigger {
         let stopping = CancellationToken::new();
         let open = TaskTracker::new();
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         tokio::pin!(shutdown);
         loop {
             // With every connection busy, stop accepting until one closes or goes idle: clients
@@ -111,13 +116,21 @@ impl HttpTrigger {
                 }
             });
             let serving = http.serve_connection(TokioIo::new(stream), handler);
-            open.spawn(serve_connection(serving, connection, self.config.first_request_timeout, stopping.clone()));
+            open.spawn(serve_connection(
+                serving,
+                connection,
+                self.config.first_request_timeout,
+                stopping.clone(),
+            ));
         }
         drop(listener);
         tracing::info!("no longer accepting connections; waiting for requests in flight");
         stopping.cancel();
         open.close();
-        if tokio::time::timeout(self.config.shutdown_grace, open.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.shutdown_grace, open.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period");
         }
         Ok(())
@@ -145,7 +158,12 @@ impl HttpTrigger {
                 span.record("http.route", &**route);
                 propagation::rename(&span, format!("{} {route}", metrics::method_label(&method)));
             }
-            service.metrics.request(route.as_ref(), &method, status, started.elapsed().as_secs_f64());
+            service.metrics.request(
+                route.as_ref(),
+                &method,
+                status,
+                started.elapsed().as_secs_f64(),
+            );
         }
         response
     }
@@ -155,11 +173,17 @@ impl HttpTrigger {
     async fn serve_routed(
         &self,
         request: Request<Incoming>,
-    ) -> (Response<Full<Bytes>>, Option<(Arc<Service>, Option<Arc<str>>)>) {
+    ) -> (
+        Response<Full<Bytes>>,
+        Option<(Arc<Service>, Option<Arc<str>>)>,
+    ) {
         let path = request.uri().path();
         let Some((service, rest)) = self.registry.route(path) else {
             // The routes this host serves are the operator's to tell, not a client's to learn.
-            return (problem::response(StatusCode::NOT_FOUND, "no service serves this path"), None);
+            return (
+                problem::response(StatusCode::NOT_FOUND, "no service serves this path"),
+                None,
+            );
         };
         let service = service.clone();
         tracing::Span::current().record("component", service.name.as_str());
@@ -172,7 +196,12 @@ impl HttpTrigger {
     }
 
     /// The docs page at `path`, when the component has a document.
-    async fn docs(&self, service: &Service, request: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+    async fn docs(
+        &self,
+        service: &Service,
+        request: &Request<Incoming>,
+        path: &str,
+    ) -> Response<Full<Bytes>> {
         if let Some(refused) = docs::refuse(request.method()) {
             return refused;
         }
@@ -193,7 +222,12 @@ impl HttpTrigger {
 
     /// Reads the request, waits for admission, and calls the component: its response, and the
     /// route it named.
-    async fn call(&self, service: &Service, request: Request<Incoming>, rest: &str) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
+    async fn call(
+        &self,
+        service: &Service,
+        request: Request<Incoming>,
+        rest: &str,
+    ) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
         // The body is read before taking a permit, within the request timeout, so slow
         // clients cannot hold every permit.
         let reading = self.read_request(request, service, rest);
@@ -201,7 +235,10 @@ impl HttpTrigger {
             Ok(Ok(request)) => request,
             Ok(Err(refused)) => return (refused, None),
             Err(_) => {
-                let timeout = problem::response(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+                let timeout = problem::response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                );
                 return (timeout, None);
             }
         };
@@ -209,16 +246,28 @@ impl HttpTrigger {
     }
 
     /// Waits for admission and calls the component: its response, and the route it named.
-    async fn admitted(&self, service: &Service, request: Request<Full<Bytes>>) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
+    async fn admitted(
+        &self,
+        service: &Service,
+        request: Request<Full<Bytes>>,
+    ) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
         let _permit = match service.admission.admit(self.config.queue_timeout).await {
             Ok(permit) => permit,
             Err(busy) => {
                 let why = match busy {
-                    Busy::QueueFull => "is at its limit of requests at once, with a full queue".to_owned(),
+                    Busy::QueueFull => {
+                        "is at its limit of requests at once, with a full queue".to_owned()
+                    }
                     Busy::Waited(waited) => format!("had no free turn within {waited:?}"),
                 };
                 tracing::debug!(component = %service.name, "request refused: the service {why}");
-                return (invoke::unavailable(format!("the {} service {why}; try again shortly", service.name)), None);
+                return (
+                    invoke::unavailable(format!(
+                        "the {} service {why}; try again shortly",
+                        service.name
+                    )),
+                    None,
+                );
             }
         };
         invoke::call(self.registry.runtime(), service, request, &self.config).await
@@ -233,7 +282,10 @@ impl HttpTrigger {
     ) -> Result<Request<Full<Bytes>>, Response<Full<Bytes>>> {
         let limit = self.config.max_body_bytes;
         let too_large = || {
-            problem::response(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"))
+            problem::response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {limit} bytes"),
+            )
         };
         let declared = request
             .headers()
@@ -248,18 +300,27 @@ impl HttpTrigger {
             Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(err) => {
                 tracing::debug!(error = %err, "a request body could not be read");
-                return Err(problem::response(StatusCode::BAD_REQUEST, "the request body could not be read"));
+                return Err(problem::response(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ));
             }
         };
         let path_and_query = match parts.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path.to_owned(),
         };
-        parts.uri = path_and_query
-            .parse::<Uri>()
-            .map_err(|_| problem::response(StatusCode::BAD_REQUEST, "the request target is not a valid path and query"))?;
+        parts.uri = path_and_query.parse::<Uri>().map_err(|_| {
+            problem::response(
+                StatusCode::BAD_REQUEST,
+                "the request target is not a valid path and query",
+            )
+        })?;
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
-        parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
+        parts
+            .headers
+            .entry(header::HOST)
+            .or_insert(HeaderValue::from_static("localhost"));
         let prefix = self.forwarded_prefix(&parts.headers, service)?;
         parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
@@ -268,9 +329,15 @@ impl HttpTrigger {
     /// The prefix the component's paths live under, for links it sends back (`Location`, its
     /// API document's server): its route, or, when the host trusts the gateway in front of it,
     /// the gateway's `X-Forwarded-Prefix` if that is a plain path. Never the client's otherwise.
-    fn forwarded_prefix(&self, headers: &HeaderMap, service: &Service) -> Result<HeaderValue, Response<Full<Bytes>>> {
+    fn forwarded_prefix(
+        &self,
+        headers: &HeaderMap,
+        service: &Service,
+    ) -> Result<HeaderValue, Response<Full<Bytes>>> {
         if self.config.trust_forwarded_prefix
-            && let Some(prefix) = headers.get(FORWARDED_PREFIX).filter(|prefix| is_plain_prefix(prefix.as_bytes()))
+            && let Some(prefix) = headers
+                .get(FORWARDED_PREFIX)
+                .filter(|prefix| is_plain_prefix(prefix.as_bytes()))
         {
             return Ok(prefix.clone());
         }
@@ -282,8 +349,12 @@ impl HttpTrigger {
 /// Drives one client connection until it ends: closed gracefully (after the request it is
 /// serving, at once when idle) when it is shed to make room, when it has not begun a request
 /// within `first_request`, or when the host stops.
-async fn serve_connection<C>(serving: C, connection: Connection, first_request: std::time::Duration, stopping: CancellationToken)
-where
+async fn serve_connection<C>(
+    serving: C,
+    connection: Connection,
+    first_request: std::time::Duration,
+    stopping: CancellationToken,
+) where
     C: Future<Output = hyper::Result<()>> + GracefulConnection,
 {
     tokio::pin!(serving);
@@ -335,7 +406,9 @@ fn is_plain_prefix(prefix: &[u8]) -> bool {
     prefix.first() == Some(&b'/')
         && prefix.len() <= 256
         && !prefix.windows(2).any(|pair| pair == b"//")
-        && prefix.iter().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(b))
+        && prefix
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(b))
 }
 
 /// The server span of one request, continuing the client's trace context when it sent one.

@@ -66,14 +66,26 @@ pub enum Outcome {
         attempt = event.attempt,
     )
 )]
-pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent, deadline: Duration) -> Outcome {
+pub async fn deliver(
+    runtime: &Runtime,
+    service: &Service,
+    event: IncomingEvent,
+    deadline: Duration,
+) -> Outcome {
     let deadline_at = Instant::now() + deadline;
     let mut store = service.new_store(runtime, deadline_at);
-    let answer = match tokio::time::timeout_at(deadline_at.into(), handle(&mut store, service, &event)).await {
+    let answer = match tokio::time::timeout_at(
+        deadline_at.into(),
+        handle(&mut store, service, &event),
+    )
+    .await
+    {
         Ok(Ok(answer)) => answer,
         Ok(Err(settled)) => {
             let finished = store.data_mut().sql.finish(false).await;
-            service.metrics.unit_of_work("message", unit_of_work_label(&finished));
+            service
+                .metrics
+                .unit_of_work("message", unit_of_work_label(&finished));
             return settled;
         }
         Err(_elapsed) => {
@@ -84,9 +96,15 @@ pub async fn deliver(runtime: &Runtime, service: &Service, event: IncomingEvent,
             service.metrics.unit_of_work("message", "rolled_back");
             // Whose fault the wait was: a database that does not answer now is an outage.
             return match tokio::time::timeout(PING_TIMEOUT, service.database.ping()).await {
-                Ok(Ok(())) => Outcome::Retry(format!("the handler did not finish within {deadline:?}")),
-                Ok(Err(why)) => Outcome::Unavailable(format!("the database does not answer: {why}")),
-                Err(_) => Outcome::Unavailable(format!("the database does not answer within {PING_TIMEOUT:?}")),
+                Ok(Ok(())) => {
+                    Outcome::Retry(format!("the handler did not finish within {deadline:?}"))
+                }
+                Ok(Err(why)) => {
+                    Outcome::Unavailable(format!("the database does not answer: {why}"))
+                }
+                Err(_) => Outcome::Unavailable(format!(
+                    "the database does not answer within {PING_TIMEOUT:?}"
+                )),
             };
         }
     };
@@ -125,7 +143,9 @@ fn outcome_of(
         // The inbox row makes a second run harmless if the commit did happen.
         (_, Err(err @ FinishError::OutcomeUnknown(_))) => Outcome::Unavailable(err.to_string()),
         (_, Err(err)) if fault == Some(Fault::Outage) => Outcome::Unavailable(err.to_string()),
-        (_, _) if fault == Some(Fault::Outage) => Outcome::Unavailable("the database was unreachable".into()),
+        (_, _) if fault == Some(Fault::Outage) => {
+            Outcome::Unavailable("the database was unreachable".into())
+        }
         (Err(outcome), _) => outcome,
         (Ok(()), Err(err)) => Outcome::Retry(err.to_string()),
     }
@@ -139,7 +159,9 @@ fn inbox_failed(err: &sql::Error) -> Outcome {
         return Outcome::Retry(format!("cannot record the event in the inbox yet: {err:?}"));
     }
     match Fault::of(err) {
-        Fault::Outage => Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}")),
+        Fault::Outage => {
+            Outcome::Unavailable(format!("cannot record the event in the inbox: {err:?}"))
+        }
         Fault::Conflict => Outcome::Retry(format!("cannot record the event in the inbox: {err:?}")),
         // PostgreSQL refused this event's id or source (too long, a NUL byte): it will refuse
         // it every time, so retrying cannot help.
@@ -163,11 +185,17 @@ async fn handle(
     );
     let code = service.code();
     let Some(subscriber) = &code.subscriber else {
-        return Err(Outcome::Reject(format!("component `{}` does not consume events", service.name)));
+        return Err(Outcome::Reject(format!(
+            "component `{}` does not consume events",
+            service.name
+        )));
     };
     let handled = async {
         let instance = subscriber.instantiate_async(&mut *store).await?;
-        instance.platform_service_message_handler().call_handle(&mut *store, event).await
+        instance
+            .platform_service_message_handler()
+            .call_handle(&mut *store, event)
+            .await
     };
     let handled = handled.await;
     // The guard's verdict, within the deadline, whatever the handler made of its work: a
@@ -179,14 +207,18 @@ async fn handle(
         Ok(Err(HandleError::Reject(why))) => Err(Outcome::Reject(reason(&why))),
         Err(trap) if matches!(trap.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
             service.metrics.trap("message");
-            Err(Outcome::Retry("the handler was still running at its deadline".into()))
+            Err(Outcome::Retry(
+                "the handler was still running at its deadline".into(),
+            ))
         }
         Err(trap) => {
             service.metrics.trap("message");
             if service.log_rate().allows_line() {
                 tracing::error!(error = %trap, "the handler trapped");
             }
-            Err(Outcome::Retry(reason(&format!("the handler trapped: {trap}"))))
+            Err(Outcome::Retry(reason(&format!(
+                "the handler trapped: {trap}"
+            ))))
         }
     })
 }

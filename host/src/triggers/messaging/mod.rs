@@ -31,7 +31,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +67,12 @@ pub struct MessageTrigger {
 }
 
 impl MessageTrigger {
-    pub fn new(runtime: Arc<Runtime>, service: Arc<Service>, broker: Arc<Broker>, deadline: Duration) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        service: Arc<Service>,
+        broker: Arc<Broker>,
+        deadline: Duration,
+    ) -> Self {
         let config = broker.config();
         let subscriptions = service
             .subscriptions
@@ -73,10 +80,22 @@ impl MessageTrigger {
             .map(|topic| {
                 // Every subscribed topic has a publisher: the configuration refuses one without.
                 let publisher = config.publishers.get(topic).map_or("", String::as_str);
-                Subscription::new(&config.exchange, &service.name, topic, publisher, &config.retry_delays)
+                Subscription::new(
+                    &config.exchange,
+                    &service.name,
+                    topic,
+                    publisher,
+                    &config.retry_delays,
+                )
             })
             .collect();
-        Self { runtime, service, broker, subscriptions, deadline }
+        Self {
+            runtime,
+            service,
+            broker,
+            subscriptions,
+            deadline,
+        }
     }
 
     /// The component it delivers to.
@@ -112,11 +131,22 @@ impl MessageTrigger {
     ) -> anyhow::Result<()> {
         let config = self.broker.config();
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
         let mut consumers = Vec::new();
         for (index, subscription) in self.subscriptions.iter().enumerate() {
-            subscription.declare(connection, &channel, &config.exchange, config.dead_letter_max).await?;
+            subscription
+                .declare(
+                    connection,
+                    &channel,
+                    &config.exchange,
+                    config.dead_letter_max,
+                )
+                .await?;
             let consumer = channel
                 .basic_consume(
                     subscription.queue.as_str().into(),
@@ -147,7 +177,9 @@ impl MessageTrigger {
                 Some((_, Err(err))) => return Err(err.into()),
                 None => anyhow::bail!("the broker cancelled the consumers"),
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Ok(());
+            };
             let trigger = self.clone();
             let channel = channel.clone();
             in_flight.spawn(async move {
@@ -163,24 +195,39 @@ impl MessageTrigger {
 
     /// Handles one delivery and acknowledges it as the outcome requires, in a consumer span
     /// that continues the publisher's trace.
-    async fn settle(&self, channel: &Channel, subscription: &Subscription, delivery: Delivery) -> anyhow::Result<()> {
+    async fn settle(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+        delivery: Delivery,
+    ) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
         let published_by = topology::published_by(&delivery.properties, self.broker.user());
-        let decoded = cloudevent::decode(&delivery.data, attempt, self.service.limits.max_event_bytes);
-        let traceparent = decoded.as_ref().ok().and_then(|(_, traceparent)| traceparent.as_deref());
+        let decoded =
+            cloudevent::decode(&delivery.data, attempt, self.service.limits.max_event_bytes);
+        let traceparent = decoded
+            .as_ref()
+            .ok()
+            .and_then(|(_, traceparent)| traceparent.as_deref());
         let span = self.consumer_span(subscription, &delivery, traceparent, attempt);
         let (settled, outcome) = async {
             let outcome = match decoded {
-                _ if published_by.as_deref() != Some(subscription.publisher.as_str()) => Outcome::Reject(format!(
-                    "forged event: published by broker user {}, not {:?}, the publisher of {}",
-                    published_by.as_deref().map_or_else(|| "(none named)".to_owned(), |user| format!("{user:?}")),
-                    subscription.publisher,
-                    subscription.topic
-                )),
-                Ok((event, _)) if event.source != subscription.publisher => Outcome::Reject(format!(
-                    "forged event: its source {:?} is not {:?}, the publisher of {}",
-                    event.source, subscription.publisher, subscription.topic
-                )),
+                _ if published_by.as_deref() != Some(subscription.publisher.as_str()) => {
+                    Outcome::Reject(format!(
+                        "forged event: published by broker user {}, not {:?}, the publisher of {}",
+                        published_by
+                            .as_deref()
+                            .map_or_else(|| "(none named)".to_owned(), |user| format!("{user:?}")),
+                        subscription.publisher,
+                        subscription.topic
+                    ))
+                }
+                Ok((event, _)) if event.source != subscription.publisher => {
+                    Outcome::Reject(format!(
+                        "forged event: its source {:?} is not {:?}, the publisher of {}",
+                        event.source, subscription.publisher, subscription.topic
+                    ))
+                }
                 Ok((event, _)) if event.topic != subscription.topic => Outcome::Reject(format!(
                     "forged event: its type {:?} is not the topic {} it was routed on",
                     event.topic, subscription.topic
@@ -188,16 +235,27 @@ impl MessageTrigger {
                 Ok((event, _)) => {
                     tracing::Span::current().record("messaging.message.id", event.id.as_str());
                     let written = event.time;
-                    let outcome = delivery::deliver(&self.runtime, &self.service, event, self.deadline).await;
+                    let outcome =
+                        delivery::deliver(&self.runtime, &self.service, event, self.deadline).await;
                     if outcome == Outcome::Handled {
                         let now = chrono::Utc::now().timestamp_micros();
-                        self.service.metrics.event_lag(&subscription.topic, (now - written) as f64 / 1e6);
+                        self.service
+                            .metrics
+                            .event_lag(&subscription.topic, (now - written) as f64 / 1e6);
                     }
                     outcome
                 }
                 Err(reason) => Outcome::Reject(format!("undecodable message: {reason}")),
             };
-            self.act_on(channel, subscription, &delivery, attempt, published_by.as_deref(), outcome).await
+            self.act_on(
+                channel,
+                subscription,
+                &delivery,
+                attempt,
+                published_by.as_deref(),
+                outcome,
+            )
+            .await
         }
         .instrument(span.clone())
         .await;
@@ -236,7 +294,10 @@ impl MessageTrigger {
         );
         // Only for a span something records; fails without an OpenTelemetry layer.
         if !span.is_disabled() {
-            let _ = span.set_parent(propagation::from_amqp(delivery.properties.headers().as_ref(), traceparent));
+            let _ = span.set_parent(propagation::from_amqp(
+                delivery.properties.headers().as_ref(),
+                traceparent,
+            ));
         }
         span
     }
@@ -253,7 +314,10 @@ impl MessageTrigger {
         outcome: Outcome,
     ) -> (anyhow::Result<()>, &'static str) {
         let component = &self.service.name;
-        let stamp = Stamp { own: self.broker.user(), published_by };
+        let stamp = Stamp {
+            own: self.broker.user(),
+            published_by,
+        };
         let copied = match outcome {
             Outcome::Handled => Ok("handled"),
             Outcome::Duplicate => Ok("duplicate"),
@@ -263,26 +327,48 @@ impl MessageTrigger {
                         tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
                     }
                     let headers = [
-                        (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX))),
+                        (
+                            topology::ATTEMPT,
+                            AMQPValue::LongInt(i32::try_from(attempt + 1).unwrap_or(i32::MAX)),
+                        ),
                         (topology::REASON, topology::text(&reason)),
                     ];
-                    topology::send_to(channel, retry, &delivery.data, &delivery.properties, &stamp, &headers).await.map(|()| "retried")
+                    topology::send_to(
+                        channel,
+                        retry,
+                        &delivery.data,
+                        &delivery.properties,
+                        &stamp,
+                        &headers,
+                    )
+                    .await
+                    .map(|()| "retried")
                 }
                 None => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    self.dead_letter(channel, subscription, delivery, attempt, &stamp, &reason).await.map(|()| "dead_lettered")
+                    self.dead_letter(channel, subscription, delivery, attempt, &stamp, &reason)
+                        .await
+                        .map(|()| "dead_lettered")
                 }
             },
-            Outcome::Reject(reason) => {
-                self.dead_letter(channel, subscription, delivery, attempt, &stamp, &reason).await.map(|()| "dead_lettered")
-            }
+            Outcome::Reject(reason) => self
+                .dead_letter(channel, subscription, delivery, attempt, &stamp, &reason)
+                .await
+                .map(|()| "dead_lettered"),
             Outcome::Unavailable(reason) => {
                 tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
                 return (self.requeue(delivery).await, "requeued");
             }
         };
         match copied {
-            Ok(done) => (delivery.ack(BasicAckOptions::default()).await.map(drop).map_err(Into::into), done),
+            Ok(done) => (
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map(drop)
+                    .map_err(Into::into),
+                done,
+            ),
             Err(err) => {
                 // Not copied, so not acknowledged: it stays in its queue and comes back.
                 if self.service.log_rate().allows_line() {
@@ -297,7 +383,12 @@ impl MessageTrigger {
     /// is not a busy loop.
     async fn requeue(&self, delivery: &Delivery) -> anyhow::Result<()> {
         tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-        let requeued = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+        let requeued = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await;
         requeued.map(drop).map_err(Into::into)
     }
 
@@ -320,8 +411,19 @@ impl MessageTrigger {
         }
         let headers = [
             (topology::REASON, topology::text(reason)),
-            (topology::ATTEMPT, AMQPValue::LongInt(i32::try_from(attempt).unwrap_or(i32::MAX))),
+            (
+                topology::ATTEMPT,
+                AMQPValue::LongInt(i32::try_from(attempt).unwrap_or(i32::MAX)),
+            ),
         ];
-        topology::send_to(channel, &subscription.dead, &delivery.data, &delivery.properties, stamp, &headers).await
+        topology::send_to(
+            channel,
+            &subscription.dead,
+            &delivery.data,
+            &delivery.properties,
+            stamp,
+            &headers,
+        )
+        .await
     }
 }

@@ -56,20 +56,43 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(exchange: &str, component: &str, topic: &str, publisher: &str, delays: &[Duration]) -> Self {
+    pub fn new(
+        exchange: &str,
+        component: &str,
+        topic: &str,
+        publisher: &str,
+        delays: &[Duration],
+    ) -> Self {
         let queue = format!("{exchange}.{component}.{topic}");
         let retries = delays
             .iter()
             .map(|delay| (format!("{queue}.retry.{}ms", delay.as_millis()), *delay))
             .collect();
-        Self { topic: topic.to_owned(), publisher: publisher.to_owned(), dead: format!("{queue}.dead"), queue, retries }
+        Self {
+            topic: topic.to_owned(),
+            publisher: publisher.to_owned(),
+            dead: format!("{queue}.dead"),
+            queue,
+            retries,
+        }
     }
 
     /// Declares the queues and the binding; safe to repeat, and to run on several hosts. The
     /// dead-letter queue is declared on a channel of its own (see [`declare_dead_letters`]).
-    pub async fn declare(&self, connection: &Connection, channel: &Channel, exchange: &str, dead_letter_max: u32) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-        channel.queue_declare(self.queue.as_str().into(), durable, FieldTable::default()).await?;
+    pub async fn declare(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        exchange: &str,
+        dead_letter_max: u32,
+    ) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(self.queue.as_str().into(), durable, FieldTable::default())
+            .await?;
         channel
             .queue_bind(
                 self.queue.as_str().into(),
@@ -84,12 +107,17 @@ impl Subscription {
             let mut arguments = FieldTable::default();
             let ttl = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
             arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(ttl));
-            arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             arguments.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.queue.as_str().into()),
             );
-            channel.queue_declare(retry.as_str().into(), durable, arguments).await?;
+            channel
+                .queue_declare(retry.as_str().into(), durable, arguments)
+                .await?;
         }
         Ok(())
     }
@@ -118,9 +146,18 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
 /// it is used as it is, with a warning saying how to bound it.
 async fn declare_dead_letters(connection: &Connection, queue: &str, max: u32) -> lapin::Result<()> {
     let mut bounded = FieldTable::default();
-    bounded.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(max)));
-    bounded.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    bounded.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(max)),
+    );
+    bounded.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
     // A refused declaration closes its channel: this one, not the consumer's.
     let channel = connection.create_channel().await?;
     let declared = channel.queue_declare(queue.into(), durable, bounded).await;
@@ -129,8 +166,13 @@ async fn declare_dead_letters(connection: &Connection, queue: &str, max: u32) ->
         return Ok(());
     }
     let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let found = channel.queue_declare(queue.into(), passive, FieldTable::default()).await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await;
     let _ = channel.close(200, "declared".into()).await;
     found?;
     tracing::warn!(
@@ -151,7 +193,9 @@ pub fn published_by(properties: &BasicProperties, own: &str) -> Option<String> {
         return Some(truncated(user, MAX_USER).to_owned());
     }
     match properties.headers().as_ref()?.inner().get(PUBLISHED_BY)? {
-        AMQPValue::LongString(text) => Some(truncated(&String::from_utf8_lossy(text.as_bytes()), MAX_USER).to_owned()),
+        AMQPValue::LongString(text) => {
+            Some(truncated(&String::from_utf8_lossy(text.as_bytes()), MAX_USER).to_owned())
+        }
         AMQPValue::ShortString(text) => Some(truncated(text.as_str(), MAX_USER).to_owned()),
         _ => None,
     }
@@ -200,15 +244,26 @@ pub async fn send_to(
         .with_headers(table)
         .with_user_id(ShortString::from(stamp.own))
         .with_delivery_mode(2);
-    let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirm = channel.basic_publish("".into(), queue.into(), mandatory, body, properties).await?;
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirm = channel
+        .basic_publish("".into(), queue.into(), mandatory, body, properties)
+        .await?;
     let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
         .await
-        .map_err(|_| anyhow::anyhow!("the broker did not confirm the copy to {queue} within {CONFIRM_TIMEOUT:?}"))??;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the broker did not confirm the copy to {queue} within {CONFIRM_TIMEOUT:?}"
+            )
+        })??;
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => anyhow::bail!("queue {queue} does not exist"),
-        Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy to {queue} (a full dead-letter queue refuses more)"),
+        Confirmation::Nack(_) => anyhow::bail!(
+            "the broker refused the copy to {queue} (a full dead-letter queue refuses more)"
+        ),
         Confirmation::NotRequested => anyhow::bail!("publisher confirms are off on this channel"),
     }
 }
@@ -226,12 +281,23 @@ mod tests {
     #[test]
     fn queues_are_named_after_exchange_component_and_topic() {
         let delays = [Duration::from_millis(100), Duration::from_secs(2)];
-        let subscription = Subscription::new("events", "invoices", "orders.created", "orders", &delays);
+        let subscription =
+            Subscription::new("events", "invoices", "orders.created", "orders", &delays);
         assert_eq!(subscription.queue, "events.invoices.orders.created");
         assert_eq!(subscription.dead, "events.invoices.orders.created.dead");
-        assert_eq!(subscription.retry_queue(1), Some("events.invoices.orders.created.retry.100ms"));
-        assert_eq!(subscription.retry_queue(2), Some("events.invoices.orders.created.retry.2000ms"));
-        assert_eq!(subscription.retry_queue(3), None, "two delays allow three attempts");
+        assert_eq!(
+            subscription.retry_queue(1),
+            Some("events.invoices.orders.created.retry.100ms")
+        );
+        assert_eq!(
+            subscription.retry_queue(2),
+            Some("events.invoices.orders.created.retry.2000ms")
+        );
+        assert_eq!(
+            subscription.retry_queue(3),
+            None,
+            "two delays allow three attempts"
+        );
         assert_eq!(subscription.retry_queue(0), None);
     }
 
@@ -240,8 +306,14 @@ mod tests {
         assert_eq!(attempt_of(&BasicProperties::default()), 1);
         let mut headers = FieldTable::default();
         headers.insert(ATTEMPT.into(), AMQPValue::LongInt(-4));
-        assert_eq!(attempt_of(&BasicProperties::default().with_headers(headers.clone())), 1);
+        assert_eq!(
+            attempt_of(&BasicProperties::default().with_headers(headers.clone())),
+            1
+        );
         headers.insert(ATTEMPT.into(), AMQPValue::LongInt(3));
-        assert_eq!(attempt_of(&BasicProperties::default().with_headers(headers)), 3);
+        assert_eq!(
+            attempt_of(&BasicProperties::default().with_headers(headers)),
+            3
+        );
     }
 }

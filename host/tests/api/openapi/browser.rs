@@ -40,9 +40,11 @@ async fn each_docs_page_renders_its_operations_in_a_real_browser() {
         let _ = std::fs::remove_file(&screenshot);
         let user_data = format!("--user-data-dir={}", profile.0.display());
         let (dom, page_again, user_data_again) = (page.clone(), page.clone(), user_data.clone());
-        let dom = tokio::task::spawn_blocking(move || run(chromium().arg(&user_data).arg("--dump-dom").arg(&dom)))
-            .await
-            .expect("ran");
+        let dom = tokio::task::spawn_blocking(move || {
+            run(chromium().arg(&user_data).arg("--dump-dom").arg(&dom))
+        })
+        .await
+        .expect("ran");
         // Swagger UI has run: one block per operation, each showing its path.
         let rendered: Vec<&str> = dom
             .split("data-path=\"")
@@ -50,15 +52,27 @@ async fn each_docs_page_renders_its_operations_in_a_real_browser() {
             .filter_map(|rest| rest.split('"').next())
             .collect();
         for operation in operations {
-            assert!(rendered.contains(operation), "{route}/docs shows no {operation}; it shows {rendered:?}");
+            assert!(
+                rendered.contains(operation),
+                "{route}/docs shows no {operation}; it shows {rendered:?}"
+            );
         }
-        assert!(dom.contains("opblock-summary-method"), "{route}/docs: no operation blocks rendered");
+        assert!(
+            dom.contains("opblock-summary-method"),
+            "{route}/docs: no operation blocks rendered"
+        );
         let shot = format!("--screenshot={}", screenshot.display());
-        tokio::task::spawn_blocking(move || run(chromium().arg(&user_data_again).arg(&shot).arg(&page_again)))
-            .await
-            .expect("ran");
+        tokio::task::spawn_blocking(move || {
+            run(chromium().arg(&user_data_again).arg(&shot).arg(&page_again))
+        })
+        .await
+        .expect("ran");
         let png = std::fs::read(&screenshot).expect("screenshot written");
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{route}: a blank screenshot ({} bytes)", png.len());
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 20_000,
+            "{route}: a blank screenshot ({} bytes)",
+            png.len()
+        );
     }
     app.host.stop().await.expect("stops");
 }

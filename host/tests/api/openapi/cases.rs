@@ -22,7 +22,10 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Received {
-    let mut request = app.host.client.request(method.clone(), app.host.url(&format!("{route}{path}")));
+    let mut request = app
+        .host
+        .client
+        .request(method.clone(), app.host.url(&format!("{route}{path}")));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -35,7 +38,10 @@ async fn exchange(
 }
 
 fn json_body(value: Value) -> Option<(&'static str, Vec<u8>)> {
-    Some(("application/json", serde_json::to_vec(&value).expect("JSON")))
+    Some((
+        "application/json",
+        serde_json::to_vec(&value).expect("JSON"),
+    ))
 }
 
 #[tokio::test]
@@ -50,37 +56,94 @@ async fn every_operation_answers_as_its_document_says_in_success_and_in_error() 
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().expect("id").to_owned();
     let key = [("idempotency-key", "0190b3b2-0000-7000-8000-000000000001")];
-    assert_eq!(exchange(&app, o, "/orders", post(), &key, json_body(order.clone())).await.status, 201);
+    assert_eq!(
+        exchange(&app, o, "/orders", post(), &key, json_body(order.clone()))
+            .await
+            .status,
+        201
+    );
     let replayed = exchange(&app, o, "/orders", post(), &key, json_body(order.clone())).await;
-    assert_eq!((replayed.status, replayed.headers["idempotent-replayed"].to_str().ok()), (201, Some("true")));
+    assert_eq!(
+        (
+            replayed.status,
+            replayed.headers["idempotent-replayed"].to_str().ok()
+        ),
+        (201, Some("true"))
+    );
     let other = json!({ "customerId": CUSTOMER, "amount": 999 });
-    assert_eq!(exchange(&app, o, "/orders", post(), &key, json_body(other)).await.status, 409);
+    assert_eq!(
+        exchange(&app, o, "/orders", post(), &key, json_body(other))
+            .await
+            .status,
+        409
+    );
     for (body, status) in [
         (json!({ "customerId": CUSTOMER, "amount": 0 }), 400),
         (json!({ "customerId": "someone", "amount": 1 }), 400),
         (json!({ "customerId": CUSTOMER }), 400),
-        (json!({ "customerId": CUSTOMER, "amount": 1, "note": "x" }), 400),
+        (
+            json!({ "customerId": CUSTOMER, "amount": 1, "note": "x" }),
+            400,
+        ),
         (json!([1, 2]), 400),
         (json!({ "customerId": CUSTOMER, "amount": 2.5 }), 400),
         // JSON Schema's integer: a number with no fraction, however it is written.
         (json!({ "customerId": CUSTOMER, "amount": 7.0 }), 201),
     ] {
-        assert_eq!(exchange(&app, o, "/orders", post(), &[], json_body(body)).await.status, status);
+        assert_eq!(
+            exchange(&app, o, "/orders", post(), &[], json_body(body))
+                .await
+                .status,
+            status
+        );
     }
     let bad_key = [("idempotency-key", "has spaces")];
-    assert_eq!(exchange(&app, o, "/orders", post(), &bad_key, json_body(order.clone())).await.status, 400);
+    assert_eq!(
+        exchange(
+            &app,
+            o,
+            "/orders",
+            post(),
+            &bad_key,
+            json_body(order.clone())
+        )
+        .await
+        .status,
+        400
+    );
     let text = Some(("text/plain", b"250".to_vec()));
-    assert_eq!(exchange(&app, o, "/orders", post(), &[], text).await.status, 415);
+    assert_eq!(
+        exchange(&app, o, "/orders", post(), &[], text).await.status,
+        415
+    );
     let large = Some(("application/json", vec![b' '; 17 * 1024]));
-    assert_eq!(exchange(&app, o, "/orders", post(), &[], large).await.status, 413);
+    assert_eq!(
+        exchange(&app, o, "/orders", post(), &[], large)
+            .await
+            .status,
+        413
+    );
 
     let get = |path: String| (Method::GET, "/orders/{id}", path);
-    for (path, status) in [(format!("/orders/{id}"), 200), (format!("/orders/{}", uuid::Uuid::new_v4()), 404), ("/orders/42".into(), 400)] {
+    for (path, status) in [
+        (format!("/orders/{id}"), 200),
+        (format!("/orders/{}", uuid::Uuid::new_v4()), 404),
+        ("/orders/42".into(), 400),
+    ] {
         let (method, template, path) = get(path);
-        assert_eq!(exchange(&app, o, "/orders", (method, template, &path), &[], None).await.status, status, "{path}");
+        assert_eq!(
+            exchange(&app, o, "/orders", (method, template, &path), &[], None)
+                .await
+                .status,
+            status,
+            "{path}"
+        );
     }
     for (query, status) in [
-        (format!("?customerId={CUSTOMER}&status=pending&limit=2"), 200),
+        (
+            format!("?customerId={CUSTOMER}&status=pending&limit=2"),
+            200,
+        ),
         (String::new(), 200),
         ("?limit=101".into(), 400),
         ("?status=shipped".into(), 400),
@@ -88,9 +151,34 @@ async fn every_operation_answers_as_its_document_says_in_success_and_in_error() 
         ("?cursor=nope".into(), 400),
     ] {
         let path = format!("/orders{query}");
-        assert_eq!(exchange(&app, o, "/orders", (Method::GET, "/orders", &path), &[], None).await.status, status, "{path}");
+        assert_eq!(
+            exchange(
+                &app,
+                o,
+                "/orders",
+                (Method::GET, "/orders", &path),
+                &[],
+                None
+            )
+            .await
+            .status,
+            status,
+            "{path}"
+        );
     }
-    assert_eq!(exchange(&app, o, "/orders", (Method::GET, "/health", "/health"), &[], None).await.status, 200);
+    assert_eq!(
+        exchange(
+            &app,
+            o,
+            "/orders",
+            (Method::GET, "/health", "/health"),
+            &[],
+            None
+        )
+        .await
+        .status,
+        200
+    );
     orders.assert_every_operation_exercised();
 
     let mut invoices = Contract::new(app.document("/invoices", None).await);
@@ -98,11 +186,22 @@ async fn every_operation_answers_as_its_document_says_in_success_and_in_error() 
     let list = format!("/invoices?orderId={id}");
     let started = Instant::now();
     let invoice = loop {
-        let page = exchange(&app, i, "/invoices", (Method::GET, "/invoices", &list), &[], None).await;
+        let page = exchange(
+            &app,
+            i,
+            "/invoices",
+            (Method::GET, "/invoices", &list),
+            &[],
+            None,
+        )
+        .await;
         if let Some(invoice) = page.json()["items"].get(0) {
             break invoice["id"].as_str().expect("id").to_owned();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "order {id} was never invoiced");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "order {id} was never invoiced"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for (path, status) in [
@@ -110,13 +209,53 @@ async fn every_operation_answers_as_its_document_says_in_success_and_in_error() 
         (format!("/invoices/{}", uuid::Uuid::new_v4()), 404),
         ("/invoices/x".into(), 400),
     ] {
-        assert_eq!(exchange(&app, i, "/invoices", (Method::GET, "/invoices/{id}", &path), &[], None).await.status, status);
+        assert_eq!(
+            exchange(
+                &app,
+                i,
+                "/invoices",
+                (Method::GET, "/invoices/{id}", &path),
+                &[],
+                None
+            )
+            .await
+            .status,
+            status
+        );
     }
-    for (query, status) in [(format!("?customerId={CUSTOMER}&limit=1"), 200), ("?orderId=1".into(), 400), ("?limit=0".into(), 400)] {
+    for (query, status) in [
+        (format!("?customerId={CUSTOMER}&limit=1"), 200),
+        ("?orderId=1".into(), 400),
+        ("?limit=0".into(), 400),
+    ] {
         let path = format!("/invoices{query}");
-        assert_eq!(exchange(&app, i, "/invoices", (Method::GET, "/invoices", &path), &[], None).await.status, status);
+        assert_eq!(
+            exchange(
+                &app,
+                i,
+                "/invoices",
+                (Method::GET, "/invoices", &path),
+                &[],
+                None
+            )
+            .await
+            .status,
+            status
+        );
     }
-    assert_eq!(exchange(&app, i, "/invoices", (Method::GET, "/health", "/health"), &[], None).await.status, 200);
+    assert_eq!(
+        exchange(
+            &app,
+            i,
+            "/invoices",
+            (Method::GET, "/health", "/health"),
+            &[],
+            None
+        )
+        .await
+        .status,
+        200
+    );
     invoices.assert_every_operation_exercised();
     app.host.stop().await.expect("stops");
 }
@@ -137,12 +276,21 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_either_docum
         let mut schemathesis = super::python_tool("schemathesis");
         schemathesis
             .args(["run", &schema, "--url", &base, "--checks", CHECKS])
-            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "30", "--seed", "7"])
+            .args([
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "30",
+                "--seed",
+                "7",
+            ])
             .args(["--no-color"])
             .env("SCHEMATHESIS_TELEMETRY", "false")
             // It keeps a folder of its own where it runs.
             .current_dir(&scratch.0);
-        let said = tokio::task::spawn_blocking(move || super::run(&mut schemathesis)).await.expect("ran");
+        let said = tokio::task::spawn_blocking(move || super::run(&mut schemathesis))
+            .await
+            .expect("ran");
         assert!(!said.contains("FAILED"), "{route}: {said}");
     }
     app.host.stop().await.expect("stops");

@@ -19,7 +19,11 @@ impl Received {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("body").to_vec();
-        Self { status, headers, body }
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn json(&self) -> Value {
@@ -35,21 +39,37 @@ pub struct Contract {
 
 impl Contract {
     pub fn new(document: Value) -> Self {
-        Self { document, seen: BTreeMap::new() }
+        Self {
+            document,
+            seen: BTreeMap::new(),
+        }
     }
 
     /// Checks `received` against the documented response of `method` `template` for its status.
     pub fn check(&mut self, method: &str, template: &str, received: &Received) {
         let operation = &self.document["paths"][template][method.to_ascii_lowercase()];
-        assert!(operation.is_object(), "{method} {template} is not a documented operation");
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not a documented operation"
+        );
         let at = format!("{method} {template} → {}", received.status);
         let responses = &operation["responses"];
         let documented = &responses[received.status.to_string()];
-        let documented_statuses: Vec<&String> = responses.as_object().map(|r| r.keys().collect()).unwrap_or_default();
-        assert!(documented.is_object(), "{at}: the status is not documented (documented: {documented_statuses:?}); body {}", String::from_utf8_lossy(&received.body));
+        let documented_statuses: Vec<&String> = responses
+            .as_object()
+            .map(|r| r.keys().collect())
+            .unwrap_or_default();
+        assert!(
+            documented.is_object(),
+            "{at}: the status is not documented (documented: {documented_statuses:?}); body {}",
+            String::from_utf8_lossy(&received.body)
+        );
         for (name, _) in documented["headers"].as_object().into_iter().flatten() {
             if name.eq_ignore_ascii_case("location") {
-                assert!(received.headers.contains_key("location"), "{at}: the documented Location is missing");
+                assert!(
+                    received.headers.contains_key("location"),
+                    "{at}: the documented Location is missing"
+                );
             }
         }
         match documented["content"].as_object() {
@@ -62,28 +82,49 @@ impl Contract {
                     .map(str::trim)
                     .unwrap_or_default();
                 let Some(described) = content.get(media) else {
-                    panic!("{at}: answered {media:?}, documented {:?}", content.keys().collect::<Vec<_>>());
+                    panic!(
+                        "{at}: answered {media:?}, documented {:?}",
+                        content.keys().collect::<Vec<_>>()
+                    );
                 };
-                let body: Value = serde_json::from_slice(&received.body)
-                    .unwrap_or_else(|err| panic!("{at}: the body is not JSON ({err}): {}", String::from_utf8_lossy(&received.body)));
+                let body: Value = serde_json::from_slice(&received.body).unwrap_or_else(|err| {
+                    panic!(
+                        "{at}: the body is not JSON ({err}): {}",
+                        String::from_utf8_lossy(&received.body)
+                    )
+                });
                 self.validate(&at, &described["schema"], &body);
             }
-            _ => assert!(received.body.is_empty(), "{at}: a body where none is documented"),
+            _ => assert!(
+                received.body.is_empty(),
+                "{at}: a body where none is documented"
+            ),
         }
-        self.seen.entry(format!("{method} {template}")).or_default().insert(received.status);
+        self.seen
+            .entry(format!("{method} {template}"))
+            .or_default()
+            .insert(received.status);
     }
 
     /// Validates `value` against `schema`, whose `$ref`s point into the document.
     fn validate(&self, at: &str, schema: &Value, value: &Value) {
         let mut schema = schema.clone();
-        let Some(object) = schema.as_object_mut() else { panic!("{at}: no schema object") };
+        let Some(object) = schema.as_object_mut() else {
+            panic!("{at}: no schema object")
+        };
         object.insert("components".into(), self.document["components"].clone());
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&schema)
             .unwrap_or_else(|err| panic!("{at}: the documented schema does not compile: {err}"));
-        let errors: Vec<String> = validator.iter_errors(value).map(|err| format!("{} at {}", err, err.instance_path)).collect();
-        assert!(errors.is_empty(), "{at}: the body does not match the documented schema: {errors:?}\nbody: {value}");
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|err| format!("{} at {}", err, err.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{at}: the body does not match the documented schema: {errors:?}\nbody: {value}"
+        );
     }
 
     /// Every documented operation was exercised: a success, and an error when it documents
@@ -97,10 +138,14 @@ impl Contract {
                 if !seen.iter().any(|status| (200..300).contains(status)) {
                     missing.push(format!("{name}: no success"));
                 }
-                let documents_client_errors = operation["responses"]
-                    .as_object()
-                    .is_some_and(|responses| responses.keys().any(|status| status.starts_with('4') && status != "413"));
-                if documents_client_errors && !seen.iter().any(|status| (400..500).contains(status)) {
+                let documents_client_errors =
+                    operation["responses"].as_object().is_some_and(|responses| {
+                        responses
+                            .keys()
+                            .any(|status| status.starts_with('4') && status != "413")
+                    });
+                if documents_client_errors && !seen.iter().any(|status| (400..500).contains(status))
+                {
                     missing.push(format!("{name}: no client error"));
                 }
             }

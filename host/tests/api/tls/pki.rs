@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
 
 /// A CA of the test's own.
 pub struct Authority {
@@ -17,7 +19,8 @@ impl Authority {
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA certificate");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
         let file = dir.join(format!("{name}.pem"));
         std::fs::write(&file, issuer.pem()).expect("write the CA certificate");
         Self { issuer, file }
@@ -27,10 +30,13 @@ impl Authority {
     pub fn server(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("server parameters");
-        params.distinguished_name.push(DnType::CommonName, "test server");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test server");
         let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
         (cert.pem(), key.serialize_pem())
     }
 }
-

@@ -31,23 +31,49 @@ pub struct TlsPostgres {
 
 impl TlsPostgres {
     pub async fn start() -> Self {
-        tokio::task::spawn_blocking(Self::start_blocking).await.expect("the server setup panicked")
+        tokio::task::spawn_blocking(Self::start_blocking)
+            .await
+            .expect("the server setup panicked")
     }
 
     fn start_blocking() -> Self {
         let bin = server_programs();
         let dir = std::env::temp_dir().join(format!("pg-tls-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("the server's folder");
-        let (ca, other_ca) = (Authority::new(&dir, "test-ca"), Authority::new(&dir, "other-ca"));
+        let (ca, other_ca) = (
+            Authority::new(&dir, "test-ca"),
+            Authority::new(&dir, "other-ca"),
+        );
         let (cert, key) = ca.server(&["localhost"]);
         std::fs::write(dir.join("server.crt"), cert).expect("write the certificate");
         std::fs::write(dir.join("server.key"), key).expect("write the key");
         set_mode(&dir.join("server.key"), 0o600);
         let owner = rustix::process::geteuid().is_root().then(postgres_user);
-        let mut server = Self { port: 0, ca, other_ca, dir, bin, owner };
+        let mut server = Self {
+            port: 0,
+            ca,
+            other_ca,
+            dir,
+            bin,
+            owner,
+        };
         server.chown_all();
         let data = server.dir.join("data");
-        server.run("initdb", &["-D", path(&data), "--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]).expect("initdb");
+        server
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    path(&data),
+                    "--auth=trust",
+                    "--username=postgres",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+            )
+            .expect("initdb");
         // TLS or nothing over TCP: a connection that does not use it is refused.
         std::fs::write(
             data.join("pg_hba.conf"),
@@ -57,7 +83,10 @@ impl TlsPostgres {
         // A free port, which another process may take before the server does: then another.
         let mut attempts = 0;
         loop {
-            server.port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
             let options = format!(
                 "-p {port} -c listen_addresses=localhost -c unix_socket_directories={dir} -c ssl=on \
                  -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c fsync=off \
@@ -66,7 +95,21 @@ impl TlsPostgres {
                 dir = server.dir.display(),
             );
             let log = server.dir.join("server.log");
-            match server.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"]) {
+            match server.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path(&data),
+                    "-l",
+                    path(&log),
+                    "-o",
+                    &options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            ) {
                 Ok(()) => return server,
                 Err(why) if attempts < 3 && why.contains("in use") => attempts += 1,
                 Err(why) => panic!("{why}"),
@@ -77,12 +120,19 @@ impl TlsPostgres {
     /// A URL of database `database` on this server as `postgres`, reached at `host`, with
     /// `query` after the `?`.
     pub fn url(&self, host: &str, database: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{}/{database}?{query}", self.port)
+        format!(
+            "postgres://postgres@{host}:{}/{database}?{query}",
+            self.port
+        )
     }
 
     /// `sslmode=verify-full` with this server's CA: the URL a careful host uses.
     pub fn verified_url(&self, database: &str) -> String {
-        self.url("localhost", database, &format!("sslmode=verify-full&sslrootcert={}", self.ca.file.display()))
+        self.url(
+            "localhost",
+            database,
+            &format!("sslmode=verify-full&sslrootcert={}", self.ca.file.display()),
+        )
     }
 
     /// `program` of the server's installation, run as `postgres` when this process is root.
@@ -99,7 +149,12 @@ impl TlsPostgres {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        let output = self.command(program).args(args).current_dir(&self.dir).output().expect("run a PostgreSQL program");
+        let output = self
+            .command(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run a PostgreSQL program");
         if output.status.success() {
             return Ok(());
         }
@@ -113,9 +168,13 @@ impl TlsPostgres {
 
     fn chown_all(&self) {
         let Some((uid, gid)) = self.owner else { return };
-        let entries = std::fs::read_dir(&self.dir).expect("list the folder").flatten().map(|entry| entry.path());
+        let entries = std::fs::read_dir(&self.dir)
+            .expect("list the folder")
+            .flatten()
+            .map(|entry| entry.path());
         for entry in std::iter::once(self.dir.clone()).chain(entries) {
-            std::os::unix::fs::chown(&entry, Some(uid), Some(gid)).expect("hand the file to postgres");
+            std::os::unix::fs::chown(&entry, Some(uid), Some(gid))
+                .expect("hand the file to postgres");
         }
     }
 }
@@ -123,7 +182,10 @@ impl TlsPostgres {
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        if let Err(why) = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "-w", "stop"]) {
+        if let Err(why) = self.run(
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        ) {
             eprintln!("could not stop the test's PostgreSQL server: {why}");
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -136,7 +198,8 @@ fn path(path: &Path) -> &str {
 
 fn set_mode(file: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("set the key's mode");
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+        .expect("set the key's mode");
 }
 
 /// The newest installed PostgreSQL's programs (`TEST_POSTGRES_BIN` names another folder).
@@ -148,7 +211,12 @@ fn server_programs() -> PathBuf {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
+        .filter_map(|entry| {
+            Some((
+                entry.file_name().to_str()?.parse().ok()?,
+                entry.path().join("bin"),
+            ))
+        })
         .filter(|(_, bin)| bin.join("initdb").is_file())
         .collect();
     versions.sort();
@@ -160,8 +228,14 @@ fn server_programs() -> PathBuf {
 
 fn postgres_user() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
-        let output = Command::new("id").args([flag, "postgres"]).output().expect("run id");
-        String::from_utf8_lossy(&output.stdout).trim().parse().expect("the postgres user exists")
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("run id");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("the postgres user exists")
     };
     (id("-u"), id("-g"))
 }
@@ -176,7 +250,9 @@ pub struct TlsFront {
 impl TlsFront {
     pub async fn start(ca: &Authority, upstream: String) -> Self {
         let (cert, key) = ca.server(&["localhost"]);
-        let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().expect("certificate");
+        let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
@@ -186,14 +262,20 @@ impl TlsFront {
             .with_single_cert(certs, key)
             .expect("server configuration");
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the TLS front");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the TLS front");
         let port = listener.local_addr().expect("address").port();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
                 tokio::spawn(async move {
-                    let Ok(mut client) = acceptor.accept(client).await else { return };
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 });
             }

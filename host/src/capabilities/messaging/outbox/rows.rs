@@ -4,7 +4,8 @@
 //!
 //! One statement locks a batch and returns, for each row, its columns' lengths
 //! (`octet_length`, which PostgreSQL answers from a value's header without reading it) and its
-//! values only when every length is within bounds. A row is then [`Row::Pending`] (to publish)
+//! values only when every length is within bounds (a value the component made NULL, having
+//! dropped a constraint, is out of bounds too). A row is then [`Row::Pending`] (to publish)
 //! or [`Row::Unsendable`] with a short reason: over a bound, or a topic the component may not
 //! publish. Unsendable rows are marked so (`unsendable` holds the reason) in the batch's
 //! transaction, and are never read again: the relay's index leaves them out.
@@ -25,18 +26,18 @@ const MAX_TOPIC_BYTES: i32 = 200;
 /// Locks up to `$1` unsent rows after `$2`, with their lengths; `$3` to `$8` are the bounds of
 /// id, topic, content type, data schema, data and traceparent ([`Bounds::params`]).
 pub(super) const SELECT: &str = "\
-SELECT o.seq, o.created_at, f.fits,
-       octet_length(o.id), octet_length(o.topic), octet_length(o.content_type),
-       coalesce(octet_length(o.data_schema), 0), octet_length(o.data), coalesce(octet_length(o.traceparent), 0),
+SELECT o.seq, coalesce(o.created_at, now()), f.fits,
+       coalesce(octet_length(o.id), -1), coalesce(octet_length(o.topic), -1), coalesce(octet_length(o.content_type), -1),
+       coalesce(octet_length(o.data_schema), 0), coalesce(octet_length(o.data), -1), coalesce(octet_length(o.traceparent), 0),
        CASE WHEN f.fits THEN o.id END, CASE WHEN f.fits THEN o.topic END, CASE WHEN f.fits THEN o.content_type END,
        CASE WHEN f.fits THEN o.data_schema END, CASE WHEN f.fits THEN o.data END, CASE WHEN f.fits THEN o.traceparent END
 FROM platform_outbox o,
-     LATERAL (SELECT octet_length(o.id) BETWEEN 1 AND $3
+     LATERAL (SELECT coalesce(octet_length(o.id) BETWEEN 1 AND $3
                  AND octet_length(o.topic) <= $4
                  AND octet_length(o.content_type) <= $5
                  AND coalesce(octet_length(o.data_schema), 0) <= $6
                  AND octet_length(o.data) <= $7
-                 AND coalesce(octet_length(o.traceparent), 0) <= $8 AS fits) f
+                 AND coalesce(octet_length(o.traceparent), 0) <= $8, false) AS fits) f
 WHERE o.sent_at IS NULL AND o.unsendable IS NULL AND o.seq > $2
 ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
@@ -127,7 +128,10 @@ pub(super) fn classify(
     }
     let topic: String = row.try_get(10)?;
     if !topics.contains(&topic) {
-        let reason = format!("topic {:?} is not one `{component}` publishes", truncated(&topic, 64));
+        let reason = format!(
+            "topic {:?} is not one `{component}` publishes",
+            truncated(&topic, 64)
+        );
         return Ok(Row::Unsendable { seq, reason });
     }
     Ok(Row::Pending(Pending {

@@ -17,7 +17,11 @@ pub(super) type Request<'a> = futures::future::BoxFuture<'a, Result<(), tokio_po
 pub(super) type Ready = (tokio_postgres::Statement, Vec<Box<dyn ToSql + Sync + Send>>);
 
 /// Prepares `statement` on `client` and converts `params` to the types it expects.
-pub(super) async fn prepare(client: &Object, statement: &str, params: &[Value]) -> Result<Ready, Error> {
+pub(super) async fn prepare(
+    client: &Object,
+    statement: &str,
+    params: &[Value],
+) -> Result<Ready, Error> {
     let prepared = if statement.len() <= MAX_CACHED_TEXT {
         client.prepare_cached(statement).await
     } else {
@@ -48,7 +52,10 @@ pub(super) fn check_encoding((prepared, params): &Ready) -> Result<(), Error> {
     for (index, (param, ty)) in params.iter().zip(prepared.params()).enumerate() {
         scratch.clear();
         param.to_sql_checked(ty, &mut scratch).map_err(|err| {
-            Error::BadParameter(ParameterError { index: index as u32, message: err.to_string() })
+            Error::BadParameter(ParameterError {
+                index: index as u32,
+                message: err.to_string(),
+            })
         })?;
     }
     Ok(())
@@ -58,12 +65,15 @@ pub(super) fn check_encoding((prepared, params): &Ready) -> Result<(), Error> {
 /// tokio-postgres sends a request when its future is first polled, and `join` polls its first
 /// future before its second, so nesting the joins from the left sends them in order.
 pub(super) async fn pipeline(requests: Vec<Request<'_>>) -> Vec<Result<(), tokio_postgres::Error>> {
-    let mut all: futures::future::BoxFuture<'_, Vec<_>> = Box::pin(futures::future::ready(Vec::new()));
+    let mut all: futures::future::BoxFuture<'_, Vec<_>> =
+        Box::pin(futures::future::ready(Vec::new()));
     for request in requests {
-        all = Box::pin(futures::future::join(all, request).map(|(mut done, outcome)| {
-            done.push(outcome);
-            done
-        }));
+        all = Box::pin(
+            futures::future::join(all, request).map(|(mut done, outcome)| {
+                done.push(outcome);
+                done
+            }),
+        );
     }
     all.await
 }
@@ -90,7 +100,8 @@ pub(super) async fn in_order<T>(
         }
     };
     // `join` polls its first future first: the requests go out in the order written here.
-    let ((begun, ahead), result) = futures::future::join(futures::future::join(begun, before), statement).await;
+    let ((begun, ahead), result) =
+        futures::future::join(futures::future::join(begun, before), statement).await;
     match begun {
         // Had `BEGIN` failed, the statements failed too (the connection is gone) or found no
         // transaction to run in: `BEGIN`'s error is the one that says why.
@@ -101,7 +112,10 @@ pub(super) async fn in_order<T>(
 
 /// Runs a prepared statement that returns no rows; the rows it changed.
 pub(super) async fn run(client: &Object, (prepared, params): Ready) -> Result<u64, Error> {
-    client.execute(&prepared, &refs(&params)).await.map_err(query_failed)
+    client
+        .execute(&prepared, &refs(&params))
+        .await
+        .map_err(query_failed)
 }
 
 /// Runs a query and collects its rows, each counted against `budget` from its columns' lengths
@@ -113,7 +127,10 @@ pub(super) async fn fetch(
     budget: &mut ResultBudget,
     refused: &mut bool,
 ) -> Result<RowSet, Error> {
-    let stream = client.query_raw(&prepared, refs(&params)).await.map_err(query_failed)?;
+    let stream = client
+        .query_raw(&prepared, refs(&params))
+        .await
+        .map_err(query_failed)?;
     futures::pin_mut!(stream);
     let mut rows = Vec::new();
     while let Some(row) = stream.try_next().await.map_err(query_failed)? {
@@ -123,7 +140,10 @@ pub(super) async fn fetch(
         }
         rows.push(convert::row(prepared.columns(), &row)?);
     }
-    Ok(RowSet { columns: convert::column_names(prepared.columns()), rows })
+    Ok(RowSet {
+        columns: convert::column_names(prepared.columns()),
+        rows,
+    })
 }
 
 /// What a row will take once converted, from its columns' lengths as they came from the server:
@@ -132,7 +152,9 @@ pub(super) async fn fetch(
 fn wire_size(row: &tokio_postgres::Row) -> usize {
     (0..row.len())
         .map(|index| {
-            let length = row.try_get::<_, WireLength>(index).map_or(0, |length| length.0);
+            let length = row
+                .try_get::<_, WireLength>(index)
+                .map_or(0, |length| length.0);
             let converted = match *row.columns()[index].type_() {
                 Type::UUID => 36,
                 Type::NUMERIC => length.saturating_mul(4),
@@ -161,5 +183,8 @@ impl<'a> FromSql<'a> for WireLength {
 }
 
 pub(super) fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
+    params
+        .iter()
+        .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }

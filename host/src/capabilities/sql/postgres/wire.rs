@@ -11,6 +11,10 @@
 //! stream. The connection is closed there, without reading the rest of the message, so the
 //! refusal costs the host a few bytes and the server stops producing as soon as it next writes.
 //!
+//! The limit is for the messages that carry a result: rows (`D`) and their description (`T`).
+//! Every other message (an error, a notice, a parameter's status) is at most [`OTHER_LIMIT`]
+//! bytes: a guest's `RAISE` cannot make one the size of a result.
+//!
 //! Bytes pass through unchanged otherwise, a read's worth at a time: the guard holds back only
 //! a message header split across two reads.
 //!
@@ -27,6 +31,12 @@ use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
 /// Bytes read from the connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Longest message other than a row or a row description.
+pub const OTHER_LIMIT: usize = 64 * 1024;
+
+/// How the message standing in for one over the limit begins: [`is_cut`] knows it by this.
+const CUT: &str = "the database sent a message of";
 
 /// Where in the protocol the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +68,22 @@ pub struct WireGuard<S> {
 
 impl<S> WireGuard<S> {
     pub fn new(inner: S, limit: usize, phase: Phase) -> Self {
-        Self { inner, limit, phase, pending: BytesMut::new(), approved: 0, body_left: 0 }
+        Self {
+            inner,
+            limit,
+            phase,
+            pending: BytesMut::new(),
+            approved: 0,
+            body_left: 0,
+        }
     }
 
     /// Approves what the framing allows of `pending`, past what was approved before.
     fn scan(&mut self) {
         if self.phase == Phase::SslResponse {
-            let Some(&answer) = self.pending.first() else { return };
+            let Some(&answer) = self.pending.first() else {
+                return;
+            };
             if answer == b'S' {
                 // What follows is TLS: let it all through.
                 self.approved = self.pending.len();
@@ -84,31 +103,38 @@ impl<S> WireGuard<S> {
                 self.body_left -= taken;
                 continue;
             }
-            let Some(header) = self.pending.get(self.approved..self.approved + 5) else { return };
+            let Some(header) = self.pending.get(self.approved..self.approved + 5) else {
+                return;
+            };
             let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let limit = if matches!(header[0], b'D' | b'T') {
+                self.limit
+            } else {
+                OTHER_LIMIT.min(self.limit)
+            };
             match length.checked_sub(4) {
-                Some(body) if body <= self.limit => {
+                Some(body) if body <= limit => {
                     self.approved += 5;
                     self.body_left = body;
                 }
                 _ => {
                     let tag = header[0];
-                    tracing::warn!(
-                        limit = self.limit,
+                    tracing::debug!(
+                        limit,
                         length,
                         tag = %char::from(tag),
                         "a message from the database server is over the connection's limit; closing the connection"
                     );
-                    self.cut(length);
+                    self.cut(length, limit);
                 }
             }
         }
     }
 
     /// Replaces everything from the current message on with the made-up error.
-    fn cut(&mut self, length: usize) {
+    fn cut(&mut self, length: usize, limit: usize) {
         self.pending.truncate(self.approved);
-        self.pending.extend_from_slice(&limit_error(length, self.limit));
+        self.pending.extend_from_slice(&limit_error(length, limit));
         self.approved = self.pending.len();
         self.phase = Phase::Cut;
     }
@@ -117,11 +143,16 @@ impl<S> WireGuard<S> {
 /// An `ErrorResponse` saying a message of `length` bytes was over `limit`.
 fn limit_error(length: usize, limit: usize) -> Vec<u8> {
     let message = format!(
-        "the database's answer holds a value of {length} bytes, over the host's limit of {limit} bytes \
-         (max_result_bytes); select less (LIMIT, paging, substring)"
+        "{CUT} {length} bytes, over the host's limit of {limit} bytes (a row: max_result_bytes); select \
+         less (LIMIT, paging, substring), raise less"
     );
     let mut fields = Vec::with_capacity(message.len() + 32);
-    for (code, value) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', "54000"), (b'M', message.as_str())] {
+    for (code, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', "54000"),
+        (b'M', message.as_str()),
+    ] {
         fields.put_u8(code);
         fields.extend_from_slice(value.as_bytes());
         fields.put_u8(0);
@@ -135,7 +166,11 @@ fn limit_error(length: usize, limit: usize) -> Vec<u8> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for WireGuard<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if this.approved > 0 {
@@ -151,7 +186,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for WireGuard<S> {
                     return Poll::Ready(Ok(()));
                 }
                 Phase::Closed => return Poll::Ready(Ok(())),
-                Phase::Passthrough if this.pending.is_empty() => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Passthrough if this.pending.is_empty() => {
+                    return Pin::new(&mut this.inner).poll_read(cx, buf);
+                }
                 _ => {}
             }
             let before = this.pending.len();
@@ -174,7 +211,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for WireGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for WireGuard<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
@@ -191,6 +232,13 @@ impl<S: TlsStream + Unpin> TlsStream for WireGuard<S> {
     fn channel_binding(&self) -> ChannelBinding {
         self.inner.channel_binding()
     }
+}
+
+/// Whether `err` is the error that stands in for a message over the limit: the connection was
+/// closed there, so what the statement it answered did on the server is not known.
+pub fn is_cut(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| db.code().code() == "54000" && db.message().starts_with(CUT))
 }
 
 /// A TLS connector whose sessions are guarded on their plaintext side.
@@ -234,7 +282,10 @@ mod tests {
         let (mut writer, reader) = tokio::io::duplex(chunk);
         tokio::spawn(async move {
             for piece in server.chunks(chunk) {
-                if tokio::io::AsyncWriteExt::write_all(&mut writer, piece).await.is_err() {
+                if tokio::io::AsyncWriteExt::write_all(&mut writer, piece)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -251,7 +302,11 @@ mod tests {
         server.extend(message(b'D', &[7u8; 300]));
         server.extend(message(b'Z', b"I"));
         for chunk in [1, 2, 3, 5, 7, 64, 4096] {
-            assert_eq!(read_all(server.clone(), chunk, 1000, Phase::Messages).await, server, "chunk {chunk}");
+            assert_eq!(
+                read_all(server.clone(), chunk, 1000, Phase::Messages).await,
+                server,
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -263,14 +318,38 @@ mod tests {
         server.extend(message(b'Z', b"I"));
         for chunk in [1, 4, 6, 4096] {
             let read = read_all(server.clone(), chunk, 1000, Phase::Messages).await;
-            assert_eq!(&read[..before.len()], &before[..], "what came before passes");
+            assert_eq!(
+                &read[..before.len()],
+                &before[..],
+                "what came before passes"
+            );
             let error = &read[before.len()..];
             assert_eq!(error[0], b'E');
             let text = String::from_utf8_lossy(error);
-            assert!(text.contains("54000") && text.contains("5004 bytes"), "{text}");
+            assert!(
+                text.contains("54000") && text.contains("5004 bytes"),
+                "{text}"
+            );
             let length = u32::from_be_bytes([error[1], error[2], error[3], error[4]]) as usize;
-            assert_eq!(length + 1, error.len(), "one well-formed message, then nothing");
+            assert_eq!(
+                length + 1,
+                error.len(),
+                "one well-formed message, then nothing"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn an_error_or_notice_is_held_to_a_smaller_limit_than_a_row() {
+        let row = message(b'D', &vec![b'r'; 100_000]);
+        assert_eq!(
+            read_all(row.clone(), 4096, 1 << 20, Phase::Messages).await,
+            row
+        );
+        let notice = message(b'N', &vec![b'n'; 100_000]);
+        let read = read_all(notice, 4096, 1 << 20, Phase::Messages).await;
+        assert_eq!(read[0], b'E', "cut at the notice");
+        assert!(String::from_utf8_lossy(&read).contains(CUT));
     }
 
     #[tokio::test]
@@ -283,6 +362,9 @@ mod tests {
 
         let mut accepted = vec![b'S'];
         accepted.extend(vec![0x17u8; 5000]);
-        assert_eq!(read_all(accepted.clone(), 3, 1000, Phase::SslResponse).await, accepted);
+        assert_eq!(
+            read_all(accepted.clone(), 3, 1000, Phase::SslResponse).await,
+            accepted
+        );
     }
 }
