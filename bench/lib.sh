@@ -36,6 +36,10 @@ bench_setup() {
 # in a subshell, which would keep HOST_PID to itself.)
 bench_start_host() {
   local cache=${1:-$BENCH_WORK/cache} started ready
+  if curl -fsS -o /dev/null "http://$BENCH_HTTP/health" 2>/dev/null; then
+    echo "something already answers on $BENCH_HTTP (a host left from an earlier run?); stop it first" >&2
+    return 1
+  fi
   started=$(date +%s%N)
   HOST_CACHE_DIR=$cache RUST_LOG=warn "$HOST_BIN" --config "$BENCH_WORK/host.toml" >>"$BENCH_WORK/host.log" 2>&1 &
   HOST_PID=$!

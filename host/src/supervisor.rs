@@ -17,7 +17,8 @@
 //! A task that must run for as long as the host does (a relay, a consumer, a broker connection)
 //! joins with [`Supervisor::spawn_restarting`]: should it panic or return before it is told to
 //! stop, the panic is logged and the task started afresh, after a pause that grows while it
-//! keeps failing, so one bad row or message stops no component's events for good.
+//! keeps failing (and starts small again once it has run a minute), so one bad row or message
+//! stops no component's events for good.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +30,8 @@ use tokio_util::task::AbortOnDropHandle;
 /// The first pause before a failed task starts again, and the longest.
 const FIRST_RESTART: Duration = Duration::from_millis(100);
 const MAX_RESTART: Duration = Duration::from_secs(30);
+/// A task that ran this long before failing starts again after the first pause, not the last.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// In stopping order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +75,14 @@ impl Supervisor {
         tasks.spawn(async move {
             let mut pause = FIRST_RESTART;
             loop {
+                let started = tokio::time::Instant::now();
                 // A task of its own, so a panic ends it and not this loop; aborted with the loop.
                 let ran = AbortOnDropHandle::new(tokio::spawn(task(stop.clone()))).await;
                 if stop.is_cancelled() {
                     return;
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    pause = FIRST_RESTART;
                 }
                 match ran {
                     Ok(()) => tracing::error!(task = %name, ?pause, "a background task returned while the host runs; starting it again"),

@@ -30,6 +30,9 @@ pub struct MessagingConfig {
     /// Messages a subscription's dead-letter queue holds at most; past that, RabbitMQ refuses
     /// new ones and a poison message stays in its queue, tried again every second.
     pub dead_letter_max: u32,
+    /// Whether a delivered event with no AMQP `user_id` is taken as its publisher's: only while
+    /// events queued by hosts that did not stamp users are drained after an upgrade.
+    pub accept_events_without_user: bool,
     /// The one component that publishes each topic: a delivered event whose CloudEvents
     /// `source` is any other is dead-lettered as forged. Built from the components' `publishes`
     /// and `[messaging.publishers]` (for topics published by components other hosts run).
@@ -52,6 +55,8 @@ pub(super) struct ManifestMessaging {
     retention_hours: u64,
     #[serde(default = "default_dead_letter_max")]
     dead_letter_max: u32,
+    #[serde(default)]
+    accept_events_without_user: bool,
     /// Topic → the component that publishes it, for topics no component of this host publishes.
     #[serde(default)]
     publishers: BTreeMap<String, String>,
@@ -105,6 +110,7 @@ pub(super) fn check_messaging(
         relay_interval: Duration::from_millis(raw.relay_interval_ms),
         retention: Duration::from_secs(raw.retention_hours * 3600),
         dead_letter_max: raw.dead_letter_max,
+        accept_events_without_user: raw.accept_events_without_user,
         publishers: raw.publishers,
     })
 }
@@ -118,6 +124,7 @@ pub(super) fn default_messaging() -> ManifestMessaging {
         relay_interval_ms: default_relay_interval_ms(),
         retention_hours: default_retention_hours(),
         dead_letter_max: default_dead_letter_max(),
+        accept_events_without_user: false,
         publishers: BTreeMap::new(),
     }
 }

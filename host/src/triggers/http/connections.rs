@@ -9,19 +9,40 @@
 //!   when every connection under the limit is busy does the new one wait (in the listen backlog,
 //!   or, over its address's limit, is closed at once).
 //! - A connection that sends no request within `first_request_timeout` is closed.
+//! - A request counts as running until its response has been handed to the socket, so a
+//!   connection writing a response is never taken for idle; a client that reads nothing of its
+//!   response for [`WRITE_STALL`] loses the connection.
+//! - A connection told to close finishes the request it is serving; one shed to make room, or
+//!   silent past its first-request timeout, is dropped [`CLOSE_GRACE`] later if it has not closed
+//!   by then.
 //!
 //! Built once with the [`super::HttpTrigger`]; each connection holds a [`Connection`] for as
-//! long as it is open, and each request a [`Busy`] (from [`Requests::begin`]) for as long as it
-//! runs.
+//! long as it is open, and each request an [`Active`] (from [`Requests::begin`]) until its
+//! response body has been written or dropped.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+
+/// How long a client may leave its response unread (the socket's buffers full) before its
+/// connection is closed.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// How long a connection told to close (shed, or silent past its first-request timeout) has to
+/// finish before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The open connections.
 pub struct Connections {
@@ -62,12 +83,13 @@ pub struct Connection {
 }
 
 /// One request running on a connection, until dropped.
-pub struct Busy {
+pub struct Active {
     state: Arc<State>,
     connections: Arc<Connections>,
 }
 
 impl Connections {
+    /// A table for at most `max` connections, `per_client` of them from one address.
     pub fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -193,7 +215,7 @@ impl Connection {
     }
 }
 
-/// Makes a [`Busy`] per request; held by a connection's request handler.
+/// Makes an [`Active`] per request; held by a connection's request handler.
 #[derive(Clone)]
 pub struct Requests {
     state: Arc<State>,
@@ -201,17 +223,18 @@ pub struct Requests {
 }
 
 impl Requests {
-    pub fn begin(&self) -> Busy {
+    /// Counts a request as running on the connection until the returned guard is dropped.
+    pub fn begin(&self) -> Active {
         self.state.asked.store(true, Ordering::Release);
         self.state.busy.fetch_add(1, Ordering::AcqRel);
-        Busy {
+        Active {
             state: self.state.clone(),
             connections: self.connections.clone(),
         }
     }
 }
 
-impl Drop for Busy {
+impl Drop for Active {
     fn drop(&mut self) {
         self.state
             .idle_since
@@ -230,6 +253,209 @@ impl Drop for Connection {
         }
         drop(open);
         self.connections.room.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as running until the body has been written
+/// out (or dropped with its connection).
+pub struct Tracked<B> {
+    body: B,
+    active: Option<Active>,
+}
+
+impl<B> Tracked<B> {
+    /// `body`, its request kept running by `active` until it ends.
+    pub fn new(body: B, active: Active) -> Self {
+        Self {
+            body,
+            active: Some(active),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.active = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client socket whose writes fail once the client has read nothing for `limit`: the response
+/// it will not read does not hold the connection (and its buffers) forever.
+pub struct WriteStall<S> {
+    io: S,
+    limit: Duration,
+    /// Armed when a write could not proceed; cleared when one does.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    /// `io`, its writes allowed to wait at most `limit` for the client.
+    pub fn new(io: S, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What a write that could not proceed answers: wait on, or fail once stalled too long.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing of its response for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        polled: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.progressed(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.progressed(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.progressed(polled, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.progressed(polled, cx)
+    }
+}
+
+/// Drives one client connection until it ends: closed gracefully (after the request it is
+/// serving, at once when idle) when it is shed to make room, when it has not begun a request
+/// within `first_request`, or when the host stops. Shed or silent, it is dropped
+/// [`CLOSE_GRACE`] after being told to close; when the host stops, its shutdown grace decides.
+pub async fn serve<C>(
+    serving: C,
+    connection: Connection,
+    first_request: Duration,
+    stopping: CancellationToken,
+) where
+    C: Future<Output = hyper::Result<()>> + GracefulConnection,
+{
+    tokio::pin!(serving);
+    let asked_in_time = tokio::time::sleep(first_request);
+    tokio::pin!(asked_in_time);
+    let mut closing = false;
+    let mut dropped_at: Option<Pin<Box<Sleep>>> = None;
+    loop {
+        tokio::select! {
+            ended = serving.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = async { dropped_at.as_mut().expect("armed").await }, if dropped_at.is_some() => {
+                tracing::debug!(grace = ?CLOSE_GRACE, "a connection told to close had not closed; dropping it");
+                return;
+            }
+            () = connection.closing().cancelled(), if !closing => {
+                dropped_at = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            }
+            () = stopping.cancelled(), if !closing => {}
+            // Armed when this wait began; the connection may have asked since.
+            () = &mut asked_in_time, if !closing && !connection.has_asked() => {
+                if connection.has_asked() {
+                    continue;
+                }
+                dropped_at = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            }
+        }
+        serving.as_mut().graceful_shutdown();
+        closing = true;
+    }
+}
+
+/// A connection that can be asked to finish what it serves and close.
+pub trait GracefulConnection {
+    /// Finish the request in progress (at once when there is none) and close.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: Body + 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }
 
@@ -310,5 +536,58 @@ mod tests {
             .await
             .expect("room")
             .expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_request_is_running_until_its_response_body_has_been_written() {
+        use http_body_util::BodyExt;
+        let connections = Connections::new(1, 1);
+        let only = connections.admit(address(1)).expect("room");
+        let body = Tracked::new(
+            http_body_util::Full::new(bytes::Bytes::from_static(b"answer")),
+            only.requests().begin(),
+        );
+        assert!(
+            connections.admit(address(2)).is_none(),
+            "a response not yet written keeps its connection busy"
+        );
+        let written = body.collect().await.expect("body").to_bytes();
+        assert_eq!(&written[..], b"answer");
+        assert!(
+            connections.admit(address(2)).is_some(),
+            "once written, the connection is idle and gives way"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_fails_the_write_after_the_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, client) = tokio::io::duplex(1024);
+        let mut server = WriteStall::new(server, Duration::from_millis(100));
+        let big = vec![b'x'; 64 * 1024];
+        let err = tokio::time::timeout(Duration::from_secs(5), server.write_all(&big))
+            .await
+            .expect("the write ends rather than wait forever")
+            .expect_err("nobody reads");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(client);
+
+        // A client that keeps reading, however slowly, is never cut off.
+        let (server, mut client_reading) = tokio::io::duplex(1024);
+        let mut server = WriteStall::new(server, Duration::from_millis(100));
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0u8; 512];
+            let mut total = 0;
+            while total < big.len() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                total += client_reading.read(&mut chunk).await.expect("read");
+            }
+            total
+        });
+        server
+            .write_all(&vec![b'y'; 64 * 1024])
+            .await
+            .expect("a reading client is written to");
+        assert_eq!(reader.await.expect("reader"), 64 * 1024);
     }
 }

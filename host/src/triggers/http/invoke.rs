@@ -175,8 +175,15 @@ fn respond(
             )
         }
         // The database failed the unit of work, whatever the component made of it.
-        _ if database_failed => unavailable(format!(
+        _ if fault == Some(Fault::Outage) => unavailable(format!(
             "the {} database is unavailable; try again shortly",
+            service.name
+        )),
+        // A serialization failure or deadlock, or the component's memory held by its other
+        // units of work: the same request may well succeed in a moment.
+        _ if database_failed => unavailable(format!(
+            "the {} service is busy with other work that conflicts or holds its memory; try again \
+             shortly",
             service.name
         )),
         // The component declined (4xx) after a statement failed: the rollback is what it meant.

@@ -42,7 +42,7 @@ mod docs;
 pub(crate) mod health;
 mod invoke;
 
-use connections::{Connection, Connections};
+use connections::{Connections, Tracked, WriteStall};
 
 pub use invoke::unit_of_work_label;
 
@@ -108,15 +108,15 @@ impl HttpTrigger {
             };
             let (trigger, requests) = (self.clone(), connection.requests());
             let handler = service_fn(move |request| {
-                let (trigger, busy) = (trigger.clone(), requests.begin());
+                let (trigger, active) = (trigger.clone(), requests.begin());
                 async move {
                     let response = trigger.handle(request).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
                 }
             });
+            let stream = WriteStall::new(stream, connections::WRITE_STALL);
             let serving = http.serve_connection(TokioIo::new(stream), handler);
-            open.spawn(serve_connection(
+            open.spawn(connections::serve(
                 serving,
                 connection,
                 self.config.first_request_timeout,
@@ -343,60 +343,6 @@ impl HttpTrigger {
         }
         HeaderValue::from_str(&service.route)
             .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
-    }
-}
-
-/// Drives one client connection until it ends: closed gracefully (after the request it is
-/// serving, at once when idle) when it is shed to make room, when it has not begun a request
-/// within `first_request`, or when the host stops.
-async fn serve_connection<C>(
-    serving: C,
-    connection: Connection,
-    first_request: std::time::Duration,
-    stopping: CancellationToken,
-) where
-    C: Future<Output = hyper::Result<()>> + GracefulConnection,
-{
-    tokio::pin!(serving);
-    let asked_in_time = tokio::time::sleep(first_request);
-    tokio::pin!(asked_in_time);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            ended = serving.as_mut() => {
-                if let Err(err) = ended {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-                return;
-            }
-            () = connection.closing().cancelled(), if !closing => {}
-            () = stopping.cancelled(), if !closing => {}
-            // Armed when this wait began; the connection may have asked since.
-            () = &mut asked_in_time, if !closing && !connection.has_asked() => {
-                if connection.has_asked() {
-                    continue;
-                }
-            }
-        }
-        serving.as_mut().graceful_shutdown();
-        closing = true;
-    }
-}
-
-/// A connection that can be asked to finish what it serves and close.
-trait GracefulConnection {
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S: hyper::service::HttpService<Incoming>,
-    S::ResBody: hyper::body::Body + 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }
 

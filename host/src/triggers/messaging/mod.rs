@@ -15,7 +15,8 @@
 //!
 //! An event is accepted only from its topic's publisher (the manifest says which component that
 //! is): one whose AMQP `user_id` is not that component's broker user (see
-//! [`topology::published_by`]) is forged, and so is one whose CloudEvents `source` or `type`
+//! [`topology::published_by`]) is forged (one with no `user_id` too, unless
+//! `messaging.accept_events_without_user` is on, for events queued before an upgrade), and so is one whose CloudEvents `source` or `type`
 //! does not match its subscription; neither reaches the handler. A message over the
 //! subscriber's `max_event_bytes`, or with an envelope field over its bound, is undecodable.
 //! What a delivery makes the host copy into a header, a log line or a span is bounded; a
@@ -45,7 +46,7 @@ use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::messaging::cloudevent;
 use crate::engine::Runtime;
 use crate::service::Service;
-use crate::telemetry::propagation;
+use crate::telemetry::{propagation, truncated};
 
 pub mod delivery;
 pub mod topology;
@@ -193,6 +194,16 @@ impl MessageTrigger {
         }
     }
 
+    /// Whether a delivery published by broker user `published_by` comes from its topic's
+    /// publisher. One that names no user (published before the host stamped users) passes only
+    /// while `messaging.accept_events_without_user` is on.
+    fn is_from_publisher(&self, published_by: Option<&str>, subscription: &Subscription) -> bool {
+        match published_by {
+            Some(user) => user == subscription.publisher,
+            None => self.broker.config().accept_events_without_user,
+        }
+    }
+
     /// Handles one delivery and acknowledges it as the outcome requires, in a consumer span
     /// that continues the publisher's trace.
     async fn settle(
@@ -212,12 +223,13 @@ impl MessageTrigger {
         let span = self.consumer_span(subscription, &delivery, traceparent, attempt);
         let (settled, outcome) = async {
             let outcome = match decoded {
-                _ if published_by.as_deref() != Some(subscription.publisher.as_str()) => {
+                _ if !self.is_from_publisher(published_by.as_deref(), subscription) => {
                     Outcome::Reject(format!(
                         "forged event: published by broker user {}, not {:?}, the publisher of {}",
-                        published_by
-                            .as_deref()
-                            .map_or_else(|| "(none named)".to_owned(), |user| format!("{user:?}")),
+                        published_by.as_deref().map_or_else(
+                            || "(none named)".to_owned(),
+                            |user| format!("{:?}", truncated(user, 64))
+                        ),
                         subscription.publisher,
                         subscription.topic
                     ))

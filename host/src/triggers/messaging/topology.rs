@@ -12,8 +12,8 @@
 //!
 //! Who published a delivery is the AMQP `user_id` RabbitMQ checked against the publisher's
 //! login ([`published_by`]). The host's copies (retries, dead letters, replays) are published
-//! with the consumer's own login, so they carry the original's user in `x-published-by`, which
-//! is believed only on a message the consumer's own user published.
+//! with the consumer's own login, so they carry the original's user in `x-published-by` (empty
+//! when it named none), which is believed only on a message the consumer's own user published.
 //!
 //! A copy carries only the headers the host knows, each bounded, never the original's others:
 //! a header table RabbitMQ took from a publisher, plus the host's, could be over the broker's
@@ -41,8 +41,8 @@ const MAX_KEPT_HEADER: usize = 512;
 /// Longest reason a copy carries, in bytes.
 pub const MAX_REASON: usize = 1024;
 
-/// Longest user name believed or shown, in bytes.
-const MAX_USER: usize = 64;
+/// Longest user name believed, in bytes: an AMQP short string, which a `user_id` is.
+const MAX_USER: usize = 255;
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -185,20 +185,27 @@ async fn declare_dead_letters(connection: &Connection, queue: &str, max: u32) ->
 }
 
 /// The broker user that published a delivery: its `user_id` (which RabbitMQ checked against the
-/// publisher's login), or, for a copy the consumer's own user (`own`) made, the user that
-/// copy says the original had. `None` when the message names none.
+/// publisher's login), or, for a copy the consumer's own user (`own`) made, the user that copy
+/// says the original had. A message of the consumer's own user that is no copy was published by
+/// the consumer's own component. `None` when the message names no user, or its copy says the
+/// original named none.
 pub fn published_by(properties: &BasicProperties, own: &str) -> Option<String> {
     let user = properties.user_id().as_ref()?.as_str();
     if user != own {
-        return Some(truncated(user, MAX_USER).to_owned());
+        return Some(user.to_owned());
     }
-    match properties.headers().as_ref()?.inner().get(PUBLISHED_BY)? {
-        AMQPValue::LongString(text) => {
-            Some(truncated(&String::from_utf8_lossy(text.as_bytes()), MAX_USER).to_owned())
-        }
-        AMQPValue::ShortString(text) => Some(truncated(text.as_str(), MAX_USER).to_owned()),
-        _ => None,
-    }
+    let original = match properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(PUBLISHED_BY))
+    {
+        None => return Some(own.to_owned()),
+        Some(AMQPValue::LongString(text)) => std::str::from_utf8(text.as_bytes()).ok()?,
+        Some(AMQPValue::ShortString(text)) => text.as_str(),
+        Some(_) => return None,
+    };
+    // No broker user is named by more than a short string holds, or by nothing.
+    (!original.is_empty() && original.len() <= MAX_USER).then(|| original.to_owned())
 }
 
 /// How long the broker may take to confirm a retry or dead-letter copy.
@@ -233,9 +240,8 @@ pub async fn send_to(
             }
         }
     }
-    if let Some(user) = stamp.published_by {
-        table.insert(PUBLISHED_BY.into(), text(truncated(user, MAX_USER)));
-    }
+    // Empty when the original named no user, so the copy does not pass for the consumer's own.
+    table.insert(PUBLISHED_BY.into(), text(stamp.published_by.unwrap_or("")));
     for (name, value) in headers {
         table.insert((*name).into(), value.clone());
     }
@@ -314,6 +320,57 @@ mod tests {
         assert_eq!(
             attempt_of(&BasicProperties::default().with_headers(headers)),
             3
+        );
+    }
+
+    #[test]
+    fn the_publisher_is_the_checked_user_or_what_the_consumers_own_copy_says() {
+        let by = |user: Option<&str>, header: Option<AMQPValue>| {
+            let mut properties = BasicProperties::default();
+            if let Some(user) = user {
+                properties = properties.with_user_id(user.into());
+            }
+            if let Some(header) = header {
+                let mut headers = FieldTable::default();
+                headers.insert(PUBLISHED_BY.into(), header);
+                properties = properties.with_headers(headers);
+            }
+            published_by(&properties, "invoices")
+        };
+        let long = |text: &str| Some(AMQPValue::LongString(text.into()));
+        assert_eq!(by(None, None), None, "no user named");
+        assert_eq!(
+            by(None, long("orders")),
+            None,
+            "a header alone is not believed"
+        );
+        assert_eq!(by(Some("orders"), None).as_deref(), Some("orders"));
+        assert_eq!(
+            by(Some("intruder"), long("orders")).as_deref(),
+            Some("intruder"),
+            "another user's header is not believed"
+        );
+        assert_eq!(
+            by(Some("invoices"), long("orders")).as_deref(),
+            Some("orders"),
+            "the consumer's own copy names the original's publisher"
+        );
+        assert_eq!(
+            by(Some("invoices"), None).as_deref(),
+            Some("invoices"),
+            "the consumer's own event, not a copy"
+        );
+        assert_eq!(
+            by(Some("invoices"), long("")),
+            None,
+            "a copy of an event naming nobody"
+        );
+        assert_eq!(by(Some("invoices"), long(&"o".repeat(256))), None);
+        let name = "orders".to_owned() + &"x".repeat(200);
+        assert_eq!(
+            by(Some("invoices"), long(&name)).as_deref(),
+            Some(name.as_str()),
+            "compared whole, never cut"
         );
     }
 }
