@@ -412,17 +412,10 @@ async fn outbox_rows_that_can_never_be_sent_are_set_aside_and_the_rest_flow_acro
 async fn wait_for_unsendable(stack: &Stack, count: usize) -> Vec<Value> {
     let started = Instant::now();
     loop {
-        let url = stack.host.admin_url("/components/orders/outbox/unsendable");
-        let listed: Value = stack
+        let listed = stack
             .host
-            .client
-            .get(url)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
+            .admin_get("/components/orders/outbox/unsendable")
+            .await;
         let rows = listed["unsendable"].as_array().cloned().unwrap_or_default();
         if rows.len() >= count {
             return rows;

@@ -356,16 +356,7 @@ async fn a_component_at_its_limit_refuses_more_with_503_and_retry_after() {
     // refused at once.
     let started = Instant::now();
     loop {
-        let admin = &bench.app.host;
-        let component: Value = admin
-            .client
-            .get(admin.admin_url("/components/misbehave"))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
+        let component = bench.app.host.admin_get("/components/misbehave").await;
         if component["in_flight"] == 2 {
             break;
         }

@@ -128,6 +128,18 @@ impl HostProcess {
         format!("http://{}{path}", self.admin)
     }
 
+    /// `GET` of an admin call that must answer 200, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("JSON")
+    }
+
     /// The lines logged so far.
     pub fn log(&self) -> Vec<serde_json::Value> {
         self.log.lock().expect("not poisoned").clone()
