@@ -36,17 +36,35 @@ ensure_wasm_target() {
   fi
 }
 
+# PostgreSQL on localhost:5432, installed from Debian and started when absent. Local development
+# and the tests log in as `postgres` over TCP without a password, so whenever a Debian cluster is
+# here (running or not, whoever started it) its `host all all` lines for 127.0.0.1/32 and ::1/128
+# are made to trust; a running server is reloaded when that changed the file, and nothing is
+# said or done when it did not. A PostgreSQL on 5432 that is not a Debian cluster (a container,
+# Homebrew) is taken as it is. PG_HBA_CONF names another pg_hba.conf, at <dir>/<version>/main/
+# like Debian's (the tests point it at a file of their own).
 ensure_postgres() {
-  port_open 5432 && return 0
-  if ! command -v pg_ctlcluster >/dev/null; then
+  if ! port_open 5432 && ! command -v pg_ctlcluster >/dev/null; then
     apt_install postgresql
-    # Local development and tests connect as `postgres` over TCP without a password.
-    local hba
-    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n 1)
-    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
   fi
-  local version
-  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  local hba version hba_status=0
+  hba=$(postgres_hba_file)
+  if [ -z "$hba" ]; then
+    port_open 5432 && return 0
+    say "error: PostgreSQL does not answer on port 5432 and there is no cluster in /etc/postgresql"
+    return 1
+  fi
+  version=$(basename "$(dirname "$(dirname "$hba")")")
+  pg_hba_trust_local "$hba" || hba_status=$?
+  if [ "$hba_status" -gt 1 ]; then
+    say "error: could not read or write $hba"
+    return 1
+  fi
+  if [ "$hba_status" -eq 0 ] && port_open 5432; then
+    say "reloading PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  fi
+  port_open 5432 && return 0
   say "starting PostgreSQL $version"
   as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   wait_for_port 5432 PostgreSQL 30
@@ -210,4 +228,36 @@ ensure_infra_deps() {
     return 2
   fi
   echo "$digest" >"$stamp"
+}
+
+# The pg_hba.conf of the newest Debian PostgreSQL cluster (PG_HBA_CONF when set), or nothing.
+postgres_hba_file() {
+  if [ -n "${PG_HBA_CONF:-}" ]; then
+    echo "$PG_HBA_CONF"
+    return 0
+  fi
+  { ls -d /etc/postgresql/*/main/pg_hba.conf 2>/dev/null || true; } | sort -V | tail -n 1
+}
+
+# Makes the `host all all` lines of a pg_hba.conf for 127.0.0.1/32 and ::1/128 use trust (their
+# method and its options replaced), and adds one for 127.0.0.1/32 when it has none. Returns 0
+# when it changed the file, 1 when it was already so (and left it alone), 2 when it could not
+# read or write it. Callers test its status, which turns `set -e` off in here: every step checks.
+pg_hba_trust_local() { # pg_hba.conf
+  local hba=$1 current wanted
+  local line='^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)'
+  if [ -r "$hba" ]; then
+    current=$(cat "$hba") || return 2
+  else
+    current=$(as_root cat "$hba") || return 2
+  fi
+  wanted=$(printf '%s\n' "$current" | sed -E "\#${line}trust([[:space:]]|\$)#!s#${line}.*#\1trust#") ||
+    return 2
+  if ! printf '%s\n' "$wanted" | grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]'; then
+    wanted="$wanted
+host    all             all             127.0.0.1/32            trust"
+  fi
+  [ "$wanted" != "$current" ] || return 1
+  say "trusting logins as any role over TCP from 127.0.0.1 and ::1 in $hba"
+  printf '%s\n' "$wanted" | as_root tee "$hba" >/dev/null || return 2
 }
