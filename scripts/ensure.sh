@@ -261,3 +261,29 @@ host    all             all             127.0.0.1/32            trust"
   say "trusting logins as any role over TCP from 127.0.0.1 and ::1 in $hba"
   printf '%s\n' "$wanted" | as_root tee "$hba" >/dev/null || return 2
 }
+
+# The platform's services, one name a line, sorted: the stems of deploy/manifests/<name>.toml,
+# one container manifest per service, each named after its component.
+platform_services() {
+  local root manifest
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  for manifest in "$root"/deploy/manifests/*.toml; do
+    [ -f "$manifest" ] || continue
+    manifest=${manifest##*/}
+    echo "${manifest%.toml}"
+  done | LC_ALL=C sort
+}
+
+# Runs a command with a time limit in seconds where timeout (GNU coreutils; gtimeout from
+# Homebrew's coreutils) is installed, and without one where it is not (stock macOS).
+with_timeout() { # seconds, command...
+  local seconds=$1
+  shift
+  if command -v timeout >/dev/null; then
+    timeout "$seconds" "$@"
+  elif command -v gtimeout >/dev/null; then
+    gtimeout "$seconds" "$@"
+  else
+    "$@"
+  fi
+}
