@@ -1,6 +1,13 @@
 // The two host services: the same image, one component each (HOST_CONFIG names its manifest),
 // each with its own database and broker secrets, registered in Cloud Map as
 // <component>.<namespace> so Kong reaches them by name.
+//
+// Two health questions, two askers. Liveness (`GET /health/live`, through `/app/host probe
+// --live`) is the container health check: ECS replaces a task that fails it, Cloud Map drops it
+// from the name's answers, and a deployment admits a new task once it passes. It checks no
+// dependency, so a database outage restarts no task and a new task can start during one.
+// Readiness (`GET /health`, which asks the component's database) decides where requests go, and
+// that is Kong's upstream health checks (kong-config.ts).
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { OtlpSettings, ServiceSizing } from "./config";
@@ -8,9 +15,12 @@ import { ContainerDefinition, Platform, awslogs, executionRole, logGroup, servic
 import { PORTS } from "./security";
 import { Component, Secrets, secretRef } from "./secrets";
 
-
 /** How long a stopping host keeps serving while it answers not ready (see the task's environment). */
 export const DRAIN_DELAY_MS = 15000;
+
+/** The container health check: `GET /health/live` on the data port, 0 on 200. */
+export const LIVENESS_PROBE = ["CMD", "/app/host", "probe", "--live"];
+
 export interface ServiceDiscovery {
   namespace: aws.servicediscovery.PrivateDnsNamespace;
   services: Record<Component, aws.servicediscovery.Service>;
@@ -32,9 +42,9 @@ export function createServiceDiscovery(namespaceName: string, vpcId: pulumi.Inpu
       dnsRecords: [{ type: "A", ttl: 10 }],
       routingPolicy: "MULTIVALUE",
     },
-    // ECS reports the container health check: an unhealthy task drops out of the answers. The
-    // provider keeps this block only with a threshold; without one the next update would
-    // replace the service (and fail on its name).
+    // ECS reports the container health check (liveness): a task that fails it drops out of the
+    // answers. The provider keeps this block only with a threshold; without one the next update
+    // would replace the service (and fail on its name).
     healthCheckCustomConfig: { failureThreshold: 1 },
   });
   return {
@@ -62,9 +72,9 @@ export function hostContainer(args: {
   const environment: ContainerDefinition["environment"] = [
     { name: "HOST_CONFIG", value: `/app/manifests/${component}.toml` },
     { name: "HOST_LOG_JSON", value: "1" },
-    // On a stop, readiness answers 503 and requests are still served for this long: Kong holds
-    // the service's DNS answer for its TTL (10 s), so it keeps sending to a stopping task
-    // that long.
+    // On a stop, readiness answers 503 and requests are still served for this long: Kong's
+    // health checks take the task out within 12 s and Kong holds the service's DNS answer for
+    // its TTL (10 s), so it may send to a stopping task that long.
     { name: "HOST_HTTP__DRAIN_DELAY_MS", value: String(DRAIN_DELAY_MS) },
   ];
   const NAME = component.toUpperCase();
@@ -91,8 +101,9 @@ export function hostContainer(args: {
     ],
     environment,
     secrets: secretEnv,
-    // The probe itself waits up to 3 s for /health; the process start is on top of that.
-    healthCheck: { command: ["CMD", "/app/host", "probe"], interval: 10, timeout: 5, retries: 3, startPeriod: 60 },
+    // Liveness only: a task whose database is away is not restarted (it answers not ready, and
+    // Kong sends it nothing). The probe waits up to 3 s; the process start is on top of that.
+    healthCheck: { command: LIVENESS_PROBE, interval: 10, timeout: 5, retries: 3, startPeriod: 60 },
     // Longer than the drain delay and the host's own shutdown grace (20 s) together, so
     // requests in flight finish.
     stopTimeout: 45,

@@ -44,7 +44,8 @@ describe("host services", () => {
       assert.equal(env(container).HOST_CONFIG, `/app/manifests/${component}.toml`);
       assert.equal(env(container).HOST_LOG_JSON, "1");
       assert.equal(env(container).OTEL_EXPORTER_OTLP_ENDPOINT, "https://otlp.example.com");
-      assert.deepEqual(container.healthCheck.command, ["CMD", "/app/host", "probe"]);
+      // Liveness: a database outage restarts no task (readiness is Kong's, below).
+      assert.deepEqual(container.healthCheck.command, ["CMD", "/app/host", "probe", "--live"]);
       assert.equal(env(container).HOST_HTTP__DRAIN_DELAY_MS, "15000");
       assert.equal(container.stopTimeout, 45);
       assert.equal(container.healthCheck.timeout, 5);
@@ -302,8 +303,12 @@ describe("gateway", () => {
     const config = JSON.parse(e.KONG_DECLARATIVE_CONFIG_STRING);
     const source = yaml.load(fs.readFileSync(findKongYaml(), "utf8")) as any;
     assert.deepEqual(config.services.map((s: any) => s.url), [
-      "http://orders.platform.internal:8000/orders",
-      "http://invoices.platform.internal:8000/invoices",
+      "http://orders.upstream:8000/orders",
+      "http://invoices.upstream:8000/invoices",
+    ]);
+    assert.deepEqual(config.upstreams.map((u: any) => [u.name, u.targets]), [
+      ["orders.upstream", [{ target: "orders.platform.internal:8000", weight: 100 }]],
+      ["invoices.upstream", [{ target: "invoices.platform.internal:8000", weight: 100 }]],
     ]);
     assert.deepEqual(config.services.map((s: any) => s.routes), source.services.map((s: any) => s.routes));
     assert.equal(config._format_version, source._format_version);
@@ -318,6 +323,34 @@ describe("gateway", () => {
       traces_endpoint: "https://otlp.example.com/v1/traces",
       headers: { Authorization: "{vault://env/kong-otlp-authorization}" },
     });
+  });
+
+  it("sends requests only to ready hosts: Kong checks each task's /health, and drops a draining one in time", () => {
+    const config = JSON.parse(env(containers(run, "kong")[0]).KONG_DECLARATIVE_CONFIG_STRING);
+    for (const upstream of config.upstreams) {
+      const { active, passive } = upstream.healthchecks;
+      assert.deepEqual([active.type, active.http_path], ["http", "/health"], upstream.name);
+      assert.deepEqual(active.healthy.http_statuses, [200]);
+      assert.ok(active.unhealthy.http_statuses.includes(503), "the host's not-ready answer counts as a failure");
+      for (const interval of [active.healthy.interval, active.unhealthy.interval]) assert.ok(interval >= 1 && interval <= 5, `${interval} s`);
+      for (const threshold of [active.healthy.successes, active.unhealthy.http_failures, active.unhealthy.tcp_failures,
+        active.unhealthy.timeouts]) {
+        assert.ok(threshold >= 1 && threshold <= 3, `${upstream.name}: threshold ${threshold}`);
+      }
+      // A check outlasts the host's own 2 s bound on its database ping.
+      assert.ok(active.timeout > 2);
+      // Passive: connection failures and timeouts count, a component's HTTP answers do not.
+      assert.equal(passive.type, "http");
+      assert.equal(passive.unhealthy.http_failures, 0);
+      assert.ok(passive.unhealthy.tcp_failures > 0 && passive.unhealthy.timeouts > 0);
+    }
+    // A stopping host answers 503 at once and goes on serving for its drain delay: Kong's checks
+    // see it out before then.
+    for (const component of ["orders", "invoices"]) {
+      const drain = Number(env(containers(run, component)[0]).HOST_HTTP__DRAIN_DELAY_MS) / 1000;
+      const { active } = config.upstreams.find((u: any) => u.name === `${component}.upstream`).healthchecks;
+      assert.ok(active.unhealthy.http_failures * (active.healthy.interval + active.timeout) < drain, component);
+    }
   });
 
   it("registers the hosts in a private namespace", () => {

@@ -133,9 +133,9 @@ describe("without tracing", () => {
 describe("overrides", () => {
   it("points Kong at the configured upstream and the configured namespace", () => {
     const config = JSON.parse(env(containers(run, "kong")[0]).KONG_DECLARATIVE_CONFIG_STRING);
-    assert.deepEqual(config.services.map((s: { url: string }) => s.url), [
-      "http://orders-canary.svc.example.internal:8000/orders",
-      "http://invoices.svc.example.internal:8000/invoices",
+    assert.deepEqual(config.upstreams.map((u: { targets: { target: string }[] }) => u.targets.map((t) => t.target)), [
+      ["orders-canary.svc.example.internal:8000"],
+      ["invoices.svc.example.internal:8000"],
     ]);
     assert.equal(one(run, "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace", "services").inputs.name,
       "svc.example.internal");

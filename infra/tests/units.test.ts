@@ -95,15 +95,39 @@ describe("connection strings", () => {
 });
 
 describe("Kong declarative config", () => {
-  it("rewrites only the upstream hosts when tracing is off", () => {
+  it("points each service at an upstream of its own, whose target is the given host", () => {
     const config = kongDeclarativeConfig(KONG_YML, { upstreams: UPSTREAMS }) as any;
-    assert.deepEqual(config.services.map((s: any) => s.url), ["http://orders.ns:8000/orders", "http://invoices.ns:8000/invoices"]);
+    assert.deepEqual(config.services.map((s: any) => s.url), ["http://orders.upstream:8000/orders", "http://invoices.upstream:8000/invoices"]);
+    assert.deepEqual(config.upstreams.map((u: any) => [u.name, u.targets]), [
+      ["orders.upstream", [{ target: "orders.ns:8000", weight: 100 }]],
+      ["invoices.upstream", [{ target: "invoices.ns:8000", weight: 100 }]],
+    ]);
     assert.ok(!config.plugins.some((p: any) => p.name === "opentelemetry"));
+  });
+
+  it("checks readiness (/health) actively and connection failures passively", () => {
+    const config = kongDeclarativeConfig(KONG_YML, { upstreams: UPSTREAMS }) as any;
+    for (const upstream of config.upstreams) {
+      const { active, passive } = upstream.healthchecks;
+      assert.deepEqual([active.type, active.http_path, active.timeout], ["http", "/health", 3]);
+      assert.deepEqual([active.healthy.interval, active.healthy.successes], [3, 2]);
+      assert.deepEqual([active.unhealthy.interval, active.unhealthy.http_failures, active.unhealthy.tcp_failures,
+        active.unhealthy.timeouts], [3, 2, 2, 2]);
+      assert.deepEqual(passive, { type: "http", unhealthy: { http_failures: 0, tcp_failures: 2, timeouts: 3 } });
+    }
   });
 
   it("keeps a port the override does not give", () => {
     const config = kongDeclarativeConfig(KONG_YML, { upstreams: { ...UPSTREAMS, orders: "orders.other" } }) as any;
-    assert.equal(config.services[0].url, "http://orders.other:8000/orders");
+    assert.equal(config.services[0].url, "http://orders.upstream:8000/orders");
+    assert.equal(config.upstreams[0].targets[0].target, "orders.other:8000");
+  });
+
+  it("keeps upstreams kong.yml declares, and refuses one named like a generated one", () => {
+    const source = (name: string) => `${KONG_YML}\nupstreams:\n  - name: ${name}\n    targets: [{ target: "x:1" }]\n`;
+    const config = kongDeclarativeConfig(source("legacy"), { upstreams: UPSTREAMS }) as any;
+    assert.deepEqual(config.upstreams.map((u: any) => u.name), ["legacy", "orders.upstream", "invoices.upstream"]);
+    assert.throws(() => kongDeclarativeConfig(source("orders.upstream"), { upstreams: UPSTREAMS }), /already declares an upstream named orders.upstream/);
   });
 
   it("sends spans to the endpoint, with the header only when asked", () => {
@@ -131,7 +155,8 @@ describe("Kong declarative config", () => {
       "    routes: [{ name: a, paths: [/a], plugins: [{ name: opentelemetry }, { name: cors }] }]",
     ].join("\n");
     const config = kongDeclarativeConfig(source, { upstreams: { a: "a.ns:8000" } }) as any;
-    assert.deepEqual([config.services[0].host, config.services[0].port], ["a.ns", 8000]);
+    assert.deepEqual([config.services[0].host, config.services[0].port], ["a.upstream", 8000]);
+    assert.equal(config.upstreams[0].targets[0].target, "a.ns:8000");
     assert.deepEqual(config.services[0].plugins, []);
     assert.deepEqual(config.services[0].routes[0].plugins, [{ name: "cors" }]);
   });
