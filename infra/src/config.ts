@@ -17,8 +17,11 @@ export interface ServiceSizing {
 }
 
 export interface InvoicesSizing extends ServiceSizing {
-  /** Messages waiting in the orders.created queue that the queue-depth policy aims for. */
-  queueDepthTarget: number;
+  /**
+   * Messages waiting in the orders.created queue per running task that the backlog policy aims
+   * for: the latency acceptable for a message over the time a task takes per message.
+   */
+  backlogPerTask: number;
 }
 
 export interface KongSettings {
@@ -63,6 +66,8 @@ export interface NetworkSettings {
   vpcCidr: string;
 }
 
+export type ContainerInsights = "enabled" | "enhanced";
+
 export interface Settings {
   /** Prefix for the names AWS shows (project and stack), lower case. */
   prefix: string;
@@ -79,7 +84,8 @@ export interface Settings {
   publicHostname?: string;
   serviceNamespace: string;
   logRetentionDays: number;
-  containerInsights: boolean;
+  /** Container Insights on the cluster; the backlog policy reads its `RunningTaskCount`. */
+  containerInsights: ContainerInsights;
   orders: ServiceSizing;
   invoices: InvoicesSizing;
   kong: KongSettings;
@@ -122,8 +128,8 @@ export function checkScaling(what: string, s: ServiceSizing): void {
     throw new Error(`${what}: minCount <= desiredCount <= maxCount does not hold (${s.minCount}, ${s.desiredCount}, ${s.maxCount})`);
   }
   if (s.cpuTarget <= 0 || s.cpuTarget > 100) throw new Error(`${what}.cpuTarget must be a percentage`);
-  if ("queueDepthTarget" in s && !((s as InvoicesSizing).queueDepthTarget > 0)) {
-    throw new Error(`${what}.queueDepthTarget must be above 0`);
+  if ("backlogPerTask" in s && !((s as InvoicesSizing).backlogPerTask > 0)) {
+    throw new Error(`${what}.backlogPerTask must be above 0`);
   }
 }
 
@@ -228,6 +234,16 @@ export function checkRetention(days: number): number {
   return days;
 }
 
+/**
+ * Container Insights cannot be off: Invoices' backlog policy divides its queue's backlog by the
+ * service's running tasks, a metric only Container Insights publishes.
+ */
+export function checkContainerInsights(value: string): ContainerInsights {
+  if (value === "enabled" || value === "enhanced") return value;
+  throw new Error(`containerInsights must be enabled or enhanced, not ${value}: Invoices' backlog scaling `
+    + "divides its queue's backlog by ECS/ContainerInsights RunningTaskCount");
+}
+
 /** Every key this program reads; any other key in the project's namespace is a mistake. */
 export const KNOWN_KEYS = [
   "image", "imageTag", "imageRetentionCount", "cpuArchitecture", "vpcId", "publicSubnetIds", "privateSubnetIds",
@@ -307,10 +323,10 @@ export function loadSettings(): Settings {
     publicHostname: cfg.get("publicHostname"),
     serviceNamespace: cfg.get("serviceNamespace", { pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/ }) ?? "platform.internal",
     logRetentionDays: checkRetention(cfg.getNumber("logRetentionDays") ?? 30),
-    containerInsights: cfg.getBoolean("containerInsights") ?? false,
+    containerInsights: checkContainerInsights(cfg.get("containerInsights") ?? "enabled"),
     orders: sizing(cfg, "orders", { cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60 }),
     invoices: sizing(cfg, "invoices", {
-      cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60, queueDepthTarget: 100,
+      cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60, backlogPerTask: 50,
     }),
     kong: { ...kong, upstreams: checkUpstreams(cfg.getObject<unknown>("kongUpstreams")) },
     otlp: otlpEndpoint ? { endpoint: otlpEndpoint.replace(/\/+$/, ""), headers: otlpHeaders } : undefined,

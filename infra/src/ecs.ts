@@ -2,6 +2,7 @@
 // may read exactly the secrets its tasks are given, and the shape of a container definition.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { ContainerInsights } from "./config";
 
 /** The part of an ECS container definition this program writes. */
 export interface ContainerDefinition {
@@ -25,10 +26,11 @@ export interface Platform {
   prefix: string;
 }
 
-export function createCluster(prefix: string, containerInsights: boolean, logRetentionDays: number): Platform {
+export function createCluster(prefix: string, containerInsights: ContainerInsights, logRetentionDays: number): Platform {
   const cluster = new aws.ecs.Cluster("platform", {
     name: prefix,
-    settings: [{ name: "containerInsights", value: containerInsights ? "enabled" : "disabled" }],
+    // Always on: the backlog scaling policy reads the services' running task counts from it.
+    settings: [{ name: "containerInsights", value: containerInsights }],
   });
   return { cluster, region: aws.getRegionOutput().region, logRetentionDays, prefix };
 }

@@ -1,6 +1,6 @@
 // The whole deployment, assembled from the modules beside this file.
 import * as pulumi from "@pulumi/pulumi";
-import { INVOICES_QUEUE, cpuScaling, queueDepthPolicy } from "./autoscaling";
+import { INVOICES_QUEUE, backlogPolicy, cpuScaling } from "./autoscaling";
 import { Settings } from "./config";
 import { BROKER_USERNAME, createBroker, createDatabase } from "./data";
 import { createBrokerSetup } from "./broker-setup";
@@ -67,7 +67,12 @@ export function createPlatform(settings: Settings): Outputs {
 
   cpuScaling("orders", platform.cluster, orders.service, settings.orders);
   const invoicesScaling = cpuScaling("invoices", platform.cluster, invoices.service, settings.invoices);
-  queueDepthPolicy("invoices", invoicesScaling, broker.name, INVOICES_QUEUE, settings.invoices.queueDepthTarget);
+  backlogPolicy("invoices", invoicesScaling, {
+    brokerName: broker.name,
+    queues: [INVOICES_QUEUE],
+    names: { cluster: platform.cluster.name, service: invoices.service.name },
+    perTask: settings.invoices.backlogPerTask,
+  });
 
   const loadBalancer = createLoadBalancer({
     vpcId: network.vpcId,

@@ -302,14 +302,15 @@ describe("gateway", () => {
 
     const config = JSON.parse(e.KONG_DECLARATIVE_CONFIG_STRING);
     const source = yaml.load(fs.readFileSync(findKongYaml(), "utf8")) as any;
-    assert.deepEqual(config.services.map((s: any) => s.url), [
-      "http://orders.upstream:8000/orders",
-      "http://invoices.upstream:8000/invoices",
-    ]);
-    assert.deepEqual(config.upstreams.map((u: any) => [u.name, u.targets]), [
-      ["orders.upstream", [{ target: "orders.platform.internal:8000", weight: 100 }]],
-      ["invoices.upstream", [{ target: "invoices.platform.internal:8000", weight: 100 }]],
-    ]);
+    const byName = (list: any[], pick: (entity: any) => unknown) => Object.fromEntries(list.map((e) => [e.name, pick(e)]));
+    assert.deepEqual(byName(config.services, (s) => s.url), {
+      orders: "http://orders.upstream:8000/orders",
+      invoices: "http://invoices.upstream:8000/invoices",
+    });
+    assert.deepEqual(byName(config.upstreams, (u) => u.targets), {
+      "orders.upstream": [{ target: "orders.platform.internal:8000", weight: 100 }],
+      "invoices.upstream": [{ target: "invoices.platform.internal:8000", weight: 100 }],
+    });
     assert.deepEqual(config.services.map((s: any) => s.routes), source.services.map((s: any) => s.routes));
     assert.equal(config._format_version, source._format_version);
     assert.deepEqual(config.plugins.map((p: any) => p.name), source.plugins.map((p: any) => p.name));
@@ -370,7 +371,7 @@ describe("gateway", () => {
 });
 
 describe("autoscaling", () => {
-  it("tracks CPU for both hosts and queue depth for Invoices", () => {
+  it("tracks CPU for both hosts and the backlog per task for Invoices", () => {
     for (const component of ["orders", "invoices"]) {
       const target = one(run, T.target, component).inputs;
       assert.equal(target.resourceId, `service/wasm-platform-test/${component}`);
@@ -382,16 +383,57 @@ describe("autoscaling", () => {
         "ECSServiceAverageCPUUtilization");
       assert.equal(cpu.targetTrackingScalingPolicyConfiguration.targetValue, 60);
     }
-    assert.deepEqual(ofType(run, T.policy).map((p) => p.name).sort(), ["invoices-cpu", "invoices-queue-depth", "orders-cpu"]);
-    const queue = one(run, T.policy, "invoices-queue-depth").inputs;
-    assert.equal(queue.resourceId, "service/wasm-platform-test/invoices");
-    const metric = queue.targetTrackingScalingPolicyConfiguration.customizedMetricSpecification;
-    assert.deepEqual([metric.namespace, metric.metricName], ["AWS/AmazonMQ", "MessageReadyCount"]);
-    assert.deepEqual(metric.dimensions, [
-      { name: "Broker", value: one(run, "aws:mq/broker:Broker", "events").state.brokerName },
-      { name: "VirtualHost", value: "/" },
-      { name: "Queue", value: "platform.events.invoices.orders.created" },
-    ]);
+    assert.deepEqual(ofType(run, T.policy).map((p) => p.name).sort(), ["invoices-backlog", "invoices-cpu", "orders-cpu"]);
+    const backlog = one(run, T.policy, "invoices-backlog").inputs;
+    assert.equal(backlog.resourceId, "service/wasm-platform-test/invoices");
+    const tracking = backlog.targetTrackingScalingPolicyConfiguration;
+    assert.deepEqual([tracking.targetValue, tracking.disableScaleIn], [50, true]);
+    const metrics = tracking.customizedMetricSpecification.metrics;
+    assert.equal(tracking.customizedMetricSpecification.metricName, undefined, "metric math, not a single metric");
+    const stat = (id: string) => metrics.find((m: any) => m.id === id).metricStat;
+    assert.deepEqual(stat("ready0"), {
+      metric: {
+        namespace: "AWS/AmazonMQ",
+        metricName: "MessageReadyCount",
+        dimensions: [
+          { name: "Broker", value: one(run, "aws:mq/broker:Broker", "events").state.brokerName },
+          { name: "VirtualHost", value: "/" },
+          { name: "Queue", value: "platform.events.invoices.orders.created" },
+        ],
+      },
+      stat: "Average",
+    });
+    assert.deepEqual(stat("tasks"), {
+      metric: {
+        namespace: "ECS/ContainerInsights",
+        metricName: "RunningTaskCount",
+        dimensions: [{ name: "ClusterName", value: "wasm-platform-test" }, { name: "ServiceName", value: "invoices" }],
+      },
+      stat: "Average",
+    });
+    // Only the quotient is the policy's metric.
+    assert.deepEqual(metrics.filter((m: any) => m.returnData).map((m: any) => [m.id, m.expression]), [["backlog", "(ready0) / tasks"]]);
+    // Which Container Insights must publish.
+    assert.deepEqual(one(run, "aws:ecs/cluster:Cluster", "platform").inputs.settings, [{ name: "containerInsights", value: "enabled" }]);
+  });
+
+  it("settles at backlog ÷ target tasks against a backlog that does not drain, rather than the maximum", () => {
+    const tracking = one(run, T.policy, "invoices-backlog").inputs.targetTrackingScalingPolicyConfiguration;
+    const { expression } = tracking.customizedMetricSpecification.metrics.find((m: any) => m.returnData);
+    const { minCapacity, maxCapacity } = one(run, T.target, "invoices").inputs;
+    // Target tracking's step: tasks in proportion to the metric over its target.
+    const next = (tasks: number, metric: number) =>
+      Math.min(maxCapacity, Math.max(tasks, Math.ceil((tasks * metric) / tracking.targetValue)));
+    const perTask = (ready: number, tasks: number) =>
+      Number(new Function("ready0", "tasks", `return ${expression};`)(ready, tasks));
+    // 200 messages waiting and no task making progress (its database is away).
+    let tasks = minCapacity;
+    for (let cooldown = 0; cooldown < 10; cooldown += 1) tasks = next(tasks, perTask(200, tasks));
+    assert.equal(tasks, 200 / tracking.targetValue);
+    // The queue's depth alone would have grown the service to its maximum.
+    let raw = minCapacity;
+    for (let cooldown = 0; cooldown < 10; cooldown += 1) raw = next(raw, 200);
+    assert.equal(raw, maxCapacity);
   });
 });
 

@@ -35,5 +35,7 @@ it("shows the defaults", () => {
   const mq = one(run, "aws:mq/broker:Broker", "events").inputs;
   assert.deepEqual([mq.hostInstanceType, mq.deploymentMode, mq.engineVersion], ["mq.t3.micro", "SINGLE_INSTANCE", "3.13"]);
   assert.equal(one(run, "aws:cloudwatch/logGroup:LogGroup", "orders").inputs.retentionInDays, 30);
-  assert.equal(one(run, "aws:ecs/cluster:Cluster", "platform").inputs.settings[0].value, "disabled");
+  assert.equal(one(run, "aws:ecs/cluster:Cluster", "platform").inputs.settings[0].value, "enabled");
+  const backlog = one(run, "aws:appautoscaling/policy:Policy", "invoices-backlog").inputs;
+  assert.equal(backlog.targetTrackingScalingPolicyConfiguration.targetValue, 50);
 });

@@ -1,5 +1,6 @@
 // The stack with most settings changed: an existing VPC, HTTPS with a certificate, admin access
-// from two networks, one Kong upstream overridden, other sizes, no tracing.
+// from two networks, one Kong upstream overridden, other sizes, enhanced Container Insights, no
+// tracing.
 import { strict as assert } from "node:assert";
 import { before, describe, it } from "node:test";
 import { Run, arnOf, containers, env, ofType, one, runProgram, secretEnv, securityRules } from "./harness";
@@ -22,7 +23,8 @@ before(async () => {
     serviceNamespace: "svc.example.internal",
     kongUpstreams: { orders: "orders-canary.svc.example.internal" },
     orders: { cpu: 512, memory: 1024, desiredCount: 3, minCount: 3, maxCount: 10 },
-    invoices: { maxCount: 4, queueDepthTarget: 25 },
+    invoices: { maxCount: 4, backlogPerTask: 25 },
+    containerInsights: "enhanced",
     kong: { image: "kong:3.9.0", desiredCount: 3 },
     logRetentionDays: 7,
     db: { deletionProtection: false, skipFinalSnapshot: true },
@@ -133,10 +135,12 @@ describe("without tracing", () => {
 describe("overrides", () => {
   it("points Kong at the configured upstream and the configured namespace", () => {
     const config = JSON.parse(env(containers(run, "kong")[0]).KONG_DECLARATIVE_CONFIG_STRING);
-    assert.deepEqual(config.upstreams.map((u: { targets: { target: string }[] }) => u.targets.map((t) => t.target)), [
-      ["orders-canary.svc.example.internal:8000"],
-      ["invoices.svc.example.internal:8000"],
-    ]);
+    const targets = Object.fromEntries(config.upstreams.map((u: { name: string; targets: { target: string }[] }) =>
+      [u.name, u.targets.map((t) => t.target)]));
+    assert.deepEqual(targets, {
+      "orders.upstream": ["orders-canary.svc.example.internal:8000"],
+      "invoices.upstream": ["invoices.svc.example.internal:8000"],
+    });
     assert.equal(one(run, "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace", "services").inputs.name,
       "svc.example.internal");
   });
@@ -151,8 +155,9 @@ describe("overrides", () => {
     const target = (name: string) => one(run, "aws:appautoscaling/target:Target", name).inputs;
     assert.deepEqual([target("orders").minCapacity, target("orders").maxCapacity], [3, 10]);
     assert.deepEqual([target("invoices").minCapacity, target("invoices").maxCapacity], [2, 4]);
-    const queue = one(run, "aws:appautoscaling/policy:Policy", "invoices-queue-depth").inputs;
-    assert.equal(queue.targetTrackingScalingPolicyConfiguration.targetValue, 25);
+    const backlog = one(run, "aws:appautoscaling/policy:Policy", "invoices-backlog").inputs;
+    assert.equal(backlog.targetTrackingScalingPolicyConfiguration.targetValue, 25);
+    assert.deepEqual(one(run, "aws:ecs/cluster:Cluster", "platform").inputs.settings, [{ name: "containerInsights", value: "enhanced" }]);
     assert.equal(containers(run, "kong")[0].image, "kong:3.9.0");
     assert.equal(one(run, "aws:ecs/service:Service", "kong").inputs.desiredCount, 3);
     for (const group of ofType(run, "aws:cloudwatch/logGroup:LogGroup")) assert.equal(group.inputs.retentionInDays, 7);

@@ -3,7 +3,8 @@ import { strict as assert } from "node:assert";
 import { describe, it } from "node:test";
 import * as fs from "node:fs";
 import {
-  checkAdminCidrs, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling, checkVpcCidr, structured,
+  InvoicesSizing, checkAdminCidrs, checkContainerInsights, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling,
+  checkVpcCidr, structured,
 } from "../src/config";
 import { brokerPermissions, brokerUsers } from "../src/broker-setup";
 import { setupSql } from "../src/db-setup";
@@ -14,6 +15,11 @@ import { amqpUrl, databaseUrl, otlpAuthorization } from "../src/secrets";
 
 const KONG_YML = fs.readFileSync(findKongYaml(), "utf8");
 const UPSTREAMS = { orders: "orders.ns:8000", invoices: "invoices.ns:8000" };
+
+/** A list of named entities as `name -> pick(entity)`, so the order kong.yml lists them in does not matter. */
+function byName(list: any[], pick: (entity: any) => unknown): Record<string, unknown> {
+  return Object.fromEntries(list.map((entity) => [entity.name, pick(entity)]));
+}
 
 describe("configuration checks", () => {
   it("accepts Fargate sizes and refuses others", () => {
@@ -29,6 +35,14 @@ describe("configuration checks", () => {
     assert.throws(() => checkScaling("orders", { ...ok, desiredCount: 5 }), /orders: minCount <= desiredCount/);
     assert.throws(() => checkScaling("orders", { ...ok, minCount: 0, desiredCount: 0 }), /minCount must be at least 1/);
     assert.throws(() => checkScaling("orders", { ...ok, cpuTarget: 120 }), /percentage/);
+    const invoices: InvoicesSizing = { ...ok, backlogPerTask: 0 };
+    assert.throws(() => checkScaling("invoices", invoices), /invoices.backlogPerTask must be above 0/);
+  });
+
+  it("keeps Container Insights on, which the backlog policy reads the running task count from", () => {
+    assert.equal(checkContainerInsights("enabled"), "enabled");
+    assert.equal(checkContainerInsights("enhanced"), "enhanced");
+    for (const off of ["false", "disabled"]) assert.throws(() => checkContainerInsights(off), /RunningTaskCount/);
   });
 
   it("refuses admin sources that are not CIDRs or are everyone", () => {
@@ -97,11 +111,12 @@ describe("connection strings", () => {
 describe("Kong declarative config", () => {
   it("points each service at an upstream of its own, whose target is the given host", () => {
     const config = kongDeclarativeConfig(KONG_YML, { upstreams: UPSTREAMS }) as any;
-    assert.deepEqual(config.services.map((s: any) => s.url), ["http://orders.upstream:8000/orders", "http://invoices.upstream:8000/invoices"]);
-    assert.deepEqual(config.upstreams.map((u: any) => [u.name, u.targets]), [
-      ["orders.upstream", [{ target: "orders.ns:8000", weight: 100 }]],
-      ["invoices.upstream", [{ target: "invoices.ns:8000", weight: 100 }]],
-    ]);
+    assert.deepEqual(byName(config.services, (s) => s.url),
+      { orders: "http://orders.upstream:8000/orders", invoices: "http://invoices.upstream:8000/invoices" });
+    assert.deepEqual(byName(config.upstreams, (u) => u.targets), {
+      "orders.upstream": [{ target: "orders.ns:8000", weight: 100 }],
+      "invoices.upstream": [{ target: "invoices.ns:8000", weight: 100 }],
+    });
     assert.ok(!config.plugins.some((p: any) => p.name === "opentelemetry"));
   });
 
@@ -119,14 +134,15 @@ describe("Kong declarative config", () => {
 
   it("keeps a port the override does not give", () => {
     const config = kongDeclarativeConfig(KONG_YML, { upstreams: { ...UPSTREAMS, orders: "orders.other" } }) as any;
-    assert.equal(config.services[0].url, "http://orders.upstream:8000/orders");
-    assert.equal(config.upstreams[0].targets[0].target, "orders.other:8000");
+    assert.equal(byName(config.services, (s) => s.url).orders, "http://orders.upstream:8000/orders");
+    assert.deepEqual(byName(config.upstreams, (u) => u.targets[0].target)["orders.upstream"], "orders.other:8000");
   });
 
   it("keeps upstreams kong.yml declares, and refuses one named like a generated one", () => {
     const source = (name: string) => `${KONG_YML}\nupstreams:\n  - name: ${name}\n    targets: [{ target: "x:1" }]\n`;
     const config = kongDeclarativeConfig(source("legacy"), { upstreams: UPSTREAMS }) as any;
-    assert.deepEqual(config.upstreams.map((u: any) => u.name), ["legacy", "orders.upstream", "invoices.upstream"]);
+    assert.deepEqual(config.upstreams.map((u: any) => u.name).sort(), ["invoices.upstream", "legacy", "orders.upstream"]);
+    assert.equal(config.upstreams[0].name, "legacy");
     assert.throws(() => kongDeclarativeConfig(source("orders.upstream"), { upstreams: UPSTREAMS }), /already declares an upstream named orders.upstream/);
   });
 
