@@ -1,13 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole system locally, every API and docs page on http://localhost:8000.
-#
-#   ./dev.sh                  with a Docker engine: the compose stack (Kong, PostgreSQL,
-#                             RabbitMQ, Jaeger, one host container per service), in the
-#                             background; without one: native mode
-#   ./dev.sh --observability  the same, with Prometheus and Grafana (compose profile)
-#   ./dev.sh --native         native mode even where a Docker engine answers: the host in the
-#                             foreground on :8000, PostgreSQL and RabbitMQ on this machine
-#   ./dev.sh down             stops what ./dev.sh started, either way
+# ./dev.sh --help lists the modes and options.
 #
 # Native mode builds the components and the host, makes sure PostgreSQL and RabbitMQ are up
 # (starting or installing them), creates each service's database and its own role (no
@@ -15,24 +8,72 @@
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
 # the port. Compose mode builds the components here too (when cargo is present): compose
 # mounts them into the host containers, so a rebuilt component is swapped in while they run.
+# The services are those of deploy/manifests (one <name>.toml each).
+#
+# Written for bash 3.2 as well (macOS): no associative arrays, mapfile or ${x,,}; an array that
+# may be empty is expanded as ${a[@]+"${a[@]}"} (set -u calls "${a[@]}" of an empty one unbound
+# there); no GNU timeout needed (with_timeout), no /proc (ps).
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "${BASH_SOURCE[0]}")"
 source scripts/ensure.sh
 
 STATE=.dev
 PIDFILE=$STATE/host.pid
 LISTEN=${HOST_LISTEN:-127.0.0.1:8000}
 PORT=${LISTEN##*:}
-COMPONENTS=(orders invoices)
+ADMIN_LISTEN=${HOST_ADMIN_LISTEN:-127.0.0.1:9000}
+ADMIN_PORT=${ADMIN_LISTEN##*:}
+# The services, by their manifests; each has a component, a database and a broker user of its
+# name (plain names: platform_services lists file stems, ensure_service_databases checks them).
+SERVICES=$(platform_services)
+COMPONENTS=()
+for service in $SERVICES; do COMPONENTS+=("$service"); done
+DATABASES=(${COMPONENTS[@]+"${COMPONENTS[@]}"})
 # The host image compose builds (compose.yaml, service `orders`).
 HOST_IMAGE=wasm-platform/host:local
-DATABASES=(orders invoices)
+# The host started in native mode, and whether Ctrl-C (or TERM) asked it to stop.
+HOST_PID=
+STOPPING=0
+
+usage() {
+  cat <<USAGE
+usage: ./dev.sh [--native] [--observability]
+       ./dev.sh down | help
+
+Runs the whole system locally, every API and docs page on http://localhost:$PORT.
+
+Modes:
+  (none)            with a Docker engine and its compose plugin: the compose stack (Kong,
+                    PostgreSQL, RabbitMQ, Jaeger, one host container per service) in the
+                    background; without them: native mode
+  --native          native mode even where a Docker engine answers: PostgreSQL and RabbitMQ on
+                    this machine (started, or installed from Debian), the services' databases
+                    and broker users made, one host in the foreground until Ctrl-C
+  down              stops what ./dev.sh started, either way
+  help, -h, --help  this text
+
+Options:
+  --observability   compose mode with Prometheus and Grafana
+
+Environment:
+  HOST_LISTEN        the native host's address (127.0.0.1:8000)
+  HOST_ADMIN_LISTEN  its admin API's address (127.0.0.1:9000)
+
+Services (deploy/manifests/<name>.toml): ${COMPONENTS[*]+${COMPONENTS[*]}}
+
+Examples:
+  ./dev.sh                     the compose stack, or native mode without Docker
+  ./dev.sh --native            native mode, even where a Docker engine answers
+  ./dev.sh --observability     the compose stack with Grafana on http://localhost:3000
+  ./dev.sh down                stop it
+USAGE
+}
 
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
   local pid
   pid=$(cat "$PIDFILE")
-  if kill -0 "$pid" 2>/dev/null && grep -q "host" "/proc/$pid/cmdline" 2>/dev/null; then
+  if kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o command= 2>/dev/null | grep "target/debug/host" >/dev/null; then
     echo "$pid"
   else
     rm -f "$PIDFILE"
@@ -57,15 +98,16 @@ stop_host() {
 }
 
 print_urls() { # mode: native or compose
-  local base="http://localhost:$PORT" mode=$1
+  local base="http://localhost:$PORT" mode=$1 gateway=Kong
   if [ "$mode" = native ]; then
+    gateway="the host itself: no Kong in native mode"
     printf '\n  The system is up (native mode). Ctrl-C stops it.\n'
   else
     printf '\n  The system is up (compose). ./dev.sh down stops it; docker compose logs -f follows it.\n'
   fi
   cat <<URLS
 
-  Gateway           $base  ($( [ "$mode" = native ] && echo "the host itself: no Kong in native mode" || echo "Kong"))
+  Gateway           $base  ($gateway)
   Orders API        $base/orders/orders
   Orders docs       $base/orders/docs  (Swagger UI; document at /orders/openapi.json)
   Invoices API      $base/invoices/invoices?orderId=<id>
@@ -75,8 +117,8 @@ URLS
   if [ "$mode" = native ]; then
     cat <<URLS
   Host readiness    $base/health
-  Admin API         http://localhost:9000/components  (also /readyz, /livez; see the README)
-  Metrics           http://localhost:9000/metrics  (Prometheus; dashboard in observability/)
+  Admin API         http://localhost:$ADMIN_PORT/components  (also /readyz, /livez; see the README)
+  Metrics           http://localhost:$ADMIN_PORT/metrics  (Prometheus; dashboard in observability/)
 
   Need Docker (./dev.sh with a Docker engine): Kong's plugins and Manager UI (:8002) and admin
   API (:8001), Jaeger (:16686), Prometheus (:9090) and Grafana (:3000).
@@ -113,6 +155,13 @@ URLS
   fi
 }
 
+build_services() {
+  local args component
+  args=()
+  for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done
+  build_components "${args[@]}"
+}
+
 run_native() {
   ensure_wasm_target
   ensure_postgres
@@ -120,9 +169,8 @@ run_native() {
   ensure_rabbitmq_management
   ensure_broker_users %2F "${COMPONENTS[@]}"
   ensure_service_databases "${DATABASES[@]}"
-  local args=()
-  for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done
-  build_components "${args[@]}"
+  mkdir -p "$STATE"
+  build_services
   cargo build -p host
 
   if running_pid >/dev/null; then
@@ -134,43 +182,47 @@ run_native() {
     exit 1
   fi
 
-  mkdir -p "$STATE"
   HOST_LISTEN=$LISTEN ./target/debug/host --config host.toml &
-  local pid=$!
-  echo "$pid" >"$PIDFILE"
-  trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
+  HOST_PID=$!
+  echo "$HOST_PID" >"$PIDFILE"
+  # The host ignores Ctrl-C's SIGINT (started with &, as a script does); it is sent TERM instead,
+  # and finishes its requests. Should this script stop another way, the host stops with it.
+  trap 'STOPPING=1; kill -TERM "$HOST_PID" 2>/dev/null || true' INT TERM
+  trap '[ -z "$HOST_PID" ] || kill -TERM "$HOST_PID" 2>/dev/null || true' EXIT
 
   local i
   for ((i = 0; i < 240; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    [ "$STOPPING" = 0 ] && kill -0 "$HOST_PID" 2>/dev/null || break
     if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
       print_urls native
       break
     fi
-    sleep 0.25
+    sleep 0.25 || true
   done
   local status=0
-  wait "$pid" || status=$?
+  wait "$HOST_PID" || status=$?
   # A signal interrupts the first wait; wait again for the host to finish its requests.
-  if kill -0 "$pid" 2>/dev/null; then wait "$pid" || status=$?; fi
+  if kill -0 "$HOST_PID" 2>/dev/null; then wait "$HOST_PID" || status=$?; fi
+  HOST_PID=
   rm -f "$PIDFILE"
   exit "$status"
 }
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; }
 
-compose() { docker compose "${PROFILES[@]}" "$@"; }
+compose() { docker compose ${PROFILES[@]+"${PROFILES[@]}"} "$@"; }
 
 run_compose() {
   # The host containers run the .wasm files of this folder (compose mounts it), so that a
   # rebuilt component is swapped in. Without cargo, they are taken out of the image once.
-  local built=target/wasm32-wasip2/component
+  local built=target/wasm32-wasip2/component component missing=0
+  for component in "${COMPONENTS[@]}"; do
+    [ -f "$built/$component.wasm" ] || missing=1
+  done
   if command -v cargo >/dev/null; then
     ensure_wasm_target
-    local args=()
-    for component in "${COMPONENTS[@]}"; do args+=(-p "$component"); done
-    build_components "${args[@]}"
-  elif ! [ -f "$built/orders.wasm" ] || ! [ -f "$built/invoices.wasm" ]; then
+    build_services
+  elif [ "$missing" = 1 ]; then
     say "no cargo here: taking the components out of the host image"
     compose build orders
     local container
@@ -192,7 +244,7 @@ run_compose() {
     done
   fi
   say "building and starting the compose stack (first build: several minutes)"
-  if ! timeout 1800 docker compose "${PROFILES[@]}" up --detach --build --wait; then
+  if ! with_timeout 1800 docker compose ${PROFILES[@]+"${PROFILES[@]}"} up --detach --build --wait; then
     say "error: the stack did not come up healthy; see docker compose ps and docker compose logs"
     exit 1
   fi
@@ -207,32 +259,59 @@ stop_all() {
   fi
 }
 
-OBSERVABILITY=0
-MODE=auto
-for arg in "$@"; do
-  case "$arg" in
-    down) MODE=down ;;
-    --native) MODE=native ;;
-    --observability) OBSERVABILITY=1 ;;
-    *)
-      say "usage: ./dev.sh [--native] [--observability] | ./dev.sh down"
-      exit 2
+# At most one mode; options go in any order.
+set_mode() { # mode, argument
+  if [ "$MODE" != auto ] && [ "$MODE" != "$1" ]; then
+    say "dev.sh: $2 cannot go with $MODE"
+    usage >&2
+    exit 2
+  fi
+  MODE=$1
+}
+
+main() {
+  OBSERVABILITY=0
+  MODE=auto
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      help | -h | --help)
+        usage
+        exit 0
+        ;;
+      down) set_mode down "$1" ;;
+      --native) set_mode native "$1" ;;
+      --observability) OBSERVABILITY=1 ;;
+      *)
+        say "dev.sh: unknown argument '$1'"
+        usage >&2
+        exit 2
+        ;;
+    esac
+    shift
+  done
+  if [ "$MODE" != down ] && [ -z "$SERVICES" ]; then
+    say "error: no services: deploy/manifests holds no <name>.toml"
+    exit 1
+  fi
+
+  PROFILES=()
+  [ "$OBSERVABILITY" = 1 ] && PROFILES=(--profile observability)
+
+  case "$MODE" in
+    down) stop_all ;;
+    native) run_native ;;
+    auto)
+      if docker_engine; then
+        run_compose
+      else
+        say "no Docker engine answers: running natively (Kong, Jaeger and Grafana need Docker)"
+        run_native
+      fi
       ;;
   esac
-done
+}
 
-PROFILES=()
-[ "$OBSERVABILITY" = 1 ] && PROFILES=(--profile observability)
-
-case "$MODE" in
-  down) stop_all ;;
-  native) run_native ;;
-  auto)
-    if docker_engine; then
-      run_compose
-    else
-      say "no Docker engine answers: running natively (Kong, Jaeger and Grafana need Docker)"
-      run_native
-    fi
-    ;;
-esac
+# Sourced (by the tests), it only defines its functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
+fi
