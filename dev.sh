@@ -6,7 +6,8 @@
 # (starting or installing them), creates each service's database and its own role (no
 # superuser: the host refuses one) and its own broker user, and runs the host in the foreground until
 # Ctrl-C. A host left running by an earlier ./dev.sh is stopped first, so two never fight for
-# the port. Compose mode builds the components here too (when cargo is present): compose
+# the port. With --watch it also rebuilds a component whose sources change, and the host swaps
+# the new .wasm in. Compose mode builds the components here too (when cargo is present): compose
 # mounts them into the host containers, so a rebuilt component is swapped in while they run.
 # The services are those of deploy/manifests (one <name>.toml each).
 #
@@ -37,7 +38,7 @@ STOPPING=0
 
 usage() {
   cat <<USAGE
-usage: ./dev.sh [--native] [--observability]
+usage: ./dev.sh [--native] [--watch] [--observability]
        ./dev.sh down | doctor | help
 
 Runs the whole system locally, every API and docs page on http://localhost:$PORT.
@@ -56,6 +57,11 @@ Modes:
   help, -h, --help  this text
 
 Options:
+  --watch           native mode, and once it is up, a component is rebuilt when its sources
+                    change (components/<name>/src and Cargo.toml, the crates it uses by path,
+                    wit/, contracts/), checked every second; the host swaps the new .wasm in,
+                    and a failed build leaves the running one serving. The host itself is not
+                    rebuilt: stop and start ./dev.sh for that
   --observability   compose mode with Prometheus and Grafana
 
 Environment:
@@ -67,7 +73,7 @@ Services (deploy/manifests/<name>.toml): ${COMPONENTS[*]+${COMPONENTS[*]}}
 Examples:
   ./dev.sh doctor              what this machine lacks, and the commands that add it
   ./dev.sh                     the compose stack, or native mode without Docker
-  ./dev.sh --native            native mode, even where a Docker engine answers
+  ./dev.sh --native --watch    native mode, rebuilding the components as they are edited
   ./dev.sh --observability     the compose stack with Grafana on http://localhost:3000
   ./dev.sh down                stop it
 USAGE
@@ -146,10 +152,17 @@ URLS
   Try:  curl -i -X POST $base/orders/orders -H 'content-type: application/json' \\
           -d '{"customerId":"0190b3b2-8c1a-7d2e-9f00-4a5b6c7d8e9f","amount":100}'
 
-  Hot swap: rebuild a component in another terminal, and the running host swaps it in:
+URLS
+  if [ "$WATCH" = 1 ]; then
+    printf '  Watching the sources: an edited component is rebuilt and swapped in.\n\n'
+  else
+    cat <<URLS
+  Hot swap: rebuild a component in another terminal (or run ./dev.sh --watch), and the running
+  host swaps it in:
         cargo build --profile component --target wasm32-wasip2 -p orders
 
 URLS
+  fi
   if [ "$mode" = native ]; then
     cat <<URLS
   Traces: run with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 set and a collector (Jaeger
@@ -174,6 +187,8 @@ run_native() {
   ensure_broker_users %2F "${COMPONENTS[@]}"
   ensure_service_databases "${DATABASES[@]}"
   mkdir -p "$STATE"
+  # Stamped before the build, so an edit made while it runs is rebuilt once watching starts.
+  [ "$WATCH" = 0 ] || touch "$STATE/watch.stamp"
   build_services
   cargo build -p host
 
@@ -203,6 +218,7 @@ run_native() {
     fi
     sleep 0.25 || true
   done
+  [ "$WATCH" = 0 ] || watch_components "$HOST_PID"
   local status=0
   wait "$HOST_PID" || status=$?
   # A signal interrupts the first wait; wait again for the host to finish its requests.
@@ -210,6 +226,75 @@ run_native() {
   HOST_PID=
   rm -f "$PIDFILE"
   exit "$status"
+}
+
+# What a component is built from, one path a line: its src/ and Cargo.toml, and those of the
+# crates under components/ it uses by path (service-guest). wit/ and contracts/ go with every one.
+component_sources() { # name
+  local crate
+  for crate in "$1" $(sed -n -E 's|^[^#]*path *= *"\.\./([A-Za-z0-9_-]+)".*|\1|p' "components/$1/Cargo.toml" 2>/dev/null); do
+    echo "components/$crate/src"
+    echo "components/$crate/Cargo.toml"
+  done
+}
+
+# Whether a file under the paths was written after the stamp file and not after the until file.
+# The upper bound makes each write count in one look only, and keeps a file dated in the future
+# from being rebuilt every second. Editors' hidden, swap and backup files are left out; a file
+# deleted alone is not seen (its folder's time is not read).
+changed_between() { # stamp, until, paths...
+  local stamp=$1 until=$2
+  shift 2
+  [ -n "$(find "$@" -type f -newer "$stamp" ! -newer "$until" ! -name '.*' ! -name '*~' ! -name '*.swp' 2>/dev/null)" ]
+}
+
+# The services with a source written between the two stamps, one a line.
+changed_components() { # stamp, until
+  local stamp=$1 until=$2 name path paths
+  if changed_between "$stamp" "$until" wit contracts; then
+    printf '%s\n' "${COMPONENTS[@]}"
+    return 0
+  fi
+  for name in "${COMPONENTS[@]}"; do
+    paths=()
+    while IFS= read -r path; do paths+=("$path"); done < <(component_sources "$name")
+    if changed_between "$stamp" "$until" "${paths[@]}"; then echo "$name"; fi
+  done
+}
+
+# Builds one component and says so in one line; on failure, prints the compiler's output first.
+# cargo leaves the .wasm as it was when a build fails, so the running version keeps serving.
+rebuild_component() { # name
+  local name=$1 log=$STATE/build.log started=$SECONDS status=0 color=never
+  [ -t 2 ] && color=always
+  build_components -p "$name" --color "$color" >"$log" 2>&1 || status=$?
+  [ "$STOPPING" = 0 ] || return 0
+  if [ "$status" = 0 ]; then
+    say "rebuild $name: ok in $((SECONDS - started)) s (the host swaps it in)"
+  else
+    cat "$log" >&2
+    say "rebuild $name: failed in $((SECONDS - started)) s (the errors are above; the running version keeps serving)"
+  fi
+}
+
+# Until the host stops or Ctrl-C: once a second, the services whose sources changed since the
+# last look are rebuilt, one after another. Every step tolerates being cut by Ctrl-C (set -e
+# would otherwise leave on a killed sleep), so that the host is then stopped and waited for.
+watch_components() { # host pid
+  local pid=$1 stamp=$STATE/watch.stamp next=$STATE/watch.next changed name
+  [ -f "$stamp" ] || touch "$stamp"
+  say "watching ${COMPONENTS[*]}: components/<name>/src and Cargo.toml, wit/, contracts/"
+  while [ "$STOPPING" = 0 ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 1 || true
+    # What was written up to now; a file written while the builds run is seen next time.
+    touch "$next" || true
+    changed=$(changed_components "$stamp" "$next") || true
+    mv -f "$next" "$stamp" || true
+    for name in $changed; do
+      [ "$STOPPING" = 0 ] || break
+      rebuild_component "$name" || true
+    done
+  done
 }
 
 # One line of ./dev.sh doctor: the status (ok, missing, problem), what was checked, and, when it
@@ -545,6 +630,7 @@ set_mode() { # mode, argument
 
 main() {
   OBSERVABILITY=0
+  WATCH=0
   MODE=auto
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -555,6 +641,7 @@ main() {
       down) set_mode down "$1" ;;
       doctor) set_mode doctor "$1" ;;
       --native) set_mode native "$1" ;;
+      --watch) WATCH=1 ;;
       --observability) OBSERVABILITY=1 ;;
       *)
         say "dev.sh: unknown argument '$1'"
@@ -564,6 +651,16 @@ main() {
     esac
     shift
   done
+  if [ "$WATCH" = 1 ]; then
+    case "$MODE" in
+      auto | native) MODE=native ;;
+      *)
+        say "dev.sh: --watch goes with native mode, not $MODE"
+        usage >&2
+        exit 2
+        ;;
+    esac
+  fi
   if [ "$MODE" != down ] && [ "$MODE" != doctor ] && [ -z "$SERVICES" ]; then
     say "error: no services: deploy/manifests holds no <name>.toml"
     exit 1
