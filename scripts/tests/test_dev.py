@@ -90,9 +90,11 @@ class ServicesTest(unittest.TestCase):
         self.assertEqual(services, sorted(p.stem for p in (ROOT / "deploy" / "manifests").glob("*.toml")))
 
     def test_dev_sh_serves_the_services_of_the_manifests(self):
+        manifests = sorted(p.stem for p in (ROOT / "deploy" / "manifests").glob("*.toml"))
+
         run = dev("--help")
 
-        self.assertIn("(deploy/manifests/<name>.toml): invoices orders", run.stdout)
+        self.assertIn(f"(deploy/manifests/<name>.toml): {' '.join(manifests)}\n", run.stdout)
 
 
 class SyntaxTest(unittest.TestCase):
