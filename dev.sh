@@ -211,7 +211,7 @@ run_native() {
 
   local i
   for ((i = 0; i < 240; i++)); do
-    [ "$STOPPING" = 0 ] && kill -0 "$HOST_PID" 2>/dev/null || break
+    if [ "$STOPPING" = 1 ] || ! kill -0 "$HOST_PID" 2>/dev/null; then break; fi
     if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
       print_urls native
       break
@@ -574,14 +574,14 @@ compose() { docker compose ${PROFILES[@]+"${PROFILES[@]}"} "$@"; }
 run_compose() {
   # The host containers run the .wasm files of this folder (compose mounts it), so that a
   # rebuilt component is swapped in. Without cargo, they are taken out of the image once.
-  local built=target/wasm32-wasip2/component component missing=0
+  local built=target/wasm32-wasip2/component component absent=0
   for component in "${COMPONENTS[@]}"; do
-    [ -f "$built/$component.wasm" ] || missing=1
+    [ -f "$built/$component.wasm" ] || absent=1
   done
   if command -v cargo >/dev/null; then
     ensure_wasm_target
     build_services
-  elif [ "$missing" = 1 ]; then
+  elif [ "$absent" = 1 ]; then
     say "no cargo here: taking the components out of the host image"
     compose build orders
     local container
