@@ -5,8 +5,7 @@ import { createPlatform } from "./src/platform";
 const platform = createPlatform(loadSettings());
 
 export const gatewayUrl = platform.gatewayUrl;
-export const ordersDocsUrl = platform.ordersDocsUrl;
-export const invoicesDocsUrl = platform.invoicesDocsUrl;
+export const docsUrls = platform.docsUrls;
 export const rabbitmqConsoleUrl = platform.rabbitmqConsoleUrl;
 export const imageRepositoryUrl = platform.imageRepositoryUrl;
 export const image = platform.image;

@@ -1,12 +1,10 @@
-// Task counts follow load: CPU for both hosts, and for Invoices also the backlog of the queue it
-// consumes per running task, since a slow consumer shows up there before it shows up in CPU.
+// Task counts follow load: CPU for every host, and for a component that consumes events also the
+// backlog of its queues per running task, since a slow consumer shows up there before it shows
+// up in CPU.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { VHOST } from "./broker-setup";
 import { ServiceSizing } from "./config";
-
-/** The queue the Invoices host consumes: `<exchange>.<consumer>.<topic>`, on the vhost `/`. */
-export const INVOICES_QUEUE = "platform.events.invoices.orders.created";
 
 export interface Scaling {
   target: aws.appautoscaling.Target;

@@ -8,12 +8,12 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { Broker } from "./data";
 import { Platform, awslogs, executionRole, logGroup, runTaskCommand, taskDefinition } from "./ecs";
-import { COMPONENTS, Component, Secrets, secretRef } from "./secrets";
+import { Component, EVENTS_EXCHANGE, envName } from "./components";
+import { Secrets, secretRef } from "./secrets";
 
 export const BROKER_SETUP_IMAGE = "node:22-alpine";
 
-/** The exchange every component publishes to and consumes from, on the vhost `/`. */
-export const EVENTS_EXCHANGE = "platform.events";
+/** The vhost of the exchange every component publishes to and consumes from (`platform.events`). */
 export const VHOST = "/";
 
 export interface BrokerPermissions {
@@ -24,7 +24,8 @@ export interface BrokerPermissions {
 
 /** A broker user the task creates: no tags (no console, no management API), these permissions. */
 export interface BrokerUser {
-  name: Component;
+  /** The component's name. */
+  name: string;
   vhost: string;
   /** The variable holding its password (from Secrets Manager). */
   passwordEnv: string;
@@ -39,7 +40,7 @@ function regexEscape(text: string): string {
  * A component's permissions on the vhost: declare (configure) the exchange and its own queues
  * `platform.events.<name>.*`; publish (write) to the exchange, bind its own queues and use the
  * default exchange; consume (read) its own queues and bind from the exchange. Nothing of the
- * other component's.
+ * other components'.
  */
 export function brokerPermissions(name: string): BrokerPermissions {
   const exchange = regexEscape(EVENTS_EXCHANGE);
@@ -51,11 +52,11 @@ export function brokerPermissions(name: string): BrokerPermissions {
   };
 }
 
-export function brokerUsers(components: readonly Component[] = COMPONENTS): BrokerUser[] {
-  return components.map((name) => ({
+export function brokerUsers(components: readonly Component[]): BrokerUser[] {
+  return components.map(({ name }) => ({
     name,
     vhost: VHOST,
-    passwordEnv: `${name.toUpperCase()}_PASSWORD`,
+    passwordEnv: `${envName(name)}_PASSWORD`,
     permissions: brokerPermissions(name),
   }));
 }
@@ -125,15 +126,16 @@ export interface BrokerSetup {
 
 export function createBrokerSetup(args: {
   platform: Platform;
+  components: readonly Component[];
   broker: Broker;
   secrets: Secrets;
   subnets: pulumi.Input<string>[];
   securityGroup: aws.ec2.SecurityGroup;
 }): BrokerSetup {
   const { platform, broker, secrets } = args;
-  const users = brokerUsers();
+  const users = brokerUsers(args.components);
   // The admin login and the components' broker secrets; no database secret.
-  const role = executionRole("broker-setup", [secrets.brokerAdmin.arn, ...COMPONENTS.map((c) => secrets.broker[c].arn)]);
+  const role = executionRole("broker-setup", [secrets.brokerAdmin.arn, ...users.map((u) => secrets.broker[u.name].arn)]);
   const logs = logGroup(platform, "broker-setup");
   const task = taskDefinition(platform, {
     family: "broker-setup",

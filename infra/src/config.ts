@@ -1,8 +1,9 @@
 // The stack's configuration, read once and checked before any resource is declared, so a typo
 // fails `pulumi preview` with the key's name rather than half-way through an update.
 import * as pulumi from "@pulumi/pulumi";
+import { Component, readComponents } from "./components";
 
-/** How one host service (Orders or Invoices) is sized and scaled. */
+/** How one host service is sized and scaled: the setting named after its component. */
 export interface ServiceSizing {
   /** Fargate CPU units (256 = 0.25 vCPU). */
   cpu: number;
@@ -14,15 +15,18 @@ export interface ServiceSizing {
   maxCount: number;
   /** Average CPU utilisation (%) the CPU policy keeps the service at. */
   cpuTarget: number;
-}
-
-export interface InvoicesSizing extends ServiceSizing {
   /**
-   * Messages waiting in the orders.created queue per running task that the backlog policy aims
-   * for: the latency acceptable for a message over the time a task takes per message.
+   * Messages waiting in the component's queues per running task that the backlog policy aims
+   * for: the latency acceptable for a message over the time a task takes per message. Only a
+   * component with subscriptions (so queues) has the policy.
    */
   backlogPerTask: number;
 }
+
+/** Every host's sizing unless its setting says otherwise. */
+export const HOST_DEFAULTS: ServiceSizing = {
+  cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60, backlogPerTask: 50,
+};
 
 export interface KongSettings {
   image: string;
@@ -86,8 +90,10 @@ export interface Settings {
   logRetentionDays: number;
   /** Container Insights on the cluster; the backlog policy reads its `RunningTaskCount`. */
   containerInsights: ContainerInsights;
-  orders: ServiceSizing;
-  invoices: InvoicesSizing;
+  /** The components, from deploy/manifests (components.ts). */
+  components: Component[];
+  /** Each component's host sizing, by component name. */
+  hosts: Record<string, ServiceSizing>;
   kong: KongSettings;
   otlp?: OtlpSettings;
   db: DatabaseSettings;
@@ -128,7 +134,7 @@ export function checkScaling(what: string, s: ServiceSizing): void {
     throw new Error(`${what}: minCount <= desiredCount <= maxCount does not hold (${s.minCount}, ${s.desiredCount}, ${s.maxCount})`);
   }
   if (s.cpuTarget <= 0 || s.cpuTarget > 100) throw new Error(`${what}.cpuTarget must be a percentage`);
-  if ("backlogPerTask" in s && !((s as InvoicesSizing).backlogPerTask > 0)) {
+  if (!(s.backlogPerTask > 0)) {
     throw new Error(`${what}.backlogPerTask must be above 0`);
   }
 }
@@ -219,7 +225,7 @@ export function structured<T extends object>(key: string, defaults: T, given: un
   return merged as T;
 }
 
-function sizing<T extends ServiceSizing>(cfg: pulumi.Config, key: string, defaults: T): T {
+function sizing(cfg: pulumi.Config, key: string, defaults: ServiceSizing): ServiceSizing {
   const merged = structured(key, defaults, cfg.getObject<unknown>(key));
   checkFargateSize(key, merged.cpu, merged.memory);
   checkScaling(key, merged);
@@ -235,26 +241,32 @@ export function checkRetention(days: number): number {
 }
 
 /**
- * Container Insights cannot be off: Invoices' backlog policy divides its queue's backlog by the
+ * Container Insights cannot be off: the backlog policies divide a queue's backlog by the
  * service's running tasks, a metric only Container Insights publishes.
  */
 export function checkContainerInsights(value: string): ContainerInsights {
   if (value === "enabled" || value === "enhanced") return value;
-  throw new Error(`containerInsights must be enabled or enhanced, not ${value}: Invoices' backlog scaling `
-    + "divides its queue's backlog by ECS/ContainerInsights RunningTaskCount");
+  throw new Error(`containerInsights must be enabled or enhanced, not ${value}: backlog scaling `
+    + "divides a queue's backlog by ECS/ContainerInsights RunningTaskCount");
 }
 
-/** Every key this program reads; any other key in the project's namespace is a mistake. */
+/**
+ * Every key this program reads besides the components' own (each component's sizing is the
+ * setting named after it); any other key in the project's namespace is a mistake.
+ */
 export const KNOWN_KEYS = [
   "image", "imageTag", "imageRetentionCount", "cpuArchitecture", "vpcId", "publicSubnetIds", "privateSubnetIds",
   "vpcCidr", "adminCidrs", "certificateArn", "sslPolicy", "publicHostname", "serviceNamespace", "logRetentionDays",
-  "containerInsights", "orders", "invoices", "kong", "kongUpstreams", "otlpEndpoint", "otlpHeaders", "db", "mq",
+  "containerInsights", "kong", "kongUpstreams", "otlpEndpoint", "otlpHeaders", "db", "mq",
 ];
 
-export function checkKnownKeys(project: string, keys: string[]): void {
-  const unknown = keys.filter((k) => k.startsWith(`${project}:`) && !KNOWN_KEYS.includes(k.slice(project.length + 1)));
+export function checkKnownKeys(project: string, keys: string[], componentNames: readonly string[] = []): void {
+  const clash = componentNames.filter((name) => KNOWN_KEYS.includes(name));
+  if (clash.length > 0) throw new Error(`components named like a setting: ${clash.join(", ")}`);
+  const known = [...KNOWN_KEYS, ...componentNames];
+  const unknown = keys.filter((k) => k.startsWith(`${project}:`) && !known.includes(k.slice(project.length + 1)));
   if (unknown.length > 0) {
-    throw new Error(`unknown configuration ${unknown.join(", ")} (known: ${KNOWN_KEYS.join(", ")})`);
+    throw new Error(`unknown configuration ${unknown.join(", ")} (known: ${known.join(", ")})`);
   }
 }
 
@@ -268,7 +280,8 @@ function checkUpstreams(value: unknown): Record<string, string> {
 }
 
 export function loadSettings(): Settings {
-  checkKnownKeys(pulumi.getProject(), Object.keys(pulumi.runtime.allConfig()));
+  const components = readComponents();
+  checkKnownKeys(pulumi.getProject(), Object.keys(pulumi.runtime.allConfig()), components.map((c) => c.name));
   const cfg = new pulumi.Config();
   const prefix = `${pulumi.getProject()}-${pulumi.getStack()}`.toLowerCase().replace(/[^a-z0-9-]+/g, "-");
 
@@ -324,10 +337,8 @@ export function loadSettings(): Settings {
     serviceNamespace: cfg.get("serviceNamespace", { pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/ }) ?? "platform.internal",
     logRetentionDays: checkRetention(cfg.getNumber("logRetentionDays") ?? 30),
     containerInsights: checkContainerInsights(cfg.get("containerInsights") ?? "enabled"),
-    orders: sizing(cfg, "orders", { cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60 }),
-    invoices: sizing(cfg, "invoices", {
-      cpu: 256, memory: 512, desiredCount: 2, minCount: 2, maxCount: 6, cpuTarget: 60, backlogPerTask: 50,
-    }),
+    components,
+    hosts: Object.fromEntries(components.map(({ name }) => [name, sizing(cfg, name, HOST_DEFAULTS)])),
     kong: { ...kong, upstreams: checkUpstreams(cfg.getObject<unknown>("kongUpstreams")) },
     otlp: otlpEndpoint ? { endpoint: otlpEndpoint.replace(/\/+$/, ""), headers: otlpHeaders } : undefined,
     db: structured<DatabaseSettings>("db", {

@@ -7,7 +7,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { Database } from "./data";
 import { Platform, awslogs, executionRole, logGroup, runTaskCommand, taskDefinition } from "./ecs";
 import { PORTS } from "./security";
-import { COMPONENTS, Component, Secrets, secretRef } from "./secrets";
+import { Component, envName } from "./components";
+import { Secrets, secretRef } from "./secrets";
 
 export const DB_SETUP_IMAGE = "postgres:17-bookworm";
 
@@ -18,7 +19,7 @@ export const ROLE_DEFAULTS: readonly (readonly [string, string])[] = [
 ];
 
 function passwordEnv(component: Component): string {
-  return `${component.toUpperCase()}_PASSWORD`;
+  return `${envName(component.name)}_PASSWORD`;
 }
 
 /**
@@ -26,26 +27,29 @@ function passwordEnv(component: Component): string {
  * and reach the server as quoted literals (`:'var'`): no shell ever sees them and they are not on
  * any command line. `\gexec` runs the CREATE statements only when the object is missing.
  */
-export function setupSql(components: readonly Component[] = COMPONENTS): string {
+export function setupSql(components: readonly Component[]): string {
   const lines = ["\\set ON_ERROR_STOP on"];
-  for (const name of components) {
+  // Roles and databases are written unquoted: components.ts admits only lower-case letters,
+  // digits and '_' in them.
+  for (const component of components) {
+    const { role, database } = component;
     lines.push(
       "",
-      `-- ${name}: a login role with no privilege beyond its own database (the host refuses more).`,
-      `\\getenv ${name}_password ${passwordEnv(name)}`,
-      `SELECT 'CREATE ROLE ${name} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${name}')`,
+      `-- ${component.name}: a login role with no privilege beyond its own database (the host refuses more).`,
+      `\\getenv ${role}_password ${passwordEnv(component)}`,
+      `SELECT 'CREATE ROLE ${role} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}')`,
       "\\gexec",
-      `ALTER ROLE ${name} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD :'${name}_password';`,
+      `ALTER ROLE ${role} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD :'${role}_password';`,
       // PostgreSQL 16 on: a database can be given only to a role one may SET ROLE to.
-      `GRANT ${name} TO CURRENT_USER;`,
-      `SELECT 'CREATE DATABASE ${name} OWNER ${name}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${name}')`,
+      `GRANT ${role} TO CURRENT_USER;`,
+      `SELECT 'CREATE DATABASE ${database} OWNER ${role}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${database}')`,
       "\\gexec",
-      `ALTER DATABASE ${name} OWNER TO ${name};`,
-      "-- Only its owner connects: the other service's role cannot reach it at all.",
-      `REVOKE ALL ON DATABASE ${name} FROM PUBLIC;`,
+      `ALTER DATABASE ${database} OWNER TO ${role};`,
+      "-- Only its owner connects: the other services' roles cannot reach it at all.",
+      `REVOKE ALL ON DATABASE ${database} FROM PUBLIC;`,
       "-- Session defaults, behind the host's own per-transaction timeouts. The role could change",
       "-- them for itself; temp_file_limit, in the parameter group, it cannot.",
-      ...ROLE_DEFAULTS.map(([parameter, value]) => `ALTER ROLE ${name} SET ${parameter} = '${value}';`),
+      ...ROLE_DEFAULTS.map(([parameter, value]) => `ALTER ROLE ${role} SET ${parameter} = '${value}';`),
     );
   }
   return lines.join("\n") + "\n";
@@ -60,13 +64,14 @@ export interface DbSetup {
 
 export function createDbSetup(args: {
   platform: Platform;
+  components: readonly Component[];
   database: Database;
   secrets: Secrets;
   subnets: pulumi.Input<string>[];
   securityGroup: aws.ec2.SecurityGroup;
 }): DbSetup {
-  const { platform, database, secrets } = args;
-  const role = executionRole("db-setup", [database.masterSecretArn, ...COMPONENTS.map((c) => secrets.database[c].arn)]);
+  const { platform, database, secrets, components } = args;
+  const role = executionRole("db-setup", [database.masterSecretArn, ...components.map((c) => secrets.database[c.name].arn)]);
   const logs = logGroup(platform, "db-setup");
   const task = taskDefinition(platform, {
     family: "db-setup",
@@ -90,11 +95,11 @@ export function createDbSetup(args: {
         // TLS, as rds.force_ssl demands; this image carries no RDS CA bundle to verify against.
         { name: "PGSSLMODE", value: "require" },
         { name: "PGCONNECT_TIMEOUT", value: "15" },
-        { name: "SETUP_SQL", value: setupSql() },
+        { name: "SETUP_SQL", value: setupSql(components) },
       ],
       secrets: [
         secretRef("PGPASSWORD", database.masterSecretArn, "password"),
-        ...COMPONENTS.map((c) => secretRef(passwordEnv(c), secrets.database[c].arn, "password")),
+        ...components.map((c) => secretRef(passwordEnv(c), secrets.database[c.name].arn, "password")),
       ],
       logConfiguration: awslogs(platform, logs),
     }],

@@ -1,11 +1,13 @@
 // The public entry: an ALB in the public subnets in front of Kong (DB-less, on Fargate in the
-// private subnets), which routes /orders and /invoices to the hosts as kong/kong.yml says.
+// private subnets), which routes each component's path to its hosts as kong/kong.yml says.
 import * as fs from "fs";
+import * as path from "path";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { KongSettings, OtlpSettings } from "./config";
 import { ContainerDefinition, Platform, awslogs, executionRole, logGroup, serviceBasics, taskDefinition } from "./ecs";
-import { KONG_OTLP_AUTHORIZATION_ENV, findKongYaml, kongDeclarativeConfig } from "./kong-config";
+import { Component, repositoryRoot } from "./components";
+import { KONG_OTLP_AUTHORIZATION_ENV, kongDeclarativeConfig } from "./kong-config";
 import { PORTS, SecurityGroups } from "./security";
 import { Secrets, StoredSecret, secretRef } from "./secrets";
 
@@ -131,6 +133,8 @@ export function kongContainer(args: {
 export function createKong(args: {
   platform: Platform;
   settings: KongSettings;
+  /** kong.yml's services must be these, at their routes. */
+  components: readonly Component[];
   /** Service-discovery names of the hosts, per kong.yml service, before stack overrides. */
   upstreams: Record<string, string>;
   cpuArchitecture: string;
@@ -141,8 +145,9 @@ export function createKong(args: {
   otlp?: OtlpSettings;
 }): { service: aws.ecs.Service; taskDefinition: aws.ecs.TaskDefinition; executionRole: aws.iam.Role } {
   const { platform, settings, otlp, secrets } = args;
-  const declarative = kongDeclarativeConfig(fs.readFileSync(findKongYaml(), "utf8"), {
+  const declarative = kongDeclarativeConfig(fs.readFileSync(path.join(repositoryRoot(), "kong", "kong.yml"), "utf8"), {
     upstreams: { ...args.upstreams, ...settings.upstreams },
+    routes: Object.fromEntries(args.components.map((c) => [c.name, c.route])),
     tracesEndpoint: otlp ? `${otlp.endpoint}/v1/traces` : undefined,
     authorization: Boolean(otlp && secrets.otlp),
   });

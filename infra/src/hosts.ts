@@ -1,6 +1,6 @@
-// The two host services: the same image, one component each (HOST_CONFIG names its manifest),
-// each with its own database and broker secrets, registered in Cloud Map as
-// <component>.<namespace> so Kong reaches them by name.
+// The host services, one per component (components.ts): the same image, one component each
+// (HOST_CONFIG names its manifest), each with its own database and broker secrets, registered in
+// Cloud Map as <component>.<namespace> so Kong reaches them by name.
 //
 // Two health questions, two askers. Liveness (`GET /health/live`, through `/app/host probe
 // --live`) is the container health check: ECS replaces a task that fails it, Cloud Map drops it
@@ -13,7 +13,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { OtlpSettings, ServiceSizing } from "./config";
 import { ContainerDefinition, Platform, awslogs, executionRole, logGroup, serviceBasics, taskDefinition } from "./ecs";
 import { PORTS } from "./security";
-import { Component, Secrets, secretRef } from "./secrets";
+import { Component, envName } from "./components";
+import { PerComponent, Secrets, secretRef } from "./secrets";
 
 /** How long a stopping host keeps serving while it answers not ready (see the task's environment). */
 export const DRAIN_DELAY_MS = 15000;
@@ -23,18 +24,22 @@ export const LIVENESS_PROBE = ["CMD", "/app/host", "probe", "--live"];
 
 export interface ServiceDiscovery {
   namespace: aws.servicediscovery.PrivateDnsNamespace;
-  services: Record<Component, aws.servicediscovery.Service>;
+  services: PerComponent<aws.servicediscovery.Service>;
   /** `<component>.<namespace>` */
-  hostnames: Record<Component, string>;
+  hostnames: PerComponent<string>;
 }
 
-export function createServiceDiscovery(namespaceName: string, vpcId: pulumi.Input<string>): ServiceDiscovery {
+export function createServiceDiscovery(
+  namespaceName: string,
+  vpcId: pulumi.Input<string>,
+  components: readonly Component[],
+): ServiceDiscovery {
   const namespace = new aws.servicediscovery.PrivateDnsNamespace("services", {
     name: namespaceName,
     vpc: vpcId,
     description: "The host services, for Kong",
   });
-  const service = (name: Component) => new aws.servicediscovery.Service(name, {
+  const service = (name: string) => new aws.servicediscovery.Service(name, {
     name,
     dnsConfig: {
       namespaceId: namespace.id,
@@ -49,20 +54,20 @@ export function createServiceDiscovery(namespaceName: string, vpcId: pulumi.Inpu
   });
   return {
     namespace,
-    services: { orders: service("orders"), invoices: service("invoices") },
-    hostnames: { orders: `orders.${namespaceName}`, invoices: `invoices.${namespaceName}` },
+    services: Object.fromEntries(components.map(({ name }) => [name, service(name)])),
+    hostnames: Object.fromEntries(components.map(({ name }) => [name, `${name}.${namespaceName}`])),
   };
 }
 
 export interface HostService {
-  component: Component;
+  component: string;
   service: aws.ecs.Service;
   taskDefinition: aws.ecs.TaskDefinition;
   executionRole: aws.iam.Role;
 }
 
 export function hostContainer(args: {
-  component: Component;
+  component: string;
   image: pulumi.Input<string>;
   secrets: Secrets;
   otlp?: OtlpSettings;
@@ -77,9 +82,9 @@ export function hostContainer(args: {
     // its TTL (10 s), so it may send to a stopping task that long.
     { name: "HOST_HTTP__DRAIN_DELAY_MS", value: String(DRAIN_DELAY_MS) },
   ];
-  const NAME = component.toUpperCase();
+  const NAME = envName(component);
   const secretEnv = [
-    // Only this component's database and broker user: the other component's credentials, and
+    // Only this component's database and broker user: the other components' credentials, and
     // the broker's admin login, never reach this task.
     secretRef(`${NAME}_DATABASE_URL`, secrets.database[component].arn, "url"),
     // The host reads <NAME>_AMQP_URL first and falls back to AMQP_URL: both are this component's.
@@ -112,14 +117,14 @@ export function hostContainer(args: {
 }
 
 /** The secrets a host's tasks are given, for its execution role. */
-export function hostSecretArns(component: Component, secrets: Secrets): pulumi.Output<string>[] {
+export function hostSecretArns(component: string, secrets: Secrets): pulumi.Output<string>[] {
   return [secrets.database[component].arn, secrets.broker[component].arn, secrets.adminToken.arn,
     ...(secrets.otlp ? [secrets.otlp.arn] : [])];
 }
 
 export function createHostService(args: {
   platform: Platform;
-  component: Component;
+  component: string;
   image: pulumi.Input<string>;
   sizing: ServiceSizing;
   cpuArchitecture: string;

@@ -20,6 +20,11 @@ export const KONG_OTLP_AUTHORIZATION_REF = "{vault://env/kong-otlp-authorization
 export interface KongRewrite {
   /** kong.yml service name -> `host[:port]` it is reached at here. */
   upstreams: Record<string, string>;
+  /**
+   * Component name -> the route its manifest declares: kong.yml must have a service for each,
+   * of that name and with that path among its routes' paths, and no other service.
+   */
+  routes?: Record<string, string>;
   /** `<endpoint>/v1/traces`; without one the opentelemetry plugin is dropped. */
   tracesEndpoint?: string;
   /** Send `Authorization` (from the env vault) with the spans. */
@@ -142,6 +147,26 @@ function rewritePlugins(plugins: unknown, rewrite: KongRewrite): unknown {
   return kept;
 }
 
+/** kong.yml's services are the components, each routed at its manifest's route. */
+function checkRoutes(services: unknown[], routes: Record<string, string>): void {
+  const named = new Map<string, Json>();
+  for (const service of services) {
+    if (isObject(service) && typeof service.name === "string") named.set(service.name, service);
+  }
+  for (const name of named.keys()) {
+    if (!(name in routes)) throw new Error(`kong.yml service ${name} is no component: there is no deploy/manifests/${name}.toml`);
+  }
+  for (const [name, route] of Object.entries(routes)) {
+    const service = named.get(name);
+    if (!service) throw new Error(`component ${name} (deploy/manifests/${name}.toml) has no kong.yml service`);
+    const paths = (Array.isArray(service.routes) ? service.routes : [])
+      .flatMap((r) => (isObject(r) && Array.isArray(r.paths) ? r.paths : []));
+    if (!paths.includes(route)) {
+      throw new Error(`kong.yml service ${name} routes ${paths.join(", ") || "nothing"}, but its manifest's route is ${route}`);
+    }
+  }
+}
+
 /**
  * The declarative configuration for Kong's `KONG_DECLARATIVE_CONFIG_STRING`. Every service in
  * the file must be given an upstream and every upstream must name a service, so a service added
@@ -153,6 +178,7 @@ export function kongDeclarativeConfig(source: string, rewrite: KongRewrite): Jso
   if (!isObject(config) || !Array.isArray(config.services)) {
     throw new Error("kong.yml: expected a mapping with a services list");
   }
+  if (rewrite.routes) checkRoutes(config.services, rewrite.routes);
   const seen = new Set<string>();
   const upstreams: Json[] = [];
   for (const service of config.services) {

@@ -1,6 +1,9 @@
-// The whole deployment, assembled from the modules beside this file.
+// The whole deployment, assembled from the modules beside this file: the shared parts once, and
+// per component (the manifests in deploy/manifests, read by config.ts) a host service, its
+// secrets, Cloud Map name, Kong upstream, scaling, database and broker user.
 import * as pulumi from "@pulumi/pulumi";
-import { INVOICES_QUEUE, backlogPolicy, cpuScaling } from "./autoscaling";
+import { backlogPolicy, cpuScaling } from "./autoscaling";
+import { queueName } from "./components";
 import { Settings } from "./config";
 import { BROKER_USERNAME, createBroker, createDatabase } from "./data";
 import { createBrokerSetup } from "./broker-setup";
@@ -15,8 +18,8 @@ import { PORTS, createSecurityGroups } from "./security";
 
 export interface Outputs {
   gatewayUrl: pulumi.Output<string>;
-  ordersDocsUrl: pulumi.Output<string>;
-  invoicesDocsUrl: pulumi.Output<string>;
+  /** Swagger UI of each component, by name. */
+  docsUrls: pulumi.Output<Record<string, string>>;
   rabbitmqConsoleUrl: pulumi.Output<string>;
   imageRepositoryUrl: pulumi.Output<string>;
   image: pulumi.Output<string>;
@@ -28,7 +31,7 @@ export interface Outputs {
 }
 
 export function createPlatform(settings: Settings): Outputs {
-  const { prefix } = settings;
+  const { prefix, components } = settings;
   const registry = createRegistry(prefix, {
     image: settings.image, imageTag: settings.imageTag, keep: settings.imageRetentionCount,
   });
@@ -39,11 +42,12 @@ export function createPlatform(settings: Settings): Outputs {
     adminCidrs: settings.adminCidrs,
   });
 
-  const passwords = createPasswords();
+  const passwords = createPasswords(components);
   const database = createDatabase(prefix, settings.db, network.privateSubnetIds, groups.database.id);
   const broker = createBroker(settings.mq, network.privateSubnetIds, groups.broker.id, passwords.brokerAdmin.result);
   const secrets = createSecrets({
     prefix,
+    components,
     passwords,
     databaseAddress: database.address,
     brokerEndpoint: broker.endpoint,
@@ -52,7 +56,7 @@ export function createPlatform(settings: Settings): Outputs {
   });
 
   const platform = createCluster(prefix, settings.containerInsights, settings.logRetentionDays);
-  const discovery = createServiceDiscovery(settings.serviceNamespace, network.vpcId);
+  const discovery = createServiceDiscovery(settings.serviceNamespace, network.vpcId, components);
   const hostArgs = {
     platform,
     image: registry.image,
@@ -62,17 +66,20 @@ export function createPlatform(settings: Settings): Outputs {
     secrets,
     otlp: settings.otlp,
   };
-  const orders = createHostService({ ...hostArgs, component: "orders", sizing: settings.orders, registry: discovery.services.orders });
-  const invoices = createHostService({ ...hostArgs, component: "invoices", sizing: settings.invoices, registry: discovery.services.invoices });
-
-  cpuScaling("orders", platform.cluster, orders.service, settings.orders);
-  const invoicesScaling = cpuScaling("invoices", platform.cluster, invoices.service, settings.invoices);
-  backlogPolicy("invoices", invoicesScaling, {
-    brokerName: broker.name,
-    queues: [INVOICES_QUEUE],
-    names: { cluster: platform.cluster.name, service: invoices.service.name },
-    perTask: settings.invoices.backlogPerTask,
-  });
+  for (const component of components) {
+    const { name } = component;
+    const sizing = settings.hosts[name];
+    const host = createHostService({ ...hostArgs, component: name, sizing, registry: discovery.services[name] });
+    const scaling = cpuScaling(name, platform.cluster, host.service, sizing);
+    if (component.subscriptions.length > 0) {
+      backlogPolicy(name, scaling, {
+        brokerName: broker.name,
+        queues: component.subscriptions.map((topic) => queueName(name, topic)),
+        names: { cluster: platform.cluster.name, service: host.service.name },
+        perTask: sizing.backlogPerTask,
+      });
+    }
+  }
 
   const loadBalancer = createLoadBalancer({
     vpcId: network.vpcId,
@@ -84,10 +91,8 @@ export function createPlatform(settings: Settings): Outputs {
   createKong({
     platform,
     settings: settings.kong,
-    upstreams: {
-      orders: `${discovery.hostnames.orders}:${PORTS.host}`,
-      invoices: `${discovery.hostnames.invoices}:${PORTS.host}`,
-    },
+    components,
+    upstreams: Object.fromEntries(components.map(({ name }) => [name, `${discovery.hostnames[name]}:${PORTS.host}`])),
     cpuArchitecture: settings.cpuArchitecture,
     subnets: network.privateSubnetIds,
     groups,
@@ -96,17 +101,18 @@ export function createPlatform(settings: Settings): Outputs {
     otlp: settings.otlp,
   });
 
-  const dbSetup = createDbSetup({ platform, database, secrets, subnets: network.privateSubnetIds, securityGroup: groups.dbSetup });
+  const dbSetup = createDbSetup({
+    platform, components, database, secrets, subnets: network.privateSubnetIds, securityGroup: groups.dbSetup,
+  });
   const brokerSetup = createBrokerSetup({
-    platform, broker, secrets, subnets: network.privateSubnetIds, securityGroup: groups.brokerSetup,
+    platform, components, broker, secrets, subnets: network.privateSubnetIds, securityGroup: groups.brokerSetup,
   });
 
   const host = settings.publicHostname ? pulumi.output(settings.publicHostname) : loadBalancer.alb.dnsName;
   const gatewayUrl = pulumi.interpolate`${loadBalancer.scheme}://${host}`;
   return {
     gatewayUrl,
-    ordersDocsUrl: pulumi.interpolate`${gatewayUrl}/orders/docs/`,
-    invoicesDocsUrl: pulumi.interpolate`${gatewayUrl}/invoices/docs/`,
+    docsUrls: gatewayUrl.apply((url) => Object.fromEntries(components.map(({ name, route }) => [name, `${url}${route}/docs/`]))),
     rabbitmqConsoleUrl: broker.consoleUrl,
     imageRepositoryUrl: registry.repository.repositoryUrl,
     image: registry.image,

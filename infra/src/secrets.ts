@@ -4,10 +4,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-
-/** The components and their databases, roles and environment variable names. */
-export const COMPONENTS = ["orders", "invoices"] as const;
-export type Component = (typeof COMPONENTS)[number];
+import { Component } from "./components";
 
 export const RDS_CA_BUNDLE = "/app/certs/rds-global-bundle.pem";
 
@@ -39,12 +36,16 @@ export function otlpAuthorization(headers: string): string | undefined {
   return undefined;
 }
 
+/** Per component name. */
+export type PerComponent<T> = Record<string, T>;
+
 export interface Passwords {
-  database: Record<Component, random.RandomPassword>;
+  /** Each component's database role. */
+  database: PerComponent<random.RandomPassword>;
   /** The broker's admin user (the console, broker-setup); no host uses it. */
   brokerAdmin: random.RandomPassword;
   /** Each component's own broker user, named after the component. */
-  broker: Record<Component, random.RandomPassword>;
+  broker: PerComponent<random.RandomPassword>;
   adminToken: random.RandomPassword;
 }
 
@@ -54,11 +55,15 @@ function password(name: string, length: number): random.RandomPassword {
   return new random.RandomPassword(name, { length, special: false, minLower: 2, minUpper: 2, minNumeric: 2 });
 }
 
-export function createPasswords(): Passwords {
+function perComponent<T>(components: readonly Component[], make: (c: Component) => T): PerComponent<T> {
+  return Object.fromEntries(components.map((c) => [c.name, make(c)]));
+}
+
+export function createPasswords(components: readonly Component[]): Passwords {
   return {
-    database: { orders: password("orders-database", 32), invoices: password("invoices-database", 32) },
+    database: perComponent(components, (c) => password(`${c.name}-database`, 32)),
     brokerAdmin: password("broker", 32),
-    broker: { orders: password("orders-broker", 32), invoices: password("invoices-broker", 32) },
+    broker: perComponent(components, (c) => password(`${c.name}-broker`, 32)),
     adminToken: password("host-admin-token", 48),
   };
 }
@@ -80,12 +85,12 @@ function stored(name: string, description: string, value: pulumi.Input<string>):
 }
 
 export interface Secrets {
-  /** JSON: username, password, url (the host's `<NAME>_DATABASE_URL`). */
-  database: Record<Component, StoredSecret>;
+  /** JSON: username (the role), password, url (the host's `<NAME>_DATABASE_URL`). */
+  database: PerComponent<StoredSecret>;
   /** JSON: username, password, url of the broker's admin user (the console login; broker-setup). */
   brokerAdmin: StoredSecret;
   /** JSON: username (the component's name), password, url (the host's `<NAME>_AMQP_URL`). */
-  broker: Record<Component, StoredSecret>;
+  broker: PerComponent<StoredSecret>;
   /** The hosts' `HOST_ADMIN_TOKEN`, as a plain string. */
   adminToken: StoredSecret;
   /** JSON: headers (`OTEL_EXPORTER_OTLP_HEADERS`), authorization (Kong's header value). */
@@ -94,29 +99,28 @@ export interface Secrets {
 
 export function createSecrets(args: {
   prefix: string;
+  components: readonly Component[];
   passwords: Passwords;
   databaseAddress: pulumi.Output<string>;
   brokerEndpoint: pulumi.Output<string>;
   brokerUsername: string;
   otlpHeaders?: pulumi.Output<string>;
 }): Secrets {
-  const { prefix, passwords } = args;
-  const database = {} as Record<Component, StoredSecret>;
-  for (const name of COMPONENTS) {
+  const { prefix, passwords, components } = args;
+  const database = perComponent(components, ({ name, role, database: db }) => {
     const value = pulumi.all([passwords.database[name].result, args.databaseAddress]).apply(([pw, host]) =>
-      JSON.stringify({ username: name, password: pw, url: databaseUrl(name, pw, host, name) }));
-    database[name] = stored(`${name}-database`, `${prefix}: the ${name} role's password and database URL`, value);
-  }
+      JSON.stringify({ username: role, password: pw, url: databaseUrl(role, pw, host, db) }));
+    return stored(`${name}-database`, `${prefix}: the ${name} role's password and database URL`, value);
+  });
   const brokerAdmin = stored("amqp", `${prefix}: the RabbitMQ admin user (console, broker-setup) and its AMQP URL`,
     pulumi.all([passwords.brokerAdmin.result, args.brokerEndpoint]).apply(([pw, endpoint]) =>
       JSON.stringify({ username: args.brokerUsername, password: pw, url: amqpUrl(endpoint, args.brokerUsername, pw) })));
   // One broker user per component, named after it: the host refuses a URL with another user.
-  const broker = {} as Record<Component, StoredSecret>;
-  for (const name of COMPONENTS) {
+  const broker = perComponent(components, ({ name }) => {
     const value = pulumi.all([passwords.broker[name].result, args.brokerEndpoint]).apply(([pw, endpoint]) =>
       JSON.stringify({ username: name, password: pw, url: amqpUrl(endpoint, name, pw) }));
-    broker[name] = stored(`${name}-amqp`, `${prefix}: the ${name} RabbitMQ user and AMQP URL`, value);
-  }
+    return stored(`${name}-amqp`, `${prefix}: the ${name} RabbitMQ user and AMQP URL`, value);
+  });
   const adminToken = stored("host-admin-token", `${prefix}: bearer token of the hosts' admin API`,
     passwords.adminToken.result);
   const otlp = args.otlpHeaders

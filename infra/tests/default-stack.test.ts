@@ -371,7 +371,7 @@ describe("gateway", () => {
 });
 
 describe("autoscaling", () => {
-  it("tracks CPU for both hosts and the backlog per task for Invoices", () => {
+  it("tracks CPU for both hosts and, as both consume events, the backlog per task of their queues", () => {
     for (const component of ["orders", "invoices"]) {
       const target = one(run, T.target, component).inputs;
       assert.equal(target.resourceId, `service/wasm-platform-test/${component}`);
@@ -383,36 +383,40 @@ describe("autoscaling", () => {
         "ECSServiceAverageCPUUtilization");
       assert.equal(cpu.targetTrackingScalingPolicyConfiguration.targetValue, 60);
     }
-    assert.deepEqual(ofType(run, T.policy).map((p) => p.name).sort(), ["invoices-backlog", "invoices-cpu", "orders-cpu"]);
-    const backlog = one(run, T.policy, "invoices-backlog").inputs;
-    assert.equal(backlog.resourceId, "service/wasm-platform-test/invoices");
-    const tracking = backlog.targetTrackingScalingPolicyConfiguration;
-    assert.deepEqual([tracking.targetValue, tracking.disableScaleIn], [50, true]);
-    const metrics = tracking.customizedMetricSpecification.metrics;
-    assert.equal(tracking.customizedMetricSpecification.metricName, undefined, "metric math, not a single metric");
-    const stat = (id: string) => metrics.find((m: any) => m.id === id).metricStat;
-    assert.deepEqual(stat("ready0"), {
-      metric: {
-        namespace: "AWS/AmazonMQ",
-        metricName: "MessageReadyCount",
-        dimensions: [
-          { name: "Broker", value: one(run, "aws:mq/broker:Broker", "events").state.brokerName },
-          { name: "VirtualHost", value: "/" },
-          { name: "Queue", value: "platform.events.invoices.orders.created" },
-        ],
-      },
-      stat: "Average",
-    });
-    assert.deepEqual(stat("tasks"), {
-      metric: {
-        namespace: "ECS/ContainerInsights",
-        metricName: "RunningTaskCount",
-        dimensions: [{ name: "ClusterName", value: "wasm-platform-test" }, { name: "ServiceName", value: "invoices" }],
-      },
-      stat: "Average",
-    });
-    // Only the quotient is the policy's metric.
-    assert.deepEqual(metrics.filter((m: any) => m.returnData).map((m: any) => [m.id, m.expression]), [["backlog", "(ready0) / tasks"]]);
+    assert.deepEqual(ofType(run, T.policy).map((p) => p.name).sort(), ["invoices-backlog", "invoices-cpu", "orders-backlog", "orders-cpu"]);
+    // Each consumes one topic (its manifest's subscriptions), so one queue each.
+    for (const [component, queue] of [["invoices", "platform.events.invoices.orders.created"],
+      ["orders", "platform.events.orders.invoices.issued"]]) {
+      const backlog = one(run, T.policy, `${component}-backlog`).inputs;
+      assert.equal(backlog.resourceId, `service/wasm-platform-test/${component}`);
+      const tracking = backlog.targetTrackingScalingPolicyConfiguration;
+      assert.deepEqual([tracking.targetValue, tracking.disableScaleIn], [50, true]);
+      const metrics = tracking.customizedMetricSpecification.metrics;
+      assert.equal(tracking.customizedMetricSpecification.metricName, undefined, "metric math, not a single metric");
+      const stat = (id: string) => metrics.find((m: any) => m.id === id).metricStat;
+      assert.deepEqual(stat("ready0"), {
+        metric: {
+          namespace: "AWS/AmazonMQ",
+          metricName: "MessageReadyCount",
+          dimensions: [
+            { name: "Broker", value: one(run, "aws:mq/broker:Broker", "events").state.brokerName },
+            { name: "VirtualHost", value: "/" },
+            { name: "Queue", value: queue },
+          ],
+        },
+        stat: "Average",
+      });
+      assert.deepEqual(stat("tasks"), {
+        metric: {
+          namespace: "ECS/ContainerInsights",
+          metricName: "RunningTaskCount",
+          dimensions: [{ name: "ClusterName", value: "wasm-platform-test" }, { name: "ServiceName", value: component }],
+        },
+        stat: "Average",
+      });
+      // Only the quotient is the policy's metric.
+      assert.deepEqual(metrics.filter((m: any) => m.returnData).map((m: any) => [m.id, m.expression]), [["backlog", "(ready0) / tasks"]]);
+    }
     // Which Container Insights must publish.
     assert.deepEqual(one(run, "aws:ecs/cluster:Cluster", "platform").inputs.settings, [{ name: "containerInsights", value: "enabled" }]);
   });
@@ -547,9 +551,10 @@ describe("broker-setup", () => {
 
   it("names exactly the two component users, without tags, with exactly their permissions", () => {
     const users = JSON.parse(env(containers(run, "broker-setup")[0]).BROKER_USERS);
+    // In the manifests' order: by name.
     assert.deepEqual(users, [
-      { name: "orders", vhost: "/", passwordEnv: "ORDERS_PASSWORD", permissions: PERMISSIONS.orders },
       { name: "invoices", vhost: "/", passwordEnv: "INVOICES_PASSWORD", permissions: PERMISSIONS.invoices },
+      { name: "orders", vhost: "/", passwordEnv: "ORDERS_PASSWORD", permissions: PERMISSIONS.orders },
     ]);
   });
 
@@ -558,18 +563,18 @@ describe("broker-setup", () => {
     const admin = secretValue("amqp");
     const expected = (requests: { method: string; url: string; authorization?: string; contentType?: string; body: string }[]) => {
       assert.deepEqual(requests.map((r) => `${r.method} ${r.url}`), [
-        "PUT /api/users/orders", "PUT /api/permissions/%2F/orders",
         "PUT /api/users/invoices", "PUT /api/permissions/%2F/invoices",
+        "PUT /api/users/orders", "PUT /api/permissions/%2F/orders",
       ]);
       for (const request of requests) {
         assert.equal(request.authorization, `Basic ${Buffer.from(`platform:${admin.password}`).toString("base64")}`);
         assert.equal(request.contentType, "application/json");
       }
       const body = (i: number) => JSON.parse(requests[i].body);
-      assert.deepEqual(body(0), { password: secretValue("orders-amqp").password, tags: "" });
-      assert.deepEqual(body(1), PERMISSIONS.orders);
-      assert.deepEqual(body(2), { password: secretValue("invoices-amqp").password, tags: "" });
-      assert.deepEqual(body(3), PERMISSIONS.invoices);
+      assert.deepEqual(body(0), { password: secretValue("invoices-amqp").password, tags: "" });
+      assert.deepEqual(body(1), PERMISSIONS.invoices);
+      assert.deepEqual(body(2), { password: secretValue("orders-amqp").password, tags: "" });
+      assert.deepEqual(body(3), PERMISSIONS.orders);
     };
     await withFakeApi(answer, async (base, requests) => {
       const first = await runContainer(run, task, { RABBITMQ_API: `${base}/api` });
@@ -594,7 +599,7 @@ describe("broker-setup", () => {
       const exit = await runContainer(run, task, { RABBITMQ_API: `${base}/api` });
       assert.equal(exit.code, 1);
       assert.equal(requests.length, 1, "stops at the first failure");
-      assert.match(exit.stderr, /PUT \/users\/orders: HTTP 400/);
+      assert.match(exit.stderr, /PUT \/users\/invoices: HTTP 400/);
       assert.ok(!exit.stderr.includes(PASSWORD_MARK) && !exit.stdout.includes(PASSWORD_MARK), exit.stderr);
     });
     await withFakeApi(() => ({ status: 401 }), async (base) => {
@@ -614,8 +619,7 @@ describe("outputs", () => {
   it("name the gateway, the docs, the console, the repository and the setup commands", () => {
     const gateway = `http://gateway-1.${REGION}.elb.amazonaws.com`;
     assert.equal(run.outputs.gatewayUrl, gateway);
-    assert.equal(run.outputs.ordersDocsUrl, `${gateway}/orders/docs/`);
-    assert.equal(run.outputs.invoicesDocsUrl, `${gateway}/invoices/docs/`);
+    assert.deepEqual(run.outputs.docsUrls, { orders: `${gateway}/orders/docs/`, invoices: `${gateway}/invoices/docs/` });
     assert.equal(run.outputs.rabbitmqConsoleUrl, `https://b-1234.mq.${REGION}.on.aws`);
     assert.equal(run.outputs.imageRepositoryUrl, REPOSITORY);
     assert.equal(run.outputs.image, `${REPOSITORY}:v1.2.3`);

@@ -69,8 +69,10 @@ describe("with a certificate", () => {
 
   it("outputs https URLs on the public hostname", () => {
     assert.equal(run.outputs.gatewayUrl, "https://api.example.com");
-    assert.equal(run.outputs.ordersDocsUrl, "https://api.example.com/orders/docs/");
-    assert.equal(run.outputs.invoicesDocsUrl, "https://api.example.com/invoices/docs/");
+    assert.deepEqual(run.outputs.docsUrls, {
+      orders: "https://api.example.com/orders/docs/",
+      invoices: "https://api.example.com/invoices/docs/",
+    });
   });
 });
 

@@ -5,10 +5,10 @@ import { strict as assert } from "node:assert";
 import { describe, it } from "node:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { findKongYaml } from "../src/kong-config";
+import { readComponents, repositoryRoot } from "../src/components";
 import { RDS_CA_BUNDLE } from "../src/secrets";
 
-const ROOT = path.dirname(path.dirname(findKongYaml()));
+const ROOT = repositoryRoot();
 const DOCKERFILE = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8");
 
 /** The final stage's instructions, continuation lines joined. */
@@ -28,11 +28,11 @@ describe("the image the program runs", () => {
 
   it("holds each component's manifest, and the manifests listen where Kong and the health checks look", () => {
     assert.ok(finalStage().some((line) => /^COPY\s+deploy\/manifests\s+\/app\/manifests$/.test(line)));
-    for (const component of ["orders", "invoices"]) {
+    for (const { name: component, route } of readComponents(ROOT)) {
       const manifest = fs.readFileSync(path.join(ROOT, "deploy", "manifests", `${component}.toml`), "utf8");
       assert.match(manifest, /\[http\]\s*\nlisten = "0\.0\.0\.0:8000"/, `${component}: HTTP on 8000`);
       assert.match(manifest, /\[admin\]\s*\nlisten = "0\.0\.0\.0:9000"/, `${component}: admin on 9000`);
-      assert.match(manifest, new RegExp(`route = "/${component}"`), `${component}: its route`);
+      assert.match(manifest, new RegExp(`route = "${route}"`), `${component}: its route`);
     }
   });
 });

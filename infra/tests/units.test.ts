@@ -3,9 +3,10 @@ import { strict as assert } from "node:assert";
 import { describe, it } from "node:test";
 import * as fs from "node:fs";
 import {
-  InvoicesSizing, checkAdminCidrs, checkContainerInsights, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling,
+  HOST_DEFAULTS, checkAdminCidrs, checkContainerInsights, checkFargateSize, checkKnownKeys, checkNetwork, checkRetention, checkScaling,
   checkVpcCidr, structured,
 } from "../src/config";
+import { Component } from "../src/components";
 import { brokerPermissions, brokerUsers } from "../src/broker-setup";
 import { setupSql } from "../src/db-setup";
 import { findKongYaml, kongDeclarativeConfig } from "../src/kong-config";
@@ -15,6 +16,12 @@ import { amqpUrl, databaseUrl, otlpAuthorization } from "../src/secrets";
 
 const KONG_YML = fs.readFileSync(findKongYaml(), "utf8");
 const UPSTREAMS = { orders: "orders.ns:8000", invoices: "invoices.ns:8000" };
+
+/** A component as a manifest of the usual shape would describe it. */
+function component(name: string, more: Partial<Component> = {}): Component {
+  const sql = name.replace(/-/g, "_");
+  return { name, route: `/${name}`, role: sql, database: sql, publishes: [], subscriptions: [], ...more };
+}
 
 /** A list of named entities as `name -> pick(entity)`, so the order kong.yml lists them in does not matter. */
 function byName(list: any[], pick: (entity: any) => unknown): Record<string, unknown> {
@@ -30,13 +37,12 @@ describe("configuration checks", () => {
   });
 
   it("wants min <= desired <= max", () => {
-    const ok = { cpu: 256, memory: 512, desiredCount: 2, minCount: 1, maxCount: 3, cpuTarget: 60 };
+    const ok = { ...HOST_DEFAULTS, minCount: 1, maxCount: 3 };
     checkScaling("x", ok);
     assert.throws(() => checkScaling("orders", { ...ok, desiredCount: 5 }), /orders: minCount <= desiredCount/);
     assert.throws(() => checkScaling("orders", { ...ok, minCount: 0, desiredCount: 0 }), /minCount must be at least 1/);
     assert.throws(() => checkScaling("orders", { ...ok, cpuTarget: 120 }), /percentage/);
-    const invoices: InvoicesSizing = { ...ok, backlogPerTask: 0 };
-    assert.throws(() => checkScaling("invoices", invoices), /invoices.backlogPerTask must be above 0/);
+    assert.throws(() => checkScaling("invoices", { ...ok, backlogPerTask: 0 }), /invoices.backlogPerTask must be above 0/);
   });
 
   it("keeps Container Insights on, which the backlog policy reads the running task count from", () => {
@@ -79,6 +85,12 @@ describe("configuration checks", () => {
   it("refuses keys of the project it does not know, and ignores other namespaces", () => {
     checkKnownKeys("wasm-platform", ["wasm-platform:imageTag", "aws:region", "other:thing"]);
     assert.throws(() => checkKnownKeys("wasm-platform", ["wasm-platform:certificateARN"]), /unknown configuration wasm-platform:certificateARN/);
+  });
+
+  it("knows each component's sizing by the component's name, and no other", () => {
+    checkKnownKeys("wasm-platform", ["wasm-platform:orders", "wasm-platform:shipping"], ["orders", "shipping"]);
+    assert.throws(() => checkKnownKeys("wasm-platform", ["wasm-platform:invoices"], ["orders"]), /unknown configuration wasm-platform:invoices/);
+    assert.throws(() => checkKnownKeys("wasm-platform", [], ["orders", "mq"]), /components named like a setting: mq/);
   });
 
   it("carves /20 subnets out of a /16", () => {
@@ -180,7 +192,7 @@ describe("Kong declarative config", () => {
 
 describe("db-setup SQL", () => {
   it("creates each role and database only when missing and never holds a password", () => {
-    const sql = setupSql(["orders"]);
+    const sql = setupSql([component("orders")]);
     assert.match(sql, /^\\set ON_ERROR_STOP on$/m);
     assert.match(sql, /^SELECT 'CREATE ROLE orders LOGIN' WHERE NOT EXISTS \(SELECT FROM pg_roles WHERE rolname = 'orders'\)\n\\gexec$/m);
     assert.match(sql, /^SELECT 'CREATE DATABASE orders OWNER orders' WHERE NOT EXISTS \(SELECT FROM pg_database WHERE datname = 'orders'\)\n\\gexec$/m);
@@ -190,8 +202,16 @@ describe("db-setup SQL", () => {
     assert.ok(sql.indexOf("\\getenv orders_password ORDERS_PASSWORD") < sql.indexOf(":'orders_password'"));
   });
 
+  it("uses the role and database the manifest's database_url names", () => {
+    const sql = setupSql([component("billing-runs", { role: "billing", database: "billing_runs" })]);
+    assert.match(sql, /^\\getenv billing_password BILLING_RUNS_PASSWORD$/m);
+    assert.match(sql, /^SELECT 'CREATE DATABASE billing_runs OWNER billing' WHERE NOT EXISTS \(SELECT FROM pg_database WHERE datname = 'billing_runs'\)$/m);
+    assert.match(sql, /^REVOKE ALL ON DATABASE billing_runs FROM PUBLIC;$/m);
+    assert.ok(!sql.includes("billing-runs "), "the component's name is no SQL identifier");
+  });
+
   it("keeps PUBLIC out and sets the role's session defaults, once the role exists", () => {
-    const sql = setupSql(["orders", "invoices"]);
+    const sql = setupSql([component("orders"), component("invoices")]);
     for (const name of ["orders", "invoices"]) {
       assert.match(sql, new RegExp(`^REVOKE ALL ON DATABASE ${name} FROM PUBLIC;$`, "m"));
       const defaults = sql.split("\n").filter((line) => line.startsWith(`ALTER ROLE ${name} SET `));
@@ -206,8 +226,8 @@ describe("db-setup SQL", () => {
 
 describe("broker users", () => {
   it("are the components, on the vhost /, each with its own password variable", () => {
-    assert.deepEqual(brokerUsers().map((u) => [u.name, u.vhost, u.passwordEnv]),
-      [["orders", "/", "ORDERS_PASSWORD"], ["invoices", "/", "INVOICES_PASSWORD"]]);
+    assert.deepEqual(brokerUsers([component("orders"), component("billing-runs")]).map((u) => [u.name, u.vhost, u.passwordEnv]),
+      [["orders", "/", "ORDERS_PASSWORD"], ["billing-runs", "/", "BILLING_RUNS_PASSWORD"]]);
   });
 
   it("may touch the exchange and their own queues, never the other component's", () => {
