@@ -1,8 +1,10 @@
-# The one host image: the release `host` binary, both components, their migrations and the
-# container manifests. Which component a container runs is configuration: HOST_CONFIG names a
-# manifest (/app/manifests/orders.toml or invoices.toml), and HOST_<SECTION>__<KEY> variables
-# override any of its settings. Secrets (database URLs, AMQP_URL, HOST_ADMIN_TOKEN) come from
-# the environment. Build: docker build -t wasm-platform/host .
+# The one host image: the release `host` binary, every service's component, their migrations and
+# the container manifests. The services are the manifests in deploy/manifests (one `<name>.toml`
+# each, running the component `<name>`): the RUN steps below read their names from there, and
+# this file names none. Which component a container runs is configuration: HOST_CONFIG names a
+# manifest (/app/manifests/<name>.toml), and HOST_<SECTION>__<KEY> variables override any of its
+# settings. Secrets (database URLs, AMQP_URL, HOST_ADMIN_TOKEN) come from the environment.
+# Build: docker build -t wasm-platform/host .
 
 # Rust, the wasm32-wasip2 target and cargo-chef, which caches the dependencies in a layer of
 # their own: a change to the project's code rebuilds only the project's crates.
@@ -17,27 +19,40 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --locked --release -p host --recipe-path recipe.json \
-    && cargo chef cook --locked --profile component --target wasm32-wasip2 \
-        -p orders -p invoices --recipe-path recipe.json
+# The services' names, for `-p <name>` and for what the final stage copies.
+COPY deploy/manifests deploy/manifests
+RUN set -- \
+    && for manifest in deploy/manifests/*.toml; do name=${manifest##*/}; set -- "$@" -p "${name%.toml}"; done \
+    && cargo chef cook --locked --release -p host --recipe-path recipe.json \
+    && cargo chef cook --locked --profile component --target wasm32-wasip2 "$@" --recipe-path recipe.json
 COPY Cargo.toml Cargo.lock ./
 COPY wit wit
 COPY contracts contracts
 COPY components components
 COPY host host
-RUN cargo build --locked --release -p host \
-    && cargo build --locked --profile component --target wasm32-wasip2 -p orders -p invoices
+# Then each service's .wasm (Cargo writes `-` in a crate's name as `_`) into /out/components and
+# its migrations into /out/migrations/<name>, which the final stage copies whole.
+RUN set -- \
+    && for manifest in deploy/manifests/*.toml; do name=${manifest##*/}; set -- "$@" -p "${name%.toml}"; done \
+    && cargo build --locked --release -p host \
+    && cargo build --locked --profile component --target wasm32-wasip2 "$@" \
+    && mkdir -p /out/components /out/migrations \
+    && for manifest in deploy/manifests/*.toml; do \
+        name=${manifest##*/}; name=${name%.toml}; \
+        cp "target/wasm32-wasip2/component/${name//-/_}.wasm" /out/components/ \
+            && cp -R "components/$name/migrations" "/out/migrations/$name" \
+            || exit 1; \
+    done
 
 # What runs: glibc and libgcc, no shell, no compiler; the distroless `nonroot` user (uid 65532,
 # numeric so that a platform can see it is not root).
 FROM gcr.io/distroless/cc-debian12:nonroot
 WORKDIR /app
 COPY --from=builder /src/target/release/host /app/host
-COPY --from=builder /src/target/wasm32-wasip2/component/orders.wasm \
-    /src/target/wasm32-wasip2/component/invoices.wasm /app/components/
-COPY components/orders/migrations /app/migrations/orders
-COPY components/invoices/migrations /app/migrations/invoices
+COPY --from=builder /out/components /app/components
+COPY --from=builder /out/migrations /app/migrations
 COPY deploy/manifests /app/manifests
 # Amazon RDS's CA bundle, which signs no certificate the system trusts: a database URL names it
 # with sslrootcert for sslmode=verify-full (see infra/). Fetched when the image is built.

@@ -14,6 +14,8 @@
 - `rabbitmq_definitions()`: the definitions file compose's RabbitMQ imports, found through the
   configuration file it mounts; `password_matches` checks a user's `password_hash` in it.
 - `kong()`: kong/kong.yml.
+- `manifest_components()`: the services, as the list deploy/manifests holds them (one container
+  manifest `<name>.toml` each, running its one component `<name>`).
 
 Run from the repository root: target/tools/venv/bin/python -m unittest discover -s deploy/tests -v
 """
@@ -207,8 +209,8 @@ class Image:
                 target = os.path.normpath(target)
                 if container_path == target:
                     return stage, source
-                if container_path.startswith(target + "/") and stage is None:
-                    return None, os.path.join(source, os.path.relpath(container_path, target))
+                if container_path.startswith(target + "/"):
+                    return stage, os.path.join(source, os.path.relpath(container_path, target))
         return None
 
     def repo_file(self, container_path):
@@ -399,4 +401,16 @@ def global_plugins():
             continue
         assert plugin["name"] not in result, f"plugin {plugin['name']} is configured twice"
         result[plugin["name"]] = plugin
+    return result
+
+
+def manifest_components():
+    """{service: its component}, from deploy/manifests: one manifest per service, named after
+    the one component it runs."""
+    result = {}
+    for path in sorted((ROOT / "deploy" / "manifests").glob("*.toml")):
+        with open(path, "rb") as file:
+            components = tomllib.load(file).get("components") or []
+        assert [c.get("name") for c in components] == [path.stem], f"{path.name}: one component, named {path.stem}"
+        result[path.stem] = components[0]
     return result

@@ -1,6 +1,8 @@
 """The Dockerfile, read with dockerfile-parse and linted with hadolint: a builder that caches the
 dependencies apart from the code, a runtime stage with no compiler and no root, the host run by
-its entrypoint and probed by its health check, and every file the manifests name in place.
+its entrypoint and probed by its health check, and every file the manifests name in place. The
+Dockerfile names no service: its builder's steps, run with a stand-in cargo (image_build.py),
+must build and copy every service of deploy/manifests.
 
 Run from the repository root: target/tools/venv/bin/python -m unittest discover -s deploy/tests -v
 """
@@ -14,11 +16,11 @@ import tomllib
 import unittest
 from pathlib import Path
 
+import image_build
 import stack
 from stack import ROOT
 
 HOST = "/app/host"
-COMPONENTS = ("orders", "invoices")
 # Images with a compiler or a package manager's worth of tools: never what runs.
 BUILD_IMAGES = re.compile(r"(^|/)(rust|golang|gcc|buildpack-deps|clang|node|python)(:|$)")
 
@@ -74,10 +76,25 @@ class DockerfileTest(unittest.TestCase):
         for expected in ("--release -p host", "--profile component --target wasm32-wasip2"):
             self.assertIn(expected, cooked)
 
-    def test_it_builds_the_release_host_and_both_components(self):
+    def test_it_builds_the_release_host_and_every_services_component(self):
         built = " ".join(i["value"] for stage in self.image.stages for i in stage if i["instruction"] == "RUN")
         self.assertRegex(built, r"cargo build [^&]*--release[^&]*-p host")
-        self.assertRegex(built, r"cargo build [^&]*--profile component --target wasm32-wasip2 -p orders -p invoices")
+        calls = image_build.stage_run("builder").cargo_calls()
+        services = sorted(stack.manifest_components())
+        components = [c for c in calls if c[:1] == ["build"] and "wasm32-wasip2" in c]
+        self.assertEqual([sorted(image_build.packages(c)) for c in components], [services])
+        self.assertIn("--locked", components[0])
+        self.assertEqual(components[0][components[0].index("--profile") + 1], "component")
+        cooked = [c for c in calls if c[:2] == ["chef", "cook"] and "wasm32-wasip2" in c]
+        self.assertEqual([sorted(image_build.packages(c)) for c in cooked], [services],
+                         "the dependencies of every component are cooked")
+
+    def test_the_dockerfile_names_no_service(self):
+        text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        for name in stack.manifest_components():
+            with self.subTest(service=name):
+                self.assertIsNone(re.search(rf"\b{re.escape(name)}\b", code), "deploy/manifests is the list")
 
     def test_it_runs_as_a_user_other_than_root(self):
         user = self.image.last("USER")
@@ -104,13 +121,19 @@ class DockerfileTest(unittest.TestCase):
         self.assertIsNotNone(host)
         self.assertIn(host[0], builder)
         self.assertTrue(host[1].endswith("/target/release/host"), host[1])
-        for name in COMPONENTS:
+        for name, component in stack.manifest_components().items():
             with self.subTest(component=name):
-                wasm = self.image.source_of(f"/app/components/{name}.wasm")
+                self.assertTrue(component["wasm"].startswith("/app/components/"), component["wasm"])
+                wasm = self.image.source_of(component["wasm"])
                 self.assertIsNotNone(wasm)
                 self.assertIn(wasm[0], builder)
-                self.assertTrue(wasm[1].endswith(f"/target/wasm32-wasip2/component/{name}.wasm"), wasm[1])
-                self.assertEqual(self.image.repo_file(f"/app/migrations/{name}"), ROOT / "components" / name / "migrations")
+                built = image_build.image_file(component["wasm"])
+                self.assertTrue(built.is_file(), f"the builder leaves nothing at {wasm[1]}")
+                self.assertEqual(image_build.built_package(built), name, "not the component cargo built")
+                self.assertEqual(component["migrations"], f"/app/migrations/{name}")
+                migrations = image_build.image_file(f"/app/migrations/{name}")
+                self.assertTrue(image_build.same_tree(migrations, ROOT / "components" / name / "migrations"),
+                                f"the image's /app/migrations/{name} is not components/{name}/migrations")
                 manifest = self.image.repo_file(f"/app/manifests/{name}.toml")
                 self.assertEqual(manifest, ROOT / "deploy" / "manifests" / f"{name}.toml")
                 self.assertTrue(manifest.is_file())

@@ -12,6 +12,7 @@ import tomllib
 import unittest
 from urllib.parse import urlsplit
 
+import image_build
 import stack
 from stack import ROOT
 
@@ -37,7 +38,7 @@ KONG_TRACE_FORMATS = {"w3c", "b3", "b3-single", "jaeger", "ot", "datadog", "aws"
 KONG_SIZE_UNITS = {"bytes": 1, "kilobytes": 1024, "megabytes": 1024 * 1024}
 RATE_PERIODS = ("second", "minute", "hour", "day", "month", "year")
 
-EXPECTED_SERVICES = {"postgres", "rabbitmq", "jaeger", "kong", "orders", "invoices"}
+INFRASTRUCTURE = {"postgres", "rabbitmq", "jaeger", "kong"}
 OBSERVABILITY = {"prometheus", "grafana"}
 
 
@@ -172,10 +173,11 @@ class ComposeTest(unittest.TestCase):
         self.assertNotIn("version", stack.compose())
 
     def test_the_stacks_services_are_there(self):
-        self.assertLessEqual(EXPECTED_SERVICES | OBSERVABILITY, set(stack.services()))
-        self.assertEqual(stack.host_services(), ["invoices", "orders"])
+        self.assertLessEqual(INFRASTRUCTURE | OBSERVABILITY, set(stack.services()))
+        self.assertEqual(stack.host_services(), sorted(stack.manifest_components()),
+                         "a host per manifest of deploy/manifests, and no other")
 
-    def test_both_hosts_run_the_one_image_built_from_the_dockerfile(self):
+    def test_every_host_runs_the_one_image_built_from_the_dockerfile(self):
         builds = {name: s["build"] for name, s in stack.services().items() if "build" in s}
         self.assertEqual(len(builds), 1)
         (build,) = builds.values()
@@ -203,7 +205,7 @@ class ComposeTest(unittest.TestCase):
                 self.assertEqual(deps.get("postgres"), "service_healthy")
                 self.assertEqual(deps.get("rabbitmq"), "service_healthy")
 
-    def test_kong_starts_once_both_hosts_are_healthy(self):
+    def test_kong_starts_once_every_host_is_healthy(self):
         deps = stack.depends_on("kong")
         for host in stack.host_services():
             self.assertEqual(deps.get(host), "service_healthy", host)
@@ -291,15 +293,16 @@ class HostContainerTest(unittest.TestCase):
                 self.assertEqual([c["name"] for c in stack.host_config(host)["components"]], [host])
 
     def test_the_image_holds_every_path_a_manifest_names(self):
-        image = stack.image()
         for host in stack.host_services():
             for component in stack.host_config(host)["components"]:
                 with self.subTest(host=host, component=component["name"]):
-                    wasm = image.source_of(component["wasm"])
-                    self.assertIsNotNone(wasm, f"the image holds nothing at {component['wasm']}")
-                    self.assertEqual(wasm[1].rsplit("/", 1)[-1], f"{component['name']}.wasm")
-                    migrations = image.repo_file(component["migrations"])
-                    self.assertEqual(migrations, ROOT / "components" / component["name"] / "migrations")
+                    wasm = image_build.image_file(component["wasm"])
+                    self.assertTrue(wasm is not None and wasm.is_file(), f"the image holds nothing at {component['wasm']}")
+                    self.assertEqual(image_build.built_package(wasm), component["name"])
+                    migrations = image_build.image_file(component["migrations"])
+                    repository = ROOT / "components" / component["name"] / "migrations"
+                    self.assertTrue(image_build.same_tree(migrations, repository),
+                                    f"the image's {component['migrations']} is not the repository's {repository}")
                     self.assertTrue(any(migrations.glob("V*__*.sql")))
 
     def test_the_databases_are_compose_postgres_with_the_password_in_the_environment(self):
