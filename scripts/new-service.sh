@@ -69,31 +69,30 @@ for needed in components/template Cargo.toml host.toml scripts/services.py deplo
 done
 python3 scripts/services.py check-new "$name" "$route" || exit 1
 
-# Topics: each a valid name; each subscribed topic published by a service already (its
-# manifest then names the publisher, which the host requires).
-publishers=$(python3 - "$name" "$publishes" "$subscribes" <<'PY'
-import re, sys, tomllib
+# The subscribed topics' publishers, as a TOML inline table's insides; refuses a topic published
+# already (a topic has one publisher) and a subscription no service publishes. (A function, not
+# a here-document inside $(...), which bash 3.2 misreads.)
+publishers_of() { # name, published topics, subscribed topics
+  python3 - "$@" <<'PY'
+import sys, tomllib
 from pathlib import Path
 
 name, publishes, subscribes = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-topic = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-for t in publishes + subscribes:
-    if not topic.match(t) or len(t) > 200:
-        sys.exit(f"error: topic {t!r}: dot-separated words of letters, digits, '-', '_' (e.g. {name}.created)")
 published = {}
 for path in sorted(Path("deploy/manifests").glob("*.toml")):
     for component in tomllib.loads(path.read_text()).get("components") or []:
-        for t in component.get("publishes") or []:
-            published[t] = component["name"]
-for t in publishes:
-    if t in published:
-        sys.exit(f"error: {t} is published by {published[t]} already; a topic has one publisher")
-for t in subscribes:
-    if t not in published and t not in publishes:
-        sys.exit(f"error: no service publishes {t}; subscribe to a topic another service publishes")
-print(", ".join(f'"{t}" = "{published.get(t, name)}"' for t in subscribes))
+        for topic in component.get("publishes") or []:
+            published[topic] = component["name"]
+for topic in publishes:
+    if topic in published:
+        sys.exit(f"error: {topic} is published by {published[topic]} already; a topic has one publisher")
+for topic in subscribes:
+    if topic not in published and topic not in publishes:
+        sys.exit(f"error: no service publishes {topic}; subscribe to a topic another service publishes")
+print(", ".join(f'"{topic}" = "{published.get(topic, name)}"' for topic in subscribes))
 PY
-) || exit 1
+}
+publishers=$(publishers_of "$name" "$publishes" "$subscribes") || exit 1
 
 crate=$(printf '%s' "$name" | tr - _)
 title=$(python3 -c 'import sys; print(sys.argv[1].replace("-", " ").capitalize())' "$name")

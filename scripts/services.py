@@ -222,7 +222,7 @@ def replace_blocks(text, path, blocks):
     return "\n".join(result)
 
 
-# ---- compose.yaml ---------------------------------------------------------------------------------
+# ---- compose.yaml -------------------------------------------------------------------------------
 
 def hosts_given(compose_text, services):
     """The admin port on this machine of each service, and the host that builds the image, as
@@ -353,7 +353,7 @@ def init_sql(text, services, _root):
     return replace_blocks(text, INIT_SQL, {"roles": lines})
 
 
-# ---- RabbitMQ's definitions -----------------------------------------------------------------------
+# ---- RabbitMQ's definitions ---------------------------------------------------------------------
 
 def password_hash(name, password):
     """RabbitMQ's rabbit_password_hashing_sha256, base64(salt + SHA-256(salt + password)), with a
@@ -458,6 +458,12 @@ def check_new(name, route, root=ROOT):
         return f"{name!r} is already a service ({MANIFESTS}/{name}.toml)"
     if (root / "components" / name).exists():
         return f"components/{name} already exists"
+    try:
+        packages = {p["name"] for p in tomllib.loads((root / "Cargo.lock").read_text(encoding="utf-8"))["package"]}
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        packages = set()
+    if name in packages:
+        return f"{name!r} is a package in Cargo.lock already: `cargo build -p {name}` would be ambiguous"
     for service in load_services(root):
         if nested(route, service.route):
             return f"route {route!r} is {service.name}'s route ({service.route}) or nested with it"
@@ -489,19 +495,17 @@ def main(argv=None):
                 print(f"error: {problem}", file=sys.stderr)
             return 1 if problem else 0
         services = load_services()
-        for service in services:
-            if args.json:
-                continue
+        if args.json:
+            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes), subscriptions=list(s.subscriptions))
+                     for s in services]
+            print(json.dumps(shown, indent=2))
+        for service in [] if args.json else services:
             if args.routes:
                 print(service.name, service.route)
             elif args.databases:
                 print(service.name, service.role, service.database)
             else:
                 print(service.name)
-        if args.json:
-            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes), subscriptions=list(s.subscriptions))
-                     for s in services]
-            print(json.dumps(shown, indent=2))
         return 0
     except ServiceError as err:
         print(f"error: {err}", file=sys.stderr)
