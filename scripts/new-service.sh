@@ -52,9 +52,15 @@ while [ $# -gt 0 ]; do
     -h | --help) usage; exit 0 ;;
     --route) [ $# -ge 2 ] || fail "--route needs a path"; route=$2; shift 2 ;;
     --route=*) route=${1#--route=}; shift ;;
-    --publishes) [ $# -ge 2 ] || fail "--publishes needs a topic"; publishes="$publishes $(topic "$2")"; shift 2 ;;
+    --publishes)
+      [ $# -ge 2 ] || fail "--publishes needs a topic"
+      publishes="$publishes $(topic "$2")"
+      shift 2 ;;
     --publishes=*) publishes="$publishes $(topic "${1#--publishes=}")"; shift ;;
-    --subscribes) [ $# -ge 2 ] || fail "--subscribes needs a topic"; subscribes="$subscribes $(topic "$2")"; shift 2 ;;
+    --subscribes)
+      [ $# -ge 2 ] || fail "--subscribes needs a topic"
+      subscribes="$subscribes $(topic "$2")"
+      shift 2 ;;
     --subscribes=*) subscribes="$subscribes $(topic "${1#--subscribes=}")"; shift ;;
     -*) usage >&2; fail "unknown option $1" ;;
     *) [ -z "$name" ] || { usage >&2; fail "one name only"; }; name=$1; shift ;;
@@ -108,7 +114,8 @@ cp Cargo.toml host.toml "$backup/"
 finished=0
 undo() {
   if [ "$finished" = 0 ]; then
-    say "undoing: removing components/$name and deploy/manifests/$name.toml, restoring Cargo.toml and host.toml"
+    say "undoing: removing components/$name and deploy/manifests/$name.toml, restoring Cargo.toml" \
+      "and host.toml"
     rm -rf "components/$name" "deploy/manifests/$name.toml"
     cp "$backup/Cargo.toml" "$backup/host.toml" .
     python3 scripts/services.py sync >/dev/null || say "error: scripts/services.py sync failed; run it again"
@@ -128,7 +135,8 @@ crate = Path("components", name)
 cargo = crate / "Cargo.toml"
 text = cargo.read_text()
 text = re.sub(r'(?m)^name = "template"$', f'name = "{name}"', text)
-text = re.sub(r'(?m)^description = ".*"$', f'description = "The {name} service: notes in its own database, documented, with health."', text)
+description = f"The {name} service: notes in its own database, documented, with health."
+text = re.sub(r'(?m)^description = ".*"$', f'description = "{description}"', text)
 cargo.write_text(text)
 lib = crate / "src" / "lib.rs"
 text = lib.read_text()
@@ -141,7 +149,8 @@ text = re.sub(r'const SERVICE: &str = "template";', f'const SERVICE: &str = "{na
 text = text.replace('title = "Template"', f'title = "{title}"')
 lib.write_text(text)
 for migration in (crate / "migrations").glob("*.sql"):
-    migration.write_text(migration.read_text().replace("The template's one table.", f"The one table of {name}."))
+    text = migration.read_text().replace("The template's one table.", f"The one table of {name}.")
+    migration.write_text(text)
 left = [f"{path}: {line.strip()}" for path in sorted(crate.rglob("*")) if path.is_file()
         for line in path.read_text(errors="replace").splitlines()
         if re.search(r"\"template\"|\bTemplate\b|\btemplate's\b", line)]

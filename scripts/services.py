@@ -254,7 +254,7 @@ def hosts_given(compose_text, services):
         if service.name not in ports:
             port = next(free, None)
             if port is None:
-                raise ServiceError(f"{COMPOSE}: no free admin port left in {ADMIN_PORTS.start}-{ADMIN_PORTS.stop - 1}")
+                raise ServiceError(f"{COMPOSE}: no admin port left in {ADMIN_PORTS.start}-{ADMIN_PORTS.stop - 1}")
             ports[service.name] = port
     return ports, by_name.get(builds, services[0])
 
@@ -451,7 +451,8 @@ def check_new(name, route, root=ROOT):
     if name in RESERVED or name.startswith("pg-"):
         return f"{name!r} is a reserved name (another part of the stack, or a word SQL or Cargo keeps)"
     if not ROUTE.match(route):
-        return f"route {route!r}: a path such as /{name}: lower-case letters, digits, '.', '_', '-', no trailing '/'"
+        return (f"route {route!r}: a path such as /{name}: lower-case letters, digits, '.', '_', '-', "
+                "no trailing '/'")
     if route.startswith("/health"):
         return f"route {route!r}: /health is where the host answers its own health checks"
     if (root / MANIFESTS / f"{name}.toml").exists():
@@ -459,7 +460,8 @@ def check_new(name, route, root=ROOT):
     if (root / "components" / name).exists():
         return f"components/{name} already exists"
     try:
-        packages = {p["name"] for p in tomllib.loads((root / "Cargo.lock").read_text(encoding="utf-8"))["package"]}
+        lock = tomllib.loads((root / "Cargo.lock").read_text(encoding="utf-8"))
+        packages = {package["name"] for package in lock["package"]}
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         packages = set()
     if name in packages:
@@ -496,8 +498,8 @@ def main(argv=None):
             return 1 if problem else 0
         services = load_services()
         if args.json:
-            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes), subscriptions=list(s.subscriptions))
-                     for s in services]
+            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes),
+                          subscriptions=list(s.subscriptions)) for s in services]
             print(json.dumps(shown, indent=2))
         for service in [] if args.json else services:
             if args.routes:
