@@ -481,7 +481,8 @@ def main(argv=None):
     shown = listing.add_mutually_exclusive_group()
     shown.add_argument("--routes", action="store_true", help="print `name route`")
     shown.add_argument("--databases", action="store_true", help="print `name role database`")
-    shown.add_argument("--json", action="store_true", help="everything the manifests say, as JSON")
+    shown.add_argument("--json", action="store_true",
+                       help="everything the manifests say, and each host's admin port in compose, as JSON")
     syncing = commands.add_parser("sync", help="rewrite the files derived from the manifests")
     syncing.add_argument("--check", action="store_true", help="write nothing; exit 1 naming stale files")
     new = commands.add_parser("check-new", help="exit 1 when a service cannot be added so")
@@ -498,8 +499,9 @@ def main(argv=None):
             return 1 if problem else 0
         services = load_services()
         if args.json:
-            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes),
-                          subscriptions=list(s.subscriptions)) for s in services]
+            ports, _builder = hosts_given((ROOT / COMPOSE).read_text(encoding="utf-8"), services)
+            shown = [dict(vars(s), wasm=s.wasm, publishes=list(s.publishes), subscriptions=list(s.subscriptions),
+                          compose_admin_port=ports[s.name]) for s in services]
             print(json.dumps(shown, indent=2))
         for service in [] if args.json else services:
             if args.routes:

@@ -79,6 +79,10 @@ class SyncTest(unittest.TestCase):
         self.assertEqual(routes, [[name, manifests[name]["route"]] for name in sorted(manifests)])
         shown = json.loads(services_py("list", "--json").stdout)
         self.assertEqual([s["name"] for s in shown], sorted(manifests))
+        for service in shown:
+            with self.subTest(service=service["name"]):
+                self.assertEqual([port for _, port in stack.published_ports(service["name"])],
+                                 [service["compose_admin_port"]])
 
     def test_check_names_a_file_edited_by_hand_and_sync_writes_it_back(self):
         with tempfile.TemporaryDirectory(prefix="services-sync-") as folder:
