@@ -18,7 +18,8 @@
 # fails. Prints each step and its duration; exits non-zero on the first failure.
 #
 # Needs: PostgreSQL on localhost:5432 trusting `postgres` over TCP (./test.sh's ensure_postgres),
-# the wasm32-wasip2 target, curl, python3, and target/debug/host (built when missing).
+# the wasm32-wasip2 target, curl, python3, and target/debug/host with its `check` subcommand
+# (built when missing; HOST_BIN names another host binary).
 set -euo pipefail
 
 main=$(cd "$(dirname "$0")/../.." && pwd)
