@@ -16,7 +16,8 @@
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
 //! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP), Prometheus metrics.
-//! - [`probe`]: `host probe`, the readiness check containers run.
+//! - [`cli`]: the `host` command's other subcommands: `probe` (liveness and readiness for
+//!   containers), `check` (a manifest validated offline), `admin` (the admin API).
 //! - [`problem`]: RFC 9457 problem responses the host itself sends.
 //! - [`startup`]: `Host::build` binds and loads everything; `run_until_stopped` serves.
 //!
@@ -31,11 +32,11 @@
 mod bindings;
 pub mod cache;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
 pub mod migrations;
-pub mod probe;
 pub mod problem;
 pub mod registry;
 pub mod service;

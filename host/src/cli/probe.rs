@@ -1,56 +1,62 @@
-//! `host probe`: one plain-HTTP GET to a host on this machine, for container health checks
-//! (the runtime image has no shell and no curl).
+//! `host probe`: one GET to a host on this machine, for container health checks (the runtime
+//! image has no shell and no curl).
+//!
+//! - `host probe` asks readiness, `GET /health`: every component's database answers. For what
+//!   routes traffic to the host (a gateway's or load balancer's health check).
+//! - `host probe --live` asks liveness, `GET /health/live`: the process serves, whatever its
+//!   dependencies do. For what restarts the container: a database outage must not restart every
+//!   host, and a host that restarts cannot start while its database is down.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{Request, Uri, header};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::{Method, StatusCode};
 
-/// Where the host listening on `listen` answers its readiness: on loopback when it listens on
-/// every address, at its address otherwise.
-pub fn health_url(listen: SocketAddr) -> String {
+use super::client;
+
+/// What is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `GET /health`.
+    Ready,
+    /// `GET /health/live`.
+    Live,
+}
+
+impl Check {
+    fn path(self) -> &'static str {
+        match self {
+            Check::Ready => "/health",
+            Check::Live => "/health/live",
+        }
+    }
+}
+
+/// Where the host listening on `listen` answers `check`: on loopback when it listens on every
+/// address, at its address otherwise.
+pub fn url(listen: SocketAddr, check: Check) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/health", SocketAddr::new(ip, listen.port()))
+    format!(
+        "http://{}{}",
+        SocketAddr::new(ip, listen.port()),
+        check.path()
+    )
 }
 
-/// The status `GET url` answers with; `url` is `http://host:port/path`.
-pub async fn status_of(url: &str) -> anyhow::Result<u16> {
-    let uri: Uri = url
-        .parse()
-        .with_context(|| format!("{url:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("{url:?}: only http:// URLs can be probed");
+/// `Ok` when `GET url` answers 200 within `timeout`; otherwise why not, in one line.
+pub async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+    let asked = client::send(Method::GET, url, &[], Bytes::new());
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(answer)) if answer.status == StatusCode::OK => Ok(()),
+        Ok(Ok(answer)) => Err(format!("{url} answered {}", answer.status.as_u16())),
+        Ok(Err(err)) => Err(format!("{url}: {err:#}")),
+        Err(_) => Err(format!("{url} did not answer within {timeout:?}")),
     }
-    let authority = uri.authority().context("the URL names no host")?.clone();
-    let port = authority.port_u16().unwrap_or(80);
-    // `[::1]` in a URL is `::1` to connect to.
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let stream = TcpStream::connect((host, port))
-        .await
-        .context("cannot connect")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let path = uri
-        .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .to_owned();
-    let request = Request::get(path)
-        .header(header::HOST, authority.as_str())
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -59,30 +65,30 @@ mod tests {
 
     #[test]
     fn a_host_on_every_address_is_asked_on_loopback_and_one_on_an_address_there() {
-        let url = |listen: &str| health_url(listen.parse().expect("address"));
-        assert_eq!(url("0.0.0.0:8000"), "http://127.0.0.1:8000/health");
-        assert_eq!(url("[::]:8000"), "http://[::1]:8000/health");
-        assert_eq!(url("10.0.0.7:8080"), "http://10.0.0.7:8080/health");
+        let url = |listen: &str, check| url(listen.parse().expect("address"), check);
+        assert_eq!(
+            url("0.0.0.0:8000", Check::Ready),
+            "http://127.0.0.1:8000/health"
+        );
+        assert_eq!(
+            url("[::]:8000", Check::Live),
+            "http://[::1]:8000/health/live"
+        );
+        assert_eq!(
+            url("10.0.0.7:8080", Check::Ready),
+            "http://10.0.0.7:8080/health"
+        );
     }
 
     #[tokio::test]
-    async fn an_ipv6_url_connects_without_its_brackets() {
-        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
-            return;
-        };
+    async fn nothing_listening_is_not_ready_and_says_where_it_asked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
         let port = listener.local_addr().expect("address").port();
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.expect("accepted");
-            let mut request = [0u8; 1024];
-            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut request).await;
-            let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, answer).await;
-        });
-        assert_eq!(
-            status_of(&format!("http://[::1]:{port}/health"))
-                .await
-                .expect("answered"),
-            204
-        );
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}/health");
+        let why = probe(&url, Duration::from_secs(2))
+            .await
+            .expect_err("not ready");
+        assert!(why.starts_with(&url), "{why}");
     }
 }

@@ -102,9 +102,11 @@ pub(super) fn check_component(
             raw.route
         );
     }
-    if raw.route == "/health" {
+    if raw.route == "/health" || raw.route.starts_with("/health/") {
         bail!(
-            "route: \"/health\" is where the host answers its own readiness check; choose another prefix"
+            "route: {:?}: /health is where the host answers its own liveness and readiness checks; \
+             choose another prefix",
+            raw.route
         );
     }
     let wasm = base.join(&raw.wasm);

@@ -261,6 +261,20 @@ impl Config {
                     component.route
                 );
             }
+            if let Some(other) = components
+                .iter()
+                .find(|other: &&ComponentConfig| nested(&other.route, &component.route))
+            {
+                bail!(
+                    "{at}.route: {:?} and the route {:?} of component `{}` overlap: a request \
+                     under the longer one could reach either; give each component a prefix of its \
+                     own, such as \"/{}\"",
+                    component.route,
+                    other.route,
+                    other.name,
+                    component.name
+                );
+            }
             components.push(component);
         }
         if components.is_empty() {
@@ -302,6 +316,15 @@ impl Config {
             components,
         })
     }
+}
+
+/// Whether one route lies under the other (`/orders` and `/orders/admin`), segment by segment.
+fn nested(a: &str, b: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    under(a, b) || under(b, a)
 }
 
 /// Refuses a pool of instances smaller than what the components may run at once (their requests

@@ -223,12 +223,36 @@ fn zero_limits_are_refused() {
 }
 
 #[test]
-fn a_route_that_would_hide_the_hosts_health_check_is_refused() {
-    let error = error_of(&ORDERS.replace("route = \"/orders\"", "route = \"/health\""));
+fn a_route_that_would_hide_the_hosts_health_checks_is_refused() {
+    for route in ["/health", "/health/live"] {
+        let error =
+            error_of(&ORDERS.replace("route = \"/orders\"", &format!("route = \"{route}\"")));
+        assert!(
+            error.contains(&format!(
+                "components[0]: route: \"{route}\": /health is where the host answers"
+            )),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_route_under_another_components_route_is_refused_with_its_fix() {
+    let second = ORDERS
+        .replace("name = \"orders\"", "name = \"admin\"")
+        .replace("route = \"/orders\"", "route = \"/orders/admin\"");
+    let error = error_of(&format!("{ORDERS}{second}"));
     assert!(
-        error.contains("components[0]: route: \"/health\" is where the host answers"),
+        error.contains(
+            "components[1].route: \"/orders/admin\" and the route \"/orders\" of component `orders` overlap"
+        ) && error.contains("such as \"/admin\""),
         "{error}"
     );
+    // A route that only starts with the same letters is its own prefix.
+    let neighbour = ORDERS
+        .replace("name = \"orders\"", "name = \"orders-archive\"")
+        .replace("route = \"/orders\"", "route = \"/orders-archive\"");
+    load(&format!("{ORDERS}{neighbour}")).expect("not nested");
 }
 
 #[test]

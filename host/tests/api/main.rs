@@ -2,6 +2,7 @@
 //! each test's own. Run the README's test command (it builds the components first).
 
 mod broker;
+mod cli;
 mod collector;
 mod containment;
 mod control;

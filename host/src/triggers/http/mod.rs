@@ -2,7 +2,8 @@
 //!
 //! `POST /orders/orders` goes to the component whose route is `/orders`, which sees
 //! `POST /orders` (the prefix is stripped, as Kong's `strip_path` does). The host itself answers
-//! `GET /health` (ready only when every component's database answers) and a problem 404 for a
+//! `GET /health` (ready only when every component's database answers), `GET /health/live` (alive:
+//! the process serves, whatever its dependencies do) and a problem 404 for a
 //! path no component serves. The component learns its prefix from `X-Forwarded-Prefix`: its
 //! route, or the gateway's header when `trust_forwarded_prefix` is on. `<route>/docs` is the
 //! host's Swagger UI page for the component's `<route>/openapi.json` (see [`docs`]). Request
@@ -138,6 +139,9 @@ impl HttpTrigger {
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
+        if path == "/health/live" {
+            return health::live();
+        }
         if path == "/health" {
             if self.registry.is_stopping() {
                 return problem::response(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
