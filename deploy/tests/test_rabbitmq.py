@@ -2,8 +2,8 @@
 configuration file compose mounts. Each host container logs in as the broker user named after
 its component (the host refuses any other, and RabbitMQ checks the `user_id` the host stamps on
 every event against that login), with the password its <NAME>_AMQP_URL carries and the
-permissions the README gives, no more; guest stays as the administrator of the management UI.
-Read as files, then imported for real by a throwaway node of this machine's RabbitMQ (Debian's
+permissions docs/security.md gives, no more; guest stays as the administrator of the management
+UI. Read as files, then imported for real by a throwaway node of this machine's RabbitMQ (Debian's
 `rabbitmq-server`, which ./test.sh installs; the definitions format is the same as 4.1's).
 
 Run from the repository root: target/tools/venv/bin/python -m unittest discover -s deploy/tests -v
@@ -31,7 +31,8 @@ RABBITMQ_IMAGE = "rabbitmq:4.1-management"
 VHOST = "/"
 # What a component's user may do on the vhost, NAME being the component: declare the exchange and
 # its own queues, publish to the exchange and (retries, dead letters) through the default
-# exchange, and read the exchange and its own queues. The README's rabbitmqctl commands say the same.
+# exchange, and read the exchange and its own queues. docs/security.md's rabbitmqctl commands say
+# the same.
 PERMISSIONS = {
     "configure": r"^platform\.events(\.NAME\..*)?$",
     "write": r"^(platform\.events|platform\.events\.NAME\..*|amq\.default)$",
