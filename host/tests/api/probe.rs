@@ -51,7 +51,7 @@ async fn probe_answers_whether_the_host_of_its_configuration_is_ready() {
     assert!(said.contains("cannot read the manifest"), "{said}");
 }
 
-/// `HOST_LOG_JSON=1`, as the README writes it, is accepted: the host goes on to read its
+/// `HOST_LOG_JSON=1`, as docs/observability.md writes it, is accepted: the host goes on to read its
 /// manifest (and says that one is missing) rather than refuse the variable.
 #[tokio::test]
 async fn the_log_switch_takes_the_values_the_readme_gives() {

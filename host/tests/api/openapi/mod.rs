@@ -276,7 +276,7 @@ async fn a_component_without_a_document_has_no_docs_page() {
     app.host.stop().await.expect("stops");
 }
 
-/// The template a new service starts from works as the README says: it keeps notes in its own
+/// The template a new service starts from works as docs/adding-a-service.md says: it keeps notes in its own
 /// database, answers as its document says, and gets a docs page.
 #[tokio::test]
 async fn the_template_service_serves_its_resource_its_document_and_its_docs_page() {
