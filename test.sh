@@ -81,12 +81,12 @@ RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test "$@"
 
 if [ $# -eq 0 ]; then
   # Every manifest as CI would check it: the development one, and each container's with the
-  # image's paths pointed at this checkout.
+  # image's paths pointed at this checkout (relative paths are the manifest folder's).
   target/debug/host check --config host.toml
   for name in $(platform_services); do
     prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
-    env "HOST_COMPONENTS__${prefix}__WASM=target/wasm32-wasip2/component/${name//-/_}.wasm" \
-      "HOST_COMPONENTS__${prefix}__MIGRATIONS=components/$name/migrations" \
+    env "HOST_COMPONENTS__${prefix}__WASM=$PWD/target/wasm32-wasip2/component/${name//-/_}.wasm" \
+      "HOST_COMPONENTS__${prefix}__MIGRATIONS=$PWD/components/$name/migrations" \
       target/debug/host check --config "deploy/manifests/$name.toml"
   done
   # A service made by the generator builds, passes `host check` and serves.

@@ -79,9 +79,10 @@ Examples:
     #[command(after_help = "\
 Examples:
   host check --config host.toml
-  # A container manifest, with its image paths pointed at this checkout:
-  HOST_COMPONENTS__ORDERS__WASM=target/wasm32-wasip2/component/orders.wasm \\
-  HOST_COMPONENTS__ORDERS__MIGRATIONS=components/orders/migrations \\
+  # A container manifest, with its image's paths pointed at this checkout (a relative
+  # path is taken from the manifest's folder, so these are absolute):
+  HOST_COMPONENTS__ORDERS__WASM=$PWD/target/wasm32-wasip2/component/orders.wasm \\
+  HOST_COMPONENTS__ORDERS__MIGRATIONS=$PWD/components/orders/migrations \\
     host check --config deploy/manifests/orders.toml")]
     Check,
     /// Calls a running host's admin API: lists components, swaps code, reads and replays
