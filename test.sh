@@ -75,9 +75,7 @@ if [ -n "$offline_pid" ]; then
   fi
 fi
 
-# The integration tests wait on PostgreSQL, RabbitMQ and their own timeouts more than they
-# compute: more of them at once than there are cores.
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test "$@"
+cargo test "$@"
 
 if [ $# -eq 0 ]; then
   # Every manifest as CI would check it: the development one, and each container's with the
