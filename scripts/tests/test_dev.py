@@ -291,8 +291,7 @@ class WatchTest(unittest.TestCase):
     def test_ctrl_c_stops_the_watcher_and_the_host_which_is_waited_for(self):
         os.killpg(self.dev.pid, signal.SIGINT)
 
-        # Beside a build on two cores, bash and the fake host can be slow to be scheduled.
-        status = self.dev.wait(timeout=60)
+        status = self.dev.wait(timeout=20)
 
         self.assertEqual(status, 0, self.stderr())
         self.assertEqual(self.record.read_text(), "TERM\n")
@@ -303,8 +302,7 @@ class WatchTest(unittest.TestCase):
     def test_the_watcher_ends_when_the_host_stops_by_itself(self):
         os.kill(self.host_pid, signal.SIGTERM)
 
-        # Beside a build on two cores, bash and the fake host can be slow to be scheduled.
-        status = self.dev.wait(timeout=60)
+        status = self.dev.wait(timeout=20)
 
         self.assertEqual(status, 0, self.stderr())
 
