@@ -9,7 +9,7 @@
 //! - Epoch interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`]. At
 //!   each tick a running guest yields to the async runtime (so a CPU-bound guest shares the
 //!   worker threads with every other request instead of holding one), and traps once its unit
-//!   of work's deadline has passed (see [`crate::service::Service::new_store`]).
+//!   of work's deadline has passed (see [`crate::service::unit_of_work`]).
 //! - The `Linker` holds WASI p2 (what Rust's `std` imports), `wasi:http`, and the platform's
 //!   capabilities. What a component may actually reach is decided per store in [`crate::state`].
 //! - Proposals the host does not run are off: without the `gc` build feature wasmtime 48 still

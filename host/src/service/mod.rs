@@ -7,25 +7,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use wasmtime::Store;
 
 use crate::capabilities::logging::LogRate;
 use crate::capabilities::memory::HostMemory;
+use crate::capabilities::messaging::Outbound;
 use crate::capabilities::messaging::broker::Broker;
-use crate::capabilities::messaging::{MessagingCtx, Outbound, PublishLimits};
-use crate::capabilities::route::{RouteCtx, Routes};
-use crate::capabilities::sql::{Database, SqlComponent, SqlCtx, SqlLimits};
+use crate::capabilities::route::Routes;
+use crate::capabilities::sql::{Database, SqlComponent, SqlLimits};
 use crate::config::{ComponentConfig, GuestLimits, Limits};
-use crate::engine::Runtime;
-use crate::state::StoreState;
 use crate::telemetry::metrics::{ComponentMetrics, Metrics, ServiceSnapshot};
 
 pub mod admission;
 pub mod code;
 pub mod turns;
+pub mod unit_of_work;
 
 pub use admission::{Admission, Busy};
 pub use code::{Code, Identity};
@@ -249,38 +247,5 @@ impl Service {
                 None
             },
         }
-    }
-
-    /// A fresh store for one unit of work that must end by `deadline`.
-    ///
-    /// At every epoch tick the guest yields its worker thread and waits for a turn (see
-    /// [`turns`]); once the deadline has passed it traps instead. So a guest that loops or
-    /// computes for long neither starves other requests nor outlives its unit of work.
-    pub fn new_store(&self, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
-        let limits = &self.limits;
-        let publish = PublishLimits {
-            max_event_bytes: limits.max_event_bytes,
-            max_published_bytes: limits.max_published_bytes,
-        };
-        let state = StoreState::new(
-            &self.log_name,
-            &self.log_rate,
-            SqlCtx::new(self.sql.clone(), deadline),
-            MessagingCtx::new(
-                self.outbound.clone(),
-                self.metrics.clone(),
-                publish,
-                self.host_memory.clone(),
-            ),
-            RouteCtx::new(self.routes.clone()),
-            self.metrics.clone(),
-            self.memory_bytes,
-            limits,
-            self.in_flight.clone(),
-        );
-        let mut store = Store::new(&runtime.engine, state);
-        store.limiter(|state| &mut state.limits);
-        self.turns.install(&mut store, deadline);
-        store
     }
 }

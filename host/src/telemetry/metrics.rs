@@ -62,8 +62,10 @@ struct UnitOfWorkLabels {
     component: Name,
     /// `http` or `message`.
     trigger: &'static str,
-    /// `committed`, `rolled_back`, `empty` (no statement ran), or `duplicate` (a delivery of an
-    /// event handled before: rolled back, as it must be).
+    /// The unit of work's verdict (see [`crate::service::unit_of_work::Verdict::label`]):
+    /// `committed`, `empty` (no statement ran), `rolled_back`, `duplicate` (a delivery of an event
+    /// handled before: rolled back, as it must be), `timed_out`, `trapped`, `busy`, `outage`,
+    /// `conflict`, `outcome_unknown`, `failed` or `refused`.
     outcome: &'static str,
 }
 
@@ -462,7 +464,7 @@ impl ComponentMetrics {
             .observe(seconds);
     }
 
-    /// A unit of work ended: `committed`, `rolled_back`, `empty` or `duplicate`.
+    /// A unit of work ended, with its verdict's label.
     pub fn unit_of_work(&self, trigger: &'static str, outcome: &'static str) {
         let labels = UnitOfWorkLabels {
             component: self.name.clone(),

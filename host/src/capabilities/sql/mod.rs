@@ -192,6 +192,8 @@ pub struct SqlCtx {
     failed: Option<String>,
     /// The guard statement, until it is sent.
     guard: Option<(String, Vec<Value>)>,
+    /// What the guard is for, in a few words ("record the event in the inbox").
+    guard_purpose: &'static str,
     /// What the guard found, once sent.
     guarded: Option<Guard>,
     /// The last result's reservation: its rows are in the guest by the next call.
@@ -208,6 +210,7 @@ impl SqlCtx {
             fault: None,
             failed: None,
             guard: None,
+            guard_purpose: "",
             guarded: None,
             result_held: Held::default(),
         }
@@ -280,8 +283,21 @@ impl SqlCtx {
     /// before the commit when there is none. When it changes no row or fails, the statement
     /// that went with it answers an error instead of its own result, every later one is
     /// refused unsent, and the unit of work rolls back; [`SqlCtx::guarded`] says which.
-    pub fn guard(&mut self, statement: &str, params: Vec<Value>) {
+    /// `purpose` says what it is for, in a few words, for the reason a failure gives.
+    pub fn guard(&mut self, purpose: &'static str, statement: &str, params: Vec<Value>) {
         self.guard = Some((statement.to_owned(), params));
+        self.guard_purpose = purpose;
+    }
+
+    /// What the guard is for, as [`SqlCtx::guard`] was told.
+    pub fn guard_purpose(&self) -> &'static str {
+        self.guard_purpose
+    }
+
+    /// Why the unit of work can only roll back: the first statement that failed, or the
+    /// transaction that could not begin.
+    pub fn failure(&self) -> Option<&str> {
+        self.aborted.as_deref()
     }
 
     /// What the guard found, once it was sent.
@@ -484,7 +500,8 @@ impl SqlCtx {
     }
 }
 
-fn describe(err: &Error) -> String {
+/// An error of the capability, in a line for a log or a reason.
+pub fn describe(err: &Error) -> String {
     match err {
         Error::Database(db) => format!("{} (SQLSTATE {})", db.message, db.code),
         Error::BadParameter(p) => format!("parameter {}: {}", p.index, p.message),

@@ -247,7 +247,11 @@ fn guarded(guard_rows: usize) -> (SqlCtx, FakeDatabase) {
         })
     });
     let mut ctx = context(&database);
-    ctx.guard(GUARD, vec![Value::Text("event-1".into())]);
+    ctx.guard(
+        "record the event",
+        GUARD,
+        vec![Value::Text("event-1".into())],
+    );
     (ctx, database)
 }
 

@@ -45,8 +45,6 @@ mod invoke;
 
 use connections::{Connections, Tracked, WriteStall};
 
-pub use invoke::unit_of_work_label;
-
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
