@@ -28,6 +28,7 @@
 
 // One function may load precompiled code, which wasmtime marks unsafe: see `cache::deserialize`.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod bindings;
 pub mod cache;

@@ -46,6 +46,12 @@ pub struct Supervisor {
     phases: [(CancellationToken, JoinSet<()>); 3],
 }
 
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Supervisor {
     pub fn new() -> Self {
         Self {

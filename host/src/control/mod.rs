@@ -189,14 +189,19 @@ fn local_caller(request: &Request) -> Result<(), &'static str> {
     }
 }
 
-async fn ready(State(admin): State<Admin>) -> Response {
+async fn ready(State(admin): State<Admin>) -> Answer {
     if admin.registry.is_stopping() {
-        return fail(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping");
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host is stopping",
+        ));
     }
     let reasons = crate::triggers::http::health::Detail::Reasons;
-    crate::triggers::http::health::check(admin.registry.services(), reasons)
-        .await
-        .map(Body::new)
+    Ok(
+        crate::triggers::http::health::check(admin.registry.services(), reasons)
+            .await
+            .map(Body::new),
+    )
 }
 
 /// A component as the admin API shows it.
@@ -240,40 +245,41 @@ async fn list(State(admin): State<Admin>) -> Response {
     axum::Json(serde_json::json!({ "components": components })).into_response()
 }
 
-async fn one(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
-    match service(&admin, &name) {
-        Ok(service) => axum::Json(view(service)).into_response(),
-        Err(refused) => refused,
-    }
+async fn one(State(admin): State<Admin>, Path(name): Path<String>) -> Answer {
+    Ok(axum::Json(view(service(&admin, &name)?)).into_response())
 }
 
-async fn reload_file(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+async fn reload_file(State(admin): State<Admin>, Path(name): Path<String>) -> Answer {
     swap(&admin, &name, Source::File).await
 }
 
-async fn upload(State(admin): State<Admin>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn upload(State(admin): State<Admin>, Path(name): Path<String>, body: Bytes) -> Answer {
     if body.is_empty() {
-        return fail(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "the body must be the component's .wasm file",
-        );
+        ));
     }
     swap(&admin, &name, Source::Upload(body)).await
 }
 
-async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
-    let service = match service(admin, name) {
-        Ok(service) => service.clone(),
-        Err(refused) => return refused,
-    };
+async fn swap(admin: &Admin, name: &str, source: Source) -> Answer {
+    let service = service(admin, name)?.clone();
     // In a task of its own: a caller that hangs up does not cut a reload short.
     let (runtime, reloading) = (admin.registry.runtime().clone(), service.clone());
     let reloaded =
         tokio::spawn(async move { reload::reload(&runtime, &reloading, source).await }).await;
-    let reloaded = reloaded.unwrap_or_else(|err| Err(format!("the reload failed: {err}")));
-    match reloaded {
-        Ok(Reloaded::Swapped(code)) => axum::Json(view_of(&service, &code)).into_response(),
-        Ok(Reloaded::Unchanged(code)) => {
+    let reloaded = reloaded
+        .unwrap_or_else(|err| Err(format!("the reload failed: {err}")))
+        .map_err(|why| {
+            refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("nothing changed: {why}"),
+            )
+        })?;
+    Ok(match reloaded {
+        Reloaded::Swapped(code) => axum::Json(view_of(&service, &code)).into_response(),
+        Reloaded::Unchanged(code) => {
             let mut unchanged = axum::Json(view_of(&service, &code)).into_response();
             unchanged.headers_mut().insert(
                 "x-unchanged",
@@ -281,11 +287,7 @@ async fn swap(admin: &Admin, name: &str, source: Source) -> Response {
             );
             unchanged
         }
-        Err(why) => fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("nothing changed: {why}"),
-        ),
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -306,63 +308,50 @@ async fn dead_letters_list(
     State(admin): State<Admin>,
     Path(name): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let query = match parameters(query) {
-        Ok(query) => query,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let query = parameters(query)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
-    let (_, connection, subscription) = match subscription(&admin, &name, query.topic.as_deref()) {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    match dead_letters::list(&connection, &subscription, limit).await {
-        Ok(letters) => {
-            axum::Json(serde_json::json!({ "queue": subscription.dead, "messages": letters }))
-                .into_response()
-        }
-        Err(err) => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read {}: {err}", subscription.dead),
-        ),
-    }
+    let (_, connection, subscription) = subscription(&admin, &name, query.topic.as_deref())?;
+    let letters = dead_letters::list(&connection, &subscription, limit)
+        .await
+        .map_err(|err| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read {}: {err}", subscription.dead),
+            )
+        })?;
+    Ok(
+        axum::Json(serde_json::json!({ "queue": subscription.dead, "messages": letters }))
+            .into_response(),
+    )
 }
 
 async fn dead_letters_replay(
     State(admin): State<Admin>,
     Path(name): Path<String>,
     query: Result<Query<ReplayQuery>, QueryRejection>,
-) -> Response {
-    let query = match parameters(query) {
-        Ok(query) => query,
-        Err(refused) => return refused,
-    };
-    let (broker, connection, subscription) =
-        match subscription(&admin, &name, query.topic.as_deref()) {
-            Ok(found) => found,
-            Err(refused) => return refused,
-        };
-    match dead_letters::replay(
-        &connection,
-        broker.user(),
-        &subscription,
-        query.id.as_deref(),
-    )
-    .await
-    {
-        Ok(0) if query.id.is_some() => fail(
+) -> Answer {
+    let query = parameters(query)?;
+    let (broker, connection, subscription) = subscription(&admin, &name, query.topic.as_deref())?;
+    let id = query.id.as_deref();
+    let replayed = dead_letters::replay(&connection, broker.user(), &subscription, id)
+        .await
+        .map_err(|err| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot replay from {}: {err:#}", subscription.dead),
+            )
+        })?;
+    if replayed == 0 && id.is_some() {
+        return Err(refuse(
             StatusCode::NOT_FOUND,
             format!("no dead letter with that id in {}", subscription.dead),
-        ),
-        Ok(replayed) => {
-            axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue }))
-                .into_response()
-        }
-        Err(err) => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot replay from {}: {err:#}", subscription.dead),
-        ),
+        ));
     }
+    Ok(
+        axum::Json(serde_json::json!({ "replayed": replayed, "to": subscription.queue }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -376,35 +365,28 @@ async fn unsendable(
     State(admin): State<Admin>,
     Path(name): Path<String>,
     query: Result<Query<UnsendableQuery>, QueryRejection>,
-) -> Response {
-    let query = match parameters(query) {
-        Ok(query) => query,
-        Err(refused) => return refused,
-    };
-    let service = match service(&admin, &name) {
-        Ok(service) => service,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let query = parameters(query)?;
+    let service = service(&admin, &name)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST) as i64;
-    match service.database.unsendable(limit).await {
-        Ok(rows) => {
-            axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response()
-        }
-        Err(err) => fail(
+    let rows = service.database.unsendable(limit).await.map_err(|err| {
+        refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot read the outbox of `{name}`: {err}"),
-        ),
-    }
+        )
+    })?;
+    Ok(axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response())
 }
 
 /// The query parameters, or a problem naming what is wrong with them.
-fn parameters<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+fn parameters<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Refused> {
     query
         .map(|Query(query)| query)
-        .map_err(|rejected| fail(StatusCode::BAD_REQUEST, rejected.body_text()))
+        .map_err(|rejected| refuse(StatusCode::BAD_REQUEST, rejected.body_text()))
 }
 
-fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Response> {
+/// The component called `name`, or a 404 naming the ones there are.
+fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Refused> {
     admin.registry.service(name).ok_or_else(|| {
         let names: Vec<&str> = admin
             .registry
@@ -412,7 +394,7 @@ fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Respons
             .iter()
             .map(|service| service.name.as_str())
             .collect();
-        fail(
+        refuse(
             StatusCode::NOT_FOUND,
             format!("no component `{name}`; this host runs {}", names.join(", ")),
         )
@@ -425,19 +407,19 @@ fn subscription(
     admin: &Admin,
     name: &str,
     topic: Option<&str>,
-) -> Result<(Arc<Broker>, Arc<lapin::Connection>, Subscription), Response> {
+) -> Result<(Arc<Broker>, Arc<lapin::Connection>, Subscription), Refused> {
     let service = service(admin, name)?;
     let topic = match (topic, service.subscriptions.as_slice()) {
         (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
         (None, [only]) => only.clone(),
         (_, []) => {
-            return Err(fail(
+            return Err(refuse(
                 StatusCode::NOT_FOUND,
                 format!("`{name}` subscribes to no topic"),
             ));
         }
         (_, subscribed) => {
-            return Err(fail(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "topic: name one of the topics `{name}` subscribes to: {}",
@@ -447,13 +429,13 @@ fn subscription(
         }
     };
     let Some(broker) = &service.broker else {
-        return Err(fail(
+        return Err(refuse(
             StatusCode::NOT_FOUND,
             format!("`{name}` has no broker connection"),
         ));
     };
     let Some(connection) = broker.connection() else {
-        return Err(fail(
+        return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the broker is unreachable; try again shortly",
         ));
@@ -470,6 +452,30 @@ fn subscription(
     Ok((broker.clone(), connection, subscription))
 }
 
+/// A problem answer outside a handler (the fallbacks, authorization).
 fn fail(status: StatusCode, detail: impl Into<String>) -> Response {
     problem::response(status, detail).map(Body::new)
+}
+
+/// What an admin call answers: its JSON, or why it was refused.
+type Answer = Result<Response, Refused>;
+
+/// An admin call refused or failed: its status and what to do about it, answered as a problem.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    detail: String,
+}
+
+fn refuse(status: StatusCode, detail: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        detail: detail.into(),
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        fail(self.status, self.detail)
+    }
 }

@@ -63,6 +63,12 @@ impl TurnSlot {
     }
 }
 
+impl Default for Turns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Turns {
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);

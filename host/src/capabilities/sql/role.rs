@@ -89,18 +89,16 @@ pub async fn check_least_privilege(
         );
         return Ok(());
     }
+    let component_role = component.name.replace('-', "_");
+    let env = component.name.to_ascii_uppercase().replace('-', "_");
     bail!(
-        "component `{}` would run its SQL as role `{name}` ({}), which can read server files, run programs \
-         or reach other databases. Give it a role of its own that owns only its database: \
-         `CREATE ROLE {component_role} LOGIN PASSWORD '...'; ALTER DATABASE {database} OWNER TO {component_role};` \
-         and put that role in its database_url (or {env}); for development only, set \
-         allow_privileged_role = true on the component",
+        "component `{}` would run its SQL as role `{name}` ({}), which can read server files, \
+         run programs or reach other databases. Give it a role of its own that owns only its \
+         database: `CREATE ROLE {component_role} LOGIN PASSWORD '...'; ALTER DATABASE \
+         {database} OWNER TO {component_role};` and put that role in its database_url (or \
+         {env}_DATABASE_URL); for development only, set allow_privileged_role = true on the \
+         component",
         component.name,
         too_much.join(", "),
-        component_role = component.name.replace('-', "_"),
-        env = format!(
-            "{}_DATABASE_URL",
-            component.name.to_ascii_uppercase().replace('-', "_")
-        ),
     );
 }

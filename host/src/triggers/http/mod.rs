@@ -210,7 +210,7 @@ impl HttpTrigger {
         if docs::needs_document(path) {
             let prefix = match self.forwarded_prefix(request.headers(), service) {
                 Ok(prefix) => prefix,
-                Err(refused) => return refused,
+                Err(err) => return unprintable_route(&err),
             };
             let (answer, _) = self.admitted(service, docs::document_request(prefix)).await;
             match docs::Document::of(answer) {
@@ -323,7 +323,9 @@ impl HttpTrigger {
             .headers
             .entry(header::HOST)
             .or_insert(HeaderValue::from_static("localhost"));
-        let prefix = self.forwarded_prefix(&parts.headers, service)?;
+        let prefix = self
+            .forwarded_prefix(&parts.headers, service)
+            .map_err(|err| unprintable_route(&err))?;
         parts.headers.insert(FORWARDED_PREFIX, prefix);
         Ok(Request::from_parts(parts, Full::new(body)))
     }
@@ -335,7 +337,7 @@ impl HttpTrigger {
         &self,
         headers: &HeaderMap,
         service: &Service,
-    ) -> Result<HeaderValue, Response<Full<Bytes>>> {
+    ) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
         if self.config.trust_forwarded_prefix
             && let Some(prefix) = headers
                 .get(FORWARDED_PREFIX)
@@ -344,8 +346,13 @@ impl HttpTrigger {
             return Ok(prefix.clone());
         }
         HeaderValue::from_str(&service.route)
-            .map_err(|err| problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
     }
+}
+
+/// The answer when a component's route cannot be a header value (the configuration refuses such
+/// routes, so this is a host bug).
+fn unprintable_route(err: &http::header::InvalidHeaderValue) -> Response<Full<Bytes>> {
+    problem::response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
 
 /// A path prefix of letters, digits and `/-_.`, starting with `/`: nothing that could break out
