@@ -5,6 +5,8 @@
 //! Schema of each whole event is kept in `contracts/schemas/` and checked against these types in
 //! a test, so a consumer written in another language can rely on it.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Amount, CustomerId, EventId, InvoiceId, OrderId, Timestamp};
@@ -52,22 +54,54 @@ impl Event for InvoiceIssued {
     const DATA_SCHEMA: &'static str = "urn:contracts:invoices.issued:v1";
 }
 
-/// A whole event as it travels: the CloudEvents envelope around `data`.
+/// A whole event as it travels: the CloudEvents 1.0 envelope around `data`, in structured JSON
+/// mode. The one envelope of the system: the services build it typed ([`CloudEvent::new`]); the
+/// host writes and reads it with borrowed text around raw JSON `data`, which it never looks into.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CloudEvent<T> {
-    pub specversion: String,
-    pub id: EventId,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub source: String,
-    pub time: Timestamp,
-    pub datacontenttype: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataschema: Option<String>,
+pub struct CloudEvent<'a, D> {
+    /// Always [`SPEC_VERSION`].
+    #[serde(borrow)]
+    pub specversion: Cow<'a, str>,
+    /// Unique per event from its source: consumers de-duplicate on (`source`, `id`).
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// The topic, such as `orders.created`.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// The component that published it.
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    /// When it happened, RFC 3339.
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    /// The media type of `data`: [`JSON`] for every event here.
+    #[serde(borrow)]
+    pub datacontenttype: Cow<'a, str>,
+    /// The version of `data` (see [`Event::DATA_SCHEMA`]).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<Cow<'a, str>>,
     /// W3C trace context of the publishing request (the distributed tracing extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traceparent: Option<String>,
-    pub data: T,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<Cow<'a, str>>,
+    /// The event itself.
+    pub data: D,
+}
+
+impl<E: Event> CloudEvent<'static, E> {
+    /// Event `data` with id `id`, published by `source` at `time`, in its envelope.
+    pub fn new(id: EventId, source: &str, time: Timestamp, data: E) -> Self {
+        Self {
+            specversion: SPEC_VERSION.into(),
+            id: id.to_string().into(),
+            kind: E::TOPIC.into(),
+            source: source.to_owned().into(),
+            time: time.to_string().into(),
+            datacontenttype: JSON.into(),
+            dataschema: Some(E::DATA_SCHEMA.into()),
+            traceparent: None,
+            data,
+        }
+    }
 }
 
 /// Why received `data` is not an event of the expected type.

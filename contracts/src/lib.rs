@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`events`]: `orders.created` and `invoices.issued`, in their CloudEvents envelope.
 //! - [`ids`]: `OrderId`, `CustomerId`, `InvoiceId`, `EventId` (UUIDs).
+//! - [`media`]: which content types are JSON, for requests, responses and events alike.
 //! - [`money`]: `Amount`, a positive whole number of minor currency units.
 //! - [`problem`]: RFC 9457 problem details, the shape of every error response.
 //! - `openapi` (feature `openapi`): the OpenAPI schemas of these types, for API documents.
@@ -17,6 +18,7 @@
 
 pub mod events;
 pub mod ids;
+pub mod media;
 pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;

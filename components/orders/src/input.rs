@@ -31,7 +31,7 @@ impl NewOrder {
         let content_type = request
             .header("content-type")
             .and_then(|value| value.as_str());
-        if !is_json(content_type) {
+        if !content_type.is_some_and(contracts::media::is_json) {
             return Err(Problem::invalid_with_status(
                 415,
                 Location::Header,
@@ -206,11 +206,4 @@ fn take(object: &mut Map<String, Value>, field: &str) -> Result<Value, Problem> 
 
 fn body_error(field: &str, detail: impl ToString) -> Problem {
     Problem::invalid(Location::Body, field, detail.to_string())
-}
-
-/// `application/json`, with or without parameters such as `charset=utf-8`.
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }

@@ -8,6 +8,7 @@
 //! the inbox still remembers the event: `retention_hours`). At most the messages that were
 //! there when the replay began are looked at, so one that fails again is not replayed twice.
 
+use contracts::events::CloudEvent;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
@@ -139,13 +140,9 @@ async fn send_back(
 }
 
 fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {
-    #[derive(serde::Deserialize)]
-    struct Event {
-        id: Option<String>,
-        #[serde(rename = "type")]
-        kind: Option<String>,
-    }
-    let event: Option<Event> = serde_json::from_slice(&delivery.data).ok();
+    // A dead letter need not be a valid event: one that is not shows no id.
+    let event: Option<CloudEvent<'_, serde::de::IgnoredAny>> =
+        serde_json::from_slice(&delivery.data).ok();
     let header = |name: &str| {
         delivery
             .properties
@@ -168,10 +165,10 @@ fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) ->
     DeadLetter {
         id: event
             .as_ref()
-            .and_then(|event| event.id.as_deref().map(|id| truncated(id, 200).to_owned())),
-        topic: event.and_then(|event| event.kind).map_or_else(
+            .map(|event| truncated(&event.id, 200).to_owned()),
+        topic: event.map_or_else(
             || subscription.topic.clone(),
-            |kind| truncated(&kind, 200).to_owned(),
+            |event| truncated(&event.kind, 200).to_owned(),
         ),
         reason,
         attempts: topology::attempt_of(&delivery.properties),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use contracts::events::{CloudEvent, Event, InvoiceIssued, JSON, SPEC_VERSION};
+use contracts::events::{CloudEvent, Event, InvoiceIssued};
 use contracts::{Amount, InvoiceId, OrderId, Timestamp};
 use serde_json::json;
 
@@ -22,17 +22,7 @@ fn invoice_issued(order: OrderId, invoice: InvoiceId, source: &str) -> Vec<u8> {
         amount: Amount::new(700).expect("amount"),
         issued_at: Timestamp::from_unix_micros(1_767_225_600_000_000).expect("time"),
     };
-    let envelope = CloudEvent {
-        specversion: SPEC_VERSION.into(),
-        id: new_id(),
-        kind: InvoiceIssued::TOPIC.into(),
-        source: source.into(),
-        time: data.issued_at,
-        datacontenttype: JSON.into(),
-        dataschema: Some(InvoiceIssued::DATA_SCHEMA.into()),
-        traceparent: None,
-        data,
-    };
+    let envelope = CloudEvent::new(new_id(), source, data.issued_at, data);
     serde_json::to_vec(&envelope).expect("serializes")
 }
 

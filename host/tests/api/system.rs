@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::events::{CloudEvent, Event, JSON, OrderCreated, SPEC_VERSION};
+use contracts::events::{CloudEvent, OrderCreated};
 use contracts::{Amount, CustomerId, EventId, OrderId, Timestamp};
 use serde_json::{Value, json};
 
@@ -149,17 +149,7 @@ pub fn order_created(order: OrderId, event: EventId) -> Vec<u8> {
         amount: Amount::new(500).expect("amount"),
         created_at: Timestamp::from_unix_micros(1_767_225_600_000_000).expect("time"),
     };
-    let envelope = CloudEvent {
-        specversion: SPEC_VERSION.into(),
-        id: event,
-        kind: OrderCreated::TOPIC.into(),
-        source: "orders".into(),
-        time: data.created_at,
-        datacontenttype: JSON.into(),
-        dataschema: Some(OrderCreated::DATA_SCHEMA.into()),
-        traceparent: None,
-        data,
-    };
+    let envelope = CloudEvent::new(event, "orders", data.created_at, data);
     serde_json::to_vec(&envelope).expect("serializes")
 }
 

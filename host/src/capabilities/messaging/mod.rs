@@ -157,7 +157,7 @@ impl<'a> Messaging<'a> {
                 "{field} contains a NUL character"
             )));
         }
-        if !cloudevent::is_json(&event.content_type) {
+        if !contracts::media::is_json(&event.content_type) {
             return Err(PublishError::Invalid(format!(
                 "content-type {:?}: only application/json data is carried",
                 event.content_type
