@@ -17,8 +17,9 @@ use service_guest::reply::{self, Health};
 use service_guest::{events, messaging::PublishError};
 use spin_sdk::http::{Request, Response};
 
-use crate::input::{self, ListQuery, NewOrder};
-use crate::store::{self, Created, Order, StoreError};
+use crate::domain::{ListQuery, NewOrder, Order};
+use crate::input;
+use crate::store::{self, Created, StoreError};
 
 /// A page of `GET /orders`.
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -6,24 +6,13 @@ use serde_json::{Map, Value};
 use service_guest::query::Query;
 use spin_sdk::http::Request;
 
-use crate::store::OrderStatus;
+use crate::domain::{ListQuery, NewOrder, OrderStatus};
 
 /// Largest `POST /orders` body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Longest `Idempotency-Key` accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// A valid `POST /orders` body. The derive documents it (`serde` attributes included); parsing
-/// is [`NewOrder::from_json`], which names the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NewOrder {
-    /// Who orders.
-    pub customer_id: CustomerId,
-    /// What the order costs, in minor units.
-    pub amount: Amount,
-}
 
 impl NewOrder {
     /// Parses a `POST /orders` request: content type, size, then the JSON body.
@@ -139,24 +128,6 @@ pub fn order_id(segment: &str) -> Result<OrderId, Problem> {
     segment
         .parse()
         .map_err(|err: ParseIdError| Problem::invalid(Location::Path, "id", err.to_string()))
-}
-
-/// `GET /orders` query parameters. No others are accepted, and none twice.
-#[derive(Debug, Clone, PartialEq, Eq, utoipa::IntoParams)]
-#[into_params(parameter_in = Query, rename_all = "camelCase")]
-pub struct ListQuery {
-    /// Only this customer's orders.
-    #[param(nullable = false)]
-    pub customer_id: Option<CustomerId>,
-    /// Only orders in this status.
-    #[param(nullable = false)]
-    pub status: Option<OrderStatus>,
-    /// Orders per page.
-    #[param(required = false, minimum = 1, maximum = 100, default = 20)]
-    pub limit: u32,
-    /// `nextCursor` of the previous page: this page holds older orders.
-    #[param(nullable = false)]
-    pub cursor: Option<OrderId>,
 }
 
 impl ListQuery {

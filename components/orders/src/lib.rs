@@ -10,13 +10,15 @@
 //! # Layout
 //! - [`routes`]: method and path to handler; 404 and 405 as problems.
 //! - [`api`]: the HTTP handlers: create, get, list, health.
-//! - [`input`]: parsing requests into domain values; every refusal names the field.
-//! - [`store`]: the SQL, and rows back into [`store::Order`].
+//! - [`domain`]: the order, a new order, a listing's filter.
+//! - [`input`]: parsing requests into [`domain`] values; every refusal names the field.
+//! - [`store`]: the SQL, and rows back into [`domain::Order`].
 //! - [`docs`]: the OpenAPI document, `GET /openapi.json`.
 //! - [`events`]: the `message-handler` export.
 
 mod api;
 mod docs;
+mod domain;
 mod events;
 mod input;
 mod routes;

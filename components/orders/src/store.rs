@@ -1,56 +1,13 @@
 //! The `orders` table, through `platform:service/sql`. All statements of a request or event
 //! share the host's transaction; this module never begins or commits.
 
-use contracts::{Amount, CustomerId, InvoiceId, OrderId, Timestamp};
-use serde::Serialize;
+use contracts::{InvoiceId, OrderId};
 use service_guest::page::Page;
 pub use service_guest::rows::StoreError;
 use service_guest::rows::{self, BadColumn};
 use service_guest::sql::{self, Value};
 
-use crate::input::{ListQuery, NewOrder};
-
-/// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Order {
-    pub id: OrderId,
-    pub customer_id: CustomerId,
-    pub amount: Amount,
-    pub status: OrderStatus,
-    pub created_at: Timestamp,
-    /// The order's invoice, once issued.
-    pub invoice_id: Option<InvoiceId>,
-}
-
-/// `pending`, then `invoiced` once Invoices has issued the order's invoice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Pending,
-    Invoiced,
-}
-
-impl OrderStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Invoiced => "invoiced",
-        }
-    }
-}
-
-impl std::str::FromStr for OrderStatus {
-    type Err = &'static str;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "pending" => Ok(Self::Pending),
-            "invoiced" => Ok(Self::Invoiced),
-            _ => Err("must be pending or invoiced"),
-        }
-    }
-}
+use crate::domain::{ListQuery, NewOrder, Order};
 
 /// What creating an order with an idempotency key found.
 pub enum Created {
