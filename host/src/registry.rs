@@ -12,6 +12,7 @@ use crate::engine::Runtime;
 use crate::service::Service;
 use crate::telemetry::metrics::Metrics;
 
+/// The engine, the services and the host's state that every part reads after start.
 pub struct Registry {
     runtime: Arc<Runtime>,
     /// Longest route first, so `/orders-archive` is tried before `/orders`.
@@ -23,6 +24,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry of `services` on `runtime`, ordered for routing.
     pub fn new(
         runtime: Arc<Runtime>,
         mut services: Vec<Arc<Service>>,
@@ -37,18 +39,22 @@ impl Registry {
         }
     }
 
+    /// The host's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
+    /// The engine and linker every component is compiled and instantiated with.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
 
+    /// Every service, longest route first.
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }
 
+    /// The service of the component called `name`.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|service| service.name == name)
     }
@@ -65,10 +71,12 @@ impl Registry {
         })
     }
 
+    /// Marks the host as stopping: readiness answers 503 from now on.
     pub fn begin_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Whether shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }

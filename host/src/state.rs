@@ -21,6 +21,7 @@ use crate::config::GuestLimits;
 use crate::service::turns::TurnSlot;
 use crate::telemetry::metrics::ComponentMetrics;
 
+/// The data of one `Store`: the WASI contexts and each capability's state for one unit of work.
 pub struct StoreState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -54,6 +55,7 @@ impl Drop for InFlight {
 }
 
 impl StoreState {
+    /// The state of a new store of `component`, counted in `in_flight` until it is dropped.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         component: &Arc<str>,

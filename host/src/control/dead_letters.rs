@@ -28,9 +28,13 @@ pub const REPLAYED: &str = "x-replayed";
 pub struct DeadLetter {
     /// The CloudEvents id, when the message is one.
     pub id: Option<String>,
+    /// Its CloudEvents type, or the subscription's topic when the message is not an event.
     pub topic: String,
+    /// Why it was dead-lettered, as the consumer wrote it in the `x-reason` header.
     pub reason: Option<String>,
+    /// The attempts made before it was dead-lettered.
     pub attempts: u32,
+    /// The size of the message body.
     pub bytes: usize,
     /// The first bytes of the message, as text.
     pub preview: String,

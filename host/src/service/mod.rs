@@ -29,7 +29,9 @@ pub use admission::{Admission, Busy};
 pub use code::{Code, Identity};
 use turns::Turns;
 
+/// One component as the host runs it, from start to shutdown.
 pub struct Service {
+    /// The component's name, from the manifest.
     pub name: String,
     /// Its manifest entry: where its `.wasm` and migrations are, for reloads.
     pub config: ComponentConfig,
@@ -37,6 +39,7 @@ pub struct Service {
     log_name: Arc<str>,
     /// Path prefix it serves, such as `/orders`.
     pub route: String,
+    /// Its database: where its units of work's statements and the host's own go.
     pub database: Arc<dyn Database>,
     /// What it may publish, and the wake-up of its outbox relay.
     pub outbound: Arc<Outbound>,
@@ -53,6 +56,8 @@ pub struct Service {
     memory_bytes: usize,
     /// What its units of work may take of the host, and its share of the host's memory.
     pub limits: GuestLimits,
+    /// Its share of the host's memory, from which statements, results, events and response
+    /// bodies are reserved.
     pub host_memory: Arc<HostMemory>,
     /// Its guests' log lines, at most so many a second.
     log_rate: Arc<LogRate>,
@@ -76,13 +81,17 @@ pub struct Service {
 /// A load that changed nothing, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FailedLoad {
+    /// What was loaded: the file, an upload.
     pub source: String,
+    /// When.
     #[serde(with = "code::rfc3339")]
     pub at: SystemTime,
+    /// Why it was refused.
     pub reason: String,
 }
 
 impl Service {
+    /// The service of the component `config` names, serving `code` as its version 1.
     pub fn new(
         config: &ComponentConfig,
         limits: &Limits,
@@ -168,6 +177,7 @@ impl Service {
         self.metrics.load_failed();
     }
 
+    /// The last load that failed since the code serving now was swapped in.
     pub fn last_failure(&self) -> Option<FailedLoad> {
         self.lock_failure().clone()
     }
@@ -178,6 +188,7 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The digest of its `.wasm` file when last loaded from it.
     pub fn file_digest(&self) -> Option<String> {
         self.file_digest
             .lock()
@@ -185,6 +196,7 @@ impl Service {
             .clone()
     }
 
+    /// Records what its `.wasm` file held when loaded from it.
     pub fn set_file_digest(&self, digest: String) {
         *self
             .file_digest

@@ -196,6 +196,7 @@ impl Verdict {
 /// A unit of work that ended: its verdict, and what the guest answered if it did.
 #[derive(Debug)]
 pub struct Ended<A> {
+    /// How it ended.
     pub verdict: Verdict,
     /// The guest's answer; `None` when it trapped, timed out or never ran.
     pub answer: Option<A>,
@@ -213,6 +214,7 @@ pub struct UnitOfWork<'s> {
 }
 
 impl<'s> UnitOfWork<'s> {
+    /// A unit of work of `service`, counted under `trigger`, that must end within `timeout`.
     pub fn new(service: &'s Service, trigger: &'static str, timeout: Duration) -> Self {
         Self {
             service,

@@ -38,13 +38,21 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// The fields of an outbox row that make up an event.
 pub struct Outgoing<'a> {
+    /// The event's id, unique per source.
     pub id: &'a str,
+    /// Its topic, which is its CloudEvents `type` and its routing key.
     pub topic: &'a str,
+    /// The publishing component.
     pub source: &'a str,
+    /// When the unit of work that published it wrote it.
     pub time: DateTime<Utc>,
+    /// The media type of `data`.
     pub content_type: &'a str,
+    /// The version of `data`, when the publisher named one.
     pub data_schema: Option<&'a str>,
+    /// The trace context to carry to the consumer.
     pub traceparent: Option<&'a str>,
+    /// The event's data, JSON.
     pub data: &'a [u8],
 }
 

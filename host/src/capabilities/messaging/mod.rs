@@ -52,6 +52,7 @@ pub struct PublishLimits {
 pub struct Outbound {
     /// The CloudEvents `source` of everything it publishes: the component's name.
     pub source: String,
+    /// The topics the manifest lets it publish; a publish to any other is refused.
     pub topics: HashSet<String>,
     /// Woken after a unit of work that published commits, so events leave at once.
     pub wakeup: Notify,
@@ -73,6 +74,7 @@ pub struct MessagingCtx {
 }
 
 impl MessagingCtx {
+    /// The messaging side of a new unit of work of the component `outbound` describes.
     pub fn new(
         outbound: Arc<Outbound>,
         metrics: ComponentMetrics,
@@ -102,12 +104,15 @@ impl MessagingCtx {
     }
 }
 
+/// The view the generated `messaging` host trait is implemented on: the unit of work's messaging
+/// and its transaction, which the outbox insert joins.
 pub struct Messaging<'a> {
     ctx: &'a mut MessagingCtx,
     sql: &'a mut SqlCtx,
 }
 
 impl<'a> Messaging<'a> {
+    /// Borrows one store's messaging and SQL contexts for a call.
     pub fn new(ctx: &'a mut MessagingCtx, sql: &'a mut SqlCtx) -> Self {
         Self { ctx, sql }
     }

@@ -162,10 +162,14 @@ impl Relay {
         }
     }
     /// The component it relays for.
+    /// The component whose outbox it relays.
     pub fn component(&self) -> &str {
         &self.component
     }
 
+    /// Relays until `shutdown`: on each wake-up (a commit that published) or each
+    /// `relay_interval`, batch after batch while there are rows, over a channel it opens again
+    /// whenever the broker connection is new.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let interval = self.broker.config().relay_interval;
         let mut channel: Option<Channel> = None;

@@ -59,12 +59,15 @@ pub trait Database: Send + Sync + 'static {
 /// An outbox row the relay will never send, as the admin API lists it: its values cut short.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Unsendable {
+    /// Its place in the outbox.
     pub seq: i64,
     /// Its first 200 bytes.
     pub id: String,
     /// Its first 200 bytes.
     pub topic: String,
+    /// Why the relay set it aside.
     pub reason: String,
+    /// When the unit of work that published it committed.
     #[serde(with = "crate::service::code::rfc3339")]
     pub created_at: std::time::SystemTime,
     /// Bytes of its data.
@@ -81,6 +84,7 @@ pub trait Transaction: Send {
         params: Vec<Value>,
         budget: &mut ResultBudget,
     ) -> Result<RowSet, Error>;
+    /// Runs a statement; the rows it changed.
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, Error>;
     /// Runs a statement whose only outcome that matters is whether it worked, as late as it
     /// may: with the commit, in the same round trip. Its failure is the commit's. An error
@@ -92,7 +96,9 @@ pub trait Transaction: Send {
     /// The outcome of the statement [`Transaction::ahead`] queued, once it was sent: rows
     /// changed, or its error.
     fn ahead_outcome(&mut self) -> Option<Result<u64, Error>>;
+    /// Commits, with any deferred statements in the same round trip.
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
+    /// Rolls back; a connection that cannot is closed, which rolls back too.
     async fn rollback(self: Box<Self>);
 }
 
@@ -110,7 +116,9 @@ pub enum CommitError {
 pub enum Outcome {
     /// The component ran no statement.
     NoStatements,
+    /// Its transaction committed.
     Committed,
+    /// Its transaction was rolled back, as asked.
     RolledBack,
 }
 
@@ -130,6 +138,7 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whose fault `err` is: the one place a capability error is classified.
     pub fn of(err: &Error) -> Self {
         match err {
             Error::Unavailable(_) => Self::Outage,
@@ -156,10 +165,13 @@ pub enum Guard {
 /// Why a unit of work that should have committed did not.
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
+    /// A statement failed (or the transaction could not begin), so it could only roll back.
     #[error("a statement failed earlier in this unit of work, so it was rolled back: {0}")]
     StatementFailed(String),
+    /// The database refused the commit.
     #[error("the commit failed: {0:?}")]
     Commit(Error),
+    /// No answer to the commit came in time.
     #[error("the commit's outcome is unknown: {0}")]
     OutcomeUnknown(String),
 }
@@ -167,11 +179,15 @@ pub enum FinishError {
 /// What every unit of work of one component shares, built once with its service: its database,
 /// its limits, its share of host memory, its turns, and what its statements were found to be.
 pub struct SqlComponent {
+    /// Where its statements go.
     pub database: Arc<dyn Database>,
+    /// What one statement and one result may hold.
     pub limits: SqlLimits,
+    /// Its share of host memory, which statements and results are reserved from.
     pub memory: Arc<HostMemory>,
     /// The component's turns, in which large results are read.
     pub turns: Arc<Semaphore>,
+    /// What each statement text was found to be, so it is parsed once.
     pub verdicts: Verdicts,
 }
 
@@ -201,6 +217,7 @@ pub struct SqlCtx {
 }
 
 impl SqlCtx {
+    /// The database side of a unit of work that must be over by `deadline`.
     pub fn new(component: Arc<SqlComponent>, deadline: Instant) -> Self {
         Self {
             component,
