@@ -15,15 +15,16 @@
 //! - [`capabilities`]: imports, where the guest calls the host (`sql`).
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
-//! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP), Prometheus metrics.
+//! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP),
+//!   Prometheus metrics.
 //! - [`cli`]: the `host` command's other subcommands: `probe` (liveness and readiness for
 //!   containers), `check` (a manifest validated offline), `admin` (the admin API).
 //! - [`problem`]: RFC 9457 problem responses the host itself sends.
 //! - [`startup`]: `Host::build` binds and loads everything; `run_until_stopped` serves.
 //!
 //! # Lifetimes
-//! The `Engine`, `Linker` and each component's `InstancePre` live as long as the process (or until a
-//! component is swapped); database pools are per component and shared by `Arc`; a `Store`, its
+//! The `Engine`, `Linker` and each component's `InstancePre` live as long as the process (or until
+//! a component is swapped); database pools are per component and shared by `Arc`; a `Store`, its
 //! `ResourceTable` and its transaction live for one request.
 
 // One function may load precompiled code, which wasmtime marks unsafe: see `cache::deserialize`.

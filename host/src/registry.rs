@@ -1,7 +1,7 @@
 //! What the host runs, in one place that every part reaches after start: the engine, the
 //! services (each with its current code and that code's identity, and its broker connection),
-//! and whether the host is stopping. The HTTP listener routes with it, the admin API shows and swaps code in it,
-//! the file watcher reloads through it.
+//! and whether the host is stopping. The HTTP listener routes with it, the admin API shows and
+//! swaps code in it, the file watcher reloads through it.
 //!
 //! Built once by [`crate::startup::Host::build`] and shared by `Arc`.
 

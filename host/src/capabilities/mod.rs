@@ -1,7 +1,8 @@
 //! Imports: what a component may call on the host.
 //!
-//! Each capability has one shape: a context built per store (`SqlCtx`, `MessagingCtx`), a view borrowing it
-//! (`Sql<'_>`), the generated `Host` trait implemented on the view, and one `add_to_linker`.
+//! Each capability has one shape: a context built per store (`SqlCtx`, `MessagingCtx`), a view
+//! borrowing it (`Sql<'_>`), the generated `Host` trait implemented on the view, and one
+//! `add_to_linker`.
 
 use wasmtime::component::Linker;
 use wasmtime::error::Context;

@@ -277,13 +277,28 @@ impl<'s> UnitOfWork<'s> {
                 tracing::error!(%component, trigger, error = %why, "the guest failed");
             }
             Verdict::OutcomeUnknown(why) => {
-                tracing::error!(%component, trigger, error = %why, "the commit's outcome is unknown");
+                tracing::error!(
+                    %component,
+                    trigger,
+                    error = %why,
+                    "the commit's outcome is unknown",
+                );
             }
             Verdict::Failed(why) if service.log_rate().allows_line() => {
-                tracing::warn!(%component, trigger, error = %why, "the unit of work could not be committed");
+                tracing::warn!(
+                    %component,
+                    trigger,
+                    error = %why,
+                    "the unit of work could not be committed",
+                );
             }
             Verdict::Refused(why) => {
-                tracing::error!(%component, trigger, error = %why, "the unit of work's guard refused it");
+                tracing::error!(
+                    %component,
+                    trigger,
+                    error = %why,
+                    "the unit of work's guard refused it",
+                );
             }
             _ => {}
         }

@@ -190,13 +190,15 @@ mod tests {
                 .expect_err("refused")
                 .contains("not a CloudEvents JSON envelope")
         );
-        let wrong_version = br#"{"specversion":"0.3","id":"1","type":"t","source":"s","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
+        let wrong_version = br#"{"specversion":"0.3","id":"1","type":"t","source":"s",
+            "time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
         assert!(
             decode(wrong_version, 1, 1024)
                 .expect_err("refused")
                 .contains("specversion")
         );
-        let bad_time = br#"{"specversion":"1.0","id":"1","type":"t","source":"s","time":"yesterday","datacontenttype":"application/json","data":{}}"#;
+        let bad_time = br#"{"specversion":"1.0","id":"1","type":"t","source":"s",
+            "time":"yesterday","datacontenttype":"application/json","data":{}}"#;
         assert!(
             decode(bad_time, 1, 1024)
                 .expect_err("refused")

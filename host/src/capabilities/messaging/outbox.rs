@@ -64,8 +64,10 @@ CREATE TABLE IF NOT EXISTS platform_outbox (
     sent_at      timestamptz
 );
 ALTER TABLE platform_outbox ADD COLUMN IF NOT EXISTS unsendable text;
-CREATE INDEX IF NOT EXISTS platform_outbox_pending ON platform_outbox (seq) WHERE sent_at IS NULL AND unsendable IS NULL;
-CREATE INDEX IF NOT EXISTS platform_outbox_unsendable ON platform_outbox (seq) WHERE unsendable IS NOT NULL;
+CREATE INDEX IF NOT EXISTS platform_outbox_pending ON platform_outbox (seq)
+    WHERE sent_at IS NULL AND unsendable IS NULL;
+CREATE INDEX IF NOT EXISTS platform_outbox_unsendable ON platform_outbox (seq)
+    WHERE unsendable IS NOT NULL;
 DROP INDEX IF EXISTS platform_outbox_unsent;
 CREATE TABLE IF NOT EXISTS platform_inbox (
     source     text        NOT NULL,
@@ -78,7 +80,8 @@ CREATE TABLE IF NOT EXISTS platform_inbox (
 
 /// The statement `publish` runs in the unit of work; `traceparent` is the context of the span
 /// that wrote the event, which the relay's publish continues.
-pub const INSERT: &str = "INSERT INTO platform_outbox (id, topic, source, content_type, data_schema, data, traceparent) \
+pub const INSERT: &str = "INSERT INTO platform_outbox \
+                          (id, topic, source, content_type, data_schema, data, traceparent) \
                           VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Rows published per transaction, at most.
@@ -189,7 +192,11 @@ impl Relay {
                 channel = match open_channel(&connection).await {
                     Ok(opened) => Some(opened),
                     Err(err) => {
-                        tracing::debug!(component = %self.component, error = %err, "cannot open a relay channel");
+                        tracing::debug!(
+                            component = %self.component,
+                            error = %err,
+                            "cannot open a relay channel",
+                        );
                         continue;
                     }
                 };
@@ -200,11 +207,18 @@ impl Relay {
                 match self.relay_batch(open, after).await {
                     Ok(Batch { sent, last, full }) => {
                         if failing {
-                            tracing::info!(component = %self.component, "outbox relay working again");
+                            tracing::info!(
+                                component = %self.component,
+                                "outbox relay working again",
+                            );
                             failing = false;
                         }
                         if sent > 0 {
-                            tracing::debug!(component = %self.component, sent, "outbox rows published");
+                            tracing::debug!(
+                                component = %self.component,
+                                sent,
+                                "outbox rows published",
+                            );
                         }
                         match last {
                             Some(last) if full => after = last,
@@ -213,7 +227,11 @@ impl Relay {
                     }
                     Err(err) => {
                         if !failing {
-                            tracing::warn!(component = %self.component, error = %err, "outbox relay failed; will retry");
+                            tracing::warn!(
+                                component = %self.component,
+                                error = %err,
+                                "outbox relay failed; will retry",
+                            );
                             failing = true;
                         }
                         if matches!(err, RelayError::Broker(_) | RelayError::Unconfirmed) {
@@ -387,12 +405,17 @@ impl Relay {
                         tracing::warn!(
                             component = %self.component,
                             topic = %topic,
-                            "no queue is bound for this topic yet; its events stay in the outbox until a subscriber starts"
+                            "no queue is bound for this topic yet; its events stay in the outbox \
+                             until a subscriber starts"
                         );
                     }
                 }
                 Confirmation::Nack(_) => {
-                    tracing::warn!(component = %self.component, seq, "the broker refused an event; it stays in the outbox");
+                    tracing::warn!(
+                        component = %self.component,
+                        seq,
+                        "the broker refused an event; it stays in the outbox",
+                    );
                 }
             }
         }
@@ -433,7 +456,8 @@ impl Relay {
                 rows = unsendable.len(),
                 first_seq = seq,
                 first_reason = %reason,
-                "outbox rows that can never be sent were set aside (platform_outbox.unsendable); the admin API lists them"
+                "outbox rows that can never be sent were set aside \
+                 (platform_outbox.unsendable); the admin API lists them"
             );
         }
         Ok(())

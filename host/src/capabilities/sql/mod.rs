@@ -285,8 +285,8 @@ impl SqlCtx {
             Some(first) => Err(Error::Database(DatabaseError {
                 code: "25P02".into(),
                 message: format!(
-                    "current transaction is aborted, commands ignored until end of transaction block \
-                     (an earlier statement failed: {first})"
+                    "current transaction is aborted, commands ignored until end of transaction \
+                     block (an earlier statement failed: {first})"
                 ),
                 constraint: None,
                 column: None,

@@ -368,7 +368,8 @@ async fn after_a_failed_statement_later_ones_are_refused_unsent_as_postgresql_wo
     assert!(ctx.query(stmt("SELECT bad"), vec![]).await.is_err());
     let next = ctx.query(stmt("SELECT 1"), vec![]).await;
     assert!(
-        matches!(&next, Err(Error::Database(db)) if db.code == "25P02" && db.message.contains("23505")),
+        matches!(&next, Err(Error::Database(db))
+            if db.code == "25P02" && db.message.contains("23505")),
         "{next:?}"
     );
     assert_eq!(names(&database.calls()), ["begin", "query"]);
@@ -400,7 +401,8 @@ async fn a_result_over_its_limit_or_the_components_memory_is_refused() {
     let mut ctx = context_with(&database, generous, memory.clone());
     let answer = ctx.query(stmt("SELECT t FROM big"), vec![]).await;
     assert!(
-        matches!(&answer, Err(Error::Database(db)) if db.code == "53200" && db.message.contains("host_memory_mib")),
+        matches!(&answer, Err(Error::Database(db))
+            if db.code == "53200" && db.message.contains("host_memory_mib")),
         "{answer:?}"
     );
     assert_eq!(

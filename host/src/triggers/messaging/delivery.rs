@@ -133,8 +133,13 @@ impl Call for Handle<'_> {
         let event = self.event;
         store.data_mut().sql.guard(
             "record the event in the inbox",
-            "INSERT INTO platform_inbox (source, event_id, topic) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            vec![Value::Text(event.source.clone()), Value::Text(event.id.clone()), Value::Text(event.topic.clone())],
+            "INSERT INTO platform_inbox (source, event_id, topic) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            vec![
+                Value::Text(event.source.clone()),
+                Value::Text(event.id.clone()),
+                Value::Text(event.topic.clone()),
+            ],
         );
         let code = self.service.code();
         let Some(subscriber) = &code.subscriber else {

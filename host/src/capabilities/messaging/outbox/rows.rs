@@ -27,10 +27,12 @@ const MAX_TOPIC_BYTES: i32 = 200;
 /// id, topic, content type, data schema, data and traceparent ([`Bounds::params`]).
 pub(super) const SELECT: &str = "\
 SELECT o.seq, coalesce(o.created_at, now()), f.fits,
-       coalesce(octet_length(o.id), -1), coalesce(octet_length(o.topic), -1), coalesce(octet_length(o.content_type), -1),
-       coalesce(octet_length(o.data_schema), 0), coalesce(octet_length(o.data), -1), coalesce(octet_length(o.traceparent), 0),
-       CASE WHEN f.fits THEN o.id END, CASE WHEN f.fits THEN o.topic END, CASE WHEN f.fits THEN o.content_type END,
-       CASE WHEN f.fits THEN o.data_schema END, CASE WHEN f.fits THEN o.data END, CASE WHEN f.fits THEN o.traceparent END
+       coalesce(octet_length(o.id), -1), coalesce(octet_length(o.topic), -1),
+       coalesce(octet_length(o.content_type), -1), coalesce(octet_length(o.data_schema), 0),
+       coalesce(octet_length(o.data), -1), coalesce(octet_length(o.traceparent), 0),
+       CASE WHEN f.fits THEN o.id END, CASE WHEN f.fits THEN o.topic END,
+       CASE WHEN f.fits THEN o.content_type END, CASE WHEN f.fits THEN o.data_schema END,
+       CASE WHEN f.fits THEN o.data END, CASE WHEN f.fits THEN o.traceparent END
 FROM platform_outbox o,
      LATERAL (SELECT coalesce(octet_length(o.id) BETWEEN 1 AND $3
                  AND octet_length(o.topic) <= $4
