@@ -29,6 +29,18 @@ wait_for_port() { # port, what, seconds
   return 1
 }
 
+# rustfmt and clippy, which CI's form checks run (rustup's default profile has them; a minimal
+# one does not).
+ensure_rust_tools() {
+  local component
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+      say "adding the $component Rust component"
+      rustup component add "$component"
+    fi
+  done
+}
+
 ensure_wasm_target() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     say "adding the wasm32-wasip2 Rust target"
