@@ -48,7 +48,8 @@ pub fn serve(mut document: OpenApi, routes: &[Route], request: &Request) -> Resp
         let undocumented: Vec<&String> = served.difference(&documented).collect();
         let unserved: Vec<&String> = documented.difference(&served).collect();
         let detail = format!(
-            "the API document and the route table disagree: undocumented {undocumented:?}, documented but not served {unserved:?}"
+            "the API document and the route table disagree: undocumented {undocumented:?}, \
+             documented but not served {unserved:?}"
         );
         eprintln!("{detail}");
         return reply::problem(&Problem::new(500, detail));
@@ -86,11 +87,13 @@ pub fn add_shared_responses(document: &mut OpenApi) {
                 ("500", "The component failed, or trapped."),
                 (
                     "503",
-                    "The database is away or the service is at its limit of requests; retry after `Retry-After`.",
+                    "The database is away or the service is at its limit of requests; retry \
+                     after `Retry-After`.",
                 ),
                 (
                     "504",
-                    "The request ran out of time: its unit of work was rolled back, or, when its commit got no answer, its outcome is unknown.",
+                    "The request ran out of time: its unit of work was rolled back, or, when \
+                     its commit got no answer, its outcome is unknown.",
                 ),
             ];
             if operation.request_body.is_some() {

@@ -34,8 +34,18 @@ pub struct Page {
     params(("id" = InvoiceId, Path, description = "The invoice's id.")),
     responses(
         (status = 200, description = "The invoice.", body = Invoice),
-        (status = 400, description = "`id` is not a UUID.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "There is no such invoice.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 400,
+            description = "`id` is not a UUID.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 404,
+            description = "There is no such invoice.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 pub fn get(id: &str) -> Response {
@@ -57,11 +67,17 @@ pub fn get(id: &str) -> Response {
     path = "/invoices",
     tag = "invoices",
     summary = "List invoices",
-    description = "Newest first, paged with `nextCursor`. `orderId` finds the one invoice of an order. A page is a snapshot, not a change feed.",
+    description = "Newest first, paged with `nextCursor`. `orderId` finds the one invoice of an \
+        order. A page is a snapshot, not a change feed.",
     params(Filter),
     responses(
         (status = 200, description = "One page of invoices.", body = Page),
-        (status = 400, description = "A parameter is malformed, unknown or repeated; `errors` names it.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 400,
+            description = "A parameter is malformed, unknown or repeated; `errors` names it.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 pub fn list(request: &Request) -> Response {

@@ -13,7 +13,9 @@ use crate::api;
 #[openapi(
     info(
         title = "Invoices",
-        description = "Issues one invoice for each order announced as `orders.created`, and announces it as `invoices.issued`. Invoices are read-only here. Errors are RFC 9457 problems (`application/problem+json`) naming the field at fault in `errors`.",
+        description = "Issues one invoice for each order announced as `orders.created`, and \
+            announces it as `invoices.issued`. Invoices are read-only here. Errors are RFC 9457 \
+            problems (`application/problem+json`) naming the field at fault in `errors`.",
     ),
     paths(api::get, api::list, api::health),
     tags(

@@ -156,7 +156,11 @@ fn publish_flood(query: &str) -> Response {
             _ => event.data_schema = Some(long.clone()),
         }
         if let Err(err) = publish(&event) {
-            let body = serde_json::json!({ "published": published, "code": "publish", "message": format!("{err:?}") });
+            let body = serde_json::json!({
+                "published": published,
+                "code": "publish",
+                "message": format!("{err:?}"),
+            });
             return json_response(200, &body);
         }
         published += 1;

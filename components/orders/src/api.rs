@@ -37,22 +37,63 @@ pub struct Page {
     path = "/orders",
     tag = "orders",
     summary = "Place an order",
-    description = "Stores the order and, in the same unit of work, publishes `orders.created`; Invoices then issues its invoice and the order becomes `invoiced`. A `201` means the order is durable. With an `Idempotency-Key`, a retry with the same key and body gets the same order again (`Idempotent-Replayed: true`); the same key with another body is a `409`. Keys are global to the service: send a fresh UUID per logical order.",
+    description = "Stores the order and, in the same unit of work, publishes `orders.created`; \
+        Invoices then issues its invoice and the order becomes `invoiced`. A `201` means the \
+        order is durable. With an `Idempotency-Key`, a retry with the same key and body gets \
+        the same order again (`Idempotent-Replayed: true`); the same key with another body is \
+        a `409`. Keys are global to the service: send a fresh UUID per logical order.",
     request_body(content = NewOrder, content_type = "application/json"),
     params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
-            description = "Makes retries safe: 1 to 255 visible ASCII characters, such as a UUID."),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[!-~]+$",
+            description = "Makes retries safe: 1 to 255 visible ASCII characters, such as a UUID.",
+        ),
     ),
     responses(
-        (status = 201, description = "The order, stored; or, for a replayed `Idempotency-Key`, the order it made before.", body = Order,
+        (
+            status = 201,
+            description = "The order, stored; or, for a replayed `Idempotency-Key`, the order it \
+                made before.",
+            body = Order,
             headers(
                 ("Location" = String, description = "The order's URL."),
-                ("Idempotent-Replayed" = String, description = "`true` when the order was made by an earlier request with the same key."),
-            )),
-        (status = 400, description = "The body is not an order, or `Idempotency-Key` is malformed; `errors` names the field.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The `Idempotency-Key` was used for an order with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 16 KiB.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`.", body = Problem, content_type = "application/problem+json"),
+                (
+                    "Idempotent-Replayed" = String,
+                    description = "`true` when the order was made by an earlier request with \
+                        the same key."
+                ),
+            ),
+        ),
+        (
+            status = 400,
+            description = "The body is not an order, or `Idempotency-Key` is malformed; `errors` \
+                names the field.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 409,
+            description = "The `Idempotency-Key` was used for an order with another body.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 413,
+            description = "The body is over 16 KiB.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 415,
+            description = "The body is not `application/json`.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 pub fn create(request: &Request) -> Response {
@@ -104,8 +145,18 @@ pub fn create(request: &Request) -> Response {
     params(("id" = OrderId, Path, description = "The order's id.")),
     responses(
         (status = 200, description = "The order.", body = Order),
-        (status = 400, description = "`id` is not a UUID.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "There is no such order.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 400,
+            description = "`id` is not a UUID.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 404,
+            description = "There is no such order.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 pub fn get(id: &str) -> Response {
@@ -129,7 +180,12 @@ pub fn get(id: &str) -> Response {
     params(ListQuery),
     responses(
         (status = 200, description = "One page of orders.", body = Page),
-        (status = 400, description = "A parameter is malformed, unknown or repeated; `errors` names it.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 400,
+            description = "A parameter is malformed, unknown or repeated; `errors` names it.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 pub fn list(request: &Request) -> Response {

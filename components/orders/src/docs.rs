@@ -13,7 +13,9 @@ use crate::api;
 #[openapi(
     info(
         title = "Orders",
-        description = "Takes orders. Each new order is announced as `orders.created`; Invoices issues its invoice and the order becomes `invoiced`. Errors are RFC 9457 problems (`application/problem+json`) naming the field at fault in `errors`.",
+        description = "Takes orders. Each new order is announced as `orders.created`; Invoices \
+            issues its invoice and the order becomes `invoiced`. Errors are RFC 9457 problems \
+            (`application/problem+json`) naming the field at fault in `errors`.",
     ),
     paths(api::create, api::get, api::list, api::health),
     tags(

@@ -95,7 +95,8 @@ pub enum Invoiced {
 /// Moves a pending order to `invoiced`; idempotent.
 pub fn mark_invoiced(order: OrderId, invoice: InvoiceId) -> Result<Invoiced, StoreError> {
     let changed = sql::execute(
-        "UPDATE orders SET status = 'invoiced', invoice_id = $2 WHERE id = $1 AND status = 'pending'",
+        "UPDATE orders SET status = 'invoiced', invoice_id = $2 \
+         WHERE id = $1 AND status = 'pending'",
         &[
             Value::Uuid(order.to_string()),
             Value::Uuid(invoice.to_string()),

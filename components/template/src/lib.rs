@@ -90,8 +90,18 @@ struct NewNote {
     path = "/notes",
     request_body(content = NewNote, content_type = "application/json"),
     responses(
-        (status = 201, description = "The note, stored.", body = Note, headers(("Location" = String, description = "The note's URL."))),
-        (status = 400, description = "The body is not a note; `errors` names the field.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 201,
+            description = "The note, stored.",
+            body = Note,
+            headers(("Location" = String, description = "The note's URL.")),
+        ),
+        (
+            status = 400,
+            description = "The body is not a note; `errors` names the field.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 fn create(request: &Request) -> Response {
@@ -140,8 +150,18 @@ fn create(request: &Request) -> Response {
     params(("id" = uuid::Uuid, Path, description = "The note's id.")),
     responses(
         (status = 200, description = "The note.", body = Note),
-        (status = 400, description = "`id` is not a UUID.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "There is no such note.", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 400,
+            description = "`id` is not a UUID.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 404,
+            description = "There is no such note.",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
     ),
 )]
 fn get(id: &str) -> Response {
@@ -162,7 +182,11 @@ fn get(id: &str) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "The database answers.", body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses((status = 200, description = "The database answers.", body = Health)),
+)]
 fn health() -> Response {
     match sql::query("SELECT 1", &[]) {
         Ok(_) => reply::json(200, &Health::UP),
