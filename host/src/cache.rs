@@ -32,6 +32,7 @@ pub struct CompileCache {
 
 /// A compiled component and where it came from.
 pub struct Compiled {
+    /// The compiled code, ready for the linker to pre-instantiate.
     pub component: Component,
     /// Whether it came from the cache rather than from Cranelift.
     pub cached: bool,
@@ -46,7 +47,11 @@ impl CompileCache {
         let dir = dir.and_then(|dir| match private_folder(dir) {
             Ok(()) => Some(dir.to_owned()),
             Err(why) => {
-                tracing::warn!(folder = %dir.display(), %why, "not using the compile cache; every start compiles");
+                tracing::warn!(
+                    folder = %dir.display(),
+                    %why,
+                    "not using the compile cache; every start compiles"
+                );
                 None
             }
         });
@@ -75,7 +80,11 @@ impl CompileCache {
         let precompiled = engine.precompile_component(wasm)?;
         let component = deserialize(engine, &precompiled)?;
         if let Err(err) = Self::write(&entry, &precompiled) {
-            tracing::warn!(entry = %entry.display(), error = %err, "cannot write to the compile cache; going on without it");
+            tracing::warn!(
+                entry = %entry.display(),
+                error = %err,
+                "cannot write to the compile cache; going on without it"
+            );
         }
         Ok(Compiled {
             component,
@@ -88,19 +97,30 @@ impl CompileCache {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
             Err(err) => {
-                tracing::warn!(entry = %entry.display(), error = %err, "cannot read a compile cache entry; compiling");
+                tracing::warn!(
+                    entry = %entry.display(),
+                    error = %err,
+                    "cannot read a compile cache entry; compiling"
+                );
                 return None;
             }
         };
         let sound = bytes.len() > 32 && Sha256::digest(&bytes[32..])[..] == bytes[..32];
         if !sound {
-            tracing::warn!(entry = %entry.display(), "a compile cache entry is corrupt; compiling again");
+            tracing::warn!(
+                entry = %entry.display(),
+                "a compile cache entry is corrupt; compiling again"
+            );
             return None;
         }
         match deserialize(engine, &bytes[32..]) {
             Ok(component) => Some(component),
             Err(err) => {
-                tracing::warn!(entry = %entry.display(), error = %err, "a compile cache entry does not load; compiling again");
+                tracing::warn!(
+                    entry = %entry.display(),
+                    error = %err,
+                    "a compile cache entry does not load; compiling again"
+                );
                 None
             }
         }

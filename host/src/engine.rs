@@ -53,7 +53,11 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// The engine and linker every component of this process is loaded with.
 pub struct Runtime {
+    /// The engine every component is compiled for and every store runs in: its pooling
+    /// allocator, and the epoch the ticker thread advances.
     pub engine: Engine,
+    /// The imports a component may link to: WASI p2, `wasi:http` and the platform's
+    /// capabilities; each component's code is pre-instantiated against it.
     pub linker: Linker<StoreState>,
     /// Compiled components kept on disk, for this engine.
     pub cache: CompileCache,
@@ -62,6 +66,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Builds the engine under `limits` (instance memory, the pool's size, backtraces), links
+    /// the imports, starts the epoch thread and opens the compile cache in `cache_dir`.
     pub fn new(limits: &Limits, cache_dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let memory_bytes = limits.memory_mib * 1024 * 1024;
         let mut pool = PoolingAllocationConfig::default();

@@ -1,5 +1,6 @@
-//! Checks a component's database role (see [`role`]), then applies its SQL migrations (`V<n>__<name>.sql` in its `migrations` folder) at
-//! host start, with refinery, after the host's own outbox and inbox tables.
+//! Checks a component's database role (see [`role`]), then applies its SQL migrations
+//! (`V<n>__<name>.sql` in its `migrations` folder) at host start, with refinery, after the
+//! host's own outbox and inbox tables.
 //!
 //! Several replicas may start at once: each takes a PostgreSQL advisory lock on the component's
 //! database first, so one applies the migrations and the others then find them applied. A
@@ -20,6 +21,8 @@ const HISTORY_TABLE: &str = "platform_schema_history";
 /// When migrations run: at start, or before new code is swapped in while the old code serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
+    /// Host start: the host's outbox and inbox tables are made first (for a component that
+    /// uses messaging), and another host's migrations are waited for up to two minutes.
     Start,
     /// The host's own tables exist already (they were made at start), and a migration that
     /// waits for a lock gives up after [`RELOAD_LOCK_TIMEOUT`] rather than hold up the traffic
@@ -100,8 +103,8 @@ async fn take_lock(
         }
         if started.elapsed() >= most {
             anyhow::bail!(
-                "another session has held it for {most:?}: another host's migrations are still running, or \
-                 stuck (look for an advisory lock in pg_locks, and end its session)"
+                "another session has held it for {most:?}: another host's migrations are still \
+                 running, or stuck (look for an advisory lock in pg_locks, and end its session)"
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;

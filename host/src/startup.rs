@@ -33,6 +33,8 @@ use crate::triggers::http::HttpTrigger;
 use crate::triggers::messaging::MessageTrigger;
 pub use crate::triggers::messaging::delivery::Outcome as DeliveryOutcome;
 
+/// A host built and bound, not yet serving: made by [`Host::build`] (or [`Host::build_with`]) and
+/// consumed by [`Host::run_until_stopped`].
 pub struct Host {
     /// What the host runs, shared with the listeners and the control plane.
     registry: Arc<Registry>,
@@ -144,7 +146,8 @@ impl Host {
         }
         let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
             format!(
-                "cannot listen on {}: is another host running? Stop it (`./dev.sh down`) or set HOST_LISTEN",
+                "cannot listen on {}: is another host running? Stop it (`./dev.sh down`) or set \
+                 HOST_LISTEN",
                 config.http.listen
             )
         })?;
@@ -164,7 +167,8 @@ impl Host {
             .collect();
         let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
             format!(
-                "cannot listen on {} for the admin API: is another host running? Stop it or set HOST_ADMIN_LISTEN",
+                "cannot listen on {} for the admin API: is another host running? Stop it or set \
+                 HOST_ADMIN_LISTEN",
                 config.admin.listen
             )
         })?;
@@ -262,7 +266,10 @@ impl Host {
             match control::watch::watch(self.registry.clone()) {
                 Ok(watching) => supervisor.spawn(Phase::Background, watching),
                 Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "component files are not watched; reload through the admin API")
+                    tracing::warn!(
+                        error = %format!("{err:#}"),
+                        "component files are not watched; reload through the admin API"
+                    )
                 }
             }
         }
@@ -288,7 +295,10 @@ impl Host {
         self.registry.begin_stopping();
         if !self.drain_delay.is_zero() {
             // Readiness answers 503 while the host still serves, so load balancers move away first.
-            tracing::info!(delay = ?self.drain_delay, "not ready; serving on while load balancers drain");
+            tracing::info!(
+                delay = ?self.drain_delay,
+                "not ready; serving on while load balancers drain"
+            );
             tokio::time::sleep(self.drain_delay).await;
         }
         supervisor.stop(self.grace).await;

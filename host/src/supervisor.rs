@@ -36,11 +36,16 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// In stopping order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Stops first: the HTTP listener and the consumers, which take work in.
     Intake,
+    /// Stops once intake has drained: relays, retention, file watchers.
     Background,
+    /// Stops last: the broker connections and the admin listener.
     Connections,
 }
 
+/// The host's background tasks, by phase: built with the host, dropped with it (which aborts
+/// what still runs).
 pub struct Supervisor {
     /// Per phase, in stopping order: its cancellation and its tasks.
     phases: [(CancellationToken, JoinSet<()>); 3],
@@ -53,6 +58,7 @@ impl Default for Supervisor {
 }
 
 impl Supervisor {
+    /// A supervisor with no tasks yet.
     pub fn new() -> Self {
         Self {
             phases: std::array::from_fn(|_| (CancellationToken::new(), JoinSet::new())),
@@ -91,7 +97,11 @@ impl Supervisor {
                     pause = FIRST_RESTART;
                 }
                 match ran {
-                    Ok(()) => tracing::error!(task = %name, ?pause, "a background task returned while the host runs; starting it again"),
+                    Ok(()) => tracing::error!(
+                        task = %name,
+                        ?pause,
+                        "a background task returned while the host runs; starting it again"
+                    ),
                     Err(err) if err.is_panic() => {
                         let panic = err.into_panic();
                         let message = panic
@@ -99,7 +109,12 @@ impl Supervisor {
                             .map(|text| (*text).to_owned())
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
-                        tracing::error!(task = %name, panic = %message, ?pause, "a background task panicked; starting it again");
+                        tracing::error!(
+                            task = %name,
+                            panic = %message,
+                            ?pause,
+                            "a background task panicked; starting it again"
+                        );
                     }
                     Err(_) => return,
                 }

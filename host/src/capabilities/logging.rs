@@ -33,7 +33,9 @@ const MAX_LINE: usize = 2 * 1024;
 /// Which of the guest's streams a log is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// The guest's stdout: its lines are logged at level INFO.
     Stdout,
+    /// The guest's stderr: its lines are logged at level WARN.
     Stderr,
 }
 
@@ -57,13 +59,17 @@ struct Bucket {
 /// Whether a line may be logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
+    /// The line may be logged, and nothing dropped is left to be said.
     Yes,
     /// Yes, and this many lines were dropped before it, which should be said first.
     AfterDropping(u64),
+    /// The component has used its lines for now: the line is dropped and counted.
     No,
 }
 
 impl LogRate {
+    /// The rate of one component, its bucket full: built once with its service and shared by
+    /// `Arc` with every store's [`GuestLog`]s.
     pub fn new(component: &str, per_second: u32, metrics: ComponentMetrics) -> Arc<Self> {
         let now = Instant::now();
         let bucket = Bucket {
@@ -130,6 +136,7 @@ pub struct GuestLog {
 }
 
 impl GuestLog {
+    /// The log of one of a store's streams, for `component`, sharing the component's `rate`.
     pub fn new(component: Arc<str>, stream: Stream, rate: Arc<LogRate>) -> Self {
         Self {
             component,

@@ -28,15 +28,19 @@ pub struct Held(Option<OwnedSemaphorePermit>);
 /// A reservation that did not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the component's units of work hold its whole share of the host's memory ({total} bytes, host_memory_mib) \
-     already; {wanted} more bytes were refused"
+    "the component's units of work hold its whole share of the host's memory ({total} bytes, \
+     host_memory_mib) already; {wanted} more bytes were refused"
 )]
 pub struct Spent {
+    /// The component's whole share, in bytes (its `host_memory_mib`).
     pub total: usize,
+    /// The bytes the refused reservation asked for.
     pub wanted: usize,
 }
 
 impl HostMemory {
+    /// A share of `total` bytes, none reserved; built once per component and shared by `Arc`
+    /// with what reserves from it.
     pub fn new(total: usize) -> Arc<Self> {
         let total = total.min(Semaphore::MAX_PERMITS);
         Arc::new(Self {

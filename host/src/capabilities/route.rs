@@ -38,6 +38,7 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// No routes named yet, for `component` served under `prefix`.
     pub fn new(component: &str, prefix: &str) -> Self {
         Self {
             component: component.to_owned(),
@@ -61,7 +62,8 @@ impl Routes {
             if !self.full_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     component = %self.component,
-                    "the component named more than {MAX_ROUTES} routes; later ones are not used in spans or metrics"
+                    "the component named more than {MAX_ROUTES} routes; later ones are not used in \
+                     spans or metrics"
                 );
             }
             return None;
@@ -105,6 +107,7 @@ pub struct RouteCtx {
 }
 
 impl RouteCtx {
+    /// The route side of a new store: no path served yet, no route named.
     pub fn new(routes: Arc<Routes>) -> Self {
         Self {
             routes,
@@ -124,11 +127,13 @@ impl RouteCtx {
     }
 }
 
+/// The view of a store's [`RouteCtx`] that the generated bindings call into, for one call.
 pub struct Route<'a> {
     ctx: &'a mut RouteCtx,
 }
 
 impl<'a> Route<'a> {
+    /// The view over `ctx`, borrowed for as long as the guest's call lasts.
     pub fn new(ctx: &'a mut RouteCtx) -> Self {
         Self { ctx }
     }
@@ -142,7 +147,11 @@ impl wit::Host for Route<'_> {
         match self.ctx.routes.take(&template, path) {
             Some(route) => self.ctx.matched = Some(route),
             None => {
-                tracing::debug!(%template, %path, "a route that does not match the path was ignored")
+                tracing::debug!(
+                    %template,
+                    %path,
+                    "a route that does not match the path was ignored"
+                )
             }
         }
         Ok(())

@@ -246,10 +246,12 @@ mod tests {
     fn the_components_table_has_a_row_each_with_the_failed_load_cut_short() {
         let list = serde_json::json!({ "components": [
             { "name": "orders", "route": "/orders", "in_flight": 2,
-              "code": { "sha256": "0123456789abcdef0123", "version": 3, "loaded_at": "2026-12-03T10:00:00Z" },
+              "code": { "sha256": "0123456789abcdef0123", "version": 3,
+                        "loaded_at": "2026-12-03T10:00:00Z" },
               "last_failed_load": null },
             { "name": "invoices", "route": "/invoices", "in_flight": 0,
-              "code": { "sha256": "fedcba9876543210", "version": 1, "loaded_at": "2026-12-03T09:00:00Z" },
+              "code": { "sha256": "fedcba9876543210", "version": 1,
+                        "loaded_at": "2026-12-03T09:00:00Z" },
               "last_failed_load": { "reason": "x".repeat(100) } },
         ]});
         let table = components_table(&list);

@@ -16,8 +16,11 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// What a host answered.
 #[derive(Debug)]
 pub struct Answer {
+    /// The response's status code.
     pub status: StatusCode,
+    /// The response's headers, as the host sent them.
     pub headers: HeaderMap,
+    /// The whole body, read into memory (at most 64 MiB).
     pub body: Bytes,
 }
 

@@ -19,10 +19,12 @@ pub struct ComponentConfig {
     pub wasm: PathBuf,
     /// The path prefix it serves, such as `/orders`; stripped before the component sees the path.
     pub route: String,
+    /// Its own database: where it is and how the host connects to it.
     pub database: DatabaseConfig,
     /// Requests this component handles at once, and how many more may wait for a turn; beyond
     /// that a request gets 503 at once, so one busy component cannot take every worker.
     pub max_concurrency: usize,
+    /// Requests that may wait for a turn while `max_concurrency` run (see above).
     pub max_queued: usize,
     /// Folder of `V<n>__<name>.sql` files applied at start, if any.
     pub migrations: Option<PathBuf>,
@@ -38,13 +40,16 @@ pub struct ComponentConfig {
 }
 
 impl ComponentConfig {
+    /// Whether it publishes or subscribes, and so needs the broker.
     pub fn uses_messaging(&self) -> bool {
         !self.subscriptions.is_empty() || !self.publishes.is_empty()
     }
 }
 
+/// A component's database, as its manifest entry and environment give it.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
+    /// Where the database is and how to log in: `<NAME>_DATABASE_URL`, else `database_url`.
     pub url: DatabaseUrl,
     /// Connections in this component's pool.
     pub max_connections: usize,
@@ -97,8 +102,8 @@ pub(super) fn check_component(
             .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
     if !route_ok {
         bail!(
-            "route: {:?} must be a path prefix such as \"/orders\": a leading '/', no trailing '/', \
-             letters, digits, '-', '_', '.'",
+            "route: {:?} must be a path prefix such as \"/orders\": a leading '/', no trailing \
+             '/', letters, digits, '-', '_', '.'",
             raw.route
         );
     }

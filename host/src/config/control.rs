@@ -24,8 +24,11 @@ use serde::Deserialize;
 
 use super::Environment;
 
+/// The `[admin]` section, checked: the admin API's listener and token, and the file watcher.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
+    /// Where the admin API listens: `admin.listen` or `HOST_ADMIN_LISTEN`, 127.0.0.1:9000 by
+    /// default.
     pub listen: SocketAddr,
     /// Required of every call when set; required to be set when `listen` is not loopback.
     pub token: Option<Token>,
@@ -51,6 +54,7 @@ impl fmt::Debug for Token {
     }
 }
 
+/// The `[cache]` section, checked: where the compile cache lives.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Where compiled components are kept, keyed by the digest of their `.wasm` and the engine;
@@ -100,8 +104,8 @@ pub(super) fn check_admin(
     }
     if !listen.ip().is_loopback() && token.is_none() {
         bail!(
-            "admin.listen: {listen} is reachable from other machines, so the admin API needs a token: set \
-             HOST_ADMIN_TOKEN (such as `openssl rand -hex 32`), or listen on 127.0.0.1"
+            "admin.listen: {listen} is reachable from other machines, so the admin API needs a \
+             token: set HOST_ADMIN_TOKEN (such as `openssl rand -hex 32`), or listen on 127.0.0.1"
         );
     }
     Ok(AdminConfig {

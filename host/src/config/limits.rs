@@ -45,6 +45,8 @@ pub struct Limits {
     /// logs one line; on (for debugging a component), it costs a walk of the guest's stack.
     #[serde(default)]
     pub wasm_backtraces: bool,
+    /// The `[limits]` defaults of every component's own limits, written as keys of the same
+    /// section; a component's setting wins over them (see [`GuestLimitSettings::over`]).
     #[serde(flatten)]
     pub guest: GuestLimitSettings,
 }
@@ -53,24 +55,34 @@ pub struct Limits {
 /// value or the default applies.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct GuestLimitSettings {
+    /// Host memory the component's units of work may hold at once, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_memory_mib: Option<u64>,
+    /// Bytes one query's result may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<usize>,
+    /// Bytes of one statement's text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_statement_bytes: Option<usize>,
+    /// Parameters one statement may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parameters: Option<usize>,
+    /// Bytes of one statement's parameters together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parameter_bytes: Option<usize>,
+    /// Bytes of the `data` of one event, published or delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_event_bytes: Option<usize>,
+    /// Bytes one unit of work may publish, all its events together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_published_bytes: Option<usize>,
+    /// Resource handles one instance may hold at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_resources: Option<usize>,
+    /// Bytes of one set of HTTP fields a guest builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
+    /// Lines of stdout and stderr logged per second, with bursts of as many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_lines_per_second: Option<u32>,
 }
@@ -78,15 +90,30 @@ pub struct GuestLimitSettings {
 /// What one component's units of work may take of the host (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLimits {
+    /// Host memory the component's units of work hold at once, in bytes: statements and
+    /// parameters being sent, results on their way to the guest, events published until the
+    /// commit, response bodies being collected. When it is spent, what asks for more is
+    /// refused (see [`crate::capabilities::memory`]).
     pub host_memory_bytes: usize,
+    /// Bytes one query's result may take; a larger one fails with "54000".
     pub max_result_bytes: usize,
+    /// Bytes of one statement's text; a longer one fails with "54000" and is not sent.
     pub max_statement_bytes: usize,
+    /// Parameters one statement may have; more fail with "54000" and nothing is sent.
     pub max_parameters: usize,
+    /// Bytes of one statement's parameters together; more fail with "54000".
     pub max_parameter_bytes: usize,
+    /// Bytes of the `data` of one event, published or delivered.
     pub max_event_bytes: usize,
+    /// Bytes one unit of work may publish, all its events together, held until the commit.
     pub max_published_bytes: usize,
+    /// Resource handles one instance's table may hold at once (requests, streams, fields,
+    /// pollables, ...).
     pub max_resources: usize,
+    /// Bytes of one set of HTTP fields a guest builds, as wasmtime counts them.
     pub max_header_bytes: usize,
+    /// Lines of the component's stdout and stderr logged per second, with bursts of as many;
+    /// the rest are dropped and counted.
     pub log_lines_per_second: u32,
 }
 
@@ -160,7 +187,8 @@ impl GuestLimitSettings {
             && mib > 64 * 1024
         {
             bail!(
-                "{at}.host_memory_mib: {mib} is more than 64 GiB; give a component a share of this machine"
+                "{at}.host_memory_mib: {mib} is more than 64 GiB; give a component a share of this \
+                 machine"
             );
         }
         let limits = GuestLimits {
@@ -193,15 +221,16 @@ impl GuestLimitSettings {
         ] {
             if value > limits.host_memory_bytes {
                 bail!(
-                    "{at}.{key}: {value} bytes is more than the component's whole share of host memory \
-                     ({} bytes, host_memory_mib); lower it or raise host_memory_mib",
+                    "{at}.{key}: {value} bytes is more than the component's whole share of host \
+                     memory ({} bytes, host_memory_mib); lower it or raise host_memory_mib",
                     limits.host_memory_bytes
                 );
             }
         }
         if limits.max_event_bytes > limits.max_published_bytes {
             bail!(
-                "{at}.max_event_bytes: {} is more than max_published_bytes, so no such event could be published",
+                "{at}.max_event_bytes: {} is more than max_published_bytes, so no such event could \
+                 be published",
                 limits.max_event_bytes
             );
         }

@@ -158,8 +158,8 @@ pub(super) fn resolve_publishers(
         for topic in &component.publishes {
             match messaging.publishers.get(topic) {
                 Some(other) if *other != component.name => bail!(
-                    "messaging.publishers: {topic:?} is published by `{}` here, not `{other}`; a topic \
-                     has one publisher",
+                    "messaging.publishers: {topic:?} is published by `{}` here, not `{other}`; a \
+                     topic has one publisher",
                     component.name
                 ),
                 _ => {
@@ -174,8 +174,9 @@ pub(super) fn resolve_publishers(
         for topic in &component.subscriptions {
             if !messaging.publishers.contains_key(topic) {
                 bail!(
-                    "component `{}` subscribes to {topic:?}, which no component here publishes; name \
-                     its publisher in [messaging] publishers = {{ \"{topic}\" = \"<component>\" }}",
+                    "component `{}` subscribes to {topic:?}, which no component here publishes; \
+                     name its publisher in [messaging] publishers = \
+                     {{ \"{topic}\" = \"<component>\" }}",
                     component.name
                 );
             }
@@ -205,17 +206,17 @@ pub(super) fn resolve_broker_logins(
             None => match &messaging.url {
                 Some(url) => url.clone(),
                 None => bail!(
-                    "component `{}` publishes or subscribes but has no broker URL: set {variable} (or its \
-                     amqp_url), AMQP_URL, or messaging.url",
+                    "component `{}` publishes or subscribes but has no broker URL: set {variable} \
+                     (or its amqp_url), AMQP_URL, or messaging.url",
                     component.name
                 ),
             },
         };
         if url.user() != component.name {
             bail!(
-                "component `{}` would log in to the broker as `{}`; each component needs a broker user named \
-                 after it (its events carry that user, and consumers trust no other): create user `{}` \
-                 (see the README's Messaging section) and put it in {variable}",
+                "component `{}` would log in to the broker as `{}`; each component needs a broker \
+                 user named after it (its events carry that user, and consumers trust no other): \
+                 create user `{}` (see the README's Messaging section) and put it in {variable}",
                 component.name,
                 url.user(),
                 component.name

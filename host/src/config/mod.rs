@@ -57,15 +57,22 @@ pub use urls::{AmqpUrl, DatabaseUrl};
 /// The whole configuration of one host process.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The `[http]` section: the listener, body sizes and timeouts of requests.
     pub http: HttpConfig,
+    /// The `[limits]` section: the instance pool, and every component's default limits.
     pub limits: Limits,
     /// The broker; `None` when no component publishes or subscribes.
     pub messaging: Option<MessagingConfig>,
+    /// The `[admin]` section: the admin listener, its token, and whether files are watched.
     pub admin: AdminConfig,
+    /// The `[cache]` section: where compiled components are kept.
     pub cache: CacheConfig,
+    /// The `[[components]]` entries, checked, in manifest order; never empty.
     pub components: Vec<ComponentConfig>,
 }
 
+/// The `[http]` section: where the HTTP listener binds, what it accepts of clients (bodies,
+/// connections) and how long requests and stopping may take.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -147,6 +154,7 @@ struct Manifest {
 
 /// Environment variables the configuration reads; a map in tests, the process's in `main`.
 pub trait Environment {
+    /// The value of the variable `name`; `None` when it is unset (or, in the process, empty).
     fn var(&self, name: &str) -> Option<String>;
     /// Every variable, for the `HOST_<SECTION>__<KEY>` settings.
     fn vars(&self) -> Vec<(String, String)>;
@@ -267,8 +275,8 @@ impl Config {
             {
                 bail!(
                     "{at}.route: {:?} and the route {:?} of component `{}` overlap: a request \
-                     under the longer one could reach either; give each component a prefix of its \
-                     own, such as \"/{}\"",
+                     under the longer one could reach either; give each component a prefix of \
+                     its own, such as \"/{}\"",
                     component.route,
                     other.route,
                     other.name,
@@ -295,8 +303,8 @@ impl Config {
             && let Some(component) = components.iter().find(|c| c.uses_messaging())
         {
             bail!(
-                "component `{}` publishes or subscribes but there is no [messaging] section; add one \
-                 with the broker's url, or set AMQP_URL",
+                "component `{}` publishes or subscribes but there is no [messaging] section; add \
+                 one with the broker's url, or set AMQP_URL",
                 component.name
             );
         }
@@ -351,9 +359,10 @@ fn check_instances(
             .map(|c| format!("{} {}", c.name, share(c)))
             .collect();
         bail!(
-            "limits.max_instances: {max_instances} is fewer than the components may run at once ({needed}: {}, \
-             max_concurrency plus messaging.prefetch for a subscriber), so one component could take every \
-             instance from the others; raise max_instances or lower max_concurrency",
+            "limits.max_instances: {max_instances} is fewer than the components may run at once \
+             ({needed}: {}, max_concurrency plus messaging.prefetch for a subscriber), so one \
+             component could take every instance from the others; raise max_instances or lower \
+             max_concurrency",
             shares.join(", ")
         );
     }

@@ -244,7 +244,8 @@ fn a_route_under_another_components_route_is_refused_with_its_fix() {
     let error = error_of(&format!("{ORDERS}{second}"));
     assert!(
         error.contains(
-            "components[1].route: \"/orders/admin\" and the route \"/orders\" of component `orders` overlap"
+            "components[1].route: \"/orders/admin\" and the route \"/orders\" of component \
+             `orders` overlap"
         ) && error.contains("such as \"/admin\""),
         "{error}"
     );
@@ -525,9 +526,10 @@ fn the_container_manifests_load_with_their_containers_environment() {
 #[test]
 fn each_component_logs_in_to_the_broker_as_a_user_named_after_it() {
     let both = format!(
-        "{ORDERS}publishes = [\"orders.created\"]\n[[components]]\nname = \"invoices\"\nwasm = \"Cargo.toml\"\n\
-         route = \"/invoices\"\ndatabase_url = \"postgres://db/invoices\"\nsubscriptions = [\"orders.created\"]\n\
-         amqp_url = \"amqp://invoices:pw@mq:5672/%2f\"\n[messaging]\nurl = \"amqp://guest:guest@mq:5672/%2f\"\n"
+        "{ORDERS}publishes = [\"orders.created\"]\n[[components]]\nname = \"invoices\"\n\
+         wasm = \"Cargo.toml\"\nroute = \"/invoices\"\ndatabase_url = \"postgres://db/invoices\"\n\
+         subscriptions = [\"orders.created\"]\namqp_url = \"amqp://invoices:pw@mq:5672/%2f\"\n\
+         [messaging]\nurl = \"amqp://guest:guest@mq:5672/%2f\"\n"
     );
     let error = format!(
         "{:#}",

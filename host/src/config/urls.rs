@@ -21,6 +21,8 @@ pub struct AmqpUrl {
 }
 
 impl AmqpUrl {
+    /// Reads an `amqp://` or `amqps://` URL, and the CA file its `cacertfile` names (a
+    /// missing or unreadable one is an error now rather than a failed connection later).
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
         let uri: lapin::uri::AMQPUri = raw.parse().map_err(|err: String| {
             anyhow::anyhow!("{err}; expected a URL such as amqp://guest:guest@localhost:5672/%2f")
@@ -106,11 +108,14 @@ pub struct DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// Reads a `postgres://` URL (or a key-value connection string), which must name a
+    /// database, with its TLS settings and the CA file they name.
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
         let (rest, tls) = postgres_tls::split(raw)?;
         let mut parsed = tokio_postgres::Config::from_str(&rest).map_err(|err| {
             anyhow::anyhow!(
-                "{err}; expected a URL such as postgres://user@localhost:5432/orders?sslmode=verify-full"
+                "{err}; expected a URL such as \
+                 postgres://user@localhost:5432/orders?sslmode=verify-full"
             )
         })?;
         if parsed.get_dbname().is_none() {
@@ -132,10 +137,12 @@ impl DatabaseUrl {
         &self.parsed
     }
 
+    /// The TLS its `sslmode` and `sslrootcert` ask for, with the connector to use.
     pub fn tls(&self) -> &PgTls {
         &self.tls
     }
 
+    /// The name of the database the URL connects to: the component's own.
     pub fn database_name(&self) -> &str {
         self.parsed.get_dbname().unwrap_or_default()
     }

@@ -36,6 +36,7 @@ pub enum Source {
 
 /// What a reload did.
 pub enum Reloaded {
+    /// The new code passed every check and now serves new units of work.
     Swapped(Arc<Code>),
     /// The code serving already has this digest.
     Unchanged(Arc<Code>),
@@ -96,7 +97,11 @@ pub async fn reload(
     };
     match migrations::migrate_when(&service.config, migrations::When::Reload).await {
         Ok(applied) if !applied.is_empty() => {
-            tracing::info!(component = %service.name, ?applied, "migrations applied before the swap");
+            tracing::info!(
+                component = %service.name,
+                ?applied,
+                "migrations applied before the swap"
+            );
         }
         Ok(_) => {}
         Err(err) => return Err(fail(service, origin, format!("{err:#}"))),
@@ -118,7 +123,12 @@ pub async fn reload(
 
 /// Records and logs a failed load; the reason.
 fn fail(service: &Service, source: String, reason: String) -> String {
-    tracing::warn!(component = %service.name, %source, %reason, "new code refused; the old code keeps serving");
+    tracing::warn!(
+        component = %service.name,
+        %source,
+        %reason,
+        "new code refused; the old code keeps serving"
+    );
     service.failed_load(source, reason.clone());
     reason
 }

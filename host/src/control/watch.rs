@@ -61,7 +61,10 @@ pub fn watch(
             .watch(folder, RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch {}", folder.display()))?;
     }
-    tracing::info!(folders = ?folders, "watching component files; a changed .wasm is loaded and swapped in");
+    tracing::info!(
+        folders = ?folders,
+        "watching component files; a changed .wasm is loaded and swapped in"
+    );
     Ok(
         move |stop: CancellationToken| -> futures::future::BoxFuture<'static, ()> {
             Box::pin(async move {
@@ -81,7 +84,9 @@ pub fn watch(
                         .filter(|service| reload::is_wasm_of(service, &path))
                     {
                         if !path.is_file() {
-                            continue; // removed, about to be replaced: its replacement brings an event of its own
+                            // Removed, about to be replaced: its replacement brings an event of
+                            // its own.
+                            continue;
                         }
                         // A failure is recorded on the service and logged by `reload`.
                         let _ = reload::reload(registry.runtime(), service, Source::Watched).await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// The gate of one component: its permits and the count of units of work waiting for one.
 pub struct Admission {
     /// One permit per unit of work running in the component.
     permits: Arc<Semaphore>,
@@ -30,6 +31,7 @@ pub enum Busy {
 }
 
 impl Admission {
+    /// A gate letting `max_concurrency` units of work run at once and `max_queued` wait.
     pub fn new(max_concurrency: usize, max_queued: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_concurrency)),

@@ -19,6 +19,7 @@ pub struct Code {
     pub proxy: ProxyPre<StoreState>,
     /// Instantiates it as an event consumer; present when it has subscriptions.
     pub subscriber: Option<SubscriberPre<StoreState>>,
+    /// Which code it is, for the admin API and the logs.
     pub identity: Identity,
 }
 
@@ -29,6 +30,7 @@ pub struct Identity {
     pub sha256: String,
     /// The file it was read from, or `upload` for code sent to the admin API.
     pub source: String,
+    /// When it was compiled (or read from the cache) and checked; RFC 3339 in the admin API.
     #[serde(with = "rfc3339")]
     pub loaded_at: SystemTime,
     /// 1 for the code loaded at start, one more at each swap.
@@ -59,8 +61,8 @@ impl Code {
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
         let pre = runtime.linker.instantiate_pre(&compiled.component).with_context(|| {
             format!(
-                "component `{name}` ({source}) needs an import this host does not provide; build it \
-                 against the platform:service/service world in wit/"
+                "component `{name}` ({source}) needs an import this host does not provide; build \
+                 it against the platform:service/service world in wit/"
             )
         })?;
         let subscriber = if subscribes {

@@ -38,6 +38,8 @@ use crate::state::StoreState;
 /// Ticks of its own compute after which a guest counts as a long runner: between one and two.
 const FIRST_SLICE: u64 = 2;
 
+/// One component's turns for its long runners: built once with its service and shared by every
+/// store of it.
 pub struct Turns {
     /// One permit per long runner of the component that may run at once: half the cores,
     /// rounded up.
@@ -70,6 +72,7 @@ impl Default for Turns {
 }
 
 impl Turns {
+    /// Turns for half the machine's cores, rounded up (at least one).
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {

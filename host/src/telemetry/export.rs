@@ -38,20 +38,28 @@ pub static STATS: ExportStats = ExportStats {
     failed: AtomicU64::new(0),
 };
 
+/// Running counts of what became of finished spans, bumped by [`Queue`] and [`Export`] and
+/// read at every metrics scrape.
 pub struct ExportStats {
     exported: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
 }
 
+/// [`ExportStats`] read at one moment, for the `otel_*` metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct ExportCounts {
+    /// Spans the collector accepted since the process started.
     pub exported: u64,
+    /// Spans dropped: the queue was full, or the export that carried them failed or was cut
+    /// short at shutdown.
     pub dropped: u64,
+    /// Exports that failed or got no answer within the export timeout.
     pub failed: u64,
 }
 
 impl ExportStats {
+    /// The counts now, each read on its own: a span may be counted in one and not yet in another.
     pub fn snapshot(&self) -> ExportCounts {
         ExportCounts {
             exported: self.exported.load(Ordering::Relaxed),
@@ -64,13 +72,22 @@ impl ExportStats {
 /// The batch settings, from the standard `OTEL_BSP_*` variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
+    /// Spans the queue holds before new ones are dropped (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048).
     pub max_queue_size: usize,
+    /// Spans sent in one export at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, 512), never more
+    /// than the queue holds.
     pub max_export_batch_size: usize,
+    /// How long queued spans may wait for a batch to fill before they are sent anyway
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, 5 s).
     pub schedule_delay: Duration,
+    /// How long one export may take before it counts as failed (`OTEL_BSP_EXPORT_TIMEOUT`,
+    /// 30 s).
     pub export_timeout: Duration,
 }
 
 impl BatchConfig {
+    /// Reads the `OTEL_BSP_*` variables through `var`, each a positive whole number (of
+    /// milliseconds for the durations), with the specification's defaults for those unset.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let number = |name: &str, default: u64| -> anyhow::Result<u64> {
             match var(name) {
@@ -193,7 +210,8 @@ impl<E: SpanExporter> Export<E> {
                 () = &mut export => {}
                 () = stop.cancelled() => {
                     // The export in flight gets the flush's time, no more.
-                    let deadline = flush_deadline.get_or_insert_with(|| tokio::time::Instant::now() + flush_within);
+                    let deadline = flush_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + flush_within);
                     if tokio::time::timeout_at(*deadline, &mut export).await.is_err() {
                         STATS.dropped.fetch_add(count, Ordering::Relaxed);
                     }
@@ -213,7 +231,10 @@ impl<E: SpanExporter> Export<E> {
         };
         let deadline = flush_deadline.unwrap_or_else(|| tokio::time::Instant::now() + flush_within);
         if tokio::time::timeout_at(deadline, flushing).await.is_err() {
-            tracing::warn!(within = ?flush_within, "spans still queued at shutdown were not all exported");
+            tracing::warn!(
+                within = ?flush_within,
+                "spans still queued at shutdown were not all exported"
+            );
         }
         let _ = self.exporter.shutdown();
     }

@@ -40,6 +40,8 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
+/// The status as a label: its class (`2xx`, `4xx`, ...), so there are five values at most;
+/// anything past 499 counts as `5xx`.
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",

@@ -47,11 +47,15 @@ struct ComponentLabel {
     component: Name,
 }
 
+/// The labels of `http_server_request_duration_seconds`: one series per component, route,
+/// method and status class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The component that served the request.
     pub component: Name,
     /// The route template, such as `/orders/orders/{id}`; empty when no route matched.
     pub http_route: Name,
+    /// The request's method, or `_OTHER` for one that is not standard (see [`method_label`]).
     pub http_request_method: &'static str,
     /// `2xx`, `4xx`, `5xx`...
     pub http_response_status_class: &'static str,
@@ -140,13 +144,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered and empty; built once per host and shared by `Arc`.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests =
             Seconds::<RequestLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "http_server_request_duration",
-            "Duration of HTTP requests served by components, from the first byte read to the response, unit of work included",
+            "Duration of HTTP requests served by components, from the first byte read to the \
+             response, unit of work included",
             Unit::Seconds,
             requests.clone(),
         );
@@ -180,7 +186,8 @@ impl Metrics {
         let unsendable = Family::default();
         registry.register(
             "messaging_events_unsendable",
-            "Outbox rows the relay set aside for good: a value out of bounds, a topic the component may not publish, data that is not JSON",
+            "Outbox rows the relay set aside for good: a value out of bounds, a topic the \
+             component may not publish, data that is not JSON",
             unsendable.clone(),
         );
         let dead_letters = Family::default();
@@ -204,14 +211,16 @@ impl Metrics {
         let deliveries = Family::default();
         registry.register(
             "messaging_deliveries",
-            "Deliveries settled, by outcome: handled, duplicate, retried, dead_lettered, requeued (database away)",
+            "Deliveries settled, by outcome: handled, duplicate, retried, dead_lettered, requeued \
+             (database away)",
             deliveries.clone(),
         );
         let lag =
             Seconds::<TopicLabels>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "messaging_event_lag",
-            "Time from the start of the unit of work that published an event to the commit of its handling here",
+            "Time from the start of the unit of work that published an event to the commit of \
+             its handling here",
             Unit::Seconds,
             lag.clone(),
         );
@@ -403,7 +412,8 @@ impl Metrics {
                         .get_or_create(&component)
                         .set(sample.outbox_unsendable);
                 }
-                // Not read this time (the database did not answer): no value rather than a stale one.
+                // Not read this time (the database did not answer): no value rather than a stale
+                // one.
                 None => {
                     self.outbox_backlog.remove(&component);
                     self.outbox_age.remove(&component);
@@ -441,10 +451,13 @@ pub struct ComponentMetrics {
 }
 
 impl ComponentMetrics {
+    /// The component's name, as its series are labelled.
     pub fn name(&self) -> &Name {
         &self.name
     }
 
+    /// An HTTP request it served ended with `status` after `seconds`; `route` is the route the
+    /// component named for it (under its prefix), if any.
     pub fn request(
         &self,
         route: Option<&Arc<str>>,
@@ -474,6 +487,8 @@ impl ComponentMetrics {
         self.metrics.units_of_work.get_or_create(&labels).inc();
     }
 
+    /// One of its SQL statements took `seconds`; `operation` is from a fixed list (`SELECT`,
+    /// `INSERT`, ... or `OTHER`).
     pub fn statement(&self, operation: &'static str, seconds: f64) {
         let labels = OperationLabels {
             component: self.name.clone(),
@@ -485,6 +500,7 @@ impl ComponentMetrics {
             .observe(seconds);
     }
 
+    /// A unit of work that committed wrote `events` events for `topic` to the outbox.
     pub fn published(&self, topic: &str, events: u64) {
         let labels = TopicLabels {
             component: self.name.clone(),
@@ -493,6 +509,7 @@ impl ComponentMetrics {
         self.metrics.published.get_or_create(&labels).inc_by(events);
     }
 
+    /// The broker confirmed one outbox event for `topic` that the relay sent.
     pub fn relayed(&self, topic: &str) {
         let labels = TopicLabels {
             component: self.name.clone(),
@@ -533,6 +550,7 @@ impl ComponentMetrics {
             .observe(seconds.max(0.0));
     }
 
+    /// A call into the component trapped or ran out of time; `trigger` is `http` or `message`.
     pub fn trap(&self, trigger: &'static str) {
         let labels = TrapLabels {
             component: self.name.clone(),
@@ -541,6 +559,7 @@ impl ComponentMetrics {
         self.metrics.traps.get_or_create(&labels).inc();
     }
 
+    /// New code for the component was swapped in while it ran.
     pub fn swapped(&self) {
         self.metrics
             .swaps
@@ -560,6 +579,7 @@ impl ComponentMetrics {
             .inc();
     }
 
+    /// A load of new code for the component failed and changed nothing.
     pub fn load_failed(&self) {
         self.metrics
             .failed_loads
@@ -598,8 +618,9 @@ mod tests {
         });
         assert!(
             text.contains(
-                "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
-                 http_request_method=\"GET\",http_response_status_class=\"2xx\"} 1"
+                "http_server_request_duration_seconds_count{component=\"orders\",\
+                 http_route=\"/orders/orders/{id}\",http_request_method=\"GET\",\
+                 http_response_status_class=\"2xx\"} 1"
             ),
             "{text}"
         );

@@ -36,7 +36,8 @@ pub mod propagation;
 pub mod snapshot;
 
 /// What `RUST_LOG` is when unset.
-const DEFAULT_LOG_FILTER: &str = "info,wasmtime_cranelift=warn,cranelift=warn,tokio_postgres=warn,refinery_core=error,opentelemetry_sdk=warn";
+const DEFAULT_LOG_FILTER: &str = "info,wasmtime_cranelift=warn,cranelift=warn,\
+     tokio_postgres=warn,refinery_core=error,opentelemetry_sdk=warn";
 
 /// Events kept per span (a guest's log lines among them); later ones are dropped.
 const MAX_EVENTS_PER_SPAN: u32 = 16;
@@ -79,7 +80,9 @@ struct Running {
 /// The OTLP settings read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
+    /// OTLP over gRPC: the protocol variable says `grpc`.
     Grpc,
+    /// OTLP over HTTP with protobuf bodies: `http/protobuf`, the default when none is named.
     HttpProtobuf,
 }
 

@@ -43,8 +43,9 @@ impl Stack {
         .replace("request_timeout_ms = 5000", "request_timeout_ms = 30000");
         if let Some(settings) = misbehave {
             manifest.push_str(&format!(
-                "\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n\
-                 amqp_url = \"{}\"\npublishes = [\"misbehave.flood\"]\n{settings}\n",
+                "\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\n\
+                 database_url = \"{}\"\namqp_url = \"{}\"\n\
+                 publishes = [\"misbehave.flood\"]\n{settings}\n",
                 helpers::component_wasm("misbehave").display(),
                 other.url(),
                 helpers::as_user(&helpers::amqp_base(), "misbehave"),
@@ -332,7 +333,8 @@ async fn outbox_rows_that_can_never_be_sent_are_set_aside_and_the_rest_flow_acro
     orders
         .batch_execute(
             "INSERT INTO platform_outbox (id, topic, source, content_type, data) VALUES
-                 ('huge', 'orders.created', 'orders', 'application/json', convert_to(repeat('x', 500000000), 'UTF8')),
+                 ('huge', 'orders.created', 'orders', 'application/json', \
+                  convert_to(repeat('x', 500000000), 'UTF8')),
                  (repeat('i', 300), 'orders.created', 'orders', 'application/json', '\\x7b7d'),
                  ('not-json', 'orders.created', 'orders', 'application/json', '\\x7b6e6f'),
                  ('elsewhere', 'invoices.issued', 'invoices', 'application/json', '\\x7b7d')",

@@ -194,7 +194,8 @@ async fn orders_swapped_under_load_fails_no_request_and_swapping_back_comes_from
     let component = host.component().await;
     println!(
         "hot swap under 32 clients: {} requests, {failed} failed, {} answered by the new build; \
-         file replaced → new code serving in {to_marked:?} (compiled), and back in {back:?} (from the cache: {}); \
+         file replaced → new code serving in {to_marked:?} (compiled), and back in {back:?} \
+         (from the cache: {}); \
          latency before the swap p50 {:?} p99 {:?}, during it p50 {:?} p99 {:?}",
         seen.statuses.len(),
         seen.marked,

@@ -29,7 +29,8 @@ fn tool(name: &str) -> Command {
         .status();
     assert!(
         found.is_ok_and(|status| status.success()),
-        "`{name}` is missing: install Debian's `prometheus` package (the README's test command does)"
+        "`{name}` is missing: install Debian's `prometheus` package (the README's test command \
+         does)"
     );
     Command::new(name)
 }
@@ -85,7 +86,8 @@ impl Prometheus {
             .port();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: host\n    static_configs:\n      - targets: [\"{target}\"]\n",
+             scrape_configs:\n  - job_name: host\n    static_configs:\n      - targets: \
+             [\"{target}\"]\n",
             rules = observability().join("prometheus/rules.yml").display(),
         );
         std::fs::write(dir.0.join("prometheus.yml"), config).expect("written");
@@ -192,7 +194,8 @@ async fn start_host(
     misbehave: &TestDatabase,
 ) -> TestHost {
     let manifest = format!(
-        "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n",
+        "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\n\
+         database_url = \"{}\"\n",
         helpers::manifest(
             broker,
             &helpers::amqp_base(),

@@ -40,7 +40,8 @@ impl Bench {
         );
         let broker = TestBroker::new();
         let manifest = format!(
-            "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n{}\n",
+            "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\n\
+             database_url = \"{}\"\n{}\n",
             helpers::orders_manifest(&broker, &orders.url()).replace(
                 "request_timeout_ms = 5000",
                 &format!("request_timeout_ms = {}", setup.request_timeout_ms)
@@ -236,7 +237,8 @@ async fn sixteen_looping_calls_leave_orders_latency_alone() {
     let looping = loops.iter().filter(|call| !call.is_finished()).count();
 
     println!(
-        "GET /orders/orders/{{id}}: p50 {:?} p90 {:?} max {:?} alone; p50 {:?} p90 {:?} max {:?} with {looping} looping calls in flight",
+        "GET /orders/orders/{{id}}: p50 {:?} p90 {:?} max {:?} alone; p50 {:?} p90 {:?} max {:?} \
+         with {looping} looping calls in flight",
         percentile(&before, 0.5),
         percentile(&before, 0.9),
         percentile(&before, 1.0),
@@ -306,8 +308,9 @@ async fn eighty_hostile_calls_at_once_fail_only_themselves_while_orders_serves()
     let running = calls.iter().filter(|call| !call.is_finished()).count();
     let (p99_alone, p99_beside) = (percentile(&alone, 0.99), percentile(&beside, 0.99));
     println!(
-        "GET /orders/orders/{{id}} by 8 clients: p50 {:?} p99 {p99_alone:?} ({} reads) alone; p50 {:?} p99 {p99_beside:?} \
-         ({} reads) beside 80 hostile calls ({running} still running at the end): p99 ratio {:.2}",
+        "GET /orders/orders/{{id}} by 8 clients: p50 {:?} p99 {p99_alone:?} ({} reads) alone; \
+         p50 {:?} p99 {p99_beside:?} ({} reads) beside 80 hostile calls ({running} still running \
+         at the end): p99 ratio {:.2}",
         percentile(&alone, 0.5),
         alone.len(),
         percentile(&beside, 0.5),
@@ -431,7 +434,10 @@ async fn a_components_sql_cannot_read_files_run_programs_or_grant_itself_more() 
         );
     }
     let (status, answer) = bench
-        .sql("SELECT current_database()::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        .sql(
+            "SELECT current_database()::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles \
+             WHERE rolname = current_user",
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
@@ -493,7 +499,8 @@ async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
         .await
         .batch_execute(
             "CREATE FUNCTION leak_setting() RETURNS text LANGUAGE plpgsql AS $$
-             BEGIN EXECUTE 'SELECT set_config(''app.leak'', ''yes'', false)'; RETURN current_setting('app.leak'); END $$",
+             BEGIN EXECUTE 'SELECT set_config(''app.leak'', ''yes'', false)'; \
+             RETURN current_setting('app.leak'); END $$",
         )
         .await
         .expect("function");
@@ -509,7 +516,8 @@ async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
     let (status, next) = bench
         .sql(
             "SELECT pg_backend_pid(), coalesce(current_setting('app.leak', true), ''), \
-             (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+             (SELECT count(*) FROM pg_locks \
+              WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
              to_regclass('pg_temp.leak')::text",
         )
         .await;
@@ -597,7 +605,8 @@ async fn a_connection_terminated_mid_statement_or_mid_commit_is_a_503_then_recov
         .batch_execute(
             "CREATE TABLE doomed (x int);
              CREATE FUNCTION end_session() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1); RETURN NULL; END $$;
+             BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1); \
+             RETURN NULL; END $$;
              CREATE CONSTRAINT TRIGGER doomed AFTER INSERT ON doomed DEFERRABLE INITIALLY DEFERRED
                  FOR EACH ROW EXECUTE FUNCTION end_session();",
         )

@@ -82,7 +82,8 @@ impl TestDatabase {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         admin_execute(&format!(
             "CREATE ROLE {name} LOGIN; ALTER ROLE {name} SET temp_file_limit = '1GB'; \
-             ALTER ROLE {name} SET statement_timeout = '30s'; ALTER ROLE {name} SET idle_in_transaction_session_timeout = '30s'"
+             ALTER ROLE {name} SET statement_timeout = '30s'; \
+             ALTER ROLE {name} SET idle_in_transaction_session_timeout = '30s'"
         ))
         .await;
         admin_execute(&format!("CREATE DATABASE {name} OWNER {name}")).await;
@@ -205,18 +206,32 @@ pub fn as_user(url: &str, user: &str) -> String {
 pub fn ensure_broker_users() {
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     READY.get_or_init(|| {
-        let api = std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://localhost:15672".into());
+        let api =
+            std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://localhost:15672".into());
         let made = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 let client = reqwest::Client::new();
                 let put = |path: String, body: serde_json::Value| {
-                    let request = client.put(format!("{api}/api/{path}")).basic_auth("guest", Some("guest")).json(&body);
+                    let request = client
+                        .put(format!("{api}/api/{path}"))
+                        .basic_auth("guest", Some("guest"))
+                        .json(&body);
                     async move {
                         let response = request.send().await.unwrap_or_else(|err| {
-                            panic!("cannot reach RabbitMQ's management API ({err}); is the plugin on? `rabbitmq-plugins enable rabbitmq_management`")
+                            panic!(
+                                "cannot reach RabbitMQ's management API ({err}); is the plugin \
+                                 on? `rabbitmq-plugins enable rabbitmq_management`"
+                            )
                         });
-                        assert!(response.status().is_success(), "PUT {path}: {}", response.status());
+                        assert!(
+                            response.status().is_success(),
+                            "PUT {path}: {}",
+                            response.status()
+                        );
                     }
                 };
                 put(format!("vhosts/{TEST_VHOST}"), serde_json::json!({})).await;
@@ -224,9 +239,17 @@ pub fn ensure_broker_users() {
                 put(format!("permissions/{TEST_VHOST}/guest"), all).await;
                 let exchange = r"test\.[0-9a-f]{32}";
                 for user in BROKER_USERS {
-                    put(format!("users/{user}"), serde_json::json!({ "password": format!("{user}-dev"), "tags": "" })).await;
+                    put(
+                        format!("users/{user}"),
+                        serde_json::json!({ "password": format!("{user}-dev"), "tags": "" }),
+                    )
+                    .await;
                     let permissions = if user == "intruder" {
-                        serde_json::json!({ "configure": "^$", "write": format!("^{exchange}$"), "read": "^$" })
+                        serde_json::json!({
+                            "configure": "^$",
+                            "write": format!("^{exchange}$"),
+                            "read": "^$",
+                        })
                     } else {
                         serde_json::json!({
                             "configure": format!(r"^{exchange}(\.{user}\..*)?$"),

@@ -360,7 +360,8 @@ async fn events_no_queue_is_bound_for_do_not_hold_back_the_ones_behind_them() {
     orders
         .batch_execute(
             "INSERT INTO platform_outbox (id, topic, source, content_type, data)
-             SELECT gen_random_uuid()::text, 'nobody.listens', 'orders', 'application/json', convert_to('{}', 'UTF8')
+             SELECT gen_random_uuid()::text, 'nobody.listens', 'orders', 'application/json', \
+             convert_to('{}', 'UTF8')
              FROM generate_series(1, 150)",
         )
         .await

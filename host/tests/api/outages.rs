@@ -219,7 +219,8 @@ async fn sessions_terminated_under_load_lose_no_order_and_answer_503_never_500()
         tokio::time::sleep(Duration::from_millis(400)).await;
         let rows = killer
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = ANY($1) AND pid <> pg_backend_pid()",
                 &[&names.as_slice()],
             )
             .await
@@ -342,7 +343,8 @@ async fn after_fifteen_seconds_without_the_broker_events_flow_within_about_a_sec
     loading.store(false, Ordering::Relaxed);
     let posted = load.await.expect("load") + 1;
     println!(
-        "broker back after 15 s: the first event flowed {flowing:?} after its return ({posted} orders posted)"
+        "broker back after 15 s: the first event flowed {flowing:?} after its return \
+         ({posted} orders posted)"
     );
     assert!(
         flowing < Duration::from_secs(5),

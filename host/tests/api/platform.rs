@@ -236,7 +236,8 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
                  ('old-sent', 't', 's', 'application/json', '\\x7b7d', now() - interval '8 days'),
                  ('new-sent', 't', 's', 'application/json', '\\x7b7d', now() - interval '1 hour');
              INSERT INTO platform_outbox (id, topic, source, content_type, data, created_at) VALUES
-                 ('old-unsent', 't', 's', 'application/json', '\\x7b7d', now() - interval '30 days');
+                 ('old-unsent', 't', 's', 'application/json', '\\x7b7d', \
+                  now() - interval '30 days');
              INSERT INTO platform_inbox (source, event_id, topic, handled_at) VALUES
                  ('s', 'old', 't', now() - interval '8 days'),
                  ('s', 'new', 't', now());",

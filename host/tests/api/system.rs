@@ -64,7 +64,8 @@ impl System {
             .connect()
             .await
             .execute(
-                "INSERT INTO orders (id, customer_id, amount) VALUES ($1::text::uuid, $2::text::uuid, 700)",
+                "INSERT INTO orders (id, customer_id, amount) \
+                 VALUES ($1::text::uuid, $2::text::uuid, 700)",
                 &[&order.to_string(), &CUSTOMER],
             )
             .await
@@ -215,7 +216,8 @@ async fn on_first_inserts(db: &TestDatabase, table: &str, times: i64, action: &s
                  IF nextval('{table}_inserts') <= {times} THEN {action} END IF;
                  RETURN NEW;
              END $$;
-             CREATE TRIGGER {table}_on_insert BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_on_insert();"
+             CREATE TRIGGER {table}_on_insert BEFORE INSERT ON {table} FOR EACH ROW \
+             EXECUTE FUNCTION {table}_on_insert();"
         ))
         .await
         .expect("install the trigger");

@@ -373,7 +373,8 @@ async fn a_guests_log_lines_carry_its_trace_and_become_events_of_its_span() {
     let db = TestDatabase::create().await;
     let broker = TestBroker::new();
     let manifest = format!(
-        "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n",
+        "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\n\
+         database_url = \"{}\"\n",
         helpers::manifest(&broker, &helpers::amqp_base(), &[]),
         helpers::component_wasm("misbehave").display(),
         db.url(),
@@ -547,13 +548,15 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
     // wait until all are in.
     let expected = [
         (
-            "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders\",\
-             http_request_method=\"POST\",http_response_status_class=\"2xx\"}",
+            "http_server_request_duration_seconds_count{component=\"orders\",\
+             http_route=\"/orders/orders\",http_request_method=\"POST\",\
+             http_response_status_class=\"2xx\"}",
             1.0,
         ),
         (
-            "http_server_request_duration_seconds_count{component=\"orders\",http_route=\"/orders/orders/{id}\",\
-             http_request_method=\"GET\",http_response_status_class=\"4xx\"}",
+            "http_server_request_duration_seconds_count{component=\"orders\",\
+             http_route=\"/orders/orders/{id}\",http_request_method=\"GET\",\
+             http_response_status_class=\"4xx\"}",
             1.0,
         ),
         (
@@ -561,7 +564,8 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
             2.0,
         ),
         (
-            "units_of_work_total{component=\"invoices\",trigger=\"message\",outcome=\"rolled_back\"}",
+            "units_of_work_total{component=\"invoices\",trigger=\"message\",\
+             outcome=\"rolled_back\"}",
             1.0,
         ),
         (
@@ -581,19 +585,23 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
             1.0,
         ),
         (
-            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"retried\"}",
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",\
+             outcome=\"retried\"}",
             1.0,
         ),
         (
-            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"handled\"}",
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",\
+             outcome=\"handled\"}",
             1.0,
         ),
         (
-            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",outcome=\"dead_lettered\"}",
+            "messaging_deliveries_total{component=\"invoices\",topic=\"orders.created\",\
+             outcome=\"dead_lettered\"}",
             1.0,
         ),
         (
-            "messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",outcome=\"handled\"}",
+            "messaging_deliveries_total{component=\"orders\",topic=\"invoices.issued\",\
+             outcome=\"handled\"}",
             1.0,
         ),
         (
@@ -643,8 +651,12 @@ async fn metrics_count_requests_units_of_work_and_every_fate_of_an_event() {
         "{text}"
     );
     assert!(
-        metric(&text, "db_client_operation_duration_seconds_count{component=\"orders\",db_operation_name=\"INSERT\"}")
-            .is_some_and(|count| count >= 1.0),
+        metric(
+            &text,
+            "db_client_operation_duration_seconds_count{component=\"orders\",\
+             db_operation_name=\"INSERT\"}",
+        )
+        .is_some_and(|count| count >= 1.0),
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"));

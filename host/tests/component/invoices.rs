@@ -39,7 +39,12 @@ fn order_created() -> host::startup::IncomingEvent {
     event(
         "orders.created",
         "urn:contracts:orders.created:v1",
-        json!({ "orderId": ORDER, "customerId": CUSTOMER, "amount": 1250, "createdAt": "2026-01-01T00:00:00Z" }),
+        json!({
+            "orderId": ORDER,
+            "customerId": CUSTOMER,
+            "amount": 1250,
+            "createdAt": "2026-01-01T00:00:00Z",
+        }),
     )
 }
 

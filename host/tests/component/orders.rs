@@ -86,8 +86,11 @@ async fn creating_an_order_is_one_insert_and_one_event_in_a_committed_transactio
         "{statement}"
     );
     assert!(
-        matches!(&params[..], [Value::Uuid(id), Value::Uuid(customer), Value::Int64(250), Value::Null]
-        if customer == CUSTOMER && *id == order["id"]),
+        matches!(
+            &params[..],
+            [Value::Uuid(id), Value::Uuid(customer), Value::Int64(250), Value::Null]
+                if customer == CUSTOMER && *id == order["id"]
+        ),
         "{params:?}"
     );
     // orders.created goes to the outbox in the same transaction.
@@ -460,7 +463,10 @@ async fn an_order_invoiced_by_another_invoice_rejects_the_event() {
     let outcome = host.deliver("orders", invoice_issued(ORDER)).await;
 
     assert!(
-        matches!(outcome, Some(DeliveryOutcome::Reject(ref why)) if why.contains("already invoiced")),
+        matches!(
+            outcome,
+            Some(DeliveryOutcome::Reject(ref why)) if why.contains("already invoiced")
+        ),
         "{outcome:?}"
     );
 }

@@ -7,12 +7,12 @@
 //! connection, the relay and the consumer each have a channel of their own.
 //!
 //! The supervisor connects, declares the durable topic exchange, and publishes the connection
-//! to whoever waits for it (the component's relay and consumer). When the connection fails it reconnects
-//! with a growing, jittered backoff capped at [`MAX_BACKOFF`]: a connection attempt to a broker
-//! that is down costs it one refused TCP handshake, so trying about once a second spares it
-//! while events flow again within about a second of its return. Replicas' jitter keeps them from
-//! reconnecting in step. An outage is logged once when it starts and once when it ends;
-//! meanwhile HTTP keeps serving and events wait in the outboxes.
+//! to whoever waits for it (the component's relay and consumer). When the connection fails it
+//! reconnects with a growing, jittered backoff capped at [`MAX_BACKOFF`]: a connection attempt
+//! to a broker that is down costs it one refused TCP handshake, so trying about once a second
+//! spares it while events flow again within about a second of its return. Replicas' jitter
+//! keeps them from reconnecting in step. An outage is logged once when it starts and once when
+//! it ends; meanwhile HTTP keeps serving and events wait in the outboxes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,11 +34,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// reconnect loop.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One component's broker connection and what waits on it: built at start for a component that
+/// publishes or subscribes, shared by `Arc` with its service, relay and consumer, and kept up
+/// by [`Broker::supervise`] until shutdown.
 pub struct Broker {
     /// The component it is the connection of.
     component: String,
     /// Its login: a user named after the component.
     url: AmqpUrl,
+    /// The `[messaging]` settings: the exchange it declares, prefetch, retries, dead letters.
     config: MessagingConfig,
     /// The live connection, or `None` while there is none.
     current: watch::Sender<Option<Arc<Connection>>>,
@@ -47,6 +51,8 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The connection of `component`, logging in with `url`; not connected until
+    /// [`Broker::supervise`] runs.
     pub fn new(component: &str, url: AmqpUrl, config: MessagingConfig) -> Arc<Self> {
         let (current, _) = watch::channel(None);
         Arc::new(Self {
@@ -58,6 +64,7 @@ impl Broker {
         })
     }
 
+    /// The `[messaging]` settings it was built with.
     pub fn config(&self) -> &MessagingConfig {
         &self.config
     }
@@ -156,7 +163,11 @@ impl Broker {
             match attempt {
                 Ok(connection) => {
                     if outage_logged {
-                        tracing::info!(%component, broker = %url, "broker reachable again; events flow");
+                        tracing::info!(
+                            %component,
+                            broker = %url,
+                            "broker reachable again; events flow"
+                        );
                     } else {
                         tracing::info!(%component, broker = %url, "connected to the broker");
                     }
@@ -170,13 +181,22 @@ impl Broker {
                             self.current.send_replace(None);
                             let closing = connection.close(200, "host stopping".into());
                             if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-                                tracing::warn!(%component, broker = %url, "the broker did not acknowledge the close in time");
+                                tracing::warn!(
+                                    %component,
+                                    broker = %url,
+                                    "the broker did not acknowledge the close in time"
+                                );
                             }
                             return;
                         }
                     };
                     self.current.send_replace(None);
-                    tracing::warn!(%component, broker = %url, reason = %reason, "lost the broker; reconnecting, events wait in the outbox");
+                    tracing::warn!(
+                        %component,
+                        broker = %url,
+                        reason = %reason,
+                        "lost the broker; reconnecting, events wait in the outbox"
+                    );
                     outage_logged = true;
                     *self.lock_reason() = Some(reason);
                 }
@@ -187,7 +207,8 @@ impl Broker {
                             %component,
                             broker = %url,
                             error = %reason,
-                            "broker unreachable; HTTP keeps serving, events wait in the outbox, reconnecting with backoff"
+                            "broker unreachable; HTTP keeps serving, events wait in the outbox, \
+                             reconnecting with backoff"
                         );
                         outage_logged = true;
                     }

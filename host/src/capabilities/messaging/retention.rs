@@ -17,6 +17,8 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement, so no delete holds locks for long.
 const BATCH: i64 = 1000;
 
+/// The pruning of one component's outbox and inbox: made at start for a component that uses
+/// messaging, then run as a background task until shutdown.
 pub struct Retention {
     component: String,
     pool: Pool,
@@ -24,6 +26,7 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// Prunes the tables of `component` through `pool`, keeping rows younger than `keep`.
     pub fn new(component: String, pool: Pool, keep: Duration) -> Self {
         Self {
             component,
@@ -37,15 +40,25 @@ impl Retention {
         &self.component
     }
 
+    /// Prunes at once and then every hour until `shutdown`; a failure is logged and tried again
+    /// an hour later.
     pub async fn run(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
         loop {
             match self.prune().await {
                 Ok(0) => {}
                 Ok(deleted) => {
-                    tracing::info!(component = %self.component, deleted, "old outbox and inbox rows deleted")
+                    tracing::info!(
+                        component = %self.component,
+                        deleted,
+                        "old outbox and inbox rows deleted"
+                    )
                 }
                 Err(err) => {
-                    tracing::warn!(component = %self.component, error = %err, "pruning the outbox and inbox failed")
+                    tracing::warn!(
+                        component = %self.component,
+                        error = %err,
+                        "pruning the outbox and inbox failed"
+                    )
                 }
             }
             tokio::select! {
@@ -63,7 +76,8 @@ impl Retention {
         for statement in [
             "DELETE FROM platform_outbox WHERE seq IN (SELECT seq FROM platform_outbox \
              WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)",
-            "DELETE FROM platform_inbox WHERE (source, event_id) IN (SELECT source, event_id FROM platform_inbox \
+            "DELETE FROM platform_inbox WHERE (source, event_id) IN \
+             (SELECT source, event_id FROM platform_inbox \
              WHERE handled_at < now() - make_interval(secs => $1) LIMIT $2)",
         ] {
             loop {

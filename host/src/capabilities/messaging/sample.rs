@@ -30,12 +30,16 @@ pub async fn sample(
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&topics, &SAMPLE_MAX_BACKLOG];
     let query = client.query_one(
         "SELECT (SELECT count(*) FROM (SELECT FROM platform_outbox \
-                  WHERE sent_at IS NULL AND unsendable IS NULL AND topic = ANY($1) LIMIT $2) AS backlog), \
-                COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox \
-                          WHERE sent_at IS NULL AND unsendable IS NULL AND topic = ANY($1) ORDER BY seq LIMIT 1), 0), \
+                  WHERE sent_at IS NULL AND unsendable IS NULL AND topic = ANY($1) \
+                  LIMIT $2) AS backlog), \
+                COALESCE((SELECT extract(epoch FROM now() - created_at)::float8 \
+                          FROM platform_outbox \
+                          WHERE sent_at IS NULL AND unsendable IS NULL AND topic = ANY($1) \
+                          ORDER BY seq LIMIT 1), 0), \
                 COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
                           WHERE relid = 'platform_inbox'::regclass), 0), \
-                (SELECT count(*) FROM (SELECT FROM platform_outbox WHERE unsendable IS NOT NULL LIMIT $2) AS aside)",
+                (SELECT count(*) FROM (SELECT FROM platform_outbox \
+                                       WHERE unsendable IS NOT NULL LIMIT $2) AS aside)",
         &params,
     );
     let row = match tokio::time::timeout_at(deadline, query).await {

@@ -16,8 +16,9 @@ use crate::capabilities::memory::{Held, HostMemory, Spent};
 pub struct SqlLimits {
     /// A statement's text, in bytes.
     pub max_statement_bytes: usize,
-    /// Parameters of one statement, and their bytes together.
+    /// Parameters of one statement.
     pub max_parameters: usize,
+    /// The bytes of one statement's parameters together.
     pub max_parameter_bytes: usize,
     /// One query's result, in bytes as the host holds it.
     pub max_result_bytes: usize,
@@ -47,6 +48,8 @@ impl ResultBudget {
     /// Bytes of a result read before the rest waits for a turn.
     pub const HEAVY: usize = 256 * 1024;
 
+    /// A budget for one query's rows: at most `max_bytes`, reserved from `memory`, and a turn
+    /// from `turns` once the result is past [`Self::HEAVY`]. It lives as long as the query.
     pub fn new(
         max_bytes: usize,
         memory: Arc<HostMemory>,
@@ -78,7 +81,8 @@ impl ResultBudget {
         let used = self.used.saturating_add(bytes);
         if used > self.max_bytes {
             return Err(limit_exceeded(format!(
-                "the result is over {} bytes (max_result_bytes); select fewer rows or columns (LIMIT, paging)",
+                "the result is over {} bytes (max_result_bytes); select fewer rows or columns \
+                 (LIMIT, paging)",
                 self.max_bytes
             )));
         }

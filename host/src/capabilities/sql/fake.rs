@@ -10,16 +10,23 @@ use super::{CommitError, Database, Error, ResultBudget, RowSet, Transaction, Val
 /// What a component asked of its database.
 #[derive(Debug, Clone)]
 pub enum Call {
+    /// A transaction began: the unit of work's first statement.
     Begin,
+    /// A query ran, with its statement and parameters.
     Query(String, Vec<Value>),
+    /// A statement ran for its row count: an `execute`, or a statement sent ahead or deferred.
     Execute(String, Vec<Value>),
+    /// The transaction committed.
     Commit,
+    /// The transaction rolled back.
     Rollback,
 }
 
 /// Answers one statement: the rows of a query, or for `execute` the row count as `rows.len()`.
 pub type Answer = dyn Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync;
 
+/// The fake database of one test: every transaction it begins shares its answer and its record
+/// of calls.
 #[derive(Clone)]
 pub struct FakeDatabase {
     answer: Arc<Answer>,
@@ -33,6 +40,7 @@ pub struct FakeDatabase {
 }
 
 impl FakeDatabase {
+    /// A database that is up and answers every statement with `answer`.
     pub fn new(
         answer: impl Fn(&str, &[Value]) -> Result<RowSet, Error> + Send + Sync + 'static,
     ) -> Self {

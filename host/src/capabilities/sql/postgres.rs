@@ -83,6 +83,8 @@ const END_TIMEOUT: Duration = Duration::from_secs(5);
 /// work that publishes thousands of events does not build one enormous pipeline.
 const MAX_DEFERRED: usize = 64;
 
+/// One component's database on PostgreSQL: its pool of connections, built at start and shared
+/// by `Arc` by the component's service and every store of it.
 pub struct PgDatabase {
     pool: Pool,
     /// Makes the pool's connections, and the connections that cancel or end their sessions.
@@ -176,8 +178,9 @@ impl Database for PgDatabase {
         let client = self.pool.get().await.map_err(pool_failed)?;
         let rows = client
             .query(
-                "SELECT seq, left(id, 200), left(topic, 200), left(unsendable, 500), created_at, octet_length(data)::int8 \
-                 FROM platform_outbox WHERE unsendable IS NOT NULL ORDER BY seq LIMIT $1",
+                "SELECT seq, left(id, 200), left(topic, 200), left(unsendable, 500), created_at, \
+                 octet_length(data)::int8 FROM platform_outbox WHERE unsendable IS NOT NULL \
+                 ORDER BY seq LIMIT $1",
                 &[&limit],
             )
             .await

@@ -32,8 +32,8 @@ pub async fn check_least_privilege(
 ) -> anyhow::Result<()> {
     let role = client
         .query_one(
-            "SELECT current_user::text, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls \
-             FROM pg_roles WHERE rolname = current_user",
+            "SELECT current_user::text, rolsuper, rolcreaterole, rolcreatedb, rolreplication, \
+             rolbypassrls FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await?;
@@ -51,8 +51,8 @@ pub async fn check_least_privilege(
     .collect();
     let memberships = client
         .query(
-            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND pg_has_role(current_user, oid, 'MEMBER') \
-             ORDER BY rolname",
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) \
+             AND pg_has_role(current_user, oid, 'MEMBER') ORDER BY rolname",
             &[&PRIVILEGED_ROLES],
         )
         .await?;
@@ -65,8 +65,8 @@ pub async fn check_least_privilege(
     let granted = client
         .query(
             "SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-             WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND r.rolname <> ALL($1) \
-             ORDER BY 1",
+             WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+             AND r.rolname <> ALL($1) ORDER BY 1",
             &[&PRIVILEGED_ROLES],
         )
         .await?;
@@ -84,8 +84,8 @@ pub async fn check_least_privilege(
             component = %component.name,
             role = %name,
             privileges = %too_much.join(", "),
-            "PRIVILEGED DATABASE ROLE ALLOWED (allow_privileged_role = true): this component's SQL can \
-             escape its database; never run like this outside development"
+            "PRIVILEGED DATABASE ROLE ALLOWED (allow_privileged_role = true): this component's SQL \
+             can escape its database; never run like this outside development"
         );
         return Ok(());
     }

@@ -64,6 +64,7 @@ pub struct Statement<'a> {
 }
 
 impl<'a> Statement<'a> {
+    /// The statement as the guest wrote it: what is sent to the server, unchanged.
     pub fn text(&self) -> &'a str {
         self.text
     }

@@ -24,6 +24,8 @@ pub struct Sql<'a> {
 }
 
 impl<'a> Sql<'a> {
+    /// The view for one call from the guest, borrowing the store's context and the
+    /// component's metrics for as long as the call lasts.
     pub fn new(ctx: &'a mut SqlCtx, metrics: &'a ComponentMetrics) -> Self {
         Self { ctx, metrics }
     }

@@ -36,12 +36,19 @@ use verifiers::{Check, client_config};
 /// migrations, cancel requests).
 pub type PgConnector = MakeRustlsConnect;
 
+/// How a connection uses TLS and checks the server's certificate: libpq's `sslmode` (see the
+/// module's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    /// `disable`: never TLS.
     Disable,
+    /// `prefer`, the default: TLS when the server offers it, the certificate not checked.
     Prefer,
+    /// `require`: always TLS; the certificate is checked only when `sslrootcert` names a CA file.
     Require,
+    /// `verify-ca`: always TLS, the certificate signed by a CA of `sslrootcert`.
     VerifyCa,
+    /// `verify-full`: always TLS, the certificate signed by a trusted CA and naming the host.
     VerifyFull,
 }
 
@@ -111,10 +118,12 @@ impl PgTls {
         self
     }
 
+    /// The `sslmode` connections to this database use, as settled.
     pub fn mode(&self) -> SslMode {
         self.mode
     }
 
+    /// The connector that does the TLS (and its certificate checks) for this database.
     pub fn connector(&self) -> &PgConnector {
         &self.connector
     }
@@ -133,7 +142,8 @@ impl PgTls {
 
 /// Takes `sslmode` and `sslrootcert` out of a `postgres://` URL: the URL without them, and the
 /// TLS settings they ask for (reading the CA file now, so a wrong path is a configuration error).
-/// Key-value connection strings (`host=… dbname=…`) pass through as they are (see [`PgTls::settle`]).
+/// Key-value connection strings (`host=… dbname=…`) pass through as they are (see
+/// [`PgTls::settle`]).
 pub fn split(raw: &str) -> anyhow::Result<(String, PgTls)> {
     let Some(scheme_end) = ["postgres://", "postgresql://"]
         .iter()
@@ -185,12 +195,14 @@ fn settings(given: Option<SslMode>, roots: Option<String>) -> anyhow::Result<PgT
         (None, Some(Roots::System)) => SslMode::VerifyFull,
         (Some(mode), Some(Roots::System)) if mode != SslMode::VerifyFull => {
             bail!(
-                "sslrootcert=system needs sslmode=verify-full, not {mode}: the system's CAs vouch for names, so the name must be checked"
+                "sslrootcert=system needs sslmode=verify-full, not {mode}: the system's CAs vouch \
+                 for names, so the name must be checked"
             )
         }
         (None | Some(SslMode::Prefer | SslMode::Disable), Some(Roots::File(_))) => {
             bail!(
-                "sslrootcert is given but sslmode does not check certificates; add sslmode=verify-full (or verify-ca)"
+                "sslrootcert is given but sslmode does not check certificates; add \
+                 sslmode=verify-full (or verify-ca)"
             )
         }
         (mode, _) => mode.unwrap_or(SslMode::Prefer),
@@ -203,8 +215,8 @@ fn settings(given: Option<SslMode>, roots: Option<String>) -> anyhow::Result<PgT
             Check::Chain(trusted(&Roots::File(path))?)
         }
         (SslMode::VerifyCa, _) => bail!(
-            "sslmode=verify-ca needs sslrootcert=/path/ca.pem, the CA that signs the server's certificate; \
-             with a public CA use sslmode=verify-full"
+            "sslmode=verify-ca needs sslrootcert=/path/ca.pem, the CA that signs the server's \
+             certificate; with a public CA use sslmode=verify-full"
         ),
         (SslMode::VerifyFull, roots) => Check::Full(trusted(&roots.unwrap_or(Roots::System))?),
     };
@@ -273,20 +285,21 @@ pub fn explain(err: &(dyn std::error::Error + 'static), mode: SslMode) -> Option
                     | CertificateError::NotValidForNameContext { .. },
                 ) => {
                     format!(
-                        "the server's certificate does not name the URL's host (sslmode={mode}: {tls}); connect by a \
-                         name the certificate holds"
+                        "the server's certificate does not name the URL's host (sslmode={mode}: \
+                         {tls}); connect by a name the certificate holds"
                     )
                 }
                 rustls::Error::InvalidCertificate(_) => format!(
-                    "the server's certificate was refused (sslmode={mode}: {tls}); name the CA that signed it with \
-                     sslrootcert=/path/ca.pem"
+                    "the server's certificate was refused (sslmode={mode}: {tls}); name the CA \
+                     that signed it with sslrootcert=/path/ca.pem"
                 ),
                 _ => format!("the TLS handshake failed (sslmode={mode}: {tls})"),
             });
         }
         if current.to_string().contains("server does not support TLS") {
             return Some(format!(
-                "the server does not offer TLS, which sslmode={mode} requires; turn ssl on in postgresql.conf"
+                "the server does not offer TLS, which sslmode={mode} requires; turn ssl on in \
+                 postgresql.conf"
             ));
         }
         source = current.source();
@@ -304,8 +317,11 @@ mod tests {
 
     #[test]
     fn the_ssl_parameters_leave_the_url_and_the_rest_stays_as_written() {
-        let (url, tls) = split("postgres://u:p%40ss@db:5432/orders?application_name=a%20b&sslmode=require&connect_timeout=3")
-            .expect("valid");
+        let (url, tls) = split(
+            "postgres://u:p%40ss@db:5432/orders?application_name=a%20b\
+             &sslmode=require&connect_timeout=3",
+        )
+        .expect("valid");
         assert_eq!(
             url,
             "postgres://u:p%40ss@db:5432/orders?application_name=a%20b&connect_timeout=3"

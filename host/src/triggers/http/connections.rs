@@ -421,7 +421,10 @@ pub async fn serve<C>(
                 return;
             }
             () = async { dropped_at.as_mut().expect("armed").await }, if dropped_at.is_some() => {
-                tracing::debug!(grace = ?CLOSE_GRACE, "a connection told to close had not closed; dropping it");
+                tracing::debug!(
+                    grace = ?CLOSE_GRACE,
+                    "a connection told to close had not closed; dropping it"
+                );
                 return;
             }
             () = connection.closing().cancelled(), if !closing => {

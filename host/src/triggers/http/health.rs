@@ -1,8 +1,9 @@
 //! `GET /health` on the host: ready only when every component's database answers.
 //!
-//! 200 `{"status":"up","checks":{"orders.database":"up","orders.broker":"up"}}`, or 503 as an RFC 9457
-//! problem whose `checks` member has the failing checks and their reasons. A load balancer takes a host out of rotation on 503 and back
-//! in when the database returns; nothing needs a restart.
+//! 200 `{"status":"up","checks":{"orders.database":"up","orders.broker":"up"}}`, or 503 as an
+//! RFC 9457 problem whose `checks` member has the failing checks and their reasons. A load
+//! balancer takes a host out of rotation on 503 and back in when the database returns; nothing
+//! needs a restart.
 //!
 //! The broker is reported but does not make the host unready: while it is away orders are still
 //! accepted into the outbox, so the status is `degraded` with 200.

@@ -65,7 +65,11 @@ pub async fn call(
     let route = ended.route.clone();
     let response = respond(service, ended);
     span.record("http.response.status_code", response.status().as_u16());
-    tracing::debug!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "request done");
+    tracing::debug!(
+        parent: &span,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request done"
+    );
     (response, route)
 }
 

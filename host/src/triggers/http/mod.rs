@@ -10,11 +10,11 @@
 //! bodies are read up to `max_body_bytes` before the component runs, so an oversized body costs
 //! no instance.
 //!
-//! Client connections are bounded and idle ones give way to new ones (see [`connections`]). Each component admits at most its `max_concurrency` requests at once and queues a
-//! bounded number more for at most `queue_timeout`; beyond that a request gets 503 with
-//! `Retry-After` at once, so one component that is slow or stuck cannot take the host's workers
-//! from the others. On shutdown the listener stops accepting and in-flight requests get
-//! `shutdown_grace` to finish.
+//! Client connections are bounded and idle ones give way to new ones (see [`connections`]). Each
+//! component admits at most its `max_concurrency` requests at once and queues a bounded number
+//! more for at most `queue_timeout`; beyond that a request gets 503 with `Retry-After` at once,
+//! so one component that is slow or stuck cannot take the host's workers from the others. On
+//! shutdown the listener stops accepting and in-flight requests get `shutdown_grace` to finish.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,15 +51,20 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// The header telling a component the path prefix it is served under.
 pub const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
+/// The HTTP listener's side of the host: built at start, shared by `Arc` with every
+/// connection's task, and dropped when [`HttpTrigger::serve`] returns.
 pub struct HttpTrigger {
     /// The services to route to, their code, and the broker `/health` reports.
     registry: Arc<Registry>,
+    /// The `[http]` section: body sizes, timeouts, connection bounds, the forwarded prefix.
     config: HttpConfig,
     /// The open client connections (see [`connections`]).
     connections: Arc<Connections>,
 }
 
 impl HttpTrigger {
+    /// The listener's state for `registry`'s services under `config`; no port is bound here
+    /// (see [`HttpTrigger::serve`]).
     pub fn new(registry: Arc<Registry>, config: HttpConfig) -> Self {
         let connections = Connections::new(config.max_connections, config.connections_per_client());
         Self {
@@ -102,7 +107,10 @@ impl HttpTrigger {
                 () = &mut shutdown => break,
             };
             let Some(connection) = self.connections.admit(peer.ip()) else {
-                tracing::debug!(client = %peer.ip(), "a client over its share of connections, all busy; closing its new one");
+                tracing::debug!(
+                    client = %peer.ip(),
+                    "a client over its share of connections, all busy; closing its new one"
+                );
                 continue;
             };
             let (trigger, requests) = (self.clone(), connection.requests());
@@ -130,7 +138,10 @@ impl HttpTrigger {
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?self.config.shutdown_grace, "requests still running after the grace period");
+            tracing::warn!(
+                grace = ?self.config.shutdown_grace,
+                "requests still running after the grace period"
+            );
         }
         Ok(())
     }

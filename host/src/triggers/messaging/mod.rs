@@ -16,11 +16,11 @@
 //! An event is accepted only from its topic's publisher (the manifest says which component that
 //! is): one whose AMQP `user_id` is not that component's broker user (see
 //! [`topology::published_by`]) is forged (one with no `user_id` too, unless
-//! `messaging.accept_events_without_user` is on, for events queued before an upgrade), and so is one whose CloudEvents `source` or `type`
-//! does not match its subscription; neither reaches the handler. A message over the
-//! subscriber's `max_event_bytes`, or with an envelope field over its bound, is undecodable.
-//! What a delivery makes the host copy into a header, a log line or a span is bounded; a
-//! delivery's log lines share its component's `log_lines_per_second`.
+//! `messaging.accept_events_without_user` is on, for events queued before an upgrade), and so
+//! is one whose CloudEvents `source` or `type` does not match its subscription; neither reaches
+//! the handler. A message over the subscriber's `max_event_bytes`, or with an envelope field
+//! over its bound, is undecodable. What a delivery makes the host copy into a header, a log line
+//! or a span is bounded; a delivery's log lines share its component's `log_lines_per_second`.
 //!
 //! A copy is confirmed by the broker before the original is acknowledged, so a crash in between
 //! delivers the event again rather than losing it. When the connection drops, unacknowledged
@@ -58,6 +58,8 @@ use topology::{Stamp, Subscription};
 /// database was away, so an outage is not a busy loop.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
 
+/// The consumer of one subscribing component: built at start, then run as a background task
+/// until shutdown.
 pub struct MessageTrigger {
     runtime: Arc<Runtime>,
     service: Arc<Service>,
@@ -68,6 +70,8 @@ pub struct MessageTrigger {
 }
 
 impl MessageTrigger {
+    /// The consumer of `service`'s subscriptions over `broker`, each delivery's handler call
+    /// given `deadline`; it connects and declares nothing until [`MessageTrigger::run`].
     pub fn new(
         runtime: Arc<Runtime>,
         service: Arc<Service>,
@@ -112,7 +116,11 @@ impl MessageTrigger {
             match self.consume(&connection, &in_flight, &shutdown).await {
                 Ok(()) => break,
                 Err(err) => {
-                    tracing::debug!(component = %self.service.name, error = %err, "consumer stopped; will start over");
+                    tracing::debug!(
+                        component = %self.service.name,
+                        error = %err,
+                        "consumer stopped; will start over"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(250)) => {}
                         () = shutdown.cancelled() => break,
@@ -158,7 +166,11 @@ impl MessageTrigger {
                 .await?;
             consumers.push(consumer.map(move |delivery| (index, delivery)));
         }
-        tracing::info!(component = %self.service.name, topics = ?self.service.subscriptions, "consuming");
+        tracing::info!(
+            component = %self.service.name,
+            topics = ?self.service.subscriptions,
+            "consuming"
+        );
         let mut deliveries = futures::stream::select_all(consumers);
         let permits = Arc::new(Semaphore::new(usize::from(config.prefetch)));
         loop {
@@ -187,7 +199,11 @@ impl MessageTrigger {
                 let subscription = &trigger.subscriptions[index];
                 if let Err(err) = trigger.settle(&channel, subscription, delivery).await {
                     // Not acknowledged: the broker delivers it again.
-                    tracing::warn!(component = %trigger.service.name, error = %err, "could not settle a delivery");
+                    tracing::warn!(
+                        component = %trigger.service.name,
+                        error = %err,
+                        "could not settle a delivery"
+                    );
                 }
                 drop(permit);
             });
@@ -336,7 +352,13 @@ impl MessageTrigger {
             Outcome::Retry(reason) => match subscription.retry_queue(attempt) {
                 Some(retry) => {
                     if self.service.log_rate().allows_line() {
-                        tracing::info!(%component, topic = %subscription.topic, attempt, %reason, "handler failed; retrying later");
+                        tracing::info!(
+                            %component,
+                            topic = %subscription.topic,
+                            attempt,
+                            %reason,
+                            "handler failed; retrying later"
+                        );
                     }
                     let headers = [
                         (
@@ -368,7 +390,11 @@ impl MessageTrigger {
                 .await
                 .map(|()| "dead_lettered"),
             Outcome::Unavailable(reason) => {
-                tracing::warn!(%component, %reason, "database unavailable; the delivery goes back to the queue");
+                tracing::warn!(
+                    %component,
+                    %reason,
+                    "database unavailable; the delivery goes back to the queue"
+                );
                 return (self.requeue(delivery).await, "requeued");
             }
         };
@@ -384,7 +410,12 @@ impl MessageTrigger {
             Err(err) => {
                 // Not copied, so not acknowledged: it stays in its queue and comes back.
                 if self.service.log_rate().allows_line() {
-                    tracing::warn!(%component, topic = %subscription.topic, error = %err, "could not copy a delivery; it goes back to its queue");
+                    tracing::warn!(
+                        %component,
+                        topic = %subscription.topic,
+                        error = %err,
+                        "could not copy a delivery; it goes back to its queue"
+                    );
                 }
                 (self.requeue(delivery).await, "requeued")
             }

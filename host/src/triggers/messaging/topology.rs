@@ -44,18 +44,25 @@ pub const MAX_REASON: usize = 1024;
 /// Longest user name believed, in bytes: an AMQP short string, which a `user_id` is.
 const MAX_USER: usize = 255;
 
+/// The names of one subscription's queues, and the publisher its events must come from; made
+/// once per subscription at start (and again for a scrape or a replay, which only need names).
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// The topic it receives: the routing key its queue is bound to the exchange with.
     pub topic: String,
     /// The component whose events on `topic` are accepted: the CloudEvents `source` they carry.
     pub publisher: String,
+    /// The queue the consumer reads: `{exchange}.{component}.{topic}`.
     pub queue: String,
+    /// Its dead-letter queue: `{queue}.dead`.
     pub dead: String,
     /// The retry queue for each delay, in order.
     pub retries: Vec<(String, Duration)>,
 }
 
 impl Subscription {
+    /// The queues of `component`'s subscription to `topic` on `exchange`, with a retry queue
+    /// for each of `delays`; nothing is declared yet.
     pub fn new(
         exchange: &str,
         component: &str,
@@ -177,9 +184,9 @@ async fn declare_dead_letters(connection: &Connection, queue: &str, max: u32) ->
     found?;
     tracing::warn!(
         %queue,
-        "this dead-letter queue was made without a length limit, which RabbitMQ will not add to it; \
-         replay or delete its messages and delete the queue (the host makes it again, bounded), or \
-         set a policy with max-length and overflow reject-publish"
+        "this dead-letter queue was made without a length limit, which RabbitMQ will not add to \
+         it; replay or delete its messages and delete the queue (the host makes it again, \
+         bounded), or set a policy with max-length and overflow reject-publish"
     );
     Ok(())
 }
@@ -213,7 +220,10 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who a copy is from: the consumer's own broker user, and the user that published the original.
 pub struct Stamp<'a> {
+    /// The consumer's own broker user, which publishes the copy: its `user_id`.
     pub own: &'a str,
+    /// The user that published the original (see [`published_by`]), carried in
+    /// `x-published-by`; `None` when it named none.
     pub published_by: Option<&'a str>,
 }
 

@@ -34,7 +34,8 @@ impl Documented {
         let misbehave = TestDatabase::create().await;
         let broker = TestBroker::new();
         let manifest = format!(
-            "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\ndatabase_url = \"{}\"\n",
+            "{}\n[[components]]\nname = \"misbehave\"\nwasm = \"{}\"\nroute = \"/misbehave\"\n\
+             database_url = \"{}\"\n",
             helpers::manifest(
                 &broker,
                 &helpers::amqp_base(),
@@ -77,8 +78,9 @@ impl Documented {
 /// ending with `extra` settings; no broker.
 fn alone(name: &str, db: &TestDatabase, extra: &str) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nwatch = false\n[cache]\ndir = \"{cache}\"\n\
-         [[components]]\nname = \"{name}\"\nwasm = \"{wasm}\"\nroute = \"/{name}\"\ndatabase_url = \"{url}\"\n{extra}\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nwatch = false\n\
+         [cache]\ndir = \"{cache}\"\n[[components]]\nname = \"{name}\"\nwasm = \"{wasm}\"\n\
+         route = \"/{name}\"\ndatabase_url = \"{url}\"\n{extra}\n",
         cache = helpers::compile_cache().display(),
         wasm = helpers::component_wasm(name).display(),
         url = db.url(),
@@ -194,7 +196,8 @@ async fn a_location_carries_the_gateways_prefix_only_when_the_host_trusts_it() {
     );
     app.host.stop().await.expect("stops");
 
-    // A host that does not trust the header tells the component its route, whatever the client says.
+    // A host that does not trust the header tells the component its route, whatever the client
+    // says.
     let untrusting = helpers::OrdersApp::spawn().await;
     let response = untrusting
         .host
@@ -276,8 +279,8 @@ async fn a_component_without_a_document_has_no_docs_page() {
     app.host.stop().await.expect("stops");
 }
 
-/// The template a new service starts from works as docs/adding-a-service.md says: it keeps notes in its own
-/// database, answers as its document says, and gets a docs page.
+/// The template a new service starts from works as docs/adding-a-service.md says: it keeps notes
+/// in its own database, answers as its document says, and gets a docs page.
 #[tokio::test]
 async fn the_template_service_serves_its_resource_its_document_and_its_docs_page() {
     let db = TestDatabase::create().await;

@@ -188,7 +188,8 @@ async fn a_host_reaches_its_database_and_broker_only_over_verified_tls() {
     // Every session the host holds is encrypted (plain TCP would have been refused anyway).
     let row = client
         .query_one(
-            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+            "SELECT count(*), bool_and(s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
              WHERE a.usename IN ('orders', 'invoices')",
             &[],
         )

@@ -77,7 +77,8 @@ impl TlsPostgres {
         // TLS or nothing over TCP: a connection that does not use it is refused.
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             hostssl all all ::1/128 trust\n",
         )
         .expect("write pg_hba.conf");
         // A free port, which another process may take before the server does: then another.
@@ -88,9 +89,9 @@ impl TlsPostgres {
                 .expect("a free port")
                 .port();
             let options = format!(
-                "-p {port} -c listen_addresses=localhost -c unix_socket_directories={dir} -c ssl=on \
-                 -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key -c fsync=off \
-                 -c shared_buffers=16MB -c max_connections=50",
+                "-p {port} -c listen_addresses=localhost -c unix_socket_directories={dir} \
+                 -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key \
+                 -c fsync=off -c shared_buffers=16MB -c max_connections=50",
                 port = server.port,
                 dir = server.dir.display(),
             );
@@ -221,8 +222,8 @@ fn server_programs() -> PathBuf {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin).expect(
-        "no PostgreSQL server programs in /usr/lib/postgresql/<version>/bin: install the postgresql \
-         package (./test.sh does), or set TEST_POSTGRES_BIN",
+        "no PostgreSQL server programs in /usr/lib/postgresql/<version>/bin: install the \
+         postgresql package (./test.sh does), or set TEST_POSTGRES_BIN",
     )
 }
 

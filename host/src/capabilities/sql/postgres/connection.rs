@@ -9,9 +9,9 @@
 //! - [`PgManager`] lets deadpool create and recycle [`PgConn`]s: a client with deadpool's
 //!   statement cache, its backend's pid and start time.
 //! - [`abandon`] is how the host lets go of a connection in an unknown state (a unit of work past
-//!   its deadline, a scrape that took too long): it closes it, asks the server to cancel what it runs, and
-//!   a moment later, from a fresh connection, terminates the session if it is still busy (a
-//!   statement whose timeout a guest lifted with dynamic SQL, a cancel that got lost).
+//!   its deadline, a scrape that took too long): it closes it, asks the server to cancel what it
+//!   runs, and a moment later, from a fresh connection, terminates the session if it is still
+//!   busy (a statement whose timeout a guest lifted with dynamic SQL, a cancel that got lost).
 
 use std::io;
 use std::pin::Pin;
@@ -51,8 +51,12 @@ pub struct Connector {
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// No socket could be opened (the URL names no host, a name does not resolve, the server
+    /// does not answer in time), or the server is read-only when
+    /// `target_session_attrs=read-write` asks for a writable one.
     #[error("{0}")]
     Socket(#[from] io::Error),
+    /// The driver failed: TLS, the login, or a query the host runs on a new connection.
     #[error("{0}")]
     Postgres(#[from] tokio_postgres::Error),
 }
@@ -100,8 +104,9 @@ impl Connector {
     }
 
     /// A logged-in client to the first of the URL's hosts that takes it (in a random order when
-    /// `load_balance_hosts=random`, and only a writable one when `target_session_attrs=read-write`),
-    /// its connection running in a task of its own, and which host it is.
+    /// `load_balance_hosts=random`, and only a writable one when
+    /// `target_session_attrs=read-write`), its connection running in a task of its own, and
+    /// which host it is.
     pub async fn connect(
         &self,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>, Target), ConnectError> {
@@ -137,9 +142,16 @@ impl Connector {
             }
         });
         if self.config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
-            let read_only = client.simple_query("SHOW transaction_read_only").await?.into_iter().any(|message| {
-                matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
-            });
+            let read_only = client
+                .simple_query("SHOW transaction_read_only")
+                .await?
+                .into_iter()
+                .any(|message| {
+                    matches!(
+                        message,
+                        tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on")
+                    )
+                });
             if read_only {
                 task.abort();
                 return Err(ConnectError::Socket(io::Error::other(format!(
@@ -288,7 +300,9 @@ async fn tcp(
 
 /// A TCP or Unix socket.
 pub enum Socket {
+    /// A TCP connection, for a host given by name or address.
     Tcp(TcpStream),
+    /// A Unix socket, for a host given as a folder (`host=/var/run/postgresql`).
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
@@ -361,6 +375,8 @@ pub struct PgManager {
 }
 
 impl PgManager {
+    /// A manager that makes the pool's connections with `connector`, shared with the cancel
+    /// and terminate requests of the same component.
     pub fn new(connector: Arc<Connector>) -> Self {
         Self { connector }
     }
@@ -375,8 +391,8 @@ impl deadpool::managed::Manager for PgManager {
         // Qualified: the component may have set a search_path of its own for its database.
         let session = client
             .query_one(
-                "SELECT pg_catalog.pg_backend_pid(), a.backend_start FROM pg_catalog.pg_stat_activity a \
-                 WHERE a.pid = pg_catalog.pg_backend_pid()",
+                "SELECT pg_catalog.pg_backend_pid(), a.backend_start \
+                 FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()",
                 &[],
             )
             .await?;

@@ -67,6 +67,8 @@ pub struct WireGuard<S> {
 }
 
 impl<S> WireGuard<S> {
+    /// A guard over `inner` letting through backend messages of at most `limit` bytes (rows
+    /// and their description; others at most [`OTHER_LIMIT`]), starting at `phase`.
     pub fn new(inner: S, limit: usize, phase: Phase) -> Self {
         Self {
             inner,
@@ -123,7 +125,8 @@ impl<S> WireGuard<S> {
                         limit,
                         length,
                         tag = %char::from(tag),
-                        "a message from the database server is over the connection's limit; closing the connection"
+                        "a message from the database server is over the connection's limit; \
+                         closing the connection"
                     );
                     self.cut(length, limit);
                 }
@@ -143,8 +146,8 @@ impl<S> WireGuard<S> {
 /// An `ErrorResponse` saying a message of `length` bytes was over `limit`.
 fn limit_error(length: usize, limit: usize) -> Vec<u8> {
     let message = format!(
-        "{CUT} {length} bytes, over the host's limit of {limit} bytes (a row: max_result_bytes); select \
-         less (LIMIT, paging, substring), raise less"
+        "{CUT} {length} bytes, over the host's limit of {limit} bytes (a row: \
+         max_result_bytes); select less (LIMIT, paging, substring), raise less"
     );
     let mut fields = Vec::with_capacity(message.len() + 32);
     for (code, value) in [
@@ -243,7 +246,9 @@ pub fn is_cut(err: &tokio_postgres::Error) -> bool {
 
 /// A TLS connector whose sessions are guarded on their plaintext side.
 pub struct GuardedTls<T> {
+    /// The connector that negotiates TLS (rustls, as the URL's `sslmode` asks).
     pub inner: T,
+    /// The message limit of the guard put around each TLS session it makes.
     pub limit: usize,
 }
 
