@@ -20,23 +20,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::error::Context;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::CompileCache;
-use crate::capabilities;
 use crate::config::Limits;
 use crate::state::StoreState;
 
 /// Frames of a guest's stack a trap's message shows, when `limits.wasm_backtraces` asks for them.
 const BACKTRACE_FRAMES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(20).expect("not zero");
 
-/// How often the epoch advances: the longest a guest runs before it yields its worker thread,
-/// and the granularity of its deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub use crate::turns::EPOCH_TICK;
 
 /// Core instances, memories and tables one component instance may have. A Rust component has
 /// a handful of core modules (its own, the WASI adapter's, and shims).
@@ -97,7 +93,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("cannot link WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .context("cannot link wasi:http")?;
-        capabilities::add_to_linker(&mut linker)?;
+        crate::state::add_to_linker(&mut linker)?;
 
         let ticking = Arc::new(AtomicBool::new(true));
         let weak_engine = engine.weak();

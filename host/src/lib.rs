@@ -11,7 +11,9 @@
 //! - [`registry`]: what the host runs, reachable from everywhere after start.
 //! - [`supervisor`]: the background tasks and the phases they stop in.
 //! - [`control`]: the admin API, hot swap, the file watcher, dead-letter replay.
-//! - [`state`]: what one `Store` holds, created per request and dropped after it.
+//! - [`state`]: what one `Store` holds, created per request and dropped after it, and the
+//!   linker's wiring of each capability to it.
+//! - [`turns`]: fair turns on the CPU for guests, decided at epoch ticks.
 //! - [`capabilities`]: imports, where the guest calls the host (`sql`).
 //! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
@@ -20,6 +22,7 @@
 //! - [`cli`]: the `host` command's other subcommands: `probe` (liveness and readiness for
 //!   containers), `check` (a manifest validated offline), `admin` (the admin API).
 //! - [`problem`]: RFC 9457 problem responses the host itself sends.
+//! - [`rfc3339`]: times in the admin API's JSON.
 //! - [`startup`]: `Host::build` binds and loads everything; `run_until_stopped` serves.
 //!
 //! # Lifetimes
@@ -41,12 +44,14 @@ pub mod engine;
 pub mod migrations;
 pub mod problem;
 pub mod registry;
+pub mod rfc3339;
 pub mod service;
 pub mod startup;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;
 pub mod triggers;
+pub mod turns;
 
 pub use bindings::sql;
 pub use startup::Host;

@@ -8,18 +8,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::error::Context;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities;
 use crate::capabilities::logging::{GuestLog, LogRate, Stream};
 use crate::capabilities::messaging::MessagingCtx;
 use crate::capabilities::route::RouteCtx;
 use crate::capabilities::sql::SqlCtx;
 use crate::config::GuestLimits;
-use crate::service::turns::TurnSlot;
 use crate::telemetry::metrics::ComponentMetrics;
+use crate::turns::TurnSlot;
 
 /// The data of one `Store`: the WASI contexts and each capability's state for one unit of work.
 pub struct StoreState {
@@ -188,4 +190,24 @@ impl WasiHttpView for StoreState {
             hooks: &mut self.hooks,
         }
     }
+}
+
+/// Adds every platform capability to `linker`.
+pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
+    // A call that may wait (on the database, on a lock) hands back the guest's CPU turn first.
+    capabilities::sql::add_to_linker(linker, |state| {
+        state.turn.release();
+        capabilities::sql::Sql::new(&mut state.sql, &state.metrics)
+    })
+    .context("cannot link platform:service/sql")?;
+    capabilities::messaging::add_to_linker(linker, |state| {
+        state.turn.release();
+        capabilities::messaging::Messaging::new(&mut state.messaging, &mut state.sql)
+    })
+    .context("cannot link platform:service/messaging")?;
+    capabilities::route::add_to_linker(linker, |state| {
+        capabilities::route::Route::new(&mut state.route)
+    })
+    .context("cannot link platform:service/http-route")?;
+    Ok(())
 }

@@ -42,11 +42,10 @@ use crate::config::Token;
 use crate::problem;
 use crate::registry::Registry;
 use crate::service::{Code, FailedLoad, Identity, Service};
-use crate::telemetry;
-use crate::telemetry::metrics::Snapshot;
 use crate::triggers::messaging::topology::Subscription;
 
 pub mod dead_letters;
+mod metrics;
 pub mod reload;
 pub mod watch;
 
@@ -73,7 +72,7 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
             get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
         )
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::scrape))
         .route("/components", get(list))
         .route("/components/{name}", get(one))
         .route("/components/{name}/reload", post(reload_file))
@@ -101,23 +100,6 @@ pub fn router(registry: Arc<Registry>, token: Option<Token>) -> Router {
         })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
-}
-
-/// Every metric, with the state gauges read now (the databases' within a bound).
-async fn metrics(State(admin): State<Admin>) -> Response {
-    let registry = &admin.registry;
-    let services =
-        futures::future::join_all(registry.services().iter().map(|service| service.snapshot()))
-            .await;
-    let text = registry.metrics().encode(&Snapshot { services });
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(telemetry::metrics::CONTENT_TYPE),
-        )],
-        text,
-    )
-        .into_response()
 }
 
 /// Serves the admin API on `listener` until `stop`.

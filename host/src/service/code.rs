@@ -31,7 +31,7 @@ pub struct Identity {
     /// The file it was read from, or `upload` for code sent to the admin API.
     pub source: String,
     /// When it was compiled (or read from the cache) and checked; RFC 3339 in the admin API.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub loaded_at: SystemTime,
     /// 1 for the code loaded at start, one more at each swap.
     pub version: u64,
@@ -102,19 +102,5 @@ impl Code {
             subscriber,
             identity,
         })
-    }
-}
-
-/// `SystemTime` as RFC 3339 text.
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(
-            &DateTime::<Utc>::from(*time).to_rfc3339_opts(SecondsFormat::Millis, true),
-        )
     }
 }

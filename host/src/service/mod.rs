@@ -18,16 +18,15 @@ use crate::capabilities::messaging::broker::Broker;
 use crate::capabilities::route::Routes;
 use crate::capabilities::sql::{Database, SqlComponent, SqlLimits};
 use crate::config::{ComponentConfig, GuestLimits, Limits};
-use crate::telemetry::metrics::{ComponentMetrics, Metrics, ServiceSnapshot};
+use crate::telemetry::metrics::{ComponentMetrics, Metrics};
 
 pub mod admission;
 pub mod code;
-pub mod turns;
 pub mod unit_of_work;
 
+use crate::turns::Turns;
 pub use admission::{Admission, Busy};
 pub use code::{Code, Identity};
-use turns::Turns;
 
 /// One component as the host runs it, from start to shutdown.
 pub struct Service {
@@ -84,7 +83,7 @@ pub struct FailedLoad {
     /// What was loaded: the file, an upload.
     pub source: String,
     /// When.
-    #[serde(with = "code::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub at: SystemTime,
     /// Why it was refused.
     pub reason: String,
@@ -212,52 +211,5 @@ impl Service {
     /// Units of work running now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Its state, for a metrics scrape: instances, pool connections, and (when it uses
-    /// messaging) its outbox backlog and inbox size, read from its database now.
-    pub async fn snapshot(&self) -> ServiceSnapshot {
-        let uses_messaging = !self.outbound.topics.is_empty() || !self.subscriptions.is_empty();
-        let dead_letters = match &self.broker {
-            Some(broker) if !self.subscriptions.is_empty() => {
-                let config = broker.config();
-                let queues: Vec<String> = self
-                    .subscriptions
-                    .iter()
-                    .map(|topic| {
-                        crate::triggers::messaging::topology::Subscription::new(
-                            &config.exchange,
-                            &self.name,
-                            topic,
-                            "",
-                            &[],
-                        )
-                        .dead
-                    })
-                    .collect();
-                let depths = broker.queue_depths(&queues).await.unwrap_or_default();
-                self.subscriptions
-                    .iter()
-                    .zip(depths)
-                    .map(|(topic, depth)| (topic.clone(), depth, config.dead_letter_max))
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        ServiceSnapshot {
-            dead_letters,
-            component: self.metrics.name().clone(),
-            instances: self.in_flight(),
-            connections: self.database.connections(),
-            broker_connected: self
-                .broker
-                .as_ref()
-                .map(|broker| broker.connection().is_some()),
-            messaging: if uses_messaging {
-                self.database.messaging_sample(&self.config.publishes).await
-            } else {
-                None
-            },
-        }
     }
 }

@@ -385,7 +385,7 @@ impl Drop for Tally<'_> {
 /// its units of work in flight while it lives.
 ///
 /// At every epoch tick the guest yields its worker thread and waits for a turn (see
-/// [`super::turns`]); once the deadline has passed it traps instead. So a guest that loops or
+/// [`crate::turns`]); once the deadline has passed it traps instead. So a guest that loops or
 /// computes for long neither starves other requests nor outlives its unit of work.
 fn new_store(service: &Service, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
     let limits = &service.limits;
@@ -411,6 +411,8 @@ fn new_store(service: &Service, runtime: &Runtime, deadline: Instant) -> Store<S
     );
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
-    service.turns.install(&mut store, deadline);
+    service
+        .turns
+        .install(&mut store, deadline, |state| &state.turn);
     store
 }

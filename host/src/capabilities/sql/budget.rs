@@ -27,7 +27,7 @@ pub struct SqlLimits {
 /// What one query's rows may take of the host: at most `max_result_bytes`, reserved from the
 /// component's [`HostMemory`] as they arrive (ahead, in steps, so most rows reserve nothing).
 /// Past [`ResultBudget::HEAVY`] bytes, the rest is read in one of the component's turns (see
-/// [`crate::service::turns`]): reading, decrypting and converting a large result is the host's
+/// [`crate::turns`]): reading, decrypting and converting a large result is the host's
 /// work on the component's behalf, and a component's large results together take no more of the
 /// machine than its looping guests may.
 pub struct ResultBudget {

@@ -68,7 +68,7 @@ pub struct Unsendable {
     /// Why the relay set it aside.
     pub reason: String,
     /// When the unit of work that published it committed.
-    #[serde(with = "crate::service::code::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub created_at: std::time::SystemTime,
     /// Bytes of its data.
     pub data_bytes: i64,

@@ -28,12 +28,12 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::engine::EPOCH_TICK;
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 
-use crate::state::StoreState;
+/// How often the epoch advances: the longest a guest runs before it yields its worker thread,
+/// and the granularity of its deadline.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Ticks of its own compute after which a guest counts as a long runner: between one and two.
 const FIRST_SLICE: u64 = 2;
@@ -87,9 +87,14 @@ impl Turns {
     }
 
     /// Sets `store`'s epoch deadline, callback and call hook, for a unit of work that must end
-    /// by `deadline`.
-    pub fn install(&self, store: &mut Store<StoreState>, deadline: Instant) {
-        let slot = store.data().turn.clone();
+    /// by `deadline`; `slot_of` finds the store's [`TurnSlot`] in its data.
+    pub fn install<T: 'static>(
+        &self,
+        store: &mut Store<T>,
+        deadline: Instant,
+        slot_of: fn(&T) -> &TurnSlot,
+    ) {
+        let slot = slot_of(store.data()).clone();
         store.set_epoch_deadline(FIRST_SLICE);
 
         let long_runners = self.long_runners.clone();
@@ -97,7 +102,7 @@ impl Turns {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            let slot = store.data().turn.clone();
+            let slot = slot_of(store.data()).clone();
             {
                 let mut runner = lock(&slot.0);
                 runner.long = true;
