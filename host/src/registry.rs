@@ -30,7 +30,7 @@ impl Registry {
         mut services: Vec<Arc<Service>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        services.sort_by_key(|service| std::cmp::Reverse(service.route.len()));
+        services.sort_by_key(|service| std::cmp::Reverse(service.route().len()));
         Self {
             runtime,
             services,
@@ -56,13 +56,13 @@ impl Registry {
 
     /// The service of the component called `name`.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
-        self.services.iter().find(|service| service.name == name)
+        self.services.iter().find(|service| service.name() == name)
     }
 
     /// The service whose route is a prefix of `path` (on a segment boundary), and the path it sees.
     pub fn route(&self, path: &str) -> Option<(&Arc<Service>, String)> {
         self.services.iter().find_map(|service| {
-            let rest = path.strip_prefix(service.route.as_str())?;
+            let rest = path.strip_prefix(service.route())?;
             match rest {
                 "" => Some((service, "/".to_owned())),
                 rest if rest.starts_with('/') => Some((service, rest.to_owned())),

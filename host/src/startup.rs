@@ -79,15 +79,16 @@ impl Host {
         }
         let mut host = Self::build_with(config, databases).await?;
         for service in host.registry.services() {
-            let (Some(broker), Some(pool)) = (&service.broker, pools.remove(&service.name)) else {
+            let (Some(broker), Some(pool)) = (&service.reach.broker, pools.remove(service.name()))
+            else {
                 continue;
             };
-            if !service.outbound.topics.is_empty() {
-                let outbound = service.outbound.clone();
+            if !service.reach.outbound.topics.is_empty() {
+                let outbound = service.reach.outbound.clone();
                 let metrics = service.metrics.clone();
-                let max_data = service.limits.max_event_bytes;
+                let max_data = service.limits().max_event_bytes;
                 host.relays.push(Relay::new(
-                    service.name.clone(),
+                    service.name().to_owned(),
                     pool.clone(),
                     broker.clone(),
                     outbound,
@@ -96,7 +97,7 @@ impl Host {
                 ));
             }
             host.retention.push(Retention::new(
-                service.name.clone(),
+                service.name().to_owned(),
                 pool,
                 broker.config().retention,
             ));
@@ -154,9 +155,9 @@ impl Host {
         let deadline = config.http.request_timeout;
         let consumers = services
             .iter()
-            .filter(|service| !service.subscriptions.is_empty())
+            .filter(|service| !service.subscriptions().is_empty())
             .filter_map(|service| {
-                let broker = service.broker.clone()?;
+                let broker = service.reach.broker.clone()?;
                 Some(Arc::new(MessageTrigger::new(
                     runtime.clone(),
                     service.clone(),
@@ -274,10 +275,10 @@ impl Host {
             }
         }
         for service in self.registry.services() {
-            let Some(broker) = service.broker.clone() else {
+            let Some(broker) = service.reach.broker.clone() else {
                 continue;
             };
-            let name = format!("broker connection of {}", service.name);
+            let name = format!("broker connection of {}", service.name());
             supervisor.spawn_restarting(Phase::Connections, name, move |stop| {
                 broker.clone().supervise(stop)
             });

@@ -31,15 +31,15 @@ pub(super) async fn scrape(State(admin): State<Admin>) -> Response {
 /// A service's state, for a scrape: instances, pool connections, its dead-letter queues' depths,
 /// and (when it uses messaging) its outbox backlog and inbox size, read from its database now.
 async fn snapshot(service: &Service) -> ServiceSnapshot {
-    let subscriptions = &service.subscriptions;
-    let uses_messaging = !service.outbound.topics.is_empty() || !subscriptions.is_empty();
-    let dead_letters = match &service.broker {
+    let subscriptions = &service.subscriptions();
+    let uses_messaging = !service.reach.outbound.topics.is_empty() || !subscriptions.is_empty();
+    let dead_letters = match &service.reach.broker {
         Some(broker) if !subscriptions.is_empty() => {
             let config = broker.config();
             let queues: Vec<String> = subscriptions
                 .iter()
                 .map(|topic| {
-                    Subscription::new(&config.exchange, &service.name, topic, "", &[]).dead
+                    Subscription::new(&config.exchange, service.name(), topic, "", &[]).dead
                 })
                 .collect();
             let depths = broker.queue_depths(&queues).await.unwrap_or_default();
@@ -55,16 +55,18 @@ async fn snapshot(service: &Service) -> ServiceSnapshot {
         dead_letters,
         component: service.metrics.name().clone(),
         instances: service.in_flight(),
-        connections: service.database.connections(),
+        connections: service.reach.database.connections(),
         broker_connected: service
+            .reach
             .broker
             .as_ref()
             .map(|broker| broker.connection().is_some()),
         messaging: if uses_messaging {
-            service
-                .database
-                .messaging_sample(&service.config.publishes)
-                .await
+            crate::capabilities::messaging::tables::sample(
+                service.reach.database.as_ref(),
+                &service.config.publishes,
+            )
+            .await
         } else {
             None
         },

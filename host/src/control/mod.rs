@@ -206,10 +206,10 @@ fn view(service: &Service) -> ComponentView {
 /// `service` as it serves `code`.
 fn view_of(service: &Service, code: &Code) -> ComponentView {
     ComponentView {
-        name: service.name.clone(),
-        route: service.route.clone(),
+        name: service.name().to_owned(),
+        route: service.route().to_owned(),
         wasm: service.config.wasm.display().to_string(),
-        subscriptions: service.subscriptions.clone(),
+        subscriptions: service.subscriptions().to_vec(),
         publishes: service.config.publishes.clone(),
         code: code.identity.clone(),
         in_flight: service.in_flight(),
@@ -351,12 +351,15 @@ async fn unsendable(
     let query = parameters(query)?;
     let service = service(&admin, &name)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST) as i64;
-    let rows = service.database.unsendable(limit).await.map_err(|err| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the outbox of `{name}`: {err}"),
-        )
-    })?;
+    let rows =
+        crate::capabilities::messaging::tables::unsendable(service.reach.database.as_ref(), limit)
+            .await
+            .map_err(|err| {
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the outbox of `{name}`: {err}"),
+                )
+            })?;
     Ok(axum::Json(serde_json::json!({ "component": name, "unsendable": rows })).into_response())
 }
 
@@ -374,7 +377,7 @@ fn service<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<Service>, Refused
             .registry
             .services()
             .iter()
-            .map(|service| service.name.as_str())
+            .map(|service| service.name())
             .collect();
         refuse(
             StatusCode::NOT_FOUND,
@@ -391,7 +394,7 @@ fn subscription(
     topic: Option<&str>,
 ) -> Result<(Arc<Broker>, Arc<lapin::Connection>, Subscription), Refused> {
     let service = service(admin, name)?;
-    let topic = match (topic, service.subscriptions.as_slice()) {
+    let topic = match (topic, service.subscriptions()) {
         (Some(topic), subscribed) if subscribed.iter().any(|t| t == topic) => topic.to_owned(),
         (None, [only]) => only.clone(),
         (_, []) => {
@@ -410,7 +413,7 @@ fn subscription(
             ));
         }
     };
-    let Some(broker) = &service.broker else {
+    let Some(broker) = &service.reach.broker else {
         return Err(refuse(
             StatusCode::NOT_FOUND,
             format!("`{name}` has no broker connection"),

@@ -48,7 +48,7 @@ pub async fn reload(
     service: &Service,
     source: Source,
 ) -> Result<Reloaded, String> {
-    let _one_at_a_time = service.reloading.lock().await;
+    let _one_at_a_time = service.reloading().lock().await;
     let from_file = !matches!(source, Source::Upload(_));
     let watched = matches!(source, Source::Watched);
     let (wasm, origin) = match source {
@@ -75,8 +75,8 @@ pub async fn reload(
     }
     let (compiling, name, subscribes, label) = (
         runtime.clone(),
-        service.name.clone(),
-        !service.subscriptions.is_empty(),
+        service.name().to_owned(),
+        !service.subscriptions().is_empty(),
         origin.clone(),
     );
     let hashed = digest.clone();
@@ -98,7 +98,7 @@ pub async fn reload(
     match migrations::migrate_when(&service.config, migrations::When::Reload).await {
         Ok(applied) if !applied.is_empty() => {
             tracing::info!(
-                component = %service.name,
+                component = %service.name(),
                 ?applied,
                 "migrations applied before the swap"
             );
@@ -111,7 +111,7 @@ pub async fn reload(
         service.set_file_digest(digest);
     }
     tracing::info!(
-        component = %service.name,
+        component = %service.name(),
         source = %code.identity.source,
         sha256 = %code.identity.sha256,
         version = code.identity.version,
@@ -124,7 +124,7 @@ pub async fn reload(
 /// Records and logs a failed load; the reason.
 fn fail(service: &Service, source: String, reason: String) -> String {
     tracing::warn!(
-        component = %service.name,
+        component = %service.name(),
         %source,
         %reason,
         "new code refused; the old code keeps serving"

@@ -30,48 +30,61 @@ pub use code::{Code, Identity};
 
 /// One component as the host runs it, from start to shutdown.
 pub struct Service {
-    /// The component's name, from the manifest.
-    pub name: String,
-    /// Its manifest entry: where its `.wasm` and migrations are, for reloads.
+    /// Its manifest entry: its name, route and topics, where its `.wasm` and migrations are.
     pub config: ComponentConfig,
-    /// The name again, shared with every store's log streams.
-    log_name: Arc<str>,
-    /// Path prefix it serves, such as `/orders`.
-    pub route: String,
+    /// Where its units of work's effects go beyond the host.
+    pub reach: Reach,
+    /// Its metrics, labelled with its name.
+    pub metrics: ComponentMetrics,
+    /// Bounds the HTTP requests running in this component at once.
+    pub admission: Admission,
+    /// What each of its stores is made from (see [`unit_of_work`]).
+    guests: Guests,
+    /// The code it serves, and how that came to be.
+    deployment: Deployment,
+}
+
+/// Where a component's units of work reach beyond the host, built once with its service.
+pub struct Reach {
     /// Its database: where its units of work's statements and the host's own go.
     pub database: Arc<dyn Database>,
     /// What it may publish, and the wake-up of its outbox relay.
     pub outbound: Arc<Outbound>,
-    /// Topics delivered to it.
-    pub subscriptions: Vec<String>,
     /// Its broker connection, when it publishes or subscribes.
     pub broker: Option<Arc<Broker>>,
+}
+
+/// What every store of one component is made from, built once with its service.
+struct Guests {
+    /// The component's name, shared with every store's log streams.
+    log_name: Arc<str>,
     /// The routes it named, for span names and metric labels.
     routes: Arc<Routes>,
-    /// Its metrics, labelled with its name.
-    pub metrics: ComponentMetrics,
-    code: ArcSwap<Code>,
     /// Linear memory one instance may use.
     memory_bytes: usize,
-    /// What its units of work may take of the host, and its share of the host's memory.
-    pub limits: GuestLimits,
+    /// What its units of work may take of the host.
+    limits: GuestLimits,
     /// Its share of the host's memory, from which statements, results, events and response
     /// bodies are reserved.
-    pub host_memory: Arc<HostMemory>,
+    host_memory: Arc<HostMemory>,
     /// Its guests' log lines, at most so many a second.
     log_rate: Arc<LogRate>,
     /// What its units of work's statements share.
     sql: Arc<SqlComponent>,
-    /// Bounds the HTTP requests running in this component at once.
-    pub admission: Admission,
     /// Shares the CPU between this component's long-running guests and everything else.
     turns: Turns,
     /// Units of work (requests and deliveries) running now, on any version of the code.
     in_flight: Arc<AtomicU64>,
+}
+
+/// The code a component serves, replaced whole by a swap, and its loads.
+struct Deployment {
+    /// What requests starting now run on.
+    current: ArcSwap<Code>,
     /// The last load that failed, while the code before it kept serving.
     last_failure: Mutex<Option<FailedLoad>>,
     /// Held while a reload runs, so reloads of one component never overlap.
-    pub reloading: tokio::sync::Mutex<()>,
+    reloading: tokio::sync::Mutex<()>,
     /// The digest of what its `.wasm` file held when last loaded from it (see
     /// [`crate::control::reload::Source::Watched`]).
     file_digest: Mutex<Option<String>>,
@@ -117,50 +130,83 @@ impl Service {
             verdicts: Default::default(),
         });
         Self {
-            name: config.name.clone(),
             config: config.clone(),
-            log_name: config.name.as_str().into(),
-            route: config.route.clone(),
-            database,
-            outbound: Arc::new(Outbound {
-                source: config.name.clone(),
-                topics: config.publishes.iter().cloned().collect(),
-                wakeup: tokio::sync::Notify::new(),
-            }),
-            subscriptions: config.subscriptions.clone(),
-            broker,
-            routes: Arc::new(Routes::new(&config.name, &config.route)),
+            reach: Reach {
+                database,
+                outbound: Arc::new(Outbound {
+                    source: config.name.clone(),
+                    topics: config.publishes.iter().cloned().collect(),
+                    wakeup: tokio::sync::Notify::new(),
+                }),
+                broker,
+            },
             metrics: metrics.component(&config.name),
-            code: ArcSwap::from_pointee(code),
-            memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
-            limits: config.limits,
-            host_memory,
-            sql,
-            log_rate: LogRate::new(
-                &config.name,
-                config.limits.log_lines_per_second,
-                metrics.component(&config.name),
-            ),
             admission: Admission::new(config.max_concurrency, config.max_queued),
-            turns,
-            in_flight: Arc::default(),
-            last_failure: Mutex::new(None),
-            reloading: tokio::sync::Mutex::new(()),
-            file_digest,
+            guests: Guests {
+                log_name: config.name.as_str().into(),
+                routes: Arc::new(Routes::new(&config.name, &config.route)),
+                memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
+                limits: config.limits,
+                host_memory,
+                log_rate: LogRate::new(
+                    &config.name,
+                    config.limits.log_lines_per_second,
+                    metrics.component(&config.name),
+                ),
+                sql,
+                turns,
+                in_flight: Arc::default(),
+            },
+            deployment: Deployment {
+                current: ArcSwap::from_pointee(code),
+                last_failure: Mutex::new(None),
+                reloading: tokio::sync::Mutex::new(()),
+                file_digest,
+            },
         }
+    }
+
+    /// The component's name, from the manifest.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The path prefix it serves, such as `/orders`.
+    pub fn route(&self) -> &str {
+        &self.config.route
+    }
+
+    /// The topics delivered to it.
+    pub fn subscriptions(&self) -> &[String] {
+        &self.config.subscriptions
+    }
+
+    /// What its units of work may take of the host.
+    pub fn limits(&self) -> &GuestLimits {
+        &self.guests.limits
+    }
+
+    /// Its share of the host's memory.
+    pub fn host_memory(&self) -> &Arc<HostMemory> {
+        &self.guests.host_memory
+    }
+
+    /// Held while a reload runs, so reloads of one component never overlap.
+    pub fn reloading(&self) -> &tokio::sync::Mutex<()> {
+        &self.deployment.reloading
     }
 
     /// The code requests starting now run on.
     pub fn code(&self) -> Arc<Code> {
-        self.code.load_full()
+        self.deployment.current.load_full()
     }
 
     /// Replaces the code, numbering it one past the code it replaces; requests already running
     /// finish on the old one. Clears the last failed load.
     pub fn swap(&self, mut code: Code) -> Arc<Code> {
-        code.identity.version = self.code.load().identity.version + 1;
+        code.identity.version = self.deployment.current.load().identity.version + 1;
         let code = Arc::new(code);
-        self.code.store(code.clone());
+        self.deployment.current.store(code.clone());
         *self.lock_failure() = None;
         self.metrics.swapped();
         code
@@ -182,14 +228,16 @@ impl Service {
     }
 
     fn lock_failure(&self) -> std::sync::MutexGuard<'_, Option<FailedLoad>> {
-        self.last_failure
+        self.deployment
+            .last_failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The digest of its `.wasm` file when last loaded from it.
     pub fn file_digest(&self) -> Option<String> {
-        self.file_digest
+        self.deployment
+            .file_digest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -198,6 +246,7 @@ impl Service {
     /// Records what its `.wasm` file held when loaded from it.
     pub fn set_file_digest(&self, digest: String) {
         *self
+            .deployment
             .file_digest
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(digest);
@@ -205,11 +254,11 @@ impl Service {
 
     /// The lines its guests log, and the host's lines about its units of work, share this rate.
     pub fn log_rate(&self) -> &LogRate {
-        &self.log_rate
+        &self.guests.log_rate
     }
 
     /// Units of work running now.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.guests.in_flight.load(Ordering::Relaxed)
     }
 }

@@ -271,7 +271,7 @@ impl<'s> UnitOfWork<'s> {
             service.metrics.trap(trigger);
         }
         tracing::Span::current().record("outcome", verdict.label());
-        let component = &service.name;
+        let component = service.name();
         match verdict {
             Verdict::Trapped(why) if service.log_rate().allows_line() => {
                 tracing::error!(%component, trigger, error = %why, "the guest failed");
@@ -388,30 +388,31 @@ impl Drop for Tally<'_> {
 /// [`crate::turns`]); once the deadline has passed it traps instead. So a guest that loops or
 /// computes for long neither starves other requests nor outlives its unit of work.
 fn new_store(service: &Service, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
-    let limits = &service.limits;
+    let guests = &service.guests;
+    let limits = &guests.limits;
     let publish = PublishLimits {
         max_event_bytes: limits.max_event_bytes,
         max_published_bytes: limits.max_published_bytes,
     };
     let state = StoreState::new(
-        &service.log_name,
-        &service.log_rate,
-        SqlCtx::new(service.sql.clone(), deadline),
+        &guests.log_name,
+        &guests.log_rate,
+        SqlCtx::new(guests.sql.clone(), deadline),
         MessagingCtx::new(
-            service.outbound.clone(),
+            service.reach.outbound.clone(),
             service.metrics.clone(),
             publish,
-            service.host_memory.clone(),
+            guests.host_memory.clone(),
         ),
-        RouteCtx::new(service.routes.clone()),
+        RouteCtx::new(guests.routes.clone()),
         service.metrics.clone(),
-        service.memory_bytes,
+        guests.memory_bytes,
         limits,
-        service.in_flight.clone(),
+        guests.in_flight.clone(),
     );
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limits);
-    service
+    guests
         .turns
         .install(&mut store, deadline, |state| &state.turn);
     store

@@ -24,7 +24,7 @@ pub mod broker;
 pub mod cloudevent;
 pub mod outbox;
 pub mod retention;
-pub mod sample;
+pub mod tables;
 
 /// Longest event id, in bytes (an AMQP `message-id` is at most 255).
 pub const MAX_ID_BYTES: usize = 200;

@@ -65,6 +65,16 @@ impl ResultBudget {
         }
     }
 
+    /// A budget for one of the host's own queries: at most `max_bytes`, from memory of its own,
+    /// with a turn of its own.
+    pub fn for_host(max_bytes: usize) -> Self {
+        Self::new(
+            max_bytes,
+            HostMemory::new(max_bytes),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+        )
+    }
+
     /// Counts `bytes` more of the result, refusing them past the query's limit or the
     /// component's share of memory (a `54000` error for the guest); once the result is large,
     /// waits for a turn of the component's before going on.

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 
 pub use crate::bindings::sql::{DatabaseError, Error, ParameterError, RowSet, Value};
 use crate::capabilities::memory::{Held, HostMemory};
-use crate::telemetry::metrics::MessagingSample;
 use tokio::sync::Semaphore;
 
 pub mod budget;
@@ -42,36 +41,6 @@ pub trait Database: Send + Sync + 'static {
     fn connections(&self) -> Option<(usize, usize, usize)> {
         None
     }
-
-    /// The state of the host's messaging tables (the backlog of `topics` in the outbox, the
-    /// inbox's size), for metrics; `None` where there are none, or the database did not answer.
-    async fn messaging_sample(&self, _topics: &[String]) -> Option<MessagingSample> {
-        None
-    }
-
-    /// Up to `limit` outbox rows the relay set aside as unsendable, oldest first; empty where
-    /// there is no outbox.
-    async fn unsendable(&self, _limit: i64) -> Result<Vec<Unsendable>, String> {
-        Ok(Vec::new())
-    }
-}
-
-/// An outbox row the relay will never send, as the admin API lists it: its values cut short.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Unsendable {
-    /// Its place in the outbox.
-    pub seq: i64,
-    /// Its first 200 bytes.
-    pub id: String,
-    /// Its first 200 bytes.
-    pub topic: String,
-    /// Why the relay set it aside.
-    pub reason: String,
-    /// When the unit of work that published it committed.
-    #[serde(with = "crate::rfc3339")]
-    pub created_at: std::time::SystemTime,
-    /// Bytes of its data.
-    pub data_bytes: i64,
 }
 
 /// One open transaction. Dropping it without `commit` rolls it back.

@@ -39,7 +39,6 @@ use super::{
     CommitError, Database, DatabaseError, Error, ResultBudget, RowSet, Transaction, Value,
 };
 use crate::config::DatabaseConfig;
-use crate::telemetry::metrics::MessagingSample;
 use crate::telemetry::truncated;
 
 pub mod connection;
@@ -172,36 +171,6 @@ impl Database for PgDatabase {
             status.available,
             status.max_size,
         ))
-    }
-
-    async fn unsendable(&self, limit: i64) -> Result<Vec<super::Unsendable>, String> {
-        let client = self.pool.get().await.map_err(pool_failed)?;
-        let rows = client
-            .query(
-                "SELECT seq, left(id, 200), left(topic, 200), left(unsendable, 500), created_at, \
-                 octet_length(data)::int8 FROM platform_outbox WHERE unsendable IS NOT NULL \
-                 ORDER BY seq LIMIT $1",
-                &[&limit],
-            )
-            .await
-            .map_err(|err| err.to_string())?;
-        rows.iter()
-            .map(|row| {
-                Ok(super::Unsendable {
-                    seq: row.try_get(0)?,
-                    id: row.try_get(1)?,
-                    topic: row.try_get(2)?,
-                    reason: row.try_get(3)?,
-                    created_at: row.try_get::<_, chrono::DateTime<chrono::Utc>>(4)?.into(),
-                    data_bytes: row.try_get(5)?,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(|err| err.to_string())
-    }
-
-    async fn messaging_sample(&self, topics: &[String]) -> Option<MessagingSample> {
-        crate::capabilities::messaging::sample::sample(&self.pool, &self.connector, topics).await
     }
 }
 

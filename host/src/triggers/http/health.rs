@@ -49,19 +49,19 @@ pub async fn check(services: &[Arc<Service>], detail: Detail) -> Response<Full<B
         Detail::Reasons => format!("down: {why}"),
     };
     let checks = futures::future::join_all(services.iter().map(|service| async move {
-        let state = match tokio::time::timeout(CHECK_TIMEOUT, service.database.ping()).await {
+        let state = match tokio::time::timeout(CHECK_TIMEOUT, service.reach.database.ping()).await {
             Ok(Ok(())) => "up".to_owned(),
             Ok(Err(why)) => down(why),
             Err(_) => down(format!("no answer within {CHECK_TIMEOUT:?}")),
         };
-        (format!("{}.database", service.name), state)
+        (format!("{}.database", service.name()), state)
     }))
     .await;
     let up = checks.iter().all(|(_, state)| state == "up");
     let mut checks: BTreeMap<String, String> = checks.into_iter().collect();
     let mut brokers_up = true;
     for service in services {
-        let Some(broker) = &service.broker else {
+        let Some(broker) = &service.reach.broker else {
             continue;
         };
         let state = match broker.state() {
@@ -71,7 +71,7 @@ pub async fn check(services: &[Arc<Service>], detail: Detail) -> Response<Full<B
                 down(why)
             }
         };
-        checks.insert(format!("{}.broker", service.name), state);
+        checks.insert(format!("{}.broker", service.name()), state);
     }
     if !up {
         let down: Vec<&str> = checks

@@ -46,7 +46,7 @@ pub async fn call(
 ) -> (Response<Full<Bytes>>, Option<Arc<str>>) {
     let span = tracing::info_span!(
         "component.call",
-        component = %service.name,
+        component = %service.name(),
         http.request.method = %request.method(),
         url.path = crate::telemetry::truncated(request.uri().path(), 2048),
         http.response.status_code = tracing::field::Empty,
@@ -95,7 +95,7 @@ impl Call for Handle<'_> {
 
 /// The response the client gets, from how the unit of work ended and what the guest answered.
 fn respond(service: &Service, ended: Ended<Response<Full<Bytes>>>) -> Response<Full<Bytes>> {
-    let name = &service.name;
+    let name = service.name();
     match (ended.verdict, ended.answer) {
         // The component's own answer: a success, or a 4xx or 5xx it chose (rolled back).
         (Verdict::Committed | Verdict::Empty | Verdict::RolledBack, Some(response)) => response,
@@ -204,7 +204,7 @@ async fn run_guest(
         let response =
             response.map_err(|code| format!("the component answered with error {code:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = collect_body(body, config.max_response_bytes, &service.host_memory).await?;
+        let body = collect_body(body, config.max_response_bytes, service.host_memory()).await?;
         Ok::<_, String>(Response::from_parts(parts, Full::new(body)))
     };
     tokio::pin!(handle, collect);

@@ -199,7 +199,7 @@ impl HttpTrigger {
             );
         };
         let service = service.clone();
-        tracing::Span::current().record("component", service.name.as_str());
+        tracing::Span::current().record("component", service.name());
         if docs::is_docs(&rest) {
             let response = self.docs(&service, &request, &rest).await;
             return (response, Some((service, Some(Arc::from(docs::PATH)))));
@@ -226,11 +226,11 @@ impl HttpTrigger {
             let (answer, _) = self.admitted(service, docs::document_request(prefix)).await;
             match docs::Document::of(answer) {
                 docs::Document::Served => {}
-                docs::Document::Absent => return docs::none(&service.name),
+                docs::Document::Absent => return docs::none(service.name()),
                 docs::Document::Unknown(answer) => return answer,
             }
         }
-        docs::serve(path, &service.name)
+        docs::serve(path, service.name())
     }
 
     /// Reads the request, waits for admission, and calls the component: its response, and the
@@ -273,11 +273,11 @@ impl HttpTrigger {
                     }
                     Busy::Waited(waited) => format!("had no free turn within {waited:?}"),
                 };
-                tracing::debug!(component = %service.name, "request refused: the service {why}");
+                tracing::debug!(component = %service.name(), "request refused: the service {why}");
                 return (
                     invoke::unavailable(format!(
                         "the {} service {why}; try again shortly",
-                        service.name
+                        service.name()
                     )),
                     None,
                 );
@@ -356,7 +356,7 @@ impl HttpTrigger {
         {
             return Ok(prefix.clone());
         }
-        HeaderValue::from_str(&service.route)
+        HeaderValue::from_str(service.route())
     }
 }
 

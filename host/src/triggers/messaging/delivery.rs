@@ -63,7 +63,7 @@ pub enum Outcome {
     name = "message.deliver",
     skip_all,
     fields(
-        component = %service.name,
+        component = %service.name(),
         messaging.destination.name = %event.topic,
         messaging.message.id = %event.id,
         attempt = event.attempt,
@@ -109,7 +109,7 @@ pub async fn deliver(
 /// A delivery that ran out of time: the handler's fault, unless the database does not answer
 /// now either.
 async fn timed_out(service: &Service, deadline: Duration) -> Outcome {
-    match tokio::time::timeout(PING_TIMEOUT, service.database.ping()).await {
+    match tokio::time::timeout(PING_TIMEOUT, service.reach.database.ping()).await {
         Ok(Ok(())) => Outcome::Retry(format!("the handler did not finish within {deadline:?}")),
         Ok(Err(why)) => {
             Outcome::Unavailable(reason(&format!("the database does not answer: {why}")))
@@ -145,7 +145,7 @@ impl Call for Handle<'_> {
         let Some(subscriber) = &code.subscriber else {
             return Ok(Err(HandleError::Reject(format!(
                 "component `{}` does not consume events",
-                self.service.name
+                self.service.name()
             ))));
         };
         let handled = async {

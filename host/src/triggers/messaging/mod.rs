@@ -80,14 +80,14 @@ impl MessageTrigger {
     ) -> Self {
         let config = broker.config();
         let subscriptions = service
-            .subscriptions
+            .subscriptions()
             .iter()
             .map(|topic| {
                 // Every subscribed topic has a publisher: the configuration refuses one without.
                 let publisher = config.publishers.get(topic).map_or("", String::as_str);
                 Subscription::new(
                     &config.exchange,
-                    &service.name,
+                    service.name(),
                     topic,
                     publisher,
                     &config.retry_delays,
@@ -105,7 +105,7 @@ impl MessageTrigger {
 
     /// The component it delivers to.
     pub fn component(&self) -> &str {
-        &self.service.name
+        self.service.name()
     }
 
     /// Consumes until `shutdown`, starting over on each new connection; waits for deliveries in
@@ -117,7 +117,7 @@ impl MessageTrigger {
                 Ok(()) => break,
                 Err(err) => {
                     tracing::debug!(
-                        component = %self.service.name,
+                        component = %self.service.name(),
                         error = %err,
                         "consumer stopped; will start over"
                     );
@@ -159,7 +159,7 @@ impl MessageTrigger {
             let consumer = channel
                 .basic_consume(
                     subscription.queue.as_str().into(),
-                    format!("{}-{}-{index}", self.service.name, std::process::id()).into(),
+                    format!("{}-{}-{index}", self.service.name(), std::process::id()).into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
@@ -167,8 +167,8 @@ impl MessageTrigger {
             consumers.push(consumer.map(move |delivery| (index, delivery)));
         }
         tracing::info!(
-            component = %self.service.name,
-            topics = ?self.service.subscriptions,
+            component = %self.service.name(),
+            topics = ?self.service.subscriptions(),
             "consuming"
         );
         let mut deliveries = futures::stream::select_all(consumers);
@@ -200,7 +200,7 @@ impl MessageTrigger {
                 if let Err(err) = trigger.settle(&channel, subscription, delivery).await {
                     // Not acknowledged: the broker delivers it again.
                     tracing::warn!(
-                        component = %trigger.service.name,
+                        component = %trigger.service.name(),
                         error = %err,
                         "could not settle a delivery"
                     );
@@ -230,8 +230,11 @@ impl MessageTrigger {
     ) -> anyhow::Result<()> {
         let attempt = topology::attempt_of(&delivery.properties);
         let published_by = topology::published_by(&delivery.properties, self.broker.user());
-        let decoded =
-            cloudevent::decode(&delivery.data, attempt, self.service.limits.max_event_bytes);
+        let decoded = cloudevent::decode(
+            &delivery.data,
+            attempt,
+            self.service.limits().max_event_bytes,
+        );
         let traceparent = decoded
             .as_ref()
             .ok()
@@ -311,7 +314,7 @@ impl MessageTrigger {
             otel.name = %format_args!("process {}", subscription.topic),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
-            component = %self.service.name,
+            component = %self.service.name(),
             messaging.system = "rabbitmq",
             messaging.operation.type = "process",
             messaging.destination.name = %subscription.topic,
@@ -341,7 +344,7 @@ impl MessageTrigger {
         published_by: Option<&str>,
         outcome: Outcome,
     ) -> (anyhow::Result<()>, &'static str) {
-        let component = &self.service.name;
+        let component = self.service.name();
         let stamp = Stamp {
             own: self.broker.user(),
             published_by,
@@ -446,7 +449,7 @@ impl MessageTrigger {
     ) -> anyhow::Result<()> {
         if self.service.log_rate().allows_line() {
             tracing::warn!(
-                component = %self.service.name,
+                component = %self.service.name(),
                 queue = %subscription.dead,
                 reason = %crate::telemetry::truncated(reason, topology::MAX_REASON),
                 "delivery dead-lettered"
