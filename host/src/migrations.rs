@@ -1,6 +1,8 @@
 //! Checks a component's database role (see [`role`]), then applies its SQL migrations
 //! (`V<n>__<name>.sql` in its `migrations` folder) at host start, with refinery, after the
-//! host's own outbox and inbox tables.
+//! host's own (the outbox and inbox tables, for a component that uses messaging:
+//! `host/migrations/`, built into the binary, with a history of their own in
+//! `platform_host_schema_history`).
 //!
 //! Several replicas may start at once: each takes a PostgreSQL advisory lock on the component's
 //! database first, so one applies the migrations and the others then find them applied. A
@@ -8,15 +10,24 @@
 
 use anyhow::Context;
 
-use crate::capabilities::messaging::outbox;
 use crate::capabilities::sql::role;
 use crate::config::{ComponentConfig, postgres_tls};
 
 /// Advisory lock key shared by every host migrating the same database ("migrate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
-/// The table refinery keeps its history in.
+/// The table refinery keeps the component's migrations' history in.
 const HISTORY_TABLE: &str = "platform_schema_history";
+
+/// The table refinery keeps the history of the host's own migrations in.
+const HOST_HISTORY_TABLE: &str = "platform_host_schema_history";
+
+/// The host's own migrations, in every database of a component that uses messaging: its name
+/// (`V<n>__<name>`) and its SQL. A change to the host's tables is a new one at the end.
+const HOST_MIGRATIONS: [(&str, &str); 1] = [(
+    "V1__messaging_tables",
+    include_str!("../migrations/V1__messaging_tables.sql"),
+)];
 
 /// When migrations run: at start, or before new code is swapped in while the old code serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,8 +129,7 @@ async fn migrate_locked(
 ) -> anyhow::Result<Vec<String>> {
     let url = &component.database.url;
     if component.uses_messaging() && when == When::Start {
-        client
-            .batch_execute(outbox::SCHEMA)
+        host_tables(client)
             .await
             .with_context(|| format!("cannot create the outbox and inbox tables in {url}"))?;
     }
@@ -141,6 +151,20 @@ async fn migrate_locked(
         .iter()
         .map(|m| m.to_string())
         .collect())
+}
+
+/// Brings the host's own tables up to date (see [`HOST_MIGRATIONS`]).
+async fn host_tables(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let migrations = HOST_MIGRATIONS
+        .iter()
+        .map(|(name, sql)| refinery::Migration::unapplied(name, sql))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut runner = refinery::Runner::new(&migrations)
+        .set_abort_divergent(true)
+        .set_abort_missing(true);
+    runner.set_migration_table_name(HOST_HISTORY_TABLE);
+    runner.run_async(client).await?;
+    Ok(())
 }
 
 /// Connects to the component's database, explaining the usual reasons it fails.

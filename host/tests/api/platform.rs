@@ -57,6 +57,48 @@ async fn hosts_starting_at_once_migrate_once() {
         .await
         .expect("history");
     assert_eq!(rows.len(), 3);
+    let host_rows = client
+        .query("SELECT version FROM platform_host_schema_history", &[])
+        .await
+        .expect("the host's own history");
+    assert_eq!(host_rows.len(), 1, "the host's tables are migration 1");
+}
+
+#[tokio::test]
+async fn a_database_whose_host_tables_predate_their_history_keeps_its_rows_and_gains_it() {
+    let db = TestDatabase::create().await;
+    let client = db.connect().await;
+    // What a host made before its tables had a history: the same tables, and an event in them.
+    let tables = include_str!("../../migrations/V1__messaging_tables.sql");
+    client.batch_execute(tables).await.expect("tables made");
+    client
+        .execute(
+            "INSERT INTO platform_outbox (id, topic, source, content_type, data) \
+             VALUES ('e-1', 'orders.created', 'orders', 'application/json', '{}')",
+            &[],
+        )
+        .await
+        .expect("an event");
+    let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
+
+    host::migrations::migrate(&config.components[0])
+        .await
+        .expect("migrates");
+
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM platform_outbox WHERE id = 'e-1'", &[])
+        .await
+        .expect("outbox")
+        .get(0);
+    assert_eq!(kept, 1);
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM platform_host_schema_history", &[])
+        .await
+        .expect("the host's own history")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
 }
 
 #[tokio::test]

@@ -48,36 +48,6 @@ mod rows;
 
 use rows::{Bounds, Pending, Row};
 
-/// Tables the host keeps in every database of a component that uses messaging. Created (and
-/// brought up to date) at start, under the same advisory lock as the component's migrations.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS platform_outbox (
-    seq          bigserial   PRIMARY KEY,
-    id           text        NOT NULL,
-    topic        text        NOT NULL,
-    source       text        NOT NULL,
-    content_type text        NOT NULL,
-    data_schema  text,
-    data         bytea       NOT NULL,
-    traceparent  text,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    sent_at      timestamptz
-);
-ALTER TABLE platform_outbox ADD COLUMN IF NOT EXISTS unsendable text;
-CREATE INDEX IF NOT EXISTS platform_outbox_pending ON platform_outbox (seq)
-    WHERE sent_at IS NULL AND unsendable IS NULL;
-CREATE INDEX IF NOT EXISTS platform_outbox_unsendable ON platform_outbox (seq)
-    WHERE unsendable IS NOT NULL;
-DROP INDEX IF EXISTS platform_outbox_unsent;
-CREATE TABLE IF NOT EXISTS platform_inbox (
-    source     text        NOT NULL,
-    event_id   text        NOT NULL,
-    topic      text        NOT NULL,
-    handled_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (source, event_id)
-);
-";
-
 /// The statement `publish` runs in the unit of work; `traceparent` is the context of the span
 /// that wrote the event, which the relay's publish continues.
 pub const INSERT: &str = "INSERT INTO platform_outbox \
