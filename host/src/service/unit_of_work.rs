@@ -417,3 +417,6 @@ fn new_store(service: &Service, runtime: &Runtime, deadline: Instant) -> Store<S
         .install(&mut store, deadline, |state| &state.turn);
     store
 }
+
+#[cfg(test)]
+mod tests;
