@@ -26,6 +26,7 @@ pub trait Event: Serialize + for<'de> Deserialize<'de> {
 
 /// `orders.created`: an order was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderCreated {
     pub order_id: OrderId,
@@ -41,6 +42,7 @@ impl Event for OrderCreated {
 
 /// `invoices.issued`: an invoice was issued for an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvoiceIssued {
     pub invoice_id: InvoiceId,

@@ -12,6 +12,7 @@
 //! - [`money`]: `Amount`, a positive whole number of minor currency units.
 //! - [`problem`]: RFC 9457 problem details, the shape of every error response.
 //! - `openapi` (feature `openapi`): the OpenAPI schemas of these types, for API documents.
+//! - `schema` (feature `schema`): the events' JSON Schemas, generated from these types.
 //! - [`time`]: `Timestamp`, microseconds since the Unix epoch, shown as RFC 3339.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,8 @@ pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod problem;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod time;
 
 pub use ids::{CustomerId, EventId, InvoiceId, OrderId, ParseIdError};

@@ -136,3 +136,28 @@ fn decode_refuses_another_schema_version() {
         Err(DecodeError::UnknownSchema { .. })
     ));
 }
+
+#[test]
+fn the_committed_schemas_are_the_ones_the_types_generate() {
+    let generated = [
+        ("orders.created.v1", crate::schema::event::<OrderCreated>()),
+        (
+            "invoices.issued.v1",
+            crate::schema::event::<InvoiceIssued>(),
+        ),
+    ];
+    for (name, schema) in generated {
+        let path = format!("{}/schemas/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = serde_json::to_string_pretty(&schema).expect("serializes") + "\n";
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &text).unwrap_or_else(|err| panic!("{path}: {err}"));
+        }
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert!(
+            committed == text,
+            "{path} is not what the types generate: run `UPDATE_SCHEMAS=1 cargo test -p contracts` \
+             and commit the result"
+        );
+    }
+}
