@@ -93,7 +93,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("cannot link WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .context("cannot link wasi:http")?;
-        crate::state::add_to_linker(&mut linker)?;
+        crate::capabilities::add_to_linker(&mut linker)?;
 
         let ticking = Arc::new(AtomicBool::new(true));
         let weak_engine = engine.weak();

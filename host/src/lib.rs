@@ -11,11 +11,12 @@
 //! - [`registry`]: what the host runs, reachable from everywhere after start.
 //! - [`supervisor`]: the background tasks and the phases they stop in.
 //! - [`control`]: the admin API, hot swap, the file watcher, dead-letter replay.
-//! - [`state`]: what one `Store` holds, created per request and dropped after it, and the
-//!   linker's wiring of each capability to it.
+//! - [`state`]: what one `Store` holds, created per request and dropped after it.
 //! - [`turns`]: fair turns on the CPU for guests, decided at epoch ticks.
-//! - [`capabilities`]: imports, where the guest calls the host (`sql`).
-//! - [`triggers`]: exports, where the host calls the guest (the HTTP listener).
+//! - [`capabilities`]: imports, where the guest calls the host (`sql`, `messaging`,
+//!   `http-route`), and the one place they are composed: per component, per store, the linker.
+//! - [`triggers`]: exports, where the host calls the guest (the HTTP listener, the consumer),
+//!   each an adapter of [`service::unit_of_work`].
 //! - [`migrations`]: each component's SQL migrations, applied at start under an advisory lock.
 //! - [`telemetry`]: logs, OpenTelemetry traces (OTLP, W3C context across HTTP and AMQP),
 //!   Prometheus metrics.

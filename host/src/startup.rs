@@ -48,7 +48,7 @@ pub struct Host {
     grace: Duration,
     /// One per publishing component backed by PostgreSQL.
     relays: Vec<Relay>,
-    /// One per component using messaging and backed by PostgreSQL.
+    /// One per component using messaging, on its database whatever that is.
     retention: Vec<Retention>,
     /// One per subscribing component.
     consumers: Vec<Arc<MessageTrigger>>,
@@ -96,11 +96,6 @@ impl Host {
                     max_data,
                 ));
             }
-            host.retention.push(Retention::new(
-                service.name().to_owned(),
-                pool,
-                broker.config().retention,
-            ));
         }
         Ok(host)
     }
@@ -166,6 +161,19 @@ impl Host {
                 )))
             })
             .collect();
+        // Every component that uses messaging keeps its outbox and inbox pruned, through its
+        // database whatever that is.
+        let retention = services
+            .iter()
+            .filter_map(|service| {
+                let broker = service.reach.broker.as_ref()?;
+                Some(Retention::new(
+                    service.name().to_owned(),
+                    service.reach.database.clone(),
+                    broker.config().retention,
+                ))
+            })
+            .collect();
         let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} for the admin API: is another host running? Stop it or set \
@@ -185,7 +193,7 @@ impl Host {
             drain_delay,
             grace,
             relays: Vec::new(),
-            retention: Vec::new(),
+            retention,
             consumers,
             deadline,
         })

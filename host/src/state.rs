@@ -7,20 +7,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::error::Context;
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities;
-use crate::capabilities::logging::{GuestLog, LogRate, Stream};
-use crate::capabilities::messaging::MessagingCtx;
-use crate::capabilities::route::RouteCtx;
-use crate::capabilities::sql::SqlCtx;
+use crate::capabilities::logging::{GuestLog, Stream};
+use crate::capabilities::{Capabilities, HasCapabilities, InStore};
 use crate::config::GuestLimits;
-use crate::telemetry::metrics::ComponentMetrics;
 use crate::turns::TurnSlot;
 
 /// The data of one `Store`: the WASI contexts and each capability's state for one unit of work.
@@ -33,14 +29,8 @@ pub struct StoreState {
     hooks: crate::capabilities::http::DenyOutgoing,
     /// Caps linear memory and table growth of this instance, and remembers how far it grew.
     pub limits: GuestMemory,
-    /// This unit of work's database transaction.
-    pub sql: SqlCtx,
-    /// What this unit of work published (into the same transaction).
-    pub messaging: MessagingCtx,
-    /// The route the component named for the HTTP request it serves.
-    pub route: RouteCtx,
-    /// The component's metrics, for its statements.
-    pub metrics: ComponentMetrics,
+    /// Each capability's context for this unit of work.
+    pub capabilities: InStore,
     /// The guest's turn on the CPU, handed back whenever it calls `sql` or `messaging`.
     pub turn: TurnSlot,
     /// Counts this unit of work among its component's in flight while the store lives.
@@ -57,20 +47,17 @@ impl Drop for InFlight {
 }
 
 impl StoreState {
-    /// The state of a new store of `component`, counted in `in_flight` until it is dropped.
-    #[allow(clippy::too_many_arguments)]
+    /// The state of a new store of a component with `capabilities`, for a unit of work that
+    /// must be over by `deadline`, counted in `in_flight` until it is dropped.
     pub fn new(
-        component: &Arc<str>,
-        log_rate: &Arc<LogRate>,
-        sql: SqlCtx,
-        messaging: MessagingCtx,
-        route: RouteCtx,
-        metrics: ComponentMetrics,
+        capabilities: &Capabilities,
+        deadline: Instant,
         memory_bytes: usize,
         limits: &GuestLimits,
         in_flight: Arc<AtomicU64>,
     ) -> Self {
         in_flight.fetch_add(1, Ordering::Relaxed);
+        let (component, log_rate) = &capabilities.logging;
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::new(
                 component.clone(),
@@ -102,10 +89,7 @@ impl StoreState {
                     .build(),
                 largest: 0,
             },
-            sql,
-            messaging,
-            route,
-            metrics,
+            capabilities: capabilities.for_store(deadline),
             turn: TurnSlot::default(),
             _in_flight: InFlight(in_flight),
         }
@@ -192,22 +176,12 @@ impl WasiHttpView for StoreState {
     }
 }
 
-/// Adds every platform capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
-    // A call that may wait (on the database, on a lock) hands back the guest's CPU turn first.
-    capabilities::sql::add_to_linker(linker, |state| {
-        state.turn.release();
-        capabilities::sql::Sql::new(&mut state.sql, &state.metrics)
-    })
-    .context("cannot link platform:service/sql")?;
-    capabilities::messaging::add_to_linker(linker, |state| {
-        state.turn.release();
-        capabilities::messaging::Messaging::new(&mut state.messaging, &mut state.sql)
-    })
-    .context("cannot link platform:service/messaging")?;
-    capabilities::route::add_to_linker(linker, |state| {
-        capabilities::route::Route::new(&mut state.route)
-    })
-    .context("cannot link platform:service/http-route")?;
-    Ok(())
+impl HasCapabilities for StoreState {
+    fn capabilities(&mut self) -> &mut InStore {
+        &mut self.capabilities
+    }
+
+    fn about_to_wait(&mut self) {
+        self.turn.release();
+    }
 }

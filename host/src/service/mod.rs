@@ -15,8 +15,8 @@ use crate::capabilities::logging::LogRate;
 use crate::capabilities::memory::HostMemory;
 use crate::capabilities::messaging::Outbound;
 use crate::capabilities::messaging::broker::Broker;
-use crate::capabilities::route::Routes;
-use crate::capabilities::sql::{Database, SqlComponent, SqlLimits};
+use crate::capabilities::sql::Database;
+use crate::capabilities::{Capabilities, Parts};
 use crate::config::{ComponentConfig, GuestLimits, Limits};
 use crate::telemetry::metrics::{ComponentMetrics, Metrics};
 
@@ -56,10 +56,8 @@ pub struct Reach {
 
 /// What every store of one component is made from, built once with its service.
 struct Guests {
-    /// The component's name, shared with every store's log streams.
-    log_name: Arc<str>,
-    /// The routes it named, for span names and metric labels.
-    routes: Arc<Routes>,
+    /// What each capability keeps for the component.
+    capabilities: Capabilities,
     /// Linear memory one instance may use.
     memory_bytes: usize,
     /// What its units of work may take of the host.
@@ -67,10 +65,6 @@ struct Guests {
     /// Its share of the host's memory, from which statements, results, events and response
     /// bodies are reserved.
     host_memory: Arc<HostMemory>,
-    /// Its guests' log lines, at most so many a second.
-    log_rate: Arc<LogRate>,
-    /// What its units of work's statements share.
-    sql: Arc<SqlComponent>,
     /// Shares the CPU between this component's long-running guests and everything else.
     turns: Turns,
     /// Units of work (requests and deliveries) running now, on any version of the code.
@@ -114,46 +108,29 @@ impl Service {
     ) -> Self {
         code.identity.version = 1;
         let file_digest = Mutex::new(Some(code.identity.sha256.clone()));
-        let guest = &config.limits;
-        let host_memory = HostMemory::new(guest.host_memory_bytes);
+        let host_memory = HostMemory::new(config.limits.host_memory_bytes);
         let turns = Turns::new();
-        let sql = Arc::new(SqlComponent {
+        let capabilities = Capabilities::new(Parts {
+            config,
             database: database.clone(),
-            limits: SqlLimits {
-                max_statement_bytes: guest.max_statement_bytes,
-                max_parameters: guest.max_parameters,
-                max_parameter_bytes: guest.max_parameter_bytes,
-                max_result_bytes: guest.max_result_bytes,
-            },
-            memory: host_memory.clone(),
+            metrics: metrics.component(&config.name),
+            host_memory: host_memory.clone(),
             turns: turns.permits(),
-            verdicts: Default::default(),
         });
         Self {
             config: config.clone(),
             reach: Reach {
                 database,
-                outbound: Arc::new(Outbound {
-                    source: config.name.clone(),
-                    topics: config.publishes.iter().cloned().collect(),
-                    wakeup: tokio::sync::Notify::new(),
-                }),
+                outbound: capabilities.messaging.clone(),
                 broker,
             },
             metrics: metrics.component(&config.name),
             admission: Admission::new(config.max_concurrency, config.max_queued),
             guests: Guests {
-                log_name: config.name.as_str().into(),
-                routes: Arc::new(Routes::new(&config.name, &config.route)),
+                capabilities,
                 memory_bytes: (limits.memory_mib * 1024 * 1024) as usize,
                 limits: config.limits,
                 host_memory,
-                log_rate: LogRate::new(
-                    &config.name,
-                    config.limits.log_lines_per_second,
-                    metrics.component(&config.name),
-                ),
-                sql,
                 turns,
                 in_flight: Arc::default(),
             },
@@ -254,7 +231,7 @@ impl Service {
 
     /// The lines its guests log, and the host's lines about its units of work, share this rate.
     pub fn log_rate(&self) -> &LogRate {
-        &self.guests.log_rate
+        &self.guests.capabilities.logging.1
     }
 
     /// Units of work running now.

@@ -85,8 +85,6 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use crate::capabilities::messaging::{MessagingCtx, PublishLimits};
-use crate::capabilities::route::RouteCtx;
 use crate::capabilities::sql::{self, Fault, FinishError, Guard, SqlCtx};
 use crate::engine::Runtime;
 use crate::service::Service;
@@ -200,7 +198,8 @@ pub struct Ended<A> {
     pub verdict: Verdict,
     /// The guest's answer; `None` when it trapped, timed out or never ran.
     pub answer: Option<A>,
-    /// The route the guest named for what it served (see [`RouteCtx`]).
+    /// The route the guest named for what it served (see
+    /// [`crate::capabilities::route::RouteCtx`]).
     pub route: Option<Arc<str>>,
 }
 
@@ -238,7 +237,7 @@ impl<'s> UnitOfWork<'s> {
         let answer = tokio::time::timeout_at(deadline.into(), call.run(&mut store))
             .await
             .unwrap_or(Err(GuestFailure::TimedOut));
-        let route = store.data().route.matched().cloned();
+        let route = store.data().capabilities.route.matched().cloned();
         let (verdict, answer) = if matches!(answer, Err(GuestFailure::TimedOut)) {
             // No orderly rollback: it would wait behind whatever was too slow. Dropping the
             // store cancels that statement and closes its connection.
@@ -246,10 +245,10 @@ impl<'s> UnitOfWork<'s> {
             (Verdict::TimedOut, None)
         } else {
             let commits = matches!(&answer, Ok(answer) if C::commits(answer));
-            let finished = store.data_mut().sql.finish(commits).await;
-            let verdict = classify(&answer, commits, finished, &store.data().sql);
+            let finished = store.data_mut().capabilities.sql.finish(commits).await;
+            let verdict = classify(&answer, commits, finished, &store.data().capabilities.sql);
             if verdict == Verdict::Committed {
-                store.data().messaging.committed();
+                store.data().capabilities.messaging.committed();
             }
             crate::state::retire(store);
             (verdict, answer.ok())
@@ -389,25 +388,11 @@ impl Drop for Tally<'_> {
 /// computes for long neither starves other requests nor outlives its unit of work.
 fn new_store(service: &Service, runtime: &Runtime, deadline: Instant) -> Store<StoreState> {
     let guests = &service.guests;
-    let limits = &guests.limits;
-    let publish = PublishLimits {
-        max_event_bytes: limits.max_event_bytes,
-        max_published_bytes: limits.max_published_bytes,
-    };
     let state = StoreState::new(
-        &guests.log_name,
-        &guests.log_rate,
-        SqlCtx::new(guests.sql.clone(), deadline),
-        MessagingCtx::new(
-            service.reach.outbound.clone(),
-            service.metrics.clone(),
-            publish,
-            guests.host_memory.clone(),
-        ),
-        RouteCtx::new(guests.routes.clone()),
-        service.metrics.clone(),
+        &guests.capabilities,
+        deadline,
         guests.memory_bytes,
-        limits,
+        &guests.limits,
         guests.in_flight.clone(),
     );
     let mut store = Store::new(&runtime.engine, state);

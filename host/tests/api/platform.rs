@@ -286,15 +286,13 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
         )
         .await
         .expect("rows");
-    let pool =
+    let database =
         host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database, 1 << 20)
-            .expect("pool")
-            .pool()
-            .clone();
+            .expect("pool");
 
     let retention = host::capabilities::messaging::retention::Retention::new(
         "orders".into(),
-        pool,
+        Arc::new(database),
         Duration::from_secs(7 * 24 * 3600),
     );
     assert_eq!(retention.prune().await.expect("pruned"), 2);

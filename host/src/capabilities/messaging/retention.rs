@@ -1,36 +1,48 @@
 //! Keeps the outbox and inbox from growing forever: sent outbox rows and inbox records older than
-//! `messaging.retention_hours` are deleted, a bounded batch at a time, once an hour (and once
-//! at start). One task per component that uses messaging; replicas doing the same work at once
+//! `messaging.retention_hours` are deleted, a bounded batch at a time, a minute after start (so
+//! a host starting under load, or many starting at once, do not begin with deletes) and then
+//! once an hour. One task per component that uses messaging; replicas doing the same work at once
 //! only delete the same old rows.
 //!
 //! The retention must stay longer than any redelivery can come late (retry delays, a broker
 //! outage), or a very late duplicate could be handled twice; the default is a week.
+//!
+//! Its statements go through the component's [`Database`], each batch in a transaction of its
+//! own, as a guest's would.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::capabilities::sql::postgres::Pool;
 use tokio_util::sync::CancellationToken;
+
+use crate::capabilities::sql::{self, Database, Value};
 
 /// How often old rows are looked for.
 const EVERY: Duration = Duration::from_secs(3600);
 
+/// How long after start they are first looked for.
+const FIRST_AFTER: Duration = Duration::from_secs(60);
+
 /// Rows deleted per statement, so no delete holds locks for long.
 const BATCH: i64 = 1000;
+
+/// How long one batch may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pruning of one component's outbox and inbox: made at start for a component that uses
 /// messaging, then run as a background task until shutdown.
 pub struct Retention {
     component: String,
-    pool: Pool,
+    database: Arc<dyn Database>,
     keep: Duration,
 }
 
 impl Retention {
-    /// Prunes the tables of `component` through `pool`, keeping rows younger than `keep`.
-    pub fn new(component: String, pool: Pool, keep: Duration) -> Self {
+    /// Prunes the tables of `component` in `database`, keeping rows younger than `keep`.
+    pub fn new(component: String, database: Arc<dyn Database>, keep: Duration) -> Self {
         Self {
             component,
-            pool,
+            database,
             keep,
         }
     }
@@ -40,9 +52,13 @@ impl Retention {
         &self.component
     }
 
-    /// Prunes at once and then every hour until `shutdown`; a failure is logged and tried again
-    /// an hour later.
-    pub async fn run(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+    /// Prunes a minute after start and then every hour until `shutdown`; a failure is logged
+    /// and tried again an hour later.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::select! {
+            () = tokio::time::sleep(FIRST_AFTER) => {}
+            () = shutdown.cancelled() => return,
+        }
         loop {
             match self.prune().await {
                 Ok(0) => {}
@@ -69,8 +85,7 @@ impl Retention {
     }
 
     /// Deletes every row past the retention; how many.
-    pub async fn prune(&self) -> anyhow::Result<u64> {
-        let client = self.pool.get().await?;
+    pub async fn prune(&self) -> Result<u64, String> {
         let seconds = self.keep.as_secs_f64();
         let mut deleted = 0;
         for statement in [
@@ -81,13 +96,30 @@ impl Retention {
              WHERE handled_at < now() - make_interval(secs => $1) LIMIT $2)",
         ] {
             loop {
-                let count = client.execute(statement, &[&seconds, &BATCH]).await?;
+                let params = vec![Value::Float64(seconds), Value::Int64(BATCH)];
+                let count = self.delete(statement, params).await?;
                 deleted += count;
                 if count < BATCH as u64 {
                     break;
                 }
             }
         }
+        Ok(deleted)
+    }
+
+    /// Runs one batch's `DELETE` in a transaction of its own: the rows it deleted.
+    async fn delete(&self, statement: &str, params: Vec<Value>) -> Result<u64, String> {
+        let deadline = Instant::now() + BATCH_TIMEOUT;
+        let described = |err: sql::Error| sql::describe(&err);
+        let mut transaction = self.database.begin(deadline).await.map_err(described)?;
+        let deleted = transaction
+            .execute(statement, params)
+            .await
+            .map_err(described)?;
+        transaction.commit().await.map_err(|err| match err {
+            sql::CommitError::Failed(err) => sql::describe(&err),
+            sql::CommitError::Unknown(why) => why,
+        })?;
         Ok(deleted)
     }
 }

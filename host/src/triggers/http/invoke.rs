@@ -84,7 +84,11 @@ impl Call for Handle<'_> {
     type Answer = Response<Full<Bytes>>;
 
     async fn run(self, store: &mut Store<StoreState>) -> Result<Self::Answer, GuestFailure> {
-        store.data_mut().route.serving(self.request.uri().path());
+        store
+            .data_mut()
+            .capabilities
+            .route
+            .serving(self.request.uri().path());
         run_guest(store, self.service, self.request, self.config).await
     }
 

@@ -131,7 +131,7 @@ impl Call for Handle<'_> {
 
     async fn run(self, store: &mut Store<StoreState>) -> Result<Self::Answer, GuestFailure> {
         let event = self.event;
-        store.data_mut().sql.guard(
+        store.data_mut().capabilities.sql.guard(
             "record the event in the inbox",
             "INSERT INTO platform_inbox (source, event_id, topic) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
@@ -162,7 +162,7 @@ impl Call for Handle<'_> {
         .await;
         // The guard's verdict, within the deadline, whatever the handler made of its work: a
         // duplicate is acknowledged even when its handler failed before any statement.
-        store.data_mut().sql.send_guard_alone().await;
+        store.data_mut().capabilities.sql.send_guard_alone().await;
         handled
     }
 
