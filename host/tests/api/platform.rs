@@ -357,3 +357,69 @@ async fn a_request_over_its_deadline_is_a_504_and_leaves_nothing_behind() {
         "the timed-out order was rolled back"
     );
 }
+
+#[tokio::test]
+async fn a_guard_whose_statement_failed_before_it_was_sent_still_goes_before_the_commit() {
+    use host::capabilities::memory::HostMemory;
+    use host::capabilities::sql::postgres::PgDatabase;
+    use host::capabilities::sql::{
+        Guard, SqlComponent, SqlCtx, SqlLimits, Value as SqlValue, Verdicts, inspect,
+    };
+
+    let db = TestDatabase::create().await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE guard_rows (k text PRIMARY KEY); CREATE TABLE work (n int NOT NULL);",
+        )
+        .await
+        .expect("tables");
+    let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
+    let database = PgDatabase::new(&config.components[0].database, 1 << 20).expect("pool");
+    let component = SqlComponent {
+        database: Arc::new(database),
+        limits: SqlLimits {
+            max_statement_bytes: 4096,
+            max_parameters: 8,
+            max_parameter_bytes: 4096,
+            max_result_bytes: 1 << 20,
+        },
+        memory: HostMemory::new(1 << 20),
+        turns: Arc::new(tokio::sync::Semaphore::new(1)),
+        verdicts: Verdicts::default(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut sql = SqlCtx::new(Arc::new(component), deadline);
+    sql.guard(
+        "record the event",
+        "INSERT INTO guard_rows VALUES ($1) ON CONFLICT DO NOTHING",
+        vec![SqlValue::Text("event-1".into())],
+    );
+
+    // The handler's first statement wants a parameter it is not given: it fails before anything
+    // of it, or of the guard queued with it, is sent. The handler goes on and writes.
+    let missing = inspect("INSERT INTO work VALUES ($1)").expect("a statement");
+    assert!(sql.execute(missing, vec![]).await.is_err());
+    sql.defer("INSERT INTO work VALUES (1)", vec![])
+        .await
+        .expect("deferred");
+    sql.finish(true).await.expect("committed");
+
+    assert!(matches!(sql.guarded(), Some(Guard::Passed)));
+    let count = |table: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count("work").await, 1);
+    assert_eq!(
+        count("guard_rows").await,
+        1,
+        "the work committed without its guard"
+    );
+}

@@ -159,6 +159,10 @@ impl Transaction for FakeDatabase {
         self.ahead_outcome.take()
     }
 
+    fn take_ahead(&mut self) -> Option<(String, Vec<Value>)> {
+        self.ahead.take()
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), CommitError> {
         self.record(Call::Commit);
         Ok(())

@@ -65,6 +65,9 @@ pub trait Transaction: Send {
     /// The outcome of the statement [`Transaction::ahead`] queued, once it was sent: rows
     /// changed, or its error.
     fn ahead_outcome(&mut self) -> Option<Result<u64, Error>>;
+    /// Withdraws the statement [`Transaction::ahead`] queued while it is unsent: the statement
+    /// it was to go with failed before anything of either was sent.
+    fn take_ahead(&mut self) -> Option<(String, Vec<Value>)>;
     /// Commits, with any deferred statements in the same round trip.
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     /// Rolls back; a connection that cannot is closed, which rolls back too.
@@ -365,11 +368,16 @@ impl SqlCtx {
     /// Records what the guard found, if it went with this statement, and puts its verdict in
     /// place of the statement's result when it did not pass.
     fn settle_guard<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
-        let Some(outcome) = self
-            .transaction
-            .as_mut()
-            .and_then(|transaction| transaction.ahead_outcome())
-        else {
+        let Some(transaction) = self.transaction.as_mut() else {
+            return result;
+        };
+        let Some(outcome) = transaction.ahead_outcome() else {
+            // The statement failed before anything was sent (a parameter it could not take):
+            // the guard was not sent either, and is still due, with the next statement or
+            // alone before the commit. Left queued in the transaction, it would be forgotten.
+            if let Some(guard) = transaction.take_ahead() {
+                self.guard = Some(guard);
+            }
             return result;
         };
         let guarded = match outcome {

@@ -113,16 +113,6 @@ impl PgDatabase {
         Ok(Self { pool, connector })
     }
 
-    /// The pool itself, for host work on the component's database (the outbox relay).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// What the pool's connections are made with, for cancelling their statements.
-    pub fn connector(&self) -> &Arc<Connector> {
-        &self.connector
-    }
-
     async fn connection(&self) -> Result<Object, Error> {
         self.pool
             .get()
@@ -144,6 +134,7 @@ impl Database for PgDatabase {
             ahead_outcome: None,
             connector: self.connector.clone(),
             ended: false,
+            used: false,
         }))
     }
 
@@ -189,6 +180,9 @@ struct PgTransaction {
     connector: Arc<Connector>,
     /// `COMMIT` or `ROLLBACK` was answered: nothing runs on the connection any more.
     ended: bool,
+    /// Something was asked of the connection (a statement prepared) before `BEGIN` was sent:
+    /// dropped midway, it may still be answering, so it is not pooled.
+    used: bool,
 }
 
 impl PgTransaction {
@@ -224,6 +218,7 @@ impl PgTransaction {
         params: &[Value],
     ) -> Result<(Option<Ready>, Ready), Error> {
         let ahead = self.ahead.take();
+        self.used = true;
         let client = self.client()?;
         let before = async {
             let (statement, params) = ahead.as_ref()?;
@@ -374,9 +369,14 @@ impl Transaction for PgTransaction {
         self.ahead_outcome.take()
     }
 
+    fn take_ahead(&mut self) -> Option<(String, Vec<Value>)> {
+        self.ahead.take()
+    }
+
     async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
         // Prepared (from the connection's cache, usually), converted and encoded now, within the
         // unit of work's deadline: what is left for the commit cannot fail before it is sent.
+        self.used = true;
         let ready = prepare(self.client()?, statement, &params).await?;
         check_encoding(&ready)?;
         self.deferred.push(ready);
@@ -402,8 +402,8 @@ impl Drop for PgTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
-        if self.begin.is_some() {
-            // Nothing was ever sent on it: it goes back to the pool as it came.
+        if self.begin.is_some() && !self.used {
+            // Nothing was ever asked of it: it goes back to the pool as it came.
             return;
         }
         if self.ended || client.is_closed() {
