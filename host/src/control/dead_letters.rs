@@ -8,7 +8,6 @@
 //! the inbox still remembers the event: `retention_hours`). At most the messages that were
 //! there when the replay began are looked at, so one that fails again is not replayed twice.
 
-use contracts::events::CloudEvent;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
@@ -144,9 +143,14 @@ async fn send_back(
 }
 
 fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) -> DeadLetter {
-    // A dead letter need not be a valid event: one that is not shows no id.
-    let event: Option<CloudEvent<'_, serde::de::IgnoredAny>> =
-        serde_json::from_slice(&delivery.data).ok();
+    // A dead letter need not be a valid event: whatever `id` and `type` it has are shown.
+    let event: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
+    let field = |name: &str| {
+        event
+            .as_ref()
+            .and_then(|event| event.get(name)?.as_str())
+            .map(|value| truncated(value, 200).to_owned())
+    };
     let header = |name: &str| {
         delivery
             .properties
@@ -167,13 +171,8 @@ fn describe(subscription: &Subscription, delivery: &lapin::message::Delivery) ->
     let preview = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(PREVIEW_BYTES)])
         .into_owned();
     DeadLetter {
-        id: event
-            .as_ref()
-            .map(|event| truncated(&event.id, 200).to_owned()),
-        topic: event.map_or_else(
-            || subscription.topic.clone(),
-            |event| truncated(&event.kind, 200).to_owned(),
-        ),
+        id: field("id"),
+        topic: field("type").unwrap_or_else(|| subscription.topic.clone()),
         reason,
         attempts: topology::attempt_of(&delivery.properties),
         bytes: delivery.data.len(),

@@ -30,7 +30,7 @@
 //! | outage | 503 | requeue |
 //! | conflict | 503 | retry |
 //! | commit outcome unknown | 504 | requeue |
-//! | failed | the component's 4xx, else 500 | retry |
+//! | failed | the component's 4xx when a statement it saw failed, else 500 | retry |
 //! | refused (its guard can never pass) | 500 | dead letter |
 //!
 //! A third trigger is an adapter of the same size. One that runs a component's
@@ -158,9 +158,14 @@ pub enum Verdict {
     Conflict(String),
     /// The commit got no answer in time: the work may or may not be durable.
     OutcomeUnknown(String),
-    /// The guest asked to commit, but a statement or the commit failed for the work's own
-    /// reasons: nothing kept.
-    Failed(String),
+    /// The guest asked to commit, but a statement (one the guest saw fail) or, `at_commit`, the
+    /// commit itself failed for the work's own reasons: nothing kept.
+    Failed {
+        /// What failed.
+        reason: String,
+        /// Whether the commit failed, after the guest had answered.
+        at_commit: bool,
+    },
     /// The work's guard failed in a way it will every time (the database refuses the event's
     /// id): nothing kept, and running it again cannot help.
     Refused(String),
@@ -180,7 +185,7 @@ impl Verdict {
             Self::Outage(_) => "outage",
             Self::Conflict(_) => "conflict",
             Self::OutcomeUnknown(_) => "outcome_unknown",
-            Self::Failed(_) => "failed",
+            Self::Failed { .. } => "failed",
             Self::Refused(_) => "refused",
         }
     }
@@ -239,10 +244,11 @@ impl<'s> UnitOfWork<'s> {
             .unwrap_or(Err(GuestFailure::TimedOut));
         let route = store.data().capabilities.route.matched().cloned();
         let (verdict, answer) = if matches!(answer, Err(GuestFailure::TimedOut)) {
+            let verdict = timed_out(&store.data().capabilities.sql);
             // No orderly rollback: it would wait behind whatever was too slow. Dropping the
             // store cancels that statement and closes its connection.
             crate::state::retire(store);
-            (Verdict::TimedOut, None)
+            (verdict, None)
         } else {
             let commits = matches!(&answer, Ok(answer) if C::commits(answer));
             let finished = store.data_mut().capabilities.sql.finish(commits).await;
@@ -283,7 +289,7 @@ impl<'s> UnitOfWork<'s> {
                     "the commit's outcome is unknown",
                 );
             }
-            Verdict::Failed(why) if service.log_rate().allows_line() => {
+            Verdict::Failed { reason: why, .. } if service.log_rate().allows_line() => {
                 tracing::warn!(
                     %component,
                     trigger,
@@ -336,8 +342,27 @@ fn classify<A>(
         }
         (Err(GuestFailure::Busy(why)), _) => Verdict::Busy(why.clone()),
         (Err(GuestFailure::Trapped(why)), _) => Verdict::Trapped(why.clone()),
-        (Ok(_), Err(err)) if commits => Verdict::Failed(err.to_string()),
+        (Ok(_), Err(err)) if commits => Verdict::Failed {
+            at_commit: !matches!(err, FinishError::StatementFailed(_)),
+            reason: err.to_string(),
+        },
         (Ok(_), _) => Verdict::RolledBack,
+    }
+}
+
+/// The verdict on a unit of work still running at its deadline: what its statements met before
+/// comes first (a duplicate, a guard that can never pass, an outage), since running it again
+/// would meet it again, or the database, not the guest, took the time.
+fn timed_out(sql: &SqlCtx) -> Verdict {
+    match sql.guarded() {
+        Some(Guard::NoRow) => Verdict::Duplicate,
+        Some(Guard::Failed(err)) => guard_failed(sql, err),
+        Some(Guard::Passed) | None if sql.fault() == Some(Fault::Outage) => Verdict::Outage(
+            sql.failure()
+                .unwrap_or("the database was unreachable")
+                .to_owned(),
+        ),
+        Some(Guard::Passed) | None => Verdict::TimedOut,
     }
 }
 

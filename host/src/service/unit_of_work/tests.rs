@@ -104,7 +104,7 @@ async fn a_statement_that_failed_for_its_own_reasons_fails_a_guest_that_asked_to
     let database = answering(|_| Err(database_error("23505")));
     assert!(matches!(
         verdict(&database, false, Ok(true)).await,
-        Verdict::Failed(why) if why.contains("23505")
+        Verdict::Failed { reason, at_commit: false } if reason.contains("23505")
     ));
 }
 
@@ -214,11 +214,38 @@ fn every_verdict_has_a_label_of_its_own() {
         Verdict::Outage(String::new()),
         Verdict::Conflict(String::new()),
         Verdict::OutcomeUnknown(String::new()),
-        Verdict::Failed(String::new()),
+        Verdict::Failed {
+            reason: String::new(),
+            at_commit: false,
+        },
         Verdict::Refused(String::new()),
     ];
     let labels: std::collections::HashSet<_> = verdicts.iter().map(Verdict::label).collect();
     assert_eq!(labels.len(), verdicts.len());
     let successes: Vec<_> = verdicts.iter().filter(|v| v.is_success()).collect();
     assert_eq!(successes, [&Verdict::Committed, &Verdict::Empty]);
+}
+
+#[tokio::test]
+async fn work_cut_off_at_its_deadline_is_judged_by_what_its_statements_met_first() {
+    let statement = || inspect("UPDATE orders SET status = 'invoiced'").expect("a statement");
+    let duplicate = answering(|statement| match statement {
+        INBOX => rows(0),
+        _ => rows(1),
+    });
+    let mut first = sql(&duplicate);
+    first.guard("record the event", INBOX, vec![Value::Text("e-1".into())]);
+    let _ = first.execute(statement(), vec![]).await;
+    assert_eq!(timed_out(&first), Verdict::Duplicate);
+
+    let away = answering(|_| rows(1));
+    away.go_down("the server is restarting");
+    let mut second = sql(&away);
+    let _ = second.execute(statement(), vec![]).await;
+    assert!(matches!(timed_out(&second), Verdict::Outage(_)));
+
+    let slow = answering(|_| rows(1));
+    let mut third = sql(&slow);
+    let _ = third.execute(statement(), vec![]).await;
+    assert_eq!(timed_out(&third), Verdict::TimedOut);
 }

@@ -104,7 +104,12 @@ fn respond(service: &Service, ended: Ended<Response<Full<Bytes>>>) -> Response<F
         // The component's own answer: a success, or a 4xx or 5xx it chose (rolled back).
         (Verdict::Committed | Verdict::Empty | Verdict::RolledBack, Some(response)) => response,
         // The component declined (4xx) after a statement failed: the rollback is what it meant.
-        (Verdict::Failed(_), Some(response)) if response.status().is_client_error() => response,
+        (
+            Verdict::Failed {
+                at_commit: false, ..
+            },
+            Some(response),
+        ) if response.status().is_client_error() => response,
         (Verdict::TimedOut, _) => problem::response(
             StatusCode::GATEWAY_TIMEOUT,
             format!("the {name} service did not answer in time; its work was rolled back"),
@@ -137,7 +142,7 @@ fn respond(service: &Service, ended: Ended<Response<Full<Bytes>>>) -> Response<F
             | Verdict::Empty
             | Verdict::RolledBack
             | Verdict::Duplicate
-            | Verdict::Failed(_)
+            | Verdict::Failed { .. }
             | Verdict::Refused(_),
             _,
         ) => problem::response(

@@ -56,6 +56,8 @@ pub enum Outcome {
     Reject(String),
     /// The database was unreachable: not the event's fault, try it again unchanged.
     Unavailable(String),
+    /// The component had no free instance: not the event's fault either.
+    Busy(String),
 }
 
 /// Delivers `event` as one unit of work, and says what the consumer is to do with it.
@@ -93,13 +95,13 @@ pub async fn deliver(
         (Verdict::RolledBack, Some(Err(HandleError::Retry(why)))) => Outcome::Retry(reason(&why)),
         (Verdict::RolledBack, _) => Outcome::Retry("the unit of work was rolled back".into()),
         (Verdict::TimedOut, _) => timed_out(service, deadline).await,
-        (Verdict::Busy(why) | Verdict::Outage(why) | Verdict::OutcomeUnknown(why), _) => {
+        (Verdict::Busy(why), _) => Outcome::Busy(reason(&why)),
+        (Verdict::Outage(why) | Verdict::OutcomeUnknown(why), _) => {
             // The inbox row makes a second run harmless if an unknown commit did happen.
             Outcome::Unavailable(reason(&why))
         }
-        (Verdict::Trapped(why) | Verdict::Conflict(why) | Verdict::Failed(why), _) => {
-            Outcome::Retry(reason(&why))
-        }
+        (Verdict::Trapped(why) | Verdict::Conflict(why), _) => Outcome::Retry(reason(&why)),
+        (Verdict::Failed { reason: why, .. }, _) => Outcome::Retry(reason(&why)),
         (Verdict::Refused(why), _) => Outcome::Reject(reason(&why)),
     };
     tracing::debug!(?outcome, "delivery done");

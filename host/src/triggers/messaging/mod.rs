@@ -10,7 +10,7 @@
 //! | handled, or a duplicate | ack |
 //! | retry, attempts left | copy to the retry queue with `x-attempt + 1`, then ack |
 //! | retry exhausted, reject, undecodable, forged | copy to the dead-letter queue with the reason, then ack |
-//! | database unreachable | pause, then nack with requeue: the attempt does not count |
+//! | database unreachable, or no free instance | pause, then nack with requeue: the attempt does not count |
 //! | the copy refused (a full dead-letter queue) or unconfirmed | pause, then nack with requeue |
 //!
 //! An event is accepted only from its topic's publisher (the manifest says which component that
@@ -398,6 +398,16 @@ impl MessageTrigger {
                     %reason,
                     "database unavailable; the delivery goes back to the queue"
                 );
+                return (self.requeue(delivery).await, "requeued");
+            }
+            Outcome::Busy(reason) => {
+                if self.service.log_rate().allows_line() {
+                    tracing::warn!(
+                        %component,
+                        %reason,
+                        "no free instance; the delivery goes back to the queue"
+                    );
+                }
                 return (self.requeue(delivery).await, "requeued");
             }
         };
