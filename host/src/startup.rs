@@ -46,7 +46,7 @@ pub struct Host {
     drain_delay: Duration,
     /// How long each phase may take to stop.
     grace: Duration,
-    /// One per publishing component backed by PostgreSQL.
+    /// One per publishing component.
     relays: Vec<Relay>,
     /// One per component using messaging, on its database whatever that is.
     retention: Vec<Retention>,
@@ -60,7 +60,6 @@ impl Host {
     /// Migrates each component's PostgreSQL database, then builds the host on it.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let mut databases: HashMap<String, Arc<dyn Database>> = HashMap::new();
-        let mut pools = HashMap::new();
         for component in &config.components {
             let applied = migrations::migrate(component).await?;
             if !applied.is_empty() {
@@ -74,34 +73,13 @@ impl Host {
                 PgDatabase::new(&component.database, largest_value).with_context(|| {
                     format!("cannot set up the pool for {}", component.database.url)
                 })?;
-            pools.insert(component.name.clone(), database.pool().clone());
             databases.insert(component.name.clone(), Arc::new(database));
         }
-        let mut host = Self::build_with(config, databases).await?;
-        for service in host.registry.services() {
-            let (Some(broker), Some(pool)) = (&service.reach.broker, pools.remove(service.name()))
-            else {
-                continue;
-            };
-            if !service.reach.outbound.topics.is_empty() {
-                let outbound = service.reach.outbound.clone();
-                let metrics = service.metrics.clone();
-                let max_data = service.limits().max_event_bytes;
-                host.relays.push(Relay::new(
-                    service.name().to_owned(),
-                    pool.clone(),
-                    broker.clone(),
-                    outbound,
-                    metrics,
-                    max_data,
-                ));
-            }
-        }
-        Ok(host)
+        Self::build_with(config, databases).await
     }
 
     /// Builds the host with the given database for each component (by name): PostgreSQL in
-    /// production, a fake in component tests (which then has no outbox relay).
+    /// production, a fake in component tests.
     pub async fn build_with(
         config: Config,
         mut databases: HashMap<String, Arc<dyn Database>>,
@@ -161,8 +139,22 @@ impl Host {
                 )))
             })
             .collect();
-        // Every component that uses messaging keeps its outbox and inbox pruned, through its
-        // database whatever that is.
+        // Every component that publishes has its outbox relayed, and every one that uses
+        // messaging its outbox and inbox pruned, through its database whatever that is.
+        let relays = services
+            .iter()
+            .filter(|service| !service.reach.outbound.topics.is_empty())
+            .filter_map(|service| {
+                Some(Relay::new(
+                    service.name().to_owned(),
+                    service.reach.database.clone(),
+                    service.reach.broker.clone()?,
+                    service.reach.outbound.clone(),
+                    service.metrics.clone(),
+                    service.limits().max_event_bytes,
+                ))
+            })
+            .collect();
         let retention = services
             .iter()
             .filter_map(|service| {
@@ -192,7 +184,7 @@ impl Host {
             admin_listener,
             drain_delay,
             grace,
-            relays: Vec::new(),
+            relays,
             retention,
             consumers,
             deadline,

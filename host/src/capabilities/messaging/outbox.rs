@@ -13,6 +13,9 @@
 //! 4. Go on after the batch's last row until no unsent row is left behind it: rows held back
 //!    (unrouted, refused) never block the rows after them; they are tried again next pass.
 //!
+//! Its statements go through the component's [`Database`], as the guests' do, so a host runs
+//! its relays whatever its databases are.
+//!
 //! The outbox table lies in the component's own database, where its SQL could write rows
 //! directly; so the relay trusts no row ([`rows`]): lengths are read before values, and a row
 //! with a value out of bounds, a topic the component may not publish, or data that is not
@@ -32,6 +35,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -40,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
 use super::{Outbound, cloudevent};
-use crate::capabilities::sql::postgres::{ConnectError, Object, Pool};
+use crate::capabilities::sql::{self, CommitError, Database, ResultBudget, Transaction, Value};
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::propagation;
 
@@ -62,13 +66,20 @@ const BATCH: i64 = 100;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// How long the relay waits for the broker to confirm a publish before giving the batch up.
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one batch's transaction may last: the database's part, and the broker's
+/// confirmations.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a batch's answer may hold beside its data: ids, topics and the rest, a few KiB a row.
+const BATCH_OVERHEAD_BYTES: usize = 1 << 20;
 
 /// Relays one component's outbox; cloned afresh when the supervisor restarts it.
 #[derive(Clone)]
 pub struct Relay {
     component: String,
-    pool: Pool,
+    database: Arc<dyn Database>,
     broker: Arc<Broker>,
     outbound: Arc<Outbound>,
     /// Topics found with no queue bound, so the warning is logged once per topic.
@@ -92,15 +103,9 @@ enum RelayError {
     Unconfirmed,
 }
 
-impl From<tokio_postgres::Error> for RelayError {
-    fn from(err: tokio_postgres::Error) -> Self {
-        Self::Database(err.to_string())
-    }
-}
-
-impl From<deadpool::managed::PoolError<ConnectError>> for RelayError {
-    fn from(err: deadpool::managed::PoolError<ConnectError>) -> Self {
-        Self::Database(err.to_string())
+impl From<sql::Error> for RelayError {
+    fn from(err: sql::Error) -> Self {
+        Self::Database(sql::describe(&err))
     }
 }
 
@@ -116,7 +121,7 @@ impl Relay {
     /// A relay for `component`, whose events carry at most `max_data` bytes of data.
     pub fn new(
         component: String,
-        pool: Pool,
+        database: Arc<dyn Database>,
         broker: Arc<Broker>,
         outbound: Arc<Outbound>,
         metrics: ComponentMetrics,
@@ -125,7 +130,7 @@ impl Relay {
         let batch = (BATCH_BYTES / max_data.max(1)).clamp(1, BATCH as usize) as i64;
         Self {
             component,
-            pool,
+            database,
             broker,
             outbound,
             unrouted: HashSet::new(),
@@ -216,12 +221,12 @@ impl Relay {
 
     /// Publishes one batch of the unsent rows after `after`.
     async fn relay_batch(&mut self, channel: &Channel, after: i64) -> Result<Batch, RelayError> {
-        let transaction = OpenTransaction(Some(self.pool.get().await?));
-        let client = transaction.client()?;
-        let rows = self.lock_batch(client, after).await?;
+        // Dropped before it ends (an error, the relay stopped midway), the transaction is rolled
+        // back with its connection, and its rows are unlocked for the next pass.
+        let mut transaction = self.database.begin(Instant::now() + BATCH_TIMEOUT).await?;
+        let rows = self.lock_batch(transaction.as_mut(), after).await?;
         let Some(last) = rows.last().map(Row::seq) else {
-            client.batch_execute("COMMIT").await?;
-            transaction.close();
+            transaction.rollback().await;
             return Ok(Batch {
                 sent: 0,
                 last: None,
@@ -241,8 +246,7 @@ impl Relay {
             }
         }
         let sent = self.confirmed(in_flight).await?;
-        self.mark(client, &sent, &unsendable).await?;
-        transaction.close();
+        self.mark(transaction, &sent, &unsendable).await?;
         for (_, topic) in &sent {
             self.metrics.relayed(topic);
         }
@@ -253,33 +257,22 @@ impl Relay {
         })
     }
 
-    /// Begins a transaction and locks the next batch of rows in it, in one round trip (a select
-    /// after a failed `BEGIN` fails too).
-    async fn lock_batch(&self, client: &Object, after: i64) -> Result<Vec<Row>, RelayError> {
-        let select = client.prepare_cached(rows::SELECT).await?;
-        let bounds = self.bounds.params();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &self.batch,
-            &after,
-            &bounds[0],
-            &bounds[1],
-            &bounds[2],
-            &bounds[3],
-            &bounds[4],
-            &bounds[5],
-        ];
-        let (begun, rows) = futures::future::join(
-            client.batch_execute("BEGIN"),
-            client.query(&select, &params),
-        )
-        .await;
-        begun?;
+    /// Locks the next batch of rows in the transaction, in one round trip with its `BEGIN`.
+    async fn lock_batch(
+        &self,
+        transaction: &mut dyn Transaction,
+        after: i64,
+    ) -> Result<Vec<Row>, RelayError> {
+        let mut params = vec![Value::Int64(self.batch), Value::Int64(after)];
+        params.extend(self.bounds.params().map(Value::Int32));
+        let mut budget = ResultBudget::for_host(self.bounds.batch_bytes(self.batch));
+        let rows = transaction.query(rows::SELECT, params, &mut budget).await?;
         let topics = &self.outbound.topics;
-        let classified: Result<Vec<Row>, _> = rows?
+        rows.rows
             .iter()
             .map(|row| rows::classify(row, topics, &self.bounds, &self.component))
-            .collect();
-        Ok(classified?)
+            .collect::<Result<_, _>>()
+            .map_err(RelayError::Database)
     }
 
     /// Publishes one row's event: its confirmation to wait for, or why the row can never be sent.
@@ -392,33 +385,35 @@ impl Relay {
         Ok(sent)
     }
 
-    /// Marks the rows sent and the ones set aside, and commits, in one round trip: after a failed
-    /// update, `COMMIT` rolls back.
+    /// Marks the rows sent and the ones set aside, and commits, in one round trip: the updates
+    /// are deferred to the commit, and after a failed one the commit fails.
     async fn mark(
         &self,
-        client: &Object,
+        mut transaction: Box<dyn Transaction>,
         sent: &[(i64, String)],
         unsendable: &[(i64, String)],
     ) -> Result<(), RelayError> {
-        let sent: Vec<i64> = sent.iter().map(|(seq, _)| *seq).collect();
-        let (set_aside, reasons): (Vec<i64>, Vec<&str>) = unsendable
-            .iter()
-            .map(|(seq, why)| (*seq, why.as_str()))
-            .unzip();
-        let (mark_sent, mark_unsendable) = futures::future::try_join(
-            client.prepare_cached(rows::MARK_SENT),
-            client.prepare_cached(rows::MARK_UNSENDABLE),
-        )
-        .await?;
-        let (updated, set, committed) = futures::future::join3(
-            client.execute(&mark_sent, &[&sent]),
-            client.execute(&mark_unsendable, &[&set_aside, &reasons]),
-            client.batch_execute("COMMIT"),
-        )
-        .await;
-        updated?;
-        set?;
-        committed?;
+        if !sent.is_empty() {
+            let seqs: Vec<i64> = sent.iter().map(|(seq, _)| *seq).collect();
+            let seqs = serde_json::to_string(&seqs).unwrap_or_default();
+            transaction
+                .defer(rows::MARK_SENT, vec![Value::Json(seqs)])
+                .await?;
+        }
+        if !unsendable.is_empty() {
+            let aside: Vec<_> = unsendable
+                .iter()
+                .map(|(seq, reason)| serde_json::json!({ "seq": seq, "reason": reason }))
+                .collect();
+            let aside = serde_json::to_string(&aside).unwrap_or_default();
+            transaction
+                .defer(rows::MARK_UNSENDABLE, vec![Value::Json(aside)])
+                .await?;
+        }
+        transaction.commit().await.map_err(|err| match err {
+            CommitError::Failed(err) => RelayError::from(err),
+            CommitError::Unknown(why) => RelayError::Database(why),
+        })?;
         if let Some((seq, reason)) = unsendable.first() {
             self.metrics.unsendable(unsendable.len() as u64);
             tracing::warn!(
@@ -490,32 +485,6 @@ fn trace_headers(traceparent: Option<&str>) -> lapin::types::FieldTable {
         );
     }
     headers
-}
-
-/// A pooled connection inside a transaction the relay began. Dropped before [`Self::close`]
-/// (an error, or the relay stopped midway), the connection is closed rather than pooled, which
-/// rolls the transaction back.
-struct OpenTransaction(Option<Object>);
-
-impl OpenTransaction {
-    fn client(&self) -> Result<&Object, RelayError> {
-        self.0
-            .as_ref()
-            .ok_or_else(|| RelayError::Database("the transaction has ended".into()))
-    }
-
-    /// The transaction ended: the connection goes back to the pool.
-    fn close(mut self) {
-        drop(self.0.take());
-    }
-}
-
-impl Drop for OpenTransaction {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            drop(Object::take(client));
-        }
-    }
 }
 
 struct Batch {

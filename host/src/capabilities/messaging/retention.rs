@@ -107,19 +107,29 @@ impl Retention {
         Ok(deleted)
     }
 
-    /// Runs one batch's `DELETE` in a transaction of its own: the rows it deleted.
+    /// Runs one batch's `DELETE` in a transaction of its own, within [`BATCH_TIMEOUT`]: the rows
+    /// it deleted. Past the timeout the transaction is dropped, which cancels what still runs
+    /// and closes its connection.
     async fn delete(&self, statement: &str, params: Vec<Value>) -> Result<u64, String> {
         let deadline = Instant::now() + BATCH_TIMEOUT;
         let described = |err: sql::Error| sql::describe(&err);
-        let mut transaction = self.database.begin(deadline).await.map_err(described)?;
-        let deleted = transaction
-            .execute(statement, params)
+        let batch = async {
+            let mut transaction = self.database.begin(deadline).await.map_err(described)?;
+            let deleted = match transaction.execute(statement, params).await {
+                Ok(deleted) => deleted,
+                Err(err) => {
+                    transaction.rollback().await;
+                    return Err(described(err));
+                }
+            };
+            transaction.commit().await.map_err(|err| match err {
+                sql::CommitError::Failed(err) => sql::describe(&err),
+                sql::CommitError::Unknown(why) => why,
+            })?;
+            Ok(deleted)
+        };
+        tokio::time::timeout_at(deadline.into(), batch)
             .await
-            .map_err(described)?;
-        transaction.commit().await.map_err(|err| match err {
-            sql::CommitError::Failed(err) => sql::describe(&err),
-            sql::CommitError::Unknown(why) => why,
-        })?;
-        Ok(deleted)
+            .map_err(|_| format!("a batch took longer than {BATCH_TIMEOUT:?}"))?
     }
 }

@@ -17,8 +17,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unsent rows counted at most, so a scrape never counts a huge backlog row by row.
 const SAMPLE_MAX_BACKLOG: i64 = 100_000;
 
-/// Bytes of an answer these reads take, at most.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Bytes of an answer these reads take, at most: the longest listing the admin API asks for
+/// (a thousand rows of about 1 KiB of values, up to 900 characters of text).
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// An outbox row the relay will never send, as the admin API lists it: its values cut short.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::super::{MAX_CONTENT_TYPE_BYTES, MAX_DATA_SCHEMA_BYTES, MAX_ID_BYTES};
+use crate::capabilities::sql::Value;
 use crate::telemetry::truncated;
 
 /// Longest `traceparent` column the relay reads (a W3C one is 55 bytes).
@@ -69,14 +70,27 @@ impl Bounds {
     pub(super) fn params(&self) -> [i32; 6] {
         self.columns.map(|(_, _, most)| most)
     }
+
+    /// The most a batch of `rows` rows can hold, in bytes: every value at its bound, and
+    /// what the answer carries beside.
+    pub(super) fn batch_bytes(&self, rows: i64) -> usize {
+        let row: usize = self
+            .columns
+            .iter()
+            .map(|(_, _, most)| usize::try_from(*most).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add);
+        row.saturating_mul(usize::try_from(rows).unwrap_or(1))
+            .saturating_add(super::BATCH_OVERHEAD_BYTES)
+    }
 }
 
-/// Marks rows sent (`$1`, their seqs).
-pub(super) const MARK_SENT: &str = "UPDATE platform_outbox SET sent_at = now() WHERE seq = ANY($1)";
+/// Marks rows sent: `$1` is a JSON array of their seqs.
+pub(super) const MARK_SENT: &str = "UPDATE platform_outbox SET sent_at = now() \
+     WHERE seq IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))";
 
-/// Sets rows aside for good: seqs `$1`, reasons `$2`.
+/// Sets rows aside for good: `$1` is a JSON array of `{"seq", "reason"}`.
 pub(super) const MARK_UNSENDABLE: &str = "UPDATE platform_outbox o SET unsendable = u.reason \
-     FROM unnest($1::bigint[], $2::text[]) AS u(seq, reason) WHERE o.seq = u.seq";
+     FROM jsonb_to_recordset($1::jsonb) AS u(seq bigint, reason text) WHERE o.seq = u.seq";
 
 /// One row of the outbox, as the relay found it.
 #[derive(Debug)]
@@ -110,17 +124,20 @@ impl Row {
 /// Reads one row of [`SELECT`]: what to publish, or why it never can be. An error means the
 /// table is not what the host made (a column changed type or was dropped).
 pub(super) fn classify(
-    row: &tokio_postgres::Row,
+    row: &[Value],
     topics: &HashSet<String>,
     bounds: &Bounds,
     component: &str,
-) -> Result<Row, tokio_postgres::Error> {
-    let seq: i64 = row.try_get(0)?;
-    let fits: bool = row.try_get(2)?;
+) -> Result<Row, String> {
+    let seq = int64(row, 0)?;
+    let fits = matches!(row.get(2), Some(Value::Boolean(true)));
     if !fits {
         let mut reason = "a value is out of bounds".to_owned();
         for (index, (column, least, most)) in bounds.columns.iter().enumerate() {
-            let length: i32 = row.try_get(3 + index)?;
+            let length = match row.get(3 + index) {
+                Some(Value::Int32(length)) => *length,
+                other => return Err(unexpected(3 + index, other)),
+            };
             if length < *least || length > *most {
                 reason = format!("{column} is {length} bytes, not {least} to {most}");
                 break;
@@ -128,7 +145,7 @@ pub(super) fn classify(
         }
         return Ok(Row::Unsendable { seq, reason });
     }
-    let topic: String = row.try_get(10)?;
+    let topic = text(row, 10)?;
     if !topics.contains(&topic) {
         let reason = format!(
             "topic {:?} is not one `{component}` publishes",
@@ -136,14 +153,54 @@ pub(super) fn classify(
         );
         return Ok(Row::Unsendable { seq, reason });
     }
+    let created_at = match row.get(1) {
+        Some(Value::Timestamp(micros)) => {
+            DateTime::<Utc>::from_timestamp_micros(*micros).ok_or("created_at is out of range")?
+        }
+        other => return Err(unexpected(1, other)),
+    };
     Ok(Row::Pending(Pending {
         seq,
-        created_at: row.try_get(1)?,
-        id: row.try_get(9)?,
+        created_at,
+        id: text(row, 9)?,
         topic,
-        content_type: row.try_get(11)?,
-        data_schema: row.try_get(12)?,
-        data: row.try_get(13)?,
-        traceparent: row.try_get(14)?,
+        content_type: text(row, 11)?,
+        data_schema: optional_text(row, 12)?,
+        data: match row.get(13) {
+            Some(Value::Bytes(data)) => data.clone(),
+            other => return Err(unexpected(13, other)),
+        },
+        traceparent: optional_text(row, 14)?,
     }))
+}
+
+fn int64(row: &[Value], column: usize) -> Result<i64, String> {
+    match row.get(column) {
+        Some(Value::Int64(n)) => Ok(*n),
+        other => Err(unexpected(column, other)),
+    }
+}
+
+fn text(row: &[Value], column: usize) -> Result<String, String> {
+    match row.get(column) {
+        Some(Value::Text(text)) => Ok(text.clone()),
+        other => Err(unexpected(column, other)),
+    }
+}
+
+fn optional_text(row: &[Value], column: usize) -> Result<Option<String>, String> {
+    match row.get(column) {
+        Some(Value::Null) => Ok(None),
+        _ => text(row, column).map(Some),
+    }
+}
+
+/// Why a column of the outbox is not what the host made.
+fn unexpected(column: usize, found: Option<&Value>) -> String {
+    let found = match found {
+        None => "nothing",
+        Some(Value::Null) => "NULL",
+        Some(_) => "a value of another type",
+    };
+    format!("column {column} of the relay's SELECT held {found}: platform_outbox was changed")
 }
