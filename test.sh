@@ -13,10 +13,10 @@
 #
 # With CI=true (as .ci/run sets it) the code's form is checked too: `cargo fmt --check`, no line
 # over 100 columns (scripts/check-width.sh), and clippy with every warning an error, rustc's
-# included (`missing_docs` on the host). Clippy lints the host and contracts as their compiler in
-# the build the tests need anyway (clippy-driver as RUSTC_WORKSPACE_WRAPPER, the way `cargo
-# clippy` itself runs it), so it costs its lint passes, not a second build of every dependency;
-# the components, whose optimized build should not change, get a `cargo clippy` of their own.
+# included (`missing_docs` on the host). Clippy lints the workspace's own crates (the host,
+# contracts, the components) as their compiler in the builds the tests need anyway (clippy-driver
+# as RUSTC_WORKSPACE_WRAPPER, the way `cargo clippy` itself runs it), so it costs its lint passes,
+# not a second build of every dependency.
 #
 #   ./test.sh              everything
 #   ./test.sh <filter>     only the Rust tests whose names match (cargo test's arguments)
@@ -27,6 +27,15 @@ source scripts/ensure.sh
 
 ensure_wasm_target
 ensure_rust_tools
+
+# The form, in CI: formatting and width first (they take a second), clippy in every build.
+if [ "${CI:-}" = true ] && [ $# -eq 0 ]; then
+  cargo fmt --all --check
+  scripts/check-width.sh
+  export RUSTC_WORKSPACE_WRAPPER
+  RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver)
+  export CLIPPY_ARGS=-Dwarnings
+fi
 ensure_postgres
 ensure_rabbitmq
 # The tests make their vhost and broker users with RabbitMQ's management API.
@@ -71,18 +80,8 @@ cp target/wasm32-wasip2/component/orders.wasm target/wasm32-wasip2/component/ord
 # The template service is built to show it still builds and serves as docs/adding-a-service.md says.
 build_components -p orders -p invoices -p misbehave -p bare -p template
 
-# The form, in CI: formatting and width first (they take a second), clippy with the builds.
-lint=()
-if [ "${CI:-}" = true ] && [ $# -eq 0 ]; then
-  cargo fmt --all --check
-  scripts/check-width.sh
-  cargo clippy --target wasm32-wasip2 \
-    -p service-guest -p orders -p invoices -p misbehave -p bare -p template -- -D warnings
-  lint=(env "RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver)" CLIPPY_ARGS=-Dwarnings)
-fi
-
 # Default members: the host and contracts (components build only for wasm32-wasip2).
-${lint[@]+"${lint[@]}"} cargo test --no-run "$@"
+cargo test --no-run "$@"
 
 if [ -n "$offline_pid" ]; then
   offline_status=0
@@ -95,7 +94,7 @@ if [ -n "$offline_pid" ]; then
   fi
 fi
 
-${lint[@]+"${lint[@]}"} cargo test "$@"
+cargo test "$@"
 
 if [ $# -eq 0 ]; then
   # Every manifest as CI would check it: the development one, and each container's with the
