@@ -17,8 +17,6 @@ use tokio::net::TcpListener;
 
 pub use crate::bindings::message_handler::IncomingEvent;
 use crate::capabilities::messaging::broker::Broker;
-use crate::capabilities::messaging::outbox::Relay;
-use crate::capabilities::messaging::retention::Retention;
 use crate::capabilities::sql::Database;
 use crate::capabilities::sql::postgres::PgDatabase;
 use crate::config::{AdminConfig, Config};
@@ -46,10 +44,6 @@ pub struct Host {
     drain_delay: Duration,
     /// How long each phase may take to stop.
     grace: Duration,
-    /// One per publishing component.
-    relays: Vec<Relay>,
-    /// One per component using messaging, on its database whatever that is.
-    retention: Vec<Retention>,
     /// One per subscribing component.
     consumers: Vec<Arc<MessageTrigger>>,
     /// Deadline of one unit of work.
@@ -139,33 +133,6 @@ impl Host {
                 )))
             })
             .collect();
-        // Every component that publishes has its outbox relayed, and every one that uses
-        // messaging its outbox and inbox pruned, through its database whatever that is.
-        let relays = services
-            .iter()
-            .filter(|service| !service.reach.outbound.topics.is_empty())
-            .filter_map(|service| {
-                Some(Relay::new(
-                    service.name().to_owned(),
-                    service.reach.database.clone(),
-                    service.reach.broker.clone()?,
-                    service.reach.outbound.clone(),
-                    service.metrics.clone(),
-                    service.limits().max_event_bytes,
-                ))
-            })
-            .collect();
-        let retention = services
-            .iter()
-            .filter_map(|service| {
-                let broker = service.reach.broker.as_ref()?;
-                Some(Retention::new(
-                    service.name().to_owned(),
-                    service.reach.database.clone(),
-                    broker.config().retention,
-                ))
-            })
-            .collect();
         let admin_listener = TcpListener::bind(config.admin.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} for the admin API: is another host running? Stop it or set \
@@ -184,8 +151,6 @@ impl Host {
             admin_listener,
             drain_delay,
             grace,
-            relays,
-            retention,
             consumers,
             deadline,
         })
@@ -251,17 +216,8 @@ impl Host {
             supervisor
                 .spawn_restarting(Phase::Intake, name, move |stop| consumer.clone().run(stop));
         }
-        for relay in self.relays {
-            let name = format!("outbox relay of {}", relay.component());
-            supervisor
-                .spawn_restarting(Phase::Background, name, move |stop| relay.clone().run(stop));
-        }
-        for pruning in self.retention {
-            let pruning = Arc::new(pruning);
-            let name = format!("outbox and inbox retention of {}", pruning.component());
-            supervisor.spawn_restarting(Phase::Background, name, move |stop| {
-                pruning.clone().run(stop)
-            });
+        for service in self.registry.services() {
+            service.run_background(&mut supervisor);
         }
         if self.admin.watch {
             match control::watch::watch(self.registry.clone()) {

@@ -10,11 +10,14 @@
 //! - [`InStore`]: each one's context in one store, for one unit of work
 //!   ([`Capabilities::for_store`]);
 //! - [`add_to_linker`]: each one's imports, on any store data that holds an [`InStore`]
-//!   ([`HasCapabilities`]).
+//!   ([`HasCapabilities`]);
+//! - [`Capabilities::run_background`]: each one's background work for the component (the outbox
+//!   relay, the messaging tables' pruning), joining the host's supervisor.
 //!
 //! A new capability `x` is its folder `capabilities/x/` plus a field in each of the two structs,
-//! a line in [`Capabilities::new`], [`Capabilities::for_store`] and [`add_to_linker`], and (when
-//! it has configuration of its own) a section in [`crate::config`].
+//! a line in [`Capabilities::new`], [`Capabilities::for_store`], [`add_to_linker`] and (when it
+//! works in the background) [`Capabilities::run_background`], and (when it has configuration of
+//! its own) a section in [`crate::config`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +27,7 @@ use wasmtime::component::Linker;
 use wasmtime::error::Context;
 
 use crate::config::ComponentConfig;
+use crate::supervisor::{Phase, Supervisor};
 use crate::telemetry::metrics::ComponentMetrics;
 
 pub mod http;
@@ -35,6 +39,9 @@ pub mod sql;
 
 use logging::LogRate;
 use memory::HostMemory;
+use messaging::broker::Broker;
+use messaging::outbox::Relay;
+use messaging::retention::Retention;
 use messaging::{MessagingCtx, Outbound, PublishLimits};
 use route::{RouteCtx, Routes};
 use sql::{Database, SqlComponent, SqlCtx, SqlLimits};
@@ -45,6 +52,8 @@ pub struct Parts<'a> {
     pub config: &'a ComponentConfig,
     /// Its database.
     pub database: Arc<dyn Database>,
+    /// Its broker connection, when it publishes or subscribes.
+    pub broker: Option<Arc<Broker>>,
     /// Its metrics.
     pub metrics: ComponentMetrics,
     /// Its share of the host's memory.
@@ -61,6 +70,8 @@ pub struct Capabilities {
     pub messaging: Arc<Outbound>,
     /// How much one unit of work may publish.
     publish: PublishLimits,
+    /// The broker its relay publishes to.
+    broker: Option<Arc<Broker>>,
     /// `http-route`: the routes it named.
     pub route: Arc<Routes>,
     /// Its guests' stdout and stderr: the name their lines carry and the rate they share.
@@ -98,6 +109,7 @@ impl Capabilities {
                 max_event_bytes: limits.max_event_bytes,
                 max_published_bytes: limits.max_published_bytes,
             },
+            broker: parts.broker,
             route: Arc::new(Routes::new(&config.name, &config.route)),
             logging: (
                 config.name.as_str().into(),
@@ -125,6 +137,39 @@ impl Capabilities {
             route: RouteCtx::new(self.route.clone()),
             metrics: self.metrics.clone(),
         }
+    }
+}
+
+impl Capabilities {
+    /// Starts each capability's background work for the component in `supervisor`, restarted
+    /// if it dies and stopped in the background phase: the outbox relay of a component that
+    /// publishes, the pruning of the outbox and inbox of one that uses messaging. Both go
+    /// through the component's database, whatever that is.
+    pub fn run_background(&self, supervisor: &mut Supervisor) {
+        let Some(broker) = &self.broker else {
+            return;
+        };
+        let component = self.logging.0.to_string();
+        let database = &self.sql.database;
+        if !self.messaging.topics.is_empty() {
+            let relay = Relay::new(
+                component.clone(),
+                database.clone(),
+                broker.clone(),
+                self.messaging.clone(),
+                self.metrics.clone(),
+                self.publish.max_event_bytes,
+            );
+            let name = format!("outbox relay of {component}");
+            supervisor
+                .spawn_restarting(Phase::Background, name, move |stop| relay.clone().run(stop));
+        }
+        let name = format!("outbox and inbox retention of {component}");
+        let keep = broker.config().retention;
+        let pruning = Arc::new(Retention::new(component, database.clone(), keep));
+        supervisor.spawn_restarting(Phase::Background, name, move |stop| {
+            pruning.clone().run(stop)
+        });
     }
 }
 

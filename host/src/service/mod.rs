@@ -113,6 +113,7 @@ impl Service {
         let capabilities = Capabilities::new(Parts {
             config,
             database: database.clone(),
+            broker: broker.clone(),
             metrics: metrics.component(&config.name),
             host_memory: host_memory.clone(),
             turns: turns.permits(),
@@ -141,6 +142,12 @@ impl Service {
                 file_digest,
             },
         }
+    }
+
+    /// Starts its capabilities' background work (its outbox relay, its tables' pruning) in
+    /// `supervisor`.
+    pub fn run_background(&self, supervisor: &mut crate::supervisor::Supervisor) {
+        self.guests.capabilities.run_background(supervisor);
     }
 
     /// The component's name, from the manifest.
