@@ -41,8 +41,10 @@ fn timestamp() -> Value {
     })
 }
 
-macro_rules! uuid_schema {
-    ($($name:ident),*) => {$(
+/// Each newtype is a reference to the definition of what its constructor accepts, which
+/// [`event`] puts beside the data's schema.
+macro_rules! defined_as {
+    ($($name:ident => $definition:literal),* $(,)?) => {$(
         impl JsonSchema for $name {
             fn inline_schema() -> bool {
                 true
@@ -53,40 +55,19 @@ macro_rules! uuid_schema {
             }
 
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({ "$ref": "#/$defs/uuid" })
+                json_schema!({ "$ref": concat!("#/$defs/", $definition) })
             }
         }
     )*};
 }
 
-uuid_schema!(OrderId, CustomerId, InvoiceId, EventId);
-
-impl JsonSchema for Amount {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        "Amount".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "$ref": "#/$defs/amount" })
-    }
-}
-
-impl JsonSchema for Timestamp {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        "Timestamp".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "$ref": "#/$defs/timestamp" })
-    }
+defined_as! {
+    OrderId => "uuid",
+    CustomerId => "uuid",
+    InvoiceId => "uuid",
+    EventId => "uuid",
+    Amount => "amount",
+    Timestamp => "timestamp",
 }
 
 /// The JSON Schema of a whole event of type `E` as it travels: the CloudEvents envelope, with
