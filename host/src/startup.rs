@@ -63,10 +63,12 @@ impl Host {
                 .limits
                 .max_result_bytes
                 .max(component.limits.max_event_bytes);
-            let database =
-                PgDatabase::new(&component.database, largest_value).with_context(|| {
+            let unit_timeout = config.http.request_timeout;
+            let database = PgDatabase::new(&component.database, largest_value, unit_timeout)
+                .with_context(|| {
                     format!("cannot set up the pool for {}", component.database.url)
                 })?;
+            database.schema_changed().await;
             databases.insert(component.name.clone(), Arc::new(database));
         }
         Self::build_with(config, databases).await

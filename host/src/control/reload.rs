@@ -95,7 +95,13 @@ pub async fn reload(
             ));
         }
     };
-    match migrations::migrate_when(&service.config, migrations::When::Reload).await {
+    // Connections are reset after every unit of work while the schema may be changing, until the
+    // database has been looked at again.
+    let database = &service.reach.database;
+    database.schema_changing();
+    let migrated = migrations::migrate_when(&service.config, migrations::When::Reload).await;
+    database.schema_changed().await;
+    match migrated {
         Ok(applied) if !applied.is_empty() => {
             tracing::info!(
                 component = %service.name(),

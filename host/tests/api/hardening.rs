@@ -479,37 +479,60 @@ async fn the_host_refuses_a_superuser_database_role_unless_told_it_is_developmen
     );
 }
 
+/// A migrations folder for the misbehave component holding `sql` as its first migration;
+/// removed when dropped.
+struct Migrations(std::path::PathBuf);
+
+impl Migrations {
+    fn with(sql: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("misbehave-migrations-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("folder");
+        std::fs::write(dir.join("V1__leaky.sql"), sql).expect("migration");
+        Self(dir)
+    }
+
+    fn manifest_line(&self) -> String {
+        format!("migrations = \"{}\"", self.0.display())
+    }
+}
+
+impl Drop for Migrations {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test]
 async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
-    // One connection, so both units of work run on the same one.
+    // The host refuses set_config in a guest's statement; a function its migrations made
+    // still gets there with dynamic SQL, out of sight of the statement's text.
+    let migrations = Migrations::with(
+        "CREATE FUNCTION leak_setting() RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE 'SELECT set_config(''app.leak'', ''yes'', false)';
+         RETURN current_setting('app.leak'); END $$;",
+    );
+    let line = migrations.manifest_line();
+    // One connection, so every unit of work runs on the same one.
+    let misbehave: &'static str = Box::leak(format!("max_connections = 1\n{line}").into());
     let bench = Bench::start(Setup {
-        misbehave: "max_connections = 1",
+        misbehave,
         ..Setup::default()
     })
     .await;
-    // The host refuses set_config in a guest's statement; a function made in the component's
-    // database (as a migration could) still gets there with dynamic SQL.
     let (status, refused) = bench
         .sql("SELECT set_config('app.leak', 'yes', false)")
         .await;
     assert_eq!(status, 422, "{refused}");
-    bench
-        .misbehave
-        .connect()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION leak_setting() RETURNS text LANGUAGE plpgsql AS $$
-             BEGIN EXECUTE 'SELECT set_config(''app.leak'', ''yes'', false)'; \
-             RETURN current_setting('app.leak'); END $$",
-        )
-        .await
-        .expect("function");
-    let (status, first) = bench
-        .sql("SELECT pg_backend_pid(), leak_setting(), pg_try_advisory_lock(7)")
-        .await;
+    let (status, first) = bench.sql("SELECT pg_backend_pid(), leak_setting()").await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["rows"][0][1], "yes");
-    assert_eq!(first["rows"][0][2], true);
+    let (status, locked) = bench.sql("SELECT pg_try_advisory_lock(7)").await;
+    assert_eq!(
+        (status, &locked["rows"][0][0]),
+        (200, &json!(true)),
+        "{locked}"
+    );
     let (status, answer) = bench.sql("CREATE TEMP TABLE leak (x int)").await;
     assert_eq!(status, 200, "{answer}");
 
@@ -536,6 +559,64 @@ async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
         Value::Null,
         "the temporary table was dropped: {next}"
     );
+}
+
+#[tokio::test]
+async fn a_connection_is_reset_only_after_a_unit_of_work_that_could_leave_session_state() {
+    // No stored code in the database: the statements' text says what they may leave.
+    let bench = Bench::start(Setup {
+        misbehave: "max_connections = 1",
+        ..Setup::default()
+    })
+    .await;
+    let admin = bench.misbehave.connect().await;
+    let (status, first) = bench.sql("SELECT pg_backend_pid()").await;
+    assert_eq!(status, 200, "{first}");
+    let pid = first["rows"][0][0].as_i64().expect("pid") as i32;
+    // What the session ran last, as the server saw it: the commit, or the reset behind it.
+    let last = || async {
+        let row = admin
+            .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("the pooled session");
+        row.get::<_, String>(0)
+    };
+    assert_eq!(
+        last().await,
+        "COMMIT",
+        "nothing to clean after a plain SELECT"
+    );
+
+    for (leaving, check) in [
+        (
+            "SELECT pg_advisory_lock(7)::text",
+            "SELECT count(*)::int FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
+        (
+            "CREATE TEMP TABLE leak (x int)",
+            "SELECT (to_regclass('pg_temp.leak') IS NOT NULL)::int",
+        ),
+        (
+            "DECLARE kept CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT count(*)::int FROM pg_cursors WHERE name = 'kept'",
+        ),
+    ] {
+        let (status, answer) = bench.sql(leaving).await;
+        assert_eq!(status, 200, "{leaving}: {answer}");
+        assert!(
+            last().await.contains("pg_advisory_unlock_all()"),
+            "{leaving}: the connection was reset behind the commit"
+        );
+        let (status, after) = bench.sql(check).await;
+        assert_eq!(status, 200, "{check}: {after}");
+        assert_eq!(after["rows"][0][0], 0, "{leaving}: nothing left: {after}");
+        assert_eq!(last().await, "COMMIT", "{check}: and not after the check");
+    }
+
+    let (status, refused) = bench.sql("SELECT lastval()").await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("RETURNING"), "{refused}");
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub mod statement;
 mod view;
 
 pub use budget::{ResultBudget, SqlLimits, limit_exceeded, memory_spent, params_size};
-pub use statement::{Statement, Verdicts, inspect};
+pub use statement::{Residue, Statement, Verdicts, inspect};
 pub use view::{Sql, add_to_linker};
 
 /// A component's database.
@@ -41,6 +41,16 @@ pub trait Database: Send + Sync + 'static {
     fn connections(&self) -> Option<(usize, usize, usize)> {
         None
     }
+
+    /// Looks again at what the database stores that statements run without naming it
+    /// (functions, triggers, rules, views, defaults): called after its migrations ran. Until it
+    /// has looked, and whenever what it found could leave session state, every connection is
+    /// reset as its unit of work ends.
+    async fn schema_changed(&self) {}
+
+    /// Says that migrations are about to run: every connection is reset as its unit of work
+    /// ends until [`Database::schema_changed`] has looked.
+    fn schema_changing(&self) {}
 }
 
 /// One open transaction. Dropping it without `commit` rolls it back.
@@ -68,6 +78,9 @@ pub trait Transaction: Send {
     /// Withdraws the statement [`Transaction::ahead`] queued while it is unsent: the statement
     /// it was to go with failed before anything of either was sent.
     fn take_ahead(&mut self) -> Option<(String, Vec<Value>)>;
+    /// Notes that a statement about to be sent may leave `residue` behind the transaction, so
+    /// the connection is reset as it ends.
+    fn leaves(&mut self, _residue: Residue) {}
     /// Commits, with any deferred statements in the same round trip.
     async fn commit(self: Box<Self>) -> Result<(), CommitError>;
     /// Rolls back; a connection that cannot is closed, which rolls back too.
@@ -321,6 +334,7 @@ impl SqlCtx {
         );
         let result = match self.transaction_with_guard().await {
             Ok(transaction) => {
+                transaction.leaves(statement.residue());
                 transaction
                     .query(statement.text(), params, &mut budget)
                     .await
@@ -346,7 +360,10 @@ impl SqlCtx {
             Err(err) => return self.note(Err(err)),
         };
         let result = match self.transaction_with_guard().await {
-            Ok(transaction) => transaction.execute(statement.text(), params).await,
+            Ok(transaction) => {
+                transaction.leaves(statement.residue());
+                transaction.execute(statement.text(), params).await
+            }
             Err(err) => Err(err),
         };
         let result = self.settle_guard(result);

@@ -12,9 +12,11 @@
 //! the transaction aborted, and `COMMIT` after a failed statement rolls back.
 //!
 //! Bounds, so that no guest can make the server or the host outlive its unit of work:
-//! - the unit of work's deadline reaches the server: `BEGIN` sets `statement_timeout` and
-//!   `idle_in_transaction_session_timeout` to the time left, in the same round trip (a backstop:
-//!   a guest may lower or lift them with `SET LOCAL`; the cancel below does not depend on them);
+//! - the server has deadlines of its own, as a backstop (the cancel below does not depend on
+//!   them): every connection starts with `statement_timeout` and
+//!   `idle_in_transaction_session_timeout` at the longest a unit of work may take (plus a
+//!   margin), set once in its startup packet; only a transaction given longer than that (the
+//!   host's own batches) sets its own with `SET LOCAL`, in its `BEGIN`'s round trip;
 //! - a connection whose transaction was neither committed nor rolled back (the store was
 //!   dropped at the deadline) has its running statement cancelled on the server, and is then
 //!   detached from the pool and closed, which rolls it back; it is never pooled mid-transaction;
@@ -25,18 +27,25 @@
 //!   query's rows are counted from their lengths on the wire as they arrive, against
 //!   `max_result_bytes` and the component's share of host memory, before they are converted: one
 //!   past either cancels the query;
-//! - a connection is cleaned as its transaction ends, in the same round trip (settings reset,
-//!   advisory locks released, temporary tables dropped), and pooled only when that worked, so
-//!   nothing of one unit of work reaches the next.
+//! - nothing of one unit of work reaches the next on the same connection. Most statements leave
+//!   nothing behind their transaction (settings made with `SET LOCAL` end with it); one that
+//!   may (a [`Residue`]: a cursor `WITH HOLD`, a temporary table, a session advisory lock, DDL)
+//!   has its connection cleaned as the transaction ends, in the same round trip (settings
+//!   reset, advisory locks released, temporary tables dropped), and pooled only when that
+//!   worked. So is every connection of a database that stores code statements may run without
+//!   naming it (functions, triggers, rules, or views, defaults, checks, indexes or policies
+//!   that call what leaves session state), as [`Database::schema_changed`] finds after its
+//!   migrations, and of one whose schema a unit of work changed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool::managed::{PoolError, TimeoutType, Timeouts};
 
 use super::{
-    CommitError, Database, DatabaseError, Error, ResultBudget, RowSet, Transaction, Value,
+    CommitError, Database, DatabaseError, Error, Residue, ResultBudget, RowSet, Transaction, Value,
 };
 use crate::config::DatabaseConfig;
 use crate::telemetry::truncated;
@@ -48,7 +57,9 @@ pub mod wire;
 pub use connection::{ConnectError, Connector, Object, PgConn, Pool, abandon};
 use statements::{Ready, Request, check_encoding, fetch, in_order, pipeline, prepare, refs, run};
 
-/// How long a request waits for a free connection, or for a new one to be made.
+/// How long making a new connection may take (and checking a pooled one before reuse). A free
+/// connection is waited for until the unit of work's deadline instead: a pool whose connections
+/// are all busy is a queue, not an outage.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a readiness check waits for a free connection. A pool so busy that none frees up
@@ -64,6 +75,37 @@ const MAX_CACHED_TEXT: usize = 4096;
 
 /// Room a connection leaves for a message beyond the largest result or event it carries.
 const MESSAGE_SLACK: usize = 64 * 1024;
+
+/// Whether a database stores code that statements may run without naming it and that could
+/// leave session state: a function, procedure, trigger or rule of its own (not an extension's),
+/// or a view, column default, check, index expression or row policy that calls something in
+/// [`statement`](super::statement)'s list, `set_config` or `dblink`. One statement, so a
+/// migration added later is seen on the next look.
+const STORED_CODE: &str = "\
+SELECT EXISTS (
+    SELECT FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e'))
+ OR EXISTS (SELECT FROM pg_trigger WHERE NOT tgisinternal)
+ OR EXISTS (SELECT FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_schema'))
+ OR EXISTS (
+    SELECT FROM (
+        SELECT definition FROM pg_views
+        WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+        UNION ALL SELECT definition FROM pg_matviews
+        UNION ALL SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef
+        UNION ALL SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+            JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE c.contype = 'c' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indexprs IS NOT NULL
+        UNION ALL SELECT concat(pg_get_expr(polqual, polrelid), ' ',
+                                pg_get_expr(polwithcheck, polrelid))
+            FROM pg_policy
+    ) stored (code)
+    WHERE code ~* '(set_config|advisory_lock|dblink|currval|lastval|pg_temp|temporary)')";
 
 /// Undoes whatever session state a unit of work could leave on its connection:
 /// `set_config(.., false)`, cursors `WITH HOLD`, session advisory locks, temporary tables,
@@ -88,15 +130,34 @@ pub struct PgDatabase {
     pool: Pool,
     /// Makes the pool's connections, and the connections that cancel or end their sessions.
     connector: Arc<Connector>,
+    /// Whether every connection is reset as its unit of work ends, whatever its statements
+    /// were: until [`Database::schema_changed`] has looked, when it found stored code, and
+    /// after a unit of work changed the schema.
+    reset_always: Arc<AtomicBool>,
+    /// The server's `statement_timeout` and `idle_in_transaction_session_timeout` on every
+    /// connection, from its startup packet.
+    session_timeout: Duration,
 }
 
 impl PgDatabase {
     /// Builds the pool; no connection is made until one is needed. A connection reads no
     /// message longer than `largest_value` bytes (the component's `max_result_bytes` or
-    /// `max_event_bytes`, whichever is larger), plus a little room.
-    pub fn new(config: &DatabaseConfig, largest_value: usize) -> anyhow::Result<Self> {
+    /// `max_event_bytes`, whichever is larger), plus a little room; its server-side timeouts
+    /// are `unit_timeout` (the longest a unit of work may take) and a margin.
+    pub fn new(
+        config: &DatabaseConfig,
+        largest_value: usize,
+        unit_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let mut pg = config.url.pg_config().clone();
         pg.connect_timeout(CONNECTION_WAIT);
+        let session_timeout = unit_timeout + SERVER_TIMEOUT_MARGIN;
+        let millis = session_timeout.as_millis();
+        let options = format!(
+            "{} -c statement_timeout={millis} -c idle_in_transaction_session_timeout={millis}",
+            pg.get_options().unwrap_or_default()
+        );
+        pg.options(options.trim_start());
         let limit = largest_value.saturating_add(MESSAGE_SLACK);
         let connector = Arc::new(Connector::new(
             pg,
@@ -110,12 +171,22 @@ impl PgDatabase {
             .recycle_timeout(Some(CONNECTION_WAIT))
             .runtime(deadpool::Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool, connector })
+        Ok(Self {
+            pool,
+            connector,
+            reset_always: Arc::new(AtomicBool::new(true)),
+            session_timeout,
+        })
     }
 
-    async fn connection(&self) -> Result<Object, Error> {
+    /// A pooled connection, waiting for one to come free until `deadline` at the latest.
+    async fn connection(&self, deadline: Instant) -> Result<Object, Error> {
+        let timeouts = Timeouts {
+            wait: Some(deadline.saturating_duration_since(Instant::now())),
+            ..self.pool.timeouts()
+        };
         self.pool
-            .get()
+            .timeout_get(&timeouts)
             .await
             .map_err(|err| Error::Unavailable(pool_failed(err)))
     }
@@ -127,8 +198,11 @@ impl Database for PgDatabase {
         // Owned by the transaction before BEGIN is sent: if it is dropped midway, its drop
         // detaches the connection instead of pooling it mid-transaction.
         Ok(Box::new(PgTransaction {
-            client: Some(self.connection().await?),
+            client: Some(self.connection(deadline).await?),
             begin: Some(deadline),
+            session_timeout: self.session_timeout,
+            reset: false,
+            reset_always: self.reset_always.clone(),
             deferred: Vec::new(),
             ahead: None,
             ahead_outcome: None,
@@ -163,6 +237,31 @@ impl Database for PgDatabase {
             status.max_size,
         ))
     }
+
+    fn schema_changing(&self) {
+        self.reset_always.store(true, Ordering::SeqCst);
+    }
+
+    async fn schema_changed(&self) {
+        // Reset until the answer is in: a unit of work that runs meanwhile is cleaned after.
+        self.schema_changing();
+        let looked = async {
+            let client = self.pool.get().await.map_err(pool_failed)?;
+            let row = client
+                .query_one(STORED_CODE, &[])
+                .await
+                .map_err(|err| err.to_string())?;
+            row.try_get::<_, bool>(0).map_err(|err| err.to_string())
+        };
+        match looked.await {
+            Ok(stored) => self.reset_always.store(stored, Ordering::SeqCst),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot look at the database's stored code; every connection is reset after its \
+                 unit of work"
+            ),
+        }
+    }
 }
 
 struct PgTransaction {
@@ -171,6 +270,13 @@ struct PgTransaction {
     /// The unit of work's deadline while `BEGIN` has not been sent: it goes with the next
     /// request.
     begin: Option<Instant>,
+    /// The server's timeouts on the connection, from its startup packet.
+    session_timeout: Duration,
+    /// A statement was sent that may leave session state: the connection is reset as the
+    /// transaction ends.
+    reset: bool,
+    /// The database's [`PgDatabase::reset_always`].
+    reset_always: Arc<AtomicBool>,
     /// Statements to send with the commit (see [`Transaction::defer`]).
     deferred: Vec<Ready>,
     /// A statement to send just ahead of the next one (see [`Transaction::ahead`]), and then
@@ -197,12 +303,17 @@ impl PgTransaction {
         let deadline = self.begin.take()?;
         // A little past the deadline: the host ends the unit of work at the deadline and cancels
         // what is running; the server's own timeouts are the backstop should that cancel be lost.
-        let left = (deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN)
-            .as_millis();
+        let left = deadline.saturating_duration_since(Instant::now()) + SERVER_TIMEOUT_MARGIN;
         // READ COMMITTED is stated, not assumed from the server's default: `ON CONFLICT` waits
         // and the lookups after it rely on each statement seeing what committed before it.
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+        if left <= self.session_timeout {
+            // The session's own timeouts are the backstop.
+            return Some(BEGIN.to_owned());
+        }
+        let left = left.as_millis();
         Some(format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = {left}; \
+            "{BEGIN}; SET LOCAL statement_timeout = {left}; \
              SET LOCAL idle_in_transaction_session_timeout = {left}"
         ))
     }
@@ -296,33 +407,50 @@ impl PgTransaction {
         } else {
             Vec::new()
         };
-        // The reset is its own request, so its outcome is never mistaken for the commit's.
         requests.push(Box::pin(client.batch_execute(command)));
-        requests.push(Box::pin(client.batch_execute(RESET_SESSION)));
+        let reset = self.reset || self.reset_always.load(Ordering::SeqCst);
+        if reset {
+            // The reset is its own request, so its outcome is never mistaken for the commit's.
+            requests.push(Box::pin(client.batch_execute(RESET_SESSION)));
+        }
         let Ok(mut outcomes) = tokio::time::timeout(END_TIMEOUT, pipeline(requests)).await else {
             return Err(CommitError::Unknown(format!(
                 "{command} got no answer within {END_TIMEOUT:?}"
             )));
         };
         self.ended = true;
-        let reset = outcomes.pop().unwrap_or(Ok(()));
+        let reset = if reset { outcomes.pop() } else { None };
+        let failure = outcomes.into_iter().find_map(Result::err);
+        // Pooled only when it is known to be clean and outside any transaction: the reset, when
+        // one was sent, worked; when none was, the server itself answered every request (an
+        // error it answers still ends the transaction) and the connection is open.
+        let clean = match &reset {
+            Some(outcome) => outcome.is_ok(),
+            None => {
+                !client.is_closed()
+                    && failure
+                        .as_ref()
+                        .is_none_or(|err| err.as_db_error().is_some() && !wire::is_cut(err))
+            }
+        };
         // A statement that failed on the server aborted the transaction, and the `COMMIT` after it
         // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
         // (A connection that broke is `unavailable`, as for `COMMIT` alone.) A connection closed
         // by the guard (a message over the limit, from a deferred trigger, say) leaves the
         // commit's outcome unknown.
-        let ended = match outcomes.into_iter().find_map(Result::err) {
+        let ended = match failure {
             None => Ok(()),
             Some(err) if wire::is_cut(&err) => {
                 Err(CommitError::Unknown(format!("{command}: {err}")))
             }
             Some(err) => Err(CommitError::Failed(query_failed(err))),
         };
-        match reset {
+        if clean {
             // Back to the pool, clean and outside any transaction.
-            Ok(()) => drop(self.client.take()),
+            drop(self.client.take());
+        } else if let Some(Err(err)) = reset {
             // Not clean: `Drop` closes it instead.
-            Err(err) => tracing::warn!(error = %err, "could not reset a connection; closing it"),
+            tracing::warn!(error = %err, "could not reset a connection; closing it");
         }
         ended
     }
@@ -371,6 +499,19 @@ impl Transaction for PgTransaction {
 
     fn take_ahead(&mut self) -> Option<(String, Vec<Value>)> {
         self.ahead.take()
+    }
+
+    fn leaves(&mut self, residue: Residue) {
+        match residue {
+            Residue::Nothing => {}
+            Residue::Session => self.reset = true,
+            Residue::Schema => {
+                self.reset = true;
+                // What it made may be run by any later statement, unseen: every connection of
+                // the database is reset from now on, until the next look after migrations.
+                self.reset_always.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     async fn defer(&mut self, statement: &str, params: Vec<Value>) -> Result<(), Error> {
@@ -455,6 +596,9 @@ fn is_server_outage(sqlstate: &str) -> bool {
 fn pool_failed(err: PoolError<ConnectError>) -> String {
     match err {
         PoolError::Backend(err) => err.to_string(),
+        PoolError::Timeout(TimeoutType::Wait) => {
+            "every connection of the pool stayed busy until the deadline".into()
+        }
         other => other.to_string(),
     }
 }

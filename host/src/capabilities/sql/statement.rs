@@ -18,7 +18,12 @@
 //! - code that runs dynamic SQL or carries settings of its own: `DO` blocks, and making or
 //!   changing functions and procedures, which belong in migrations;
 //! - `COPY`, which the interface does not carry; identifiers written with Unicode escapes;
+//! - `currval` and `lastval`, which read the session's sequence state: on a pooled connection
+//!   that may be an earlier unit of work's (`INSERT … RETURNING` or `nextval` give the value);
 //! - more than one statement in one call.
+//!
+//! What a statement sent may leave behind its transaction is its [`Residue`]: the connection is
+//! reset after a unit of work that ran one that may leave session state, and only then.
 //!
 //! This is one layer, not the last: dynamic SQL in a function a migration made can still change
 //! a setting for its transaction, so the host does not rely on the settings alone (see
@@ -56,11 +61,26 @@ pub const PROTECTED_SETTINGS: &[&str] = &[
     "search_path",
 ];
 
+/// What a statement may leave behind once its transaction has ended, besides its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Residue {
+    /// Nothing: what it set ends with the transaction.
+    Nothing,
+    /// State of the session: a cursor `WITH HOLD`, a temporary table, a session advisory lock,
+    /// a `dblink` connection. The connection is reset after the unit of work.
+    Session,
+    /// Stored objects that later statements run (`CREATE` or `ALTER`: a view, a default, a
+    /// rule, a policy), which could leave session state out of sight of the statements' text:
+    /// every connection of the database is reset after each unit of work from then on.
+    Schema,
+}
+
 /// A guest's statement the host will send: only [`inspect`] makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statement<'a> {
     text: &'a str,
     operation: &'static str,
+    residue: Residue,
 }
 
 impl<'a> Statement<'a> {
@@ -73,7 +93,15 @@ impl<'a> Statement<'a> {
     pub fn operation(&self) -> &'static str {
         self.operation
     }
+
+    /// What it may leave behind its transaction.
+    pub fn residue(&self) -> Residue {
+        self.residue
+    }
 }
+
+/// What [`inspect`] finds a statement to be, kept per text.
+type Verdict = Result<(&'static str, Residue), Refusal>;
 
 /// Why a statement is not sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,16 +117,17 @@ const MAX_KEPT_TEXT: usize = 4096;
 /// What [`inspect`] found for a component's statements, kept: built once per component.
 #[derive(Default)]
 pub struct Verdicts {
-    kept: Mutex<HashMap<Box<str>, Result<&'static str, Refusal>>>,
+    kept: Mutex<HashMap<Box<str>, Verdict>>,
 }
 
 impl Verdicts {
     /// [`inspect`], from what was kept when the same text was read before.
     pub fn inspect<'a>(&self, statement: &'a str) -> Result<Statement<'a>, Refusal> {
-        let with = |verdict: Result<&'static str, Refusal>| {
-            verdict.map(|operation| Statement {
+        let with = |verdict: Verdict| {
+            verdict.map(|(operation, residue)| Statement {
                 text: statement,
                 operation,
+                residue,
             })
         };
         if statement.len() > MAX_KEPT_TEXT {
@@ -107,7 +136,7 @@ impl Verdicts {
         if let Some(verdict) = self.lock().get(statement) {
             return with(verdict.clone());
         }
-        let verdict = inspect(statement).map(|statement| statement.operation);
+        let verdict = inspect(statement).map(|statement| (statement.operation, statement.residue));
         let mut kept = self.lock();
         if kept.len() >= MAX_VERDICTS {
             // A component that builds its statements' text must not grow this without bound.
@@ -118,7 +147,7 @@ impl Verdicts {
         with(verdict)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Result<&'static str, Refusal>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verdict>> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -139,7 +168,15 @@ pub fn inspect(statement: &str) -> Result<Statement<'_>, Refusal> {
         _ => String::new(),
     };
     let first = word(0, false);
-    refuse_first(&first, &word(1, false), &word(2, true), &word(3, false))?;
+    let second = word(1, false);
+    refuse_first(&first, &second, &word(2, true), &word(3, false))?;
+    let mut residue = match first.as_str() {
+        "CREATE" if matches!(second.as_str(), "TEMP" | "TEMPORARY" | "LOCAL" | "GLOBAL") => {
+            Residue::Session
+        }
+        "CREATE" | "ALTER" => Residue::Schema,
+        _ => Residue::Nothing,
+    };
     let mut after_end = false;
     for token in &tokens {
         match token {
@@ -165,6 +202,19 @@ pub fn inspect(statement: &str) -> Result<Statement<'_>, Refusal> {
                     "identifiers with Unicode escapes are not carried; write them plainly".into(),
                 ));
             }
+            Token::Word(word) => {
+                let name = word.value.to_ascii_lowercase();
+                if matches!(name.as_str(), "currval" | "lastval") {
+                    return Err(Refusal(format!(
+                        "{name}: it reads the session's sequence state, which on a pooled \
+                         connection may be an earlier unit of work's; take the value with \
+                         INSERT … RETURNING, or from nextval() itself"
+                    )));
+                }
+                if leaves_session_state(&name) {
+                    residue = residue.max(Residue::Session);
+                }
+            }
             _ => {}
         }
     }
@@ -175,7 +225,26 @@ pub fn inspect(statement: &str) -> Result<Statement<'_>, Refusal> {
     Ok(Statement {
         text: statement,
         operation,
+        residue,
     })
+}
+
+/// Whether a word of a statement (lower-cased) names something that outlives the transaction
+/// in the session: `WITH HOLD`, `TEMP` tables (and the `pg_temp` schema), the session-level
+/// advisory locks (the `_xact_` ones end with the transaction), `dblink` connections. A column
+/// of the same name costs only a reset.
+fn leaves_session_state(word: &str) -> bool {
+    matches!(
+        word,
+        "hold"
+            | "temp"
+            | "temporary"
+            | "pg_advisory_lock"
+            | "pg_advisory_lock_shared"
+            | "pg_try_advisory_lock"
+            | "pg_try_advisory_lock_shared"
+    ) || word.starts_with("pg_temp")
+        || word.starts_with("dblink")
 }
 
 /// Refuses a statement by its first words (keywords upper-cased, empty when not a plain word;
@@ -331,6 +400,54 @@ mod tests {
         assert_eq!(operation("with x as (select 1) select * from x"), "WITH");
         assert_eq!(operation("vacuum"), "OTHER");
         assert_eq!(operation(""), "OTHER");
+    }
+
+    #[test]
+    fn what_a_statement_leaves_behind_its_transaction() {
+        let residue = |statement: &str| inspect(statement).expect("sent").residue();
+        for statement in [
+            "SELECT * FROM orders WHERE id = $1",
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING a",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT nextval('s')",
+            "SELECT 'temp', $$ pg_advisory_lock(1) $$ -- WITH HOLD",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "SET LOCAL ROLE NONE",
+        ] {
+            assert_eq!(residue(statement), Residue::Nothing, "{statement}");
+        }
+        for statement in [
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE x (a int)",
+            "create temporary table x (a int) on commit drop",
+            "SELECT * INTO TEMP x FROM t",
+            "INSERT INTO pg_temp.x VALUES (1)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "SELECT \"pg_advisory_lock\"(1)",
+            "SELECT dblink_connect('c', 'dbname=x')",
+        ] {
+            assert_eq!(residue(statement), Residue::Session, "{statement}");
+        }
+        for statement in [
+            "CREATE VIEW v AS SELECT 1",
+            "alter table t alter column a set default 1",
+            "CREATE RULE r AS ON INSERT TO t DO NOTHING",
+        ] {
+            assert_eq!(residue(statement), Residue::Schema, "{statement}");
+        }
+    }
+
+    #[test]
+    fn sequence_state_of_the_session_is_not_read() {
+        for statement in [
+            "SELECT currval('s')",
+            "SELECT lastval()",
+            "INSERT INTO t (a) VALUES (pg_catalog.currval('s'))",
+        ] {
+            assert!(refused(statement), "{statement:?} must be refused");
+        }
+        assert!(!refused("SELECT 'currval'"));
     }
 
     #[test]
