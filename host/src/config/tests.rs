@@ -61,6 +61,42 @@ fn the_environment_overrides_the_listen_address_and_database_url() {
 }
 
 #[test]
+fn a_database_on_this_machine_goes_without_tls_unless_the_url_asks_for_it() {
+    use crate::config::DatabaseUrl;
+    use postgres_tls::SslMode;
+    let mode = |url: &str| DatabaseUrl::parse(url).expect(url).tls().mode();
+    for local in [
+        "postgres://orders@localhost:5432/orders",
+        "postgres://orders@127.0.0.1/orders",
+        "postgres://orders@[::1]:5432/orders",
+        "postgres://orders@%2Fvar%2Frun%2Fpostgresql/orders",
+        "host=/var/run/postgresql dbname=orders",
+    ] {
+        assert_eq!(mode(local), SslMode::Disable, "{local}");
+    }
+    for remote in [
+        "postgres://orders@db.internal:5432/orders",
+        "postgres://orders@10.0.0.5/orders",
+        "postgres://orders@localhost,db.internal/orders",
+        "postgres://orders@localhost/orders?sslmode=prefer",
+        "host=localhost hostaddr=10.0.0.5 dbname=orders",
+    ] {
+        assert_eq!(mode(remote), SslMode::Prefer, "{remote}");
+    }
+    assert_eq!(
+        mode("postgres://orders@localhost/orders?sslmode=require"),
+        SslMode::Require
+    );
+    assert_eq!(
+        DatabaseUrl::parse("postgres://orders@localhost/orders")
+            .expect("url")
+            .pg_config()
+            .get_ssl_mode(),
+        tokio_postgres::config::SslMode::Disable
+    );
+}
+
+#[test]
 fn tls_settings_are_read_from_the_urls_and_a_bad_one_names_its_variable() {
     let url =
         "postgres://app:secret@db.internal:5432/orders?sslmode=verify-full&sslrootcert=system";

@@ -123,7 +123,9 @@ impl DatabaseUrl {
                 "names no database; add it after the host, as in postgres://localhost:5432/orders"
             );
         }
-        let tls = tls.settle(parsed.get_ssl_mode());
+        let tls = tls
+            .settle(parsed.get_ssl_mode())
+            .plain_when_local(only_this_machine(&parsed));
         parsed.ssl_mode(tls.driver_mode());
         Ok(Self {
             raw: raw.to_owned(),
@@ -151,6 +153,28 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.raw
     }
+}
+
+/// Whether every host a connection may go to is this machine: a loopback name or address, or a
+/// Unix socket.
+fn only_this_machine(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let loopback = |name: &str| {
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|host| match host {
+            Host::Tcp(name) => loopback(name),
+            #[cfg(unix)]
+            Host::Unix(_) => true,
+        })
+        && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
 }
 
 impl fmt::Display for DatabaseUrl {

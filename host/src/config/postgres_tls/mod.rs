@@ -3,10 +3,15 @@
 //! | `sslmode` | TLS | the server's certificate |
 //! |---|---|---|
 //! | `disable` | never | — |
-//! | `prefer` (the default, as in libpq) | when the server offers it | not checked |
+//! | `prefer` (the default, as in libpq, but for a server on this machine) | when the server offers it | not checked |
 //! | `require` | always | not checked; checked as `verify-ca` when `sslrootcert` names a CA (as libpq does) |
 //! | `verify-ca` | always | signed by the CAs of `sslrootcert` (a file: it is required) |
 //! | `verify-full` | always | signed by a trusted CA and naming the URL's host |
+//!
+//! Without an `sslmode`, a server reached only over loopback (`localhost`, `127.0.0.1`, `::1`) or
+//! a Unix socket is `disable`: TLS there protects nothing a process on the same machine could
+//! not read anyway, and costs every statement its encryption. `sslmode=prefer` said outright
+//! keeps TLS.
 //!
 //! `sslrootcert` is a PEM file of trusted CAs (such as Amazon RDS's bundle), or `system` for the
 //! operating system's roots. `verify-full` uses the system's roots when it is not given (libpq
@@ -114,6 +119,14 @@ impl PgTls {
                 tokio_postgres::config::SslMode::Require => SslMode::Require,
                 _ => SslMode::Prefer,
             };
+        }
+        self
+    }
+
+    /// No TLS for a server reached only on this machine (`local`), unless `sslmode` was given.
+    pub fn plain_when_local(mut self, local: bool) -> Self {
+        if local && !self.explicit && self.mode == SslMode::Prefer {
+            self.mode = SslMode::Disable;
         }
         self
     }

@@ -84,15 +84,20 @@ async fn verify_full_takes_the_servers_certificate_only_with_its_ca() {
         .expect_err("wrong CA");
     assert!(refused.contains("certificate was refused"), "{refused}");
 
-    // Encrypted without a check, as libpq does: require, and prefer (the default) when offered.
+    // Encrypted without a check, as libpq does: require, and prefer when offered. Without an
+    // sslmode a server on this machine is reached without TLS (this one takes TLS only).
     assert_eq!(
         session_uses_tls(&at("127.0.0.1", "sslmode=require".into())).await,
         Ok(true)
     );
     assert_eq!(
-        session_uses_tls(&at("127.0.0.1", String::new())).await,
+        session_uses_tls(&at("127.0.0.1", "sslmode=prefer".into())).await,
         Ok(true)
     );
+    let refused = session_uses_tls(&at("127.0.0.1", String::new()))
+        .await
+        .expect_err("plain TCP by default on loopback");
+    assert!(refused.contains("Some(\"28000\")"), "{refused}");
 
     // The server takes TLS only; `disable` is honoured, so it is refused.
     let refused = session_uses_tls(&at("localhost", "sslmode=disable".into()))
