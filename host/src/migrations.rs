@@ -24,10 +24,16 @@ const HOST_HISTORY_TABLE: &str = "platform_host_schema_history";
 
 /// The host's own migrations, in every database of a component that uses messaging: its name
 /// (`V<n>__<name>`) and its SQL. A change to the host's tables is a new one at the end.
-const HOST_MIGRATIONS: [(&str, &str); 1] = [(
-    "V1__messaging_tables",
-    include_str!("../migrations/V1__messaging_tables.sql"),
-)];
+const HOST_MIGRATIONS: [(&str, &str); 2] = [
+    (
+        "V1__messaging_tables",
+        include_str!("../migrations/V1__messaging_tables.sql"),
+    ),
+    (
+        "V2__outbox_pending_by_id",
+        include_str!("../migrations/V2__outbox_pending_by_id.sql"),
+    ),
+];
 
 /// When migrations run: at start, or before new code is swapped in while the old code serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,7 +103,7 @@ impl Capabilities {
             messaging: Arc::new(Outbound {
                 source: config.name.clone(),
                 topics: config.publishes.iter().cloned().collect(),
-                wakeup: tokio::sync::Notify::new(),
+                ..Outbound::default()
             }),
             publish: PublishLimits {
                 max_event_bytes: limits.max_event_bytes,

@@ -254,7 +254,7 @@ impl<'s> UnitOfWork<'s> {
             let finished = store.data_mut().capabilities.sql.finish(commits).await;
             let verdict = classify(&answer, commits, finished, &store.data().capabilities.sql);
             if verdict == Verdict::Committed {
-                store.data().capabilities.messaging.committed();
+                store.data_mut().capabilities.messaging.committed();
             }
             crate::state::retire(store);
             (verdict, answer.ok())

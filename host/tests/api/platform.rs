@@ -61,7 +61,11 @@ async fn hosts_starting_at_once_migrate_once() {
         .query("SELECT version FROM platform_host_schema_history", &[])
         .await
         .expect("the host's own history");
-    assert_eq!(host_rows.len(), 1, "the host's tables are migration 1");
+    assert_eq!(
+        host_rows.len(),
+        2,
+        "the host's tables are migrations 1 and 2"
+    );
 }
 
 #[tokio::test]
@@ -92,13 +96,16 @@ async fn a_database_whose_host_tables_predate_their_history_keeps_its_rows_and_g
         .get(0);
     assert_eq!(kept, 1);
     let versions: Vec<i32> = client
-        .query("SELECT version FROM platform_host_schema_history", &[])
+        .query(
+            "SELECT version FROM platform_host_schema_history ORDER BY version",
+            &[],
+        )
         .await
         .expect("the host's own history")
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 }
 
 #[tokio::test]
@@ -286,9 +293,12 @@ async fn retention_deletes_only_old_sent_events_and_old_inbox_records() {
         )
         .await
         .expect("rows");
-    let database =
-        host::capabilities::sql::postgres::PgDatabase::new(&config.components[0].database, 1 << 20)
-            .expect("pool");
+    let database = host::capabilities::sql::postgres::PgDatabase::new(
+        &config.components[0].database,
+        1 << 20,
+        Duration::from_secs(30),
+    )
+    .expect("pool");
 
     let retention = host::capabilities::messaging::retention::Retention::new(
         "orders".into(),
@@ -375,7 +385,12 @@ async fn a_guard_whose_statement_failed_before_it_was_sent_still_goes_before_the
         .await
         .expect("tables");
     let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
-    let database = PgDatabase::new(&config.components[0].database, 1 << 20).expect("pool");
+    let database = PgDatabase::new(
+        &config.components[0].database,
+        1 << 20,
+        Duration::from_secs(30),
+    )
+    .expect("pool");
     let component = SqlComponent {
         database: Arc::new(database),
         limits: SqlLimits {

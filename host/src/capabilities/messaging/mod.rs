@@ -1,9 +1,12 @@
 //! The `platform:service/messaging` capability: `publish` writes the event to the component's
 //! outbox table in the unit of work's own transaction, so an event goes out if and only if the
-//! work commits. [`outbox::Relay`] then carries committed rows to the broker.
+//! work commits. Once it has, its events go to [`outbox::Relay`] from memory ([`fresh`]), which
+//! publishes them and marks their rows sent; rows whose events did not get out that way are
+//! carried by the relay's pass over the outbox.
 //!
 //! - [`Outbound`] is built once per component: the topics it may publish to, its name as the
-//!   CloudEvents `source`, and the relay's wake-up.
+//!   CloudEvents `source`, the events committed and not yet taken by the relay, and its
+//!   wake-up.
 //! - [`MessagingCtx`] is created per store and counts what the unit of work published.
 //! - [`Messaging`] is the view the generated `Host` trait is implemented on; it borrows the
 //!   store's [`SqlCtx`] too, since the outbox row belongs to the same transaction.
@@ -19,9 +22,11 @@ use crate::capabilities::memory::{Held, HostMemory};
 use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::{propagation, truncated};
+use fresh::{Fresh, FreshEvent};
 
 pub mod broker;
 pub mod cloudevent;
+pub mod fresh;
 pub mod outbox;
 pub mod retention;
 pub mod tables;
@@ -54,6 +59,8 @@ pub struct Outbound {
     pub source: String,
     /// The topics the manifest lets it publish; a publish to any other is refused.
     pub topics: HashSet<String>,
+    /// Events committed, waiting for the relay.
+    pub fresh: Fresh,
     /// Woken after a unit of work that published commits, so events leave at once.
     pub wakeup: Notify,
 }
@@ -61,8 +68,11 @@ pub struct Outbound {
 /// The messaging side of one unit of work.
 pub struct MessagingCtx {
     outbound: Arc<Outbound>,
-    /// The topic of each event published, in order.
-    published: Vec<String>,
+    /// Each event published, in order, kept for the relay once the unit of work commits.
+    published: Vec<FreshEvent>,
+    /// An event published was not kept (its copy would not fit the component's share of host
+    /// memory): the relay finds it in the outbox.
+    left_behind: bool,
     metrics: ComponentMetrics,
     limits: PublishLimits,
     /// The component's share of host memory, and what this unit of work's events hold of it
@@ -84,6 +94,7 @@ impl MessagingCtx {
         Self {
             outbound,
             published: Vec::new(),
+            left_behind: false,
             metrics,
             limits,
             memory,
@@ -92,14 +103,17 @@ impl MessagingCtx {
         }
     }
 
-    /// Call once the unit of work committed: counts what it published and wakes the relay.
-    pub fn committed(&self) {
-        if self.published.is_empty() {
+    /// Call once the unit of work committed: counts what it published, hands the events to the
+    /// relay and wakes it.
+    pub fn committed(&mut self) {
+        if self.published.is_empty() && !self.left_behind {
             return;
         }
-        for topic in &self.published {
-            self.metrics.published(topic, 1);
+        for event in &self.published {
+            self.metrics.published(&event.topic, 1);
         }
+        let published = std::mem::take(&mut self.published);
+        self.outbound.fresh.push(published, self.left_behind);
         self.outbound.wakeup.notify_one();
     }
 }
@@ -217,8 +231,24 @@ impl wit::Host for Messaging<'_> {
             Ok(held) => held,
             Err(refused) => return Ok(Err(refused)),
         };
-        let topic = event.topic.clone();
         let traceparent = propagation::traceparent_of(&tracing::Span::current());
+        // The relay's copy, sent from memory once the unit of work commits; without room for
+        // it, the relay reads the row instead.
+        let kept = self
+            .ctx
+            .memory
+            .reserve(held.bytes())
+            .ok()
+            .map(|held| FreshEvent {
+                id: event.id.clone(),
+                topic: event.topic.clone(),
+                content_type: event.content_type.clone(),
+                data_schema: event.data_schema.clone(),
+                data: event.data.clone(),
+                traceparent: traceparent.clone(),
+                time: chrono::Utc::now(),
+                held,
+            });
         let params = vec![
             Value::Text(event.id),
             Value::Text(event.topic),
@@ -232,7 +262,10 @@ impl wit::Host for Messaging<'_> {
         match self.sql.defer(outbox::INSERT, params).await {
             Ok(_) => {
                 self.ctx.held.merge(held);
-                self.ctx.published.push(topic);
+                match kept {
+                    Some(event) => self.ctx.published.push(event),
+                    None => self.ctx.left_behind = true,
+                }
                 Ok(Ok(()))
             }
             Err(SqlError::Unavailable(why)) => Ok(Err(PublishError::Unavailable(why))),

@@ -24,8 +24,9 @@ const MAX_TRACEPARENT_BYTES: i32 = 256;
 /// Longest topic column the relay reads (the manifest's topics are at most 200 bytes).
 const MAX_TOPIC_BYTES: i32 = 200;
 
-/// Locks up to `$1` unsent rows after `$2`, with their lengths; `$3` to `$8` are the bounds of
-/// id, topic, content type, data schema, data and traceparent ([`Bounds::params`]).
+/// Locks up to `$1` unsent rows after `$2` written at least `$9` milliseconds ago, with their
+/// lengths; `$3` to `$8` are the bounds of id, topic, content type, data schema, data and
+/// traceparent ([`Bounds::params`]).
 pub(super) const SELECT: &str = "\
 SELECT o.seq, coalesce(o.created_at, now()), f.fits,
        coalesce(octet_length(o.id), -1), coalesce(octet_length(o.topic), -1),
@@ -42,6 +43,7 @@ FROM platform_outbox o,
                  AND octet_length(o.data) <= $7
                  AND coalesce(octet_length(o.traceparent), 0) <= $8, false) AS fits) f
 WHERE o.sent_at IS NULL AND o.unsendable IS NULL AND o.seq > $2
+  AND coalesce(o.created_at, '-infinity') <= now() - $9::int * interval '1 millisecond'
 ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
 /// The longest value of each column the relay reads, in bytes.
@@ -87,6 +89,12 @@ impl Bounds {
 /// Marks rows sent: `$1` is a JSON array of their seqs.
 pub(super) const MARK_SENT: &str = "UPDATE platform_outbox SET sent_at = now() \
      WHERE seq IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))";
+
+/// Marks the unsent rows of events sent from memory: `$1` is a JSON array of their ids (see
+/// the `platform_outbox_pending_id` index).
+pub(super) const MARK_SENT_IDS: &str = "UPDATE platform_outbox SET sent_at = now() \
+     WHERE sent_at IS NULL AND unsendable IS NULL \
+     AND id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))";
 
 /// Sets rows aside for good: `$1` is a JSON array of `{"seq", "reason"}`.
 pub(super) const MARK_UNSENDABLE: &str = "UPDATE platform_outbox o SET unsendable = u.reason \
