@@ -119,6 +119,48 @@ pub fn protocol_from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result
     }
 }
 
+/// The samplers `OTEL_TRACES_SAMPLER` may name (the SDK reads it, and `OTEL_TRACES_SAMPLER_ARG`,
+/// itself); a `parentbased_` one follows the sampled flag of a request's or event's
+/// `traceparent`, so a trace is kept or dropped whole across the services.
+const SAMPLERS: [&str; 6] = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// Checks `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` before the SDK reads them: the
+/// SDK would fall back to sampling everything on a value it does not know, where a host refuses
+/// a setting it cannot follow.
+pub fn check_sampler(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    let Some(sampler) = var("OTEL_TRACES_SAMPLER").filter(|value| !value.trim().is_empty()) else {
+        return Ok(());
+    };
+    let sampler = sampler.trim();
+    if !SAMPLERS.contains(&sampler) {
+        bail!(
+            "OTEL_TRACES_SAMPLER: {sampler:?} is not supported; use one of {}",
+            SAMPLERS.join(", ")
+        );
+    }
+    if sampler.ends_with("traceidratio") {
+        let ratio = var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default();
+        if !ratio
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|ratio| (0.0..=1.0).contains(&ratio))
+        {
+            bail!(
+                "OTEL_TRACES_SAMPLER_ARG: {sampler} needs the share of traces to keep, a number \
+                 from 0 to 1 (found {ratio:?})"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Sets up logging and, when the environment asks for it, span export. Call inside the tokio
 /// runtime, once.
 pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
@@ -150,6 +192,7 @@ pub fn init(log_json: bool) -> anyhow::Result<Telemetry> {
             _log_writer: log_writer,
         });
     };
+    check_sampler(env)?;
     let batch = export::BatchConfig::from_env(env)?;
     let exporter = match protocol {
         Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
@@ -306,6 +349,29 @@ mod tests {
             error.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && error.contains("http/json"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_sampler_the_sdk_would_not_follow_is_refused_with_the_variable_at_fault() {
+        assert!(check_sampler(vars(&[])).is_ok());
+        assert!(check_sampler(vars(&[("OTEL_TRACES_SAMPLER", "parentbased_always_on")])).is_ok());
+        let ratio = [
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ];
+        assert!(check_sampler(vars(&ratio)).is_ok());
+        let error = check_sampler(vars(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("OTEL_TRACES_SAMPLER: \"jaeger_remote\""), "{error}");
+        for arg in ["", "half", "1.5"] {
+            let bad = [
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ];
+            let error = check_sampler(vars(&bad)).unwrap_err().to_string();
+            assert!(error.contains("OTEL_TRACES_SAMPLER_ARG"), "{arg}: {error}");
+        }
     }
 
     #[test]
