@@ -9,7 +9,9 @@
 #   so the rate is about half; p50 and p99 of the time from an order's transaction to its
 #   invoice's (`orders.created_at` to `invoices.issued_at`, both the server's clock);
 # - pgbench of the same SQL, the three units of work of one order each in a transaction of its
-#   own, both databases loaded at once (16 clients each): the ceiling, and the burst's ratio to it.
+#   own, both databases loaded at once (16 clients each): the ceiling, and the burst's ratio to it;
+#   then each database's script alone, for PostgreSQL's CPU per order doing only that SQL;
+# - CPU per fully invoiced order in the burst: the host's, PostgreSQL's and RabbitMQ's.
 #
 #   bench/flow.sh [seconds]   (default 10; HOST_BIN=path picks the host binary)
 set -euo pipefail
@@ -50,16 +52,22 @@ wait_all_invoiced() {
 
 # Burst.
 cpu_before=$(bench_cpu_us)
+pg_before=$(bench_pg_cpu_us)
+mq_before=$(bench_rabbitmq_cpu_us)
 started=$(now_ms)
 burst=$(PAUSE_MS=0 wrk -t1 -c"$BURST_CONNECTIONS" -d"${SECONDS_PER_CASE}s" -s "$BENCH_WORK/post.lua" "$base/orders/orders")
 wait_all_invoiced
 finished=$(now_ms)
 cpu_after=$(bench_cpu_us)
+pg_after=$(bench_pg_cpu_us)
+mq_after=$(bench_rabbitmq_cpu_us)
 bench_settle
 orders=$(invoiced)
 not_invoiced=$(psql_admin bench_orders -tAc "SELECT count(*) FROM orders WHERE status <> 'invoiced'")
 burst_rate=$(awk -v n="$orders" -v ms="$((finished - started))" 'BEGIN { printf "%d", n * 1000 / ms }')
 cpu_per_order=$(((cpu_after - cpu_before) / (orders > 0 ? orders : 1)))
+pg_per_order=$(((pg_after - pg_before) / (orders > 0 ? orders : 1)))
+mq_per_order=$(((mq_after - mq_before) / (orders > 0 ? orders : 1)))
 burst_errors=$(awk '/Non-2xx or 3xx/ { print $NF }' <<<"$burst")
 
 # Order → invoice latency at half the burst's rate.
@@ -114,12 +122,30 @@ orders_tps=$(cat "$BENCH_WORK/orders.tps")
 invoices_tps=$(cat "$BENCH_WORK/invoices.tps")
 ceiling=$((orders_tps < invoices_tps ? orders_tps : invoices_tps))
 bench_reset_data
+# PostgreSQL's CPU per order for only that SQL: each database's script alone (an order is one
+# run of each), its CPU per transaction, summed.
+pgbench_cpu_per_run() { # database, script
+  local before after runs
+  before=$(bench_pg_cpu_us)
+  runs=$(pgbench -h localhost -U "$1" -n -M prepared -c "$PG_CLIENTS" -j 1 -T "$SECONDS_PER_CASE" -f "$2" "$1" 2>&1 |
+    awk '/actually processed/ { split($NF, n, "/"); print n[1] }')
+  after=$(bench_pg_cpu_us)
+  echo $(((after - before) / (${runs:-0} > 0 ? runs : 1)))
+}
+pgbench_pg_per_order=$(($(pgbench_cpu_per_run bench_orders "$BENCH_WORK/orders.sql") +
+  $(pgbench_cpu_per_run bench_invoices "$BENCH_WORK/invoices.sql")))
+bench_reset_data
 
 printf '| figure | value |\n| --- | --- |\n'
 printf '| burst at %s connections for %s s: orders invoiced / not invoiced / answers not 2xx | %s / %s / %s |\n' \
   "$BURST_CONNECTIONS" "$SECONDS_PER_CASE" "$orders" "$not_invoiced" "${burst_errors:-0}"
 printf '| fully invoiced orders/s (first POST to last order invoiced) | %s |\n' "$burst_rate"
 printf '| host CPU per fully invoiced order | %s µs |\n' "$cpu_per_order"
+printf '| PostgreSQL CPU per fully invoiced order | %s µs |\n' "$pg_per_order"
+printf '| RabbitMQ CPU per fully invoiced order | %s µs |\n' "$mq_per_order"
+printf '| PostgreSQL CPU per order in pgbench of the same SQL | %s µs |\n' "$pgbench_pg_per_order"
+awk -v a="$pg_per_order" -v b="$pgbench_pg_per_order" 'BEGIN { printf "| PostgreSQL CPU per order / in pgbench | %.2f |\n", (b > 0 ? a / b : 0) }'
+awk -v a="$cpu_per_order" -v b="$pgbench_pg_per_order" 'BEGIN { printf "| host CPU per order / PostgreSQL CPU per order in pgbench | %.2f |\n", (b > 0 ? a / b : 0) }'
 printf '| pgbench of the three units of work, %s clients a database: orders db / invoices db (orders/s) | %s / %s |\n' \
   "$PG_CLIENTS" "$orders_tps" "$invoices_tps"
 awk -v a="$burst_rate" -v b="$ceiling" 'BEGIN { printf "| fully invoiced orders/s / pgbench ceiling | %.2f |\n", (b > 0 ? a / b : 0) }'

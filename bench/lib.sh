@@ -75,6 +75,25 @@ bench_cpu_us() {
   echo $((ticks * 1000000 / $(getconf CLK_TCK)))
 }
 
+# CPU time PostgreSQL has used, in microseconds: its processes' (user + system), and that of
+# those that ended (the postmaster's reaped children: backends of closed connections).
+bench_pg_cpu_us() {
+  local postmaster ticks
+  postmaster=$(pgrep -o -x postgres)
+  ticks=$({ cat "/proc/$postmaster/stat"; for pid in $(pgrep -P "$postmaster"); do cat "/proc/$pid/stat" 2>/dev/null; done; } |
+    awk -v pm="$postmaster" '{ t += $14 + $15; if ($1 == pm) t += $16 + $17 } END { printf "%d", t }')
+  echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
+# CPU time RabbitMQ has used, in microseconds: every process of its user (the Erlang VM and
+# its helpers).
+bench_rabbitmq_cpu_us() {
+  local ticks
+  ticks=$(for pid in $(pgrep -u rabbitmq); do cat "/proc/$pid/stat" 2>/dev/null; done |
+    awk '{ t += $14 + $15 + $16 + $17 } END { printf "%d", t }')
+  echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
 # Runs `wrk -t1 --latency` with the given arguments, measuring the host's CPU meanwhile; sets
 # WRK_RPS, WRK_P50, WRK_P99, WRK_ERRORS (answers not 2xx/3xx) and WRK_CPU_US (host CPU µs per
 # request).
