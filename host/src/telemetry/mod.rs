@@ -363,7 +363,10 @@ mod tests {
         let error = check_sampler(vars(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("OTEL_TRACES_SAMPLER: \"jaeger_remote\""), "{error}");
+        assert!(
+            error.contains("OTEL_TRACES_SAMPLER: \"jaeger_remote\""),
+            "{error}"
+        );
         for arg in ["", "half", "1.5"] {
             let bad = [
                 ("OTEL_TRACES_SAMPLER", "traceidratio"),

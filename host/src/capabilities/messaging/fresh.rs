@@ -13,8 +13,9 @@ use crate::capabilities::memory::Held;
 /// Events waiting for the relay, at most; past it, more are left to its pass over the outbox.
 const MAX_WAITING: usize = 4096;
 
-/// One event a unit of work published, as its outbox row holds it.
-pub struct FreshEvent {
+/// One event as its outbox row holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
     /// The CloudEvents id (the row's `id`).
     pub id: String,
     /// Its topic, the routing key.
@@ -29,6 +30,12 @@ pub struct FreshEvent {
     pub traceparent: Option<String>,
     /// When it was published.
     pub time: DateTime<Utc>,
+}
+
+/// An event a unit of work published, kept in memory for the relay.
+pub struct FreshEvent {
+    /// The event.
+    pub event: Event,
     /// What it holds of the component's share of host memory, until it is sent.
     pub held: Held,
 }
@@ -87,13 +94,15 @@ mod tests {
 
     fn event(id: &str) -> FreshEvent {
         FreshEvent {
-            id: id.into(),
-            topic: "orders.created".into(),
-            content_type: "application/json".into(),
-            data_schema: None,
-            data: b"{}".to_vec(),
-            traceparent: None,
-            time: Utc::now(),
+            event: Event {
+                id: id.into(),
+                topic: "orders.created".into(),
+                content_type: "application/json".into(),
+                data_schema: None,
+                data: b"{}".to_vec(),
+                traceparent: None,
+                time: Utc::now(),
+            },
             held: Held::default(),
         }
     }
@@ -104,7 +113,7 @@ mod tests {
         fresh.push(vec![event("a"), event("b")], false);
         fresh.push(vec![event("c")], false);
         let (events, left_behind) = fresh.take();
-        let ids: Vec<_> = events.iter().map(|event| event.id.as_str()).collect();
+        let ids: Vec<_> = events.iter().map(|fresh| fresh.event.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(!left_behind);
         assert!(fresh.take().0.is_empty(), "taken once");

@@ -22,7 +22,7 @@ use crate::capabilities::memory::{Held, HostMemory};
 use crate::capabilities::sql::{Error as SqlError, SqlCtx, Value};
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::{propagation, truncated};
-use fresh::{Fresh, FreshEvent};
+use fresh::{Event, Fresh, FreshEvent};
 
 pub mod broker;
 pub mod cloudevent;
@@ -110,7 +110,7 @@ impl MessagingCtx {
             return;
         }
         for event in &self.published {
-            self.metrics.published(&event.topic, 1);
+            self.metrics.published(&event.event.topic, 1);
         }
         let published = std::mem::take(&mut self.published);
         self.outbound.fresh.push(published, self.left_behind);
@@ -240,13 +240,15 @@ impl wit::Host for Messaging<'_> {
             .reserve(held.bytes())
             .ok()
             .map(|held| FreshEvent {
-                id: event.id.clone(),
-                topic: event.topic.clone(),
-                content_type: event.content_type.clone(),
-                data_schema: event.data_schema.clone(),
-                data: event.data.clone(),
-                traceparent: traceparent.clone(),
-                time: chrono::Utc::now(),
+                event: Event {
+                    id: event.id.clone(),
+                    topic: event.topic.clone(),
+                    content_type: event.content_type.clone(),
+                    data_schema: event.data_schema.clone(),
+                    data: event.data.clone(),
+                    traceparent: traceparent.clone(),
+                    time: chrono::Utc::now(),
+                },
                 held,
             });
         let params = vec![

@@ -47,14 +47,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
-use super::fresh::FreshEvent;
+use super::fresh::{Event, FreshEvent};
 use super::{Outbound, cloudevent};
 use crate::capabilities::sql::{self, CommitError, Database, ResultBudget, Transaction, Value};
 use crate::telemetry::metrics::ComponentMetrics;
@@ -62,7 +61,7 @@ use crate::telemetry::propagation;
 
 mod rows;
 
-use rows::{Bounds, Pending, Row};
+use rows::{Bounds, Row};
 
 /// The statement `publish` runs in the unit of work; `traceparent` is the context of the span
 /// that wrote the event, which the relay's publish continues.
@@ -130,47 +129,6 @@ impl From<sql::Error> for RelayError {
 enum RowKey {
     Seq(i64),
     Id(String),
-}
-
-/// One event to publish, from a row or from memory.
-struct Outgoing<'a> {
-    row: RowKey,
-    id: &'a str,
-    topic: &'a str,
-    content_type: &'a str,
-    data_schema: Option<&'a str>,
-    data: &'a [u8],
-    /// The context of the span that wrote it.
-    written_in: Option<&'a str>,
-    time: DateTime<Utc>,
-}
-
-impl<'a> Outgoing<'a> {
-    fn of_row(row: &'a Pending) -> Self {
-        Self {
-            row: RowKey::Seq(row.seq),
-            id: &row.id,
-            topic: &row.topic,
-            content_type: &row.content_type,
-            data_schema: row.data_schema.as_deref(),
-            data: &row.data,
-            written_in: row.traceparent.as_deref(),
-            time: row.created_at,
-        }
-    }
-
-    fn of_fresh(event: &'a FreshEvent) -> Self {
-        Self {
-            row: RowKey::Id(event.id.clone()),
-            id: &event.id,
-            topic: &event.topic,
-            content_type: &event.content_type,
-            data_schema: event.data_schema.as_deref(),
-            data: &event.data,
-            written_in: event.traceparent.as_deref(),
-            time: event.time,
-        }
-    }
 }
 
 /// An event on its way to the broker: its row, and the confirmation to wait for.
@@ -328,8 +286,9 @@ impl Relay {
     ) -> Result<bool, RelayError> {
         let mut in_flight = Vec::with_capacity(events.len());
         let mut refused = false;
-        for event in &events {
-            match self.publish(channel, Outgoing::of_fresh(event)).await? {
+        for fresh in &events {
+            let row = RowKey::Id(fresh.event.id.clone());
+            match self.publish(channel, row, &fresh.event).await? {
                 Ok(sending) => in_flight.push(sending),
                 // Checked at `publish`: cannot happen, and the pass sets its row aside.
                 Err(_) => refused = true,
@@ -404,7 +363,8 @@ impl Relay {
         for row in rows {
             match row {
                 Row::Pending(pending) => {
-                    match self.publish(channel, Outgoing::of_row(&pending)).await? {
+                    let row = RowKey::Seq(pending.seq);
+                    match self.publish(channel, row, &pending.event).await? {
                         Ok(sending) => in_flight.push(sending),
                         Err(why) => unsendable.push((pending.seq, why)),
                     }
@@ -457,25 +417,27 @@ impl Relay {
     async fn publish(
         &mut self,
         channel: &Channel,
-        event: Outgoing<'_>,
+        row: RowKey,
+        event: &Event,
     ) -> Result<Result<InFlight, String>, RelayError> {
+        let written_in = event.traceparent.as_deref();
         let publishing = Publishing {
-            span: publish_span(&self.component, event.topic, event.id, event.written_in),
+            span: publish_span(&self.component, &event.topic, &event.id, written_in),
             confirmed: false,
         };
         // The consumer's span continues this one; with no exporter, the writer's context
         // passes through, if it is a valid one (the component's SQL can write the column).
         let traceparent = propagation::traceparent_of(&publishing.span)
-            .or_else(|| propagation::valid_traceparent(event.written_in));
+            .or_else(|| propagation::valid_traceparent(written_in));
         let message = cloudevent::Outgoing {
-            id: event.id,
-            topic: event.topic,
+            id: &event.id,
+            topic: &event.topic,
             source: &self.outbound.source,
             time: event.time,
-            content_type: event.content_type,
-            data_schema: event.data_schema,
+            content_type: &event.content_type,
+            data_schema: event.data_schema.as_deref(),
             traceparent: traceparent.as_deref(),
-            data: event.data,
+            data: &event.data,
         };
         let body = match cloudevent::encode(&message) {
             Ok(body) => body,
@@ -483,8 +445,8 @@ impl Relay {
             Err(err) => return Ok(Err(format!("data is not JSON: {err}"))),
         };
         let properties = BasicProperties::default()
-            .with_message_id(event.id.into())
-            .with_type(event.topic.into())
+            .with_message_id(event.id.as_str().into())
+            .with_type(event.topic.as_str().into())
             .with_app_id(self.component.as_str().into())
             .with_user_id(self.broker.user().into())
             .with_content_type(cloudevent::CONTENT_TYPE.into())
@@ -499,15 +461,15 @@ impl Relay {
         let confirm = channel
             .basic_publish(
                 exchange.into(),
-                event.topic.into(),
+                event.topic.as_str().into(),
                 mandatory,
                 &body,
                 properties,
             )
             .await?;
         Ok(Ok(InFlight {
-            row: event.row,
-            topic: event.topic.to_owned(),
+            row,
+            topic: event.topic.clone(),
             confirm,
             publishing,
         }))

@@ -14,6 +14,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
+use super::super::fresh::Event;
+
 use super::super::{MAX_CONTENT_TYPE_BYTES, MAX_DATA_SCHEMA_BYTES, MAX_ID_BYTES};
 use crate::capabilities::sql::Value;
 use crate::telemetry::truncated;
@@ -111,13 +113,7 @@ pub(super) enum Row {
 #[derive(Debug)]
 pub(super) struct Pending {
     pub seq: i64,
-    pub id: String,
-    pub topic: String,
-    pub content_type: String,
-    pub data_schema: Option<String>,
-    pub data: Vec<u8>,
-    pub traceparent: Option<String>,
-    pub created_at: DateTime<Utc>,
+    pub event: Event,
 }
 
 impl Row {
@@ -169,16 +165,18 @@ pub(super) fn classify(
     };
     Ok(Row::Pending(Pending {
         seq,
-        created_at,
-        id: text(row, 9)?,
-        topic,
-        content_type: text(row, 11)?,
-        data_schema: optional_text(row, 12)?,
-        data: match row.get(13) {
-            Some(Value::Bytes(data)) => data.clone(),
-            other => return Err(unexpected(13, other)),
+        event: Event {
+            id: text(row, 9)?,
+            topic,
+            content_type: text(row, 11)?,
+            data_schema: optional_text(row, 12)?,
+            data: match row.get(13) {
+                Some(Value::Bytes(data)) => data.clone(),
+                other => return Err(unexpected(13, other)),
+            },
+            traceparent: optional_text(row, 14)?,
+            time: created_at,
         },
-        traceparent: optional_text(row, 14)?,
     }))
 }
 
