@@ -9,13 +9,9 @@
 //! Swagger UI's online validator badge is off: it would send the document's URL to a third
 //! party from every visitor's browser.
 
-use std::borrow::Cow;
-use std::sync::{Arc, LazyLock};
-
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use utoipa_swagger_ui::Config;
 
 use crate::problem;
 
@@ -25,15 +21,51 @@ pub const PATH: &str = "/docs";
 /// The component path the page loads its document from.
 pub const DOCUMENT: &str = "/openapi.json";
 
-static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
-    // Relative to the page at `<route>/docs/`.
-    Arc::new(
-        Config::from("../openapi.json")
-            .try_it_out_enabled(true)
-            .display_request_duration(true)
-            .validator_url("none"),
-    )
-});
+/// Starts Swagger UI on the component's document, relative to the page at `<route>/docs/`.
+const INITIALIZER: &str = r##"window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    dom_id: "#swagger-ui",
+    url: "../openapi.json",
+    deepLinking: true,
+    tryItOutEnabled: true,
+    displayRequestDuration: true,
+    validatorUrl: "none",
+    layout: "StandaloneLayout",
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+  });
+};
+"##;
+
+/// A file of the page: its name, media type and bytes.
+type Asset = (&'static str, &'static str, &'static [u8]);
+
+/// Swagger UI's own files, as `build.rs` took them out of its release.
+macro_rules! asset {
+    ($name:literal, $media:literal) => {
+        (
+            $name,
+            $media,
+            include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui/", $name)),
+        )
+    };
+}
+
+/// Every file the page loads.
+const ASSETS: [Asset; 8] = [
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("index.css", "text/css"),
+    asset!("swagger-ui.css", "text/css"),
+    asset!("swagger-ui-bundle.js", "text/javascript"),
+    asset!("swagger-ui-standalone-preset.js", "text/javascript"),
+    asset!("favicon-32x32.png", "image/png"),
+    asset!("favicon-16x16.png", "image/png"),
+    (
+        "swagger-initializer.js",
+        "text/javascript",
+        INITIALIZER.as_bytes(),
+    ),
+];
 
 /// Whether `path` (under a component's route) is the docs page or one of its assets.
 pub fn is_docs(path: &str) -> bool {
@@ -122,33 +154,19 @@ pub fn serve(path: &str, component: &str) -> Response<Full<Bytes>> {
             .insert(header::LOCATION, HeaderValue::from_static("docs/"));
         return moved;
     };
-    match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
-        Ok(Some(asset)) => {
-            let bytes = match asset.bytes {
-                Cow::Borrowed(bytes) => Bytes::from_static(bytes),
-                Cow::Owned(bytes) => Bytes::from(bytes),
-            };
-            let mut response = Response::new(Full::new(bytes));
-            if let Ok(content_type) = HeaderValue::from_str(&asset.content_type) {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type);
-            }
-            // The assets change only with the host binary; the initializer carries the config.
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
-        }
-        Ok(None) => problem::response(
+    let file = if file.is_empty() { "index.html" } else { file };
+    let Some((_, media, bytes)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
+        return problem::response(
             StatusCode::NOT_FOUND,
             format!("the {component} docs page has no {file}"),
-        ),
-        Err(err) => problem::response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot serve the docs page: {err}"),
-        ),
-    }
+        );
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(bytes)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    // The assets change only with the host binary.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The answer for a component without a document.
