@@ -23,7 +23,9 @@ const HISTORY_TABLE: &str = "platform_schema_history";
 const HOST_HISTORY_TABLE: &str = "platform_host_schema_history";
 
 /// The host's own migrations, in every database of a component that uses messaging: its name
-/// (`V<n>__<name>`) and its SQL. A change to the host's tables is a new one at the end.
+/// (`V<n>__<name>`) and its SQL. A change to the host's tables is a new one at the end, and one
+/// an older host can run beside (an index, a column it does not read, with a default): an older
+/// host starts on a database a newer one migrated, so a release can be rolled back.
 const HOST_MIGRATIONS: [(&str, &str); 2] = [
     (
         "V1__messaging_tables",
@@ -165,9 +167,11 @@ async fn host_tables(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
         .iter()
         .map(|(name, sql)| refinery::Migration::unapplied(name, sql))
         .collect::<Result<Vec<_>, _>>()?;
+    // A newer host's migrations in the history are not missing here: they are the next release's
+    // (see HOST_MIGRATIONS), and this host runs beside them.
     let mut runner = refinery::Runner::new(&migrations)
         .set_abort_divergent(true)
-        .set_abort_missing(true);
+        .set_abort_missing(false);
     runner.set_migration_table_name(HOST_HISTORY_TABLE);
     runner.run_async(client).await?;
     Ok(())

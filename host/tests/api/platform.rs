@@ -69,6 +69,30 @@ async fn hosts_starting_at_once_migrate_once() {
 }
 
 #[tokio::test]
+async fn a_host_starts_on_a_database_a_newer_host_migrated() {
+    let db = TestDatabase::create().await;
+    let config = helpers::config(&helpers::orders_manifest(&TestBroker::new(), &db.url()));
+    host::migrations::migrate(&config.components[0])
+        .await
+        .expect("migrates");
+    // What a newer release of the host leaves: a migration of its own this host does not know.
+    db.connect()
+        .await
+        .execute(
+            "INSERT INTO platform_host_schema_history (version, name, applied_on, checksum) \
+             SELECT 99, 'from_a_newer_host', applied_on, '0' \
+             FROM platform_host_schema_history WHERE version = 1",
+            &[],
+        )
+        .await
+        .expect("a newer host's migration");
+
+    host::migrations::migrate(&config.components[0])
+        .await
+        .expect("rolled back, the older host starts");
+}
+
+#[tokio::test]
 async fn a_database_whose_host_tables_predate_their_history_keeps_its_rows_and_gains_it() {
     let db = TestDatabase::create().await;
     let client = db.connect().await;
