@@ -48,6 +48,7 @@ run_case "Orders answers 404 (instance, no SQL)" "$LOW" "$base/orders/nowhere"
 component_cpu=$CASE_CPU_US
 run_case "POST /orders" "$LOW" "$base/orders/orders" "$BENCH_WORK/post.lua"
 post_rps=$CASE_RPS
+post_switches=$WRK_SWITCHES
 run_case "POST /orders" "$HIGH" "$base/orders/orders" "$BENCH_WORK/post.lua"
 run_case "GET /orders/{id}" "$LOW" "$base/orders/orders/$order_id"
 run_case "GET /orders/{id}" "$HIGH" "$base/orders/orders/$order_id"
@@ -72,6 +73,7 @@ printf '| figure | value |\n| --- | --- |\n'
 printf '| pgbench of POST'"'"'s unit of work, %s clients (transactions/s) | %s |\n' "$LOW" "$pg_tps"
 awk -v a="$post_rps" -v b="$pg_tps" 'BEGIN { printf "| POST /orders c16 / pgbench ceiling | %.2f |\n", (b > 0 ? a / b : 0) }'
 printf '| instance cost: host CPU of a component call minus a host-answered request | %s µs |\n' "$((component_cpu - host_cpu))"
+printf '| host context switches per POST /orders, c%s | %s |\n' "$LOW" "$post_switches"
 printf '| resident memory idle / after the load | %s / %s MiB |\n' "$((idle_rss / 1024))" "$((loaded_rss / 1024))"
 # HOST_BIN may be a script that runs an earlier host (see compare.sh): then there is no size.
 if strip -o "$BENCH_WORK/host.stripped" "$HOST_BIN" 2>/dev/null; then

@@ -95,13 +95,16 @@ bench_rabbitmq_cpu_us() {
 }
 
 # Runs `wrk -t1 --latency` with the given arguments, measuring the host's CPU meanwhile; sets
-# WRK_RPS, WRK_P50, WRK_P99, WRK_ERRORS (answers not 2xx/3xx) and WRK_CPU_US (host CPU µs per
-# request).
+# WRK_RPS, WRK_P50, WRK_P99, WRK_ERRORS (answers not 2xx/3xx), WRK_CPU_US (host CPU µs per
+# request) and WRK_SWITCHES (the host's context switches per request, its threads' voluntary and
+# not; threads that ended meanwhile are not counted).
 bench_wrk() {
-  local cpu_before cpu_after out requests
+  local cpu_before cpu_after switches_before switches_after out requests
   cpu_before=$(bench_cpu_us)
+  switches_before=$(bench_context_switches)
   out=$(wrk -t1 --latency "$@")
   cpu_after=$(bench_cpu_us)
+  switches_after=$(bench_context_switches)
   WRK_RPS=$(awk '/^Requests\/sec/ { printf "%d", $2 }' <<<"$out")
   WRK_P50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
   WRK_P99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
@@ -109,6 +112,14 @@ bench_wrk() {
   WRK_ERRORS=$(awk '/Non-2xx or 3xx/ { print $NF }' <<<"$out")
   WRK_ERRORS=${WRK_ERRORS:-0}
   WRK_CPU_US=$(((cpu_after - cpu_before) / (requests > 0 ? requests : 1)))
+  WRK_SWITCHES=$(awk -v n="$((switches_after - switches_before))" -v r="$requests" \
+    'BEGIN { printf "%.1f", (r > 0 ? n / r : 0) }')
+}
+
+# Context switches of every thread of the host so far, voluntary and not.
+bench_context_switches() {
+  cat /proc/"$HOST_PID"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { printf "%d", n }'
 }
 
 # Resident memory of the host, in KiB.

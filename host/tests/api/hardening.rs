@@ -505,6 +505,65 @@ impl Drop for Migrations {
 
 #[tokio::test]
 async fn session_state_left_by_one_unit_of_work_is_gone_in_the_next() {
+    // One connection, so both units of work run on the same one.
+    let bench = Bench::start(Setup {
+        misbehave: "max_connections = 1",
+        ..Setup::default()
+    })
+    .await;
+    // The host refuses set_config in a guest's statement; a function made in the component's
+    // database (as a migration could) still gets there with dynamic SQL.
+    let (status, refused) = bench
+        .sql("SELECT set_config('app.leak', 'yes', false)")
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    bench
+        .misbehave
+        .connect()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION leak_setting() RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE 'SELECT set_config(''app.leak'', ''yes'', false)'; \
+             RETURN current_setting('app.leak'); END $$",
+        )
+        .await
+        .expect("function");
+    let (status, first) = bench
+        .sql("SELECT pg_backend_pid(), leak_setting(), pg_try_advisory_lock(7)")
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["rows"][0][1], "yes");
+    assert_eq!(first["rows"][0][2], true);
+    let (status, answer) = bench.sql("CREATE TEMP TABLE leak (x int)").await;
+    assert_eq!(status, 200, "{answer}");
+
+    let (status, next) = bench
+        .sql(
+            "SELECT pg_backend_pid(), coalesce(current_setting('app.leak', true), ''), \
+             (SELECT count(*) FROM pg_locks \
+              WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+             to_regclass('pg_temp.leak')::text",
+        )
+        .await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(
+        next["rows"][0][0], first["rows"][0][0],
+        "the same pooled connection: {first} {next}"
+    );
+    assert_eq!(next["rows"][0][1], "", "the setting was reset: {next}");
+    assert_eq!(
+        next["rows"][0][2], 0,
+        "the advisory lock was released: {next}"
+    );
+    assert_eq!(
+        next["rows"][0][3],
+        Value::Null,
+        "the temporary table was dropped: {next}"
+    );
+}
+
+#[tokio::test]
+async fn a_setting_left_by_a_function_a_migration_made_is_gone_in_the_next_unit_of_work() {
     // The host refuses set_config in a guest's statement; a function its migrations made
     // still gets there with dynamic SQL, out of sight of the statement's text.
     let migrations = Migrations::with(
