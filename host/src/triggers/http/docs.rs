@@ -24,13 +24,13 @@ pub const DOCUMENT: &str = "/openapi.json";
 /// Starts Swagger UI on the component's document, relative to the page at `<route>/docs/`.
 const INITIALIZER: &str = r##"window.onload = function () {
   window.ui = SwaggerUIBundle({
-    dom_id: "#swagger-ui",
-    url: "../openapi.json",
-    deepLinking: true,
-    tryItOutEnabled: true,
-    displayRequestDuration: true,
-    validatorUrl: "none",
-    layout: "StandaloneLayout",
+    "dom_id": "#swagger-ui",
+    "url": "../openapi.json",
+    "deepLinking": true,
+    "tryItOutEnabled": true,
+    "displayRequestDuration": true,
+    "validatorUrl": "none",
+    "layout": "StandaloneLayout",
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     plugins: [SwaggerUIBundle.plugins.DownloadUrl],
   });
