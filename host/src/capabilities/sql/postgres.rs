@@ -426,12 +426,7 @@ impl PgTransaction {
         // error it answers still ends the transaction) and the connection is open.
         let clean = match &reset {
             Some(outcome) => outcome.is_ok(),
-            None => {
-                !client.is_closed()
-                    && failure
-                        .as_ref()
-                        .is_none_or(|err| err.as_db_error().is_some() && !wire::is_cut(err))
-            }
+            None => !client.is_closed() && failure.as_ref().is_none_or(session_goes_on),
         };
         // A statement that failed on the server aborted the transaction, and the `COMMIT` after it
         // rolled back (PostgreSQL answers `ROLLBACK`, not an error): the failure is the commit's.
@@ -586,6 +581,15 @@ fn query_failed(err: tokio_postgres::Error) -> Error {
         }),
         None => Error::Unavailable(err.to_string()),
     }
+}
+
+/// Whether the session survives `err`: an error the server answered and went on after (not a
+/// broken connection, a message cut by the guard, or the server ending the session, such as an
+/// administrator's terminate answering `57P01`).
+fn session_goes_on(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| !is_server_outage(db.code().code()) && db.severity() == "ERROR")
+        && !wire::is_cut(err)
 }
 
 fn is_server_outage(sqlstate: &str) -> bool {
